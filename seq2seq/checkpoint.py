@@ -1,0 +1,263 @@
+"""Model directories and training state, written atomically, loaded without unpickling.
+
+A model directory is self-contained::
+
+    config.yaml            the full Config that rebuilds the model
+    tokenizer.src.model    SentencePiece models
+    tokenizer.tgt.model
+    model.safetensors      the (best) weights
+    last/                  training state for --resume: model.safetensors, optimizer.safetensors,
+                           state.json (step, epoch, schedule, RNG, ...)
+
+Every file is written to a temporary name and renamed into place; ``last/`` is replaced as a whole
+(write ``last.tmp/``, swap), so a process killed at any moment leaves the previous complete state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import safetensors
+import safetensors.torch
+import torch
+
+from seq2seq.config import Config, ConfigError, load_config
+from seq2seq.tokenizer import Tokenizer, TokenizerError
+
+CONFIG_FILE = "config.yaml"
+WEIGHTS_FILE = "model.safetensors"
+SRC_TOKENIZER_FILE = "tokenizer.src.model"
+TGT_TOKENIZER_FILE = "tokenizer.tgt.model"
+LAST_DIR = "last"
+
+
+class CheckpointError(ValueError):
+    """A model directory or training state that cannot be written or loaded (names the file)."""
+
+
+# ---------------------------------------------------------------------------- atomic writes
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp_path)`` then rename the temporary file onto ``path`` (same directory)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp_name)
+    try:
+        write(tmp_path)
+        with open(tmp_path, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp_path, path)
+    except OSError as err:
+        tmp_path.unlink(missing_ok=True)
+        raise CheckpointError(f"could not write {path}: {err.strerror or err}; the previous file is unchanged") from err
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def save_weights(state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Save tensors as safetensors (tied tensors stored once), atomically."""
+    unique: dict[str, torch.Tensor] = {}
+    seen: set[tuple[int, int]] = set()
+    for name, tensor in state.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        if key in seen:
+            continue
+        seen.add(key)
+        unique[name] = tensor.detach().cpu().contiguous()
+    atomic_write(path, lambda tmp: safetensors.torch.save_file(unique, str(tmp)))
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file (no pickle); a missing, truncated or corrupt file raises CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file not found: {path}")
+    try:
+        return safetensors.torch.load_file(str(path), device="cpu")
+    except Exception as err:  # safetensors raises SafetensorError / OSError / ValueError on damaged files
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({err}); it may be truncated or corrupted — "
+            "re-copy it or use last/model.safetensors from the training run"
+        ) from None
+
+
+def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    """Copy ``state`` into ``model``; shape or key mismatches raise CheckpointError naming ``source``."""
+    expected = model.state_dict()
+    tied = _tied_names(model)
+    missing = [k for k in expected if k not in state and k not in tied]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source} does not match the model that config.yaml describes: "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+        )
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape:
+            raise CheckpointError(
+                f"{source} does not match config.yaml: '{name}' has shape {tuple(tensor.shape)} in the file "
+                f"but the configured model needs {tuple(expected[name].shape)}"
+            )
+    model.load_state_dict(state, strict=False)
+
+
+def _tied_names(model: torch.nn.Module) -> set[str]:
+    """Names in state_dict that alias an earlier tensor (e.g. tied output weights)."""
+    seen, tied = set(), set()
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        if key in seen:
+            tied.add(name)
+        seen.add(key)
+    return tied
+
+
+# ---------------------------------------------------------------------------- model directories
+def save_model_dir(model_dir: str | Path, cfg: Config, model: torch.nn.Module, src_tok: Tokenizer, tgt_tok: Tokenizer) -> None:
+    """Write config, tokenizers and weights into ``model_dir`` (each file atomically)."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(model_dir / CONFIG_FILE, cfg.to_yaml())
+    for tok, name in ((src_tok, SRC_TOKENIZER_FILE), (tgt_tok, TGT_TOKENIZER_FILE)):
+        if not (model_dir / name).is_file():
+            tok.save(model_dir / name)
+    save_weights(model.state_dict(), model_dir / WEIGHTS_FILE)
+
+
+def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu", weights_file: str = WEIGHTS_FILE):
+    """Load ``(cfg, model, src_tokenizer, tgt_tokenizer)`` from a model directory; model in eval mode.
+
+    Never unpickles: YAML safe_load, SentencePiece protobufs, safetensors.
+    """
+    from seq2seq.model import build_model
+
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise CheckpointError(f"model directory not found: {model_dir} (train one with `python -m seq2seq.train`)")
+    for name in (CONFIG_FILE, SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE, weights_file):
+        if not (model_dir / name).is_file():
+            raise CheckpointError(f"{model_dir / name} is missing: {model_dir} is not a complete model directory")
+    try:
+        cfg = load_config(model_dir / CONFIG_FILE)
+    except ConfigError as err:
+        raise CheckpointError(f"{model_dir / CONFIG_FILE}: {err}") from None
+    try:
+        src_tok = Tokenizer.load(model_dir / SRC_TOKENIZER_FILE)
+        tgt_tok = Tokenizer.load(model_dir / TGT_TOKENIZER_FILE)
+    except TokenizerError as err:
+        raise CheckpointError(str(err)) from None
+    model = build_model(cfg.model, src_tok.vocab_size, tgt_tok.vocab_size)
+    load_state_into(model, load_weights(model_dir / weights_file), model_dir / weights_file)
+    return cfg, model.to(device).eval(), src_tok, tgt_tok
+
+
+# ---------------------------------------------------------------------------- training state
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state_dict into flat tensors (safetensors) and JSON-able metadata."""
+    state_dict = optimizer.state_dict()
+    tensors, meta_state = {}, {}
+    for param_id, param_state in state_dict["state"].items():
+        meta_state[str(param_id)] = {}
+        for key, value in param_state.items():
+            if torch.is_tensor(value):
+                tensors[f"{param_id}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                meta_state[str(param_id)][key] = value
+    return tensors, {"state": meta_state, "param_groups": state_dict["param_groups"]}
+
+
+def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state = {int(pid): dict(values) for pid, values in meta["state"].items()}
+    for name, tensor in tensors.items():
+        param_id, key = name.split(".", 1)
+        state.setdefault(int(param_id), {})[key] = tensor
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def rng_state() -> dict[str, Any]:
+    """Random states of python, torch CPU and CUDA, as JSON-able lists."""
+    import random
+
+    state = {"python": _jsonable(random.getstate()), "torch": torch.get_rng_state().tolist()}
+    if torch.cuda.is_available():
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import random
+
+    random.setstate(_tupled(state["python"]))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+
+
+def _jsonable(value: Any) -> Any:
+    return [_jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def _tupled(value: Any) -> Any:
+    return tuple(_tupled(v) for v in value) if isinstance(value, list) else value
+
+
+def save_training_state(
+    run_dir: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, trainer_state: dict[str, Any]
+) -> None:
+    """Write ``run_dir/last/`` as a whole: build ``last.tmp/`` then swap it in."""
+    run_dir = Path(run_dir)
+    final, tmp, old = run_dir / LAST_DIR, run_dir / f"{LAST_DIR}.tmp", run_dir / f"{LAST_DIR}.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        save_weights(model.state_dict(), tmp / WEIGHTS_FILE)
+        opt_tensors, opt_meta = _optimizer_tensors(optimizer)
+        atomic_write(tmp / "optimizer.safetensors", lambda p: safetensors.torch.save_file(opt_tensors, str(p)))
+        state = dict(trainer_state, optimizer=opt_meta, rng=rng_state())
+        atomic_write_text(tmp / "state.json", json.dumps(state))
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"could not write training state to {tmp}: {err}; {final} is unchanged") from err
+    except CheckpointError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def find_training_state(run_dir: str | Path) -> Path | None:
+    """The newest complete ``last`` directory (``last.old`` if a swap was interrupted), or None."""
+    run_dir = Path(run_dir)
+    for candidate in (run_dir / LAST_DIR, run_dir / f"{LAST_DIR}.old"):
+        if (candidate / "state.json").is_file():
+            return candidate
+    return None
+
+
+def load_training_state(
+    state_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """Restore model, optimizer and RNG from ``state_dir``; return the trainer's own state."""
+    try:
+        state = json.loads((state_dir / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{state_dir / 'state.json'} is unreadable ({err}); cannot resume") from None
+    load_state_into(model, load_weights(state_dir / WEIGHTS_FILE), state_dir / WEIGHTS_FILE)
+    opt_tensors = load_weights(state_dir / "optimizer.safetensors")
+    optimizer.load_state_dict(_optimizer_state(opt_tensors, state.pop("optimizer")))
+    set_rng_state(state.pop("rng"))
+    return state

@@ -1,0 +1,554 @@
+"""Parallel corpora -> Arrow datasets of piece ids -> padded, length-bucketed batches.
+
+Reading (:func:`read_split`) gives a dataset with string columns ``src`` and ``tgt``, from the first of:
+
+1. ``data.files[split] = [src_file, tgt_file]``: an explicit pair of line-aligned text files;
+2. ``data.path`` a directory of ``{split}.{lang}`` or ``{split}.{lang}.gz`` files (Multi30k / fairseq layout);
+3. ``datasets.load_dataset(data.path)``: a Hugging Face hub name (``bentrevett/multi30k``) or a local
+   directory ``datasets`` can read (parquet, json, csv ...), with one column per language or a WMT-style
+   ``translation`` column of ``{lang: text}`` dicts.
+
+Text files are streamed into an Arrow file under ``data.cache_dir`` (never held in memory), and so is the
+tokenized corpus (:func:`tokenize_split`, columns ``src_ids``, ``tgt_ids``, ``src_len``, ``tgt_len``).
+Both are memory-mapped and cached: a second run with the same files and tokenizers reads the cache.
+
+Batches (:class:`Batch`) are batch-first and padded with ``PAD_ID``::
+
+    src      (B, S)  pieces + [EOS]
+    tgt_in   (B, T)  [BOS] + pieces      (decoder input, teacher forcing)
+    tgt_out  (B, T)  pieces + [EOS]      (what the decoder must predict)
+
+:class:`TokenBatchSampler` groups pairs of similar length into batches of at most ``train.max_tokens`` padded
+source + target positions; its order is a pure function of ``(seed, epoch)``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import itertools
+import logging
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from seq2seq.config import ConfigError, DataConfig
+from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+
+logger = logging.getLogger(__name__)
+
+#: split names tried when the requested one does not exist (Multi30k file names -> hub names)
+SPLIT_ALIASES = {"val": ("validation",), "valid": ("validation",), "test_2016_flickr": ("test",)}
+
+RAW_FEATURES = datasets.Features({"src": datasets.Value("string"), "tgt": datasets.Value("string")})
+TOKENIZED_FEATURES = datasets.Features(
+    {
+        "src_ids": datasets.Sequence(datasets.Value("int32")),
+        "tgt_ids": datasets.Sequence(datasets.Value("int32")),
+        "src_len": datasets.Value("int32"),
+        "tgt_len": datasets.Value("int32"),
+    }
+)
+#: bump when the tokenized layout changes, so that old cache files are not reused
+_TOKENIZED_VERSION = "1"
+
+
+class DataError(ValueError):
+    """A corpus the user pointed at cannot be read: the message names the file (and line) and what to do."""
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def read_split(cfg: DataConfig, split: str) -> datasets.Dataset:
+    """The sentence pairs of ``split`` as a dataset with string columns ``src`` and ``tgt``.
+
+    Texts are stripped; pairs where either side is empty are dropped (and counted in the log).
+    """
+    if split in cfg.files:
+        src_path, tgt_path = _file_pair(cfg, split)
+        return _read_text_pair(src_path, tgt_path, cfg)
+    path = Path(cfg.path).expanduser()
+    if path.is_dir() and _has_text_files(path, cfg):
+        src_path, tgt_path = _split_files(path, split, cfg)
+        return _read_text_pair(src_path, tgt_path, cfg)
+    if not path.exists() and cfg.path.startswith((".", "/", "~")):
+        raise DataError(f"data directory not found: {path} (config key data.path, or --data)")
+    return _read_datasets(cfg, split)
+
+
+def _file_pair(cfg: DataConfig, split: str) -> tuple[Path, Path]:
+    pair = cfg.files[split]
+    if len(pair) != 2:
+        raise DataError(f"data.files.{split} must be [source_file, target_file], got {pair!r}")
+    found, missing = [], []
+    for name in pair:
+        candidates = [Path(name).expanduser(), Path(name + ".gz").expanduser()]
+        hit = next((c for c in candidates if c.is_file()), None)
+        found.append(hit)
+        if hit is None:
+            missing.append(" or ".join(map(str, candidates)))
+    if missing:
+        raise DataError(f"data.files.{split}: file not found: {'; '.join(missing)}")
+    return found[0], found[1]
+
+
+def _has_text_files(directory: Path, cfg: DataConfig) -> bool:
+    """Whether ``directory`` holds ``*.{lang}`` / ``*.{lang}.gz`` files for either language."""
+    return any(
+        next(directory.glob(f"*.{lang}{ext}"), None) is not None
+        for lang in (cfg.src_lang, cfg.tgt_lang)
+        for ext in ("", ".gz")
+    )
+
+
+def _find(directory: Path, name: str, lang: str) -> Path | None:
+    for ext in ("", ".gz"):
+        path = directory / f"{name}.{lang}{ext}"
+        if path.is_file():
+            return path
+    return None
+
+
+def _split_files(directory: Path, split: str, cfg: DataConfig) -> tuple[Path, Path]:
+    """``({split}.{src_lang}[.gz], {split}.{tgt_lang}[.gz])`` in ``directory``, trying :data:`SPLIT_ALIASES`."""
+    for name in (split, *SPLIT_ALIASES.get(split, ())):
+        src, tgt = _find(directory, name, cfg.src_lang), _find(directory, name, cfg.tgt_lang)
+        if src is not None and tgt is not None:
+            return src, tgt
+        if src is not None or tgt is not None:
+            lang = cfg.tgt_lang if src is not None else cfg.src_lang
+            raise DataError(
+                f"split '{split}': found {src or tgt} but not its translation; looked for "
+                f"{directory / f'{name}.{lang}'} or {directory / f'{name}.{lang}.gz'}"
+            )
+    available = sorted(
+        {p.name.split(".")[0] for lang in (cfg.src_lang, cfg.tgt_lang) for p in directory.glob(f"*.{lang}*")}
+    )
+    raise DataError(
+        f"split '{split}' not found in {directory}: looked for {directory / f'{split}.{cfg.src_lang}'} or "
+        f"{directory / f'{split}.{cfg.src_lang}.gz'}; splits available for {cfg.src_lang}/{cfg.tgt_lang}: "
+        f"{', '.join(available) or 'none'} (set data.train_split / data.valid_split / data.test_splits)"
+    )
+
+
+def _open_lines(path: Path):
+    """A binary line iterator over a plain or gzip file (gzip is recognised by its magic bytes)."""
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
+
+
+def _decode(raw: bytes, path: Path, line_no: int) -> str:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{path}:{line_no}: not valid UTF-8 (byte {raw[err.start:err.start + 1]!r} at column {err.start + 1}); "
+            "convert the file to UTF-8, e.g. with iconv -f <encoding> -t utf-8"
+        ) from None
+    if line_no == 1:
+        text = text.lstrip("\ufeff")  # a byte-order mark is not part of the sentence
+    return text.strip()  # also removes the '\r' of CRLF line endings
+
+
+def _count_rest(lines) -> int:
+    return sum(1 for _ in lines)
+
+
+def _text_pairs(src_path: str, tgt_path: str, stamp: str) -> Iterator[dict[str, str]]:
+    """Yield ``{"src", "tgt"}`` from two line-aligned files read in lockstep (``stamp`` only keys the cache)."""
+    src_path, tgt_path = Path(src_path), Path(tgt_path)
+    dropped = line_no = 0
+    try:
+        with _open_lines(src_path) as src_file, _open_lines(tgt_path) as tgt_file:
+            for line_no, (src_raw, tgt_raw) in enumerate(itertools.zip_longest(src_file, tgt_file), start=1):
+                if src_raw is None or tgt_raw is None:
+                    src_count = line_no - 1 + (src_raw is not None) + _count_rest(src_file)
+                    tgt_count = line_no - 1 + (tgt_raw is not None) + _count_rest(tgt_file)
+                    raise DataError(
+                        f"the files are not line-aligned: {src_path} has {src_count} lines but {tgt_path} has "
+                        f"{tgt_count}; line N of one must be the translation of line N of the other"
+                    )
+                src, tgt = _decode(src_raw, src_path, line_no), _decode(tgt_raw, tgt_path, line_no)
+                if not src or not tgt:
+                    dropped += 1
+                    continue
+                yield {"src": src, "tgt": tgt}
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+        raise DataError(f"{src_path} / {tgt_path}: a gzip file is damaged near line {line_no}: {err}") from None
+    if dropped:
+        logger.info("%s / %s: dropped %d pairs with an empty side", src_path, tgt_path, dropped)
+
+
+def _read_text_pair(src_path: Path, tgt_path: Path, cfg: DataConfig) -> datasets.Dataset:
+    """Stream two text files into a cached Arrow dataset (rebuilt when either file changes)."""
+    stamp = " ".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in (src_path, tgt_path))
+    try:
+        dataset = datasets.Dataset.from_generator(
+            _text_pairs,
+            features=RAW_FEATURES,
+            cache_dir=str(Path(cfg.cache_dir).expanduser() / "text"),
+            gen_kwargs={"src_path": str(src_path), "tgt_path": str(tgt_path), "stamp": stamp},
+        )
+    except datasets.exceptions.DatasetGenerationError as err:
+        raise _data_error_in(err) from None
+    if len(dataset) == 0:
+        raise DataError(f"{src_path} / {tgt_path}: no sentence pairs (both sides non-empty) in these files")
+    logger.info("read %d pairs from %s / %s", len(dataset), src_path, tgt_path)
+    return dataset
+
+
+def _data_error_in(err: BaseException) -> BaseException:
+    """The :class:`DataError` that ``datasets`` wrapped in ``err`` (``err`` itself when there is none)."""
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, DataError):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return err
+
+
+_HUB_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, RuntimeError, datasets.exceptions.DatasetsError)
+
+
+def _read_datasets(cfg: DataConfig, split: str) -> datasets.Dataset:
+    """Read ``split`` with ``datasets`` (hub name or local ``datasets`` directory), as columns ``src``/``tgt``."""
+    try:
+        builder = datasets.load_dataset_builder(cfg.path, cache_dir=str(Path(cfg.cache_dir).expanduser() / "hf"))
+        builder.download_and_prepare()
+    except _HUB_ERRORS as err:
+        if Path(cfg.path).expanduser().is_dir():
+            raise DataError(
+                f"{cfg.path}: no {{split}}.{cfg.src_lang} / {{split}}.{cfg.tgt_lang} text files, and `datasets` "
+                f"cannot read it either ({type(err).__name__}: {err})"
+            ) from err
+        raise DataError(
+            f"could not load the dataset '{cfg.path}': the Hugging Face hub could not be reached or has no such "
+            f"dataset ({type(err).__name__}: {err}). To use local files, pass a directory of {{split}}.{{lang}}[.gz] "
+            f"files, e.g. --data ../shared/data/multi30k (config key data.path), or file pairs in data.files"
+        ) from err
+    available = list(builder.info.splits or {})
+    name = next((s for s in (split, *SPLIT_ALIASES.get(split, ())) if s in available), None)
+    if name is None:
+        raise DataError(f"dataset '{cfg.path}' has no split '{split}'; available splits: {', '.join(available)}")
+    dataset = builder.as_dataset(split=name)
+    return _select_languages(dataset, cfg, f"{cfg.path} [{name}]")
+
+
+def _select_languages(dataset: datasets.Dataset, cfg: DataConfig, where: str) -> datasets.Dataset:
+    """Columns ``src``/``tgt`` (stripped, empty pairs dropped) from per-language or ``translation`` columns."""
+    src_lang, tgt_lang = cfg.src_lang, cfg.tgt_lang
+    columns = dataset.column_names
+    if src_lang in columns and tgt_lang in columns:
+
+        def pick(batch: dict[str, list]) -> dict[str, list[str]]:
+            return {"src": _strip_all(batch[src_lang]), "tgt": _strip_all(batch[tgt_lang])}
+
+    elif "translation" in columns:
+        feature = dataset.features["translation"]
+        langs = list(getattr(feature, "languages", None) or (feature.keys() if isinstance(feature, dict) else []))
+        if src_lang not in langs or tgt_lang not in langs:
+            raise DataError(
+                f"{where}: the 'translation' column has languages {', '.join(langs)}; "
+                f"data.src_lang={src_lang} / data.tgt_lang={tgt_lang} must be among them"
+            )
+
+        def pick(batch: dict[str, list]) -> dict[str, list[str]]:
+            pairs = batch["translation"]
+            return {"src": _strip_all(p[src_lang] for p in pairs), "tgt": _strip_all(p[tgt_lang] for p in pairs)}
+
+    else:
+        raise DataError(
+            f"{where}: no columns for {src_lang} and {tgt_lang}; the columns are {', '.join(columns)}. Expected one "
+            f"column per language (data.src_lang / data.tgt_lang) or a 'translation' column of {{lang: text}} dicts"
+        )
+    texts = dataset.map(pick, batched=True, remove_columns=columns, features=RAW_FEATURES, desc="selecting languages")
+    kept = texts.filter(_both_sides_non_empty, batched=True, input_columns=["src", "tgt"])
+    if len(kept) < len(texts):
+        logger.info("%s: dropped %d pairs with an empty side", where, len(texts) - len(kept))
+    if len(kept) == 0:
+        raise DataError(f"{where}: no sentence pairs with both sides non-empty")
+    return kept
+
+
+def _both_sides_non_empty(src: list[str], tgt: list[str]) -> list[bool]:
+    return [bool(s and t) for s, t in zip(src, tgt)]
+
+
+def _strip_all(texts) -> list[str]:
+    return [(t or "").strip() for t in texts]
+
+
+# ------------------------------------------------------------------------------------------- tokenizing
+
+
+def tokenize_split(
+    raw: datasets.Dataset, src_tok: Tokenizer, tgt_tok: Tokenizer, cache_dir: str, max_length: int | None
+) -> datasets.Dataset:
+    """Piece ids of every pair, cached as a memory-mapped Arrow file in ``cache_dir``.
+
+    Columns: ``src_ids`` (pieces + [EOS]), ``tgt_ids`` (pieces only), ``src_len`` (= len(src_ids)) and
+    ``tgt_len`` (pieces + 1 = the length of ``tgt_in`` / ``tgt_out``). With ``max_length``, pairs where either
+    side has more than ``max_length`` pieces are dropped. The cache file is keyed by the raw dataset's
+    fingerprint and both tokenizer models, so a second call with the same inputs does not tokenize again.
+    """
+    cache = Path(cache_dir).expanduser()
+    cache.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256()
+    for part in (_TOKENIZED_VERSION.encode(), raw._fingerprint.encode(), src_tok.model_bytes, tgt_tok.model_bytes):
+        key.update(hashlib.sha256(part).digest())
+    fingerprint = key.hexdigest()[:32]
+
+    def encode(batch: dict[str, list[str]]) -> dict[str, list]:
+        src_ids = src_tok.encode(batch["src"])
+        tgt_ids = tgt_tok.encode(batch["tgt"])
+        for ids in src_ids:
+            ids.append(EOS_ID)
+        return {
+            "src_ids": src_ids,
+            "tgt_ids": tgt_ids,
+            "src_len": [len(ids) for ids in src_ids],
+            "tgt_len": [len(ids) + 1 for ids in tgt_ids],
+        }
+
+    tokenized = raw.map(
+        encode,
+        batched=True,
+        batch_size=2000,
+        remove_columns=raw.column_names,
+        features=TOKENIZED_FEATURES,
+        cache_file_name=str(cache / f"tokenized-{fingerprint}.arrow"),
+        load_from_cache_file=True,
+        new_fingerprint=fingerprint,
+        desc="tokenizing",
+    )
+    if max_length is None:
+        return tokenized
+
+    def short_enough(src_len: list[int], tgt_len: list[int]) -> list[bool]:
+        # both lengths count one special token (EOS / BOS) on top of the pieces
+        return ((np.asarray(src_len) <= max_length + 1) & (np.asarray(tgt_len) <= max_length + 1)).tolist()
+
+    kept = tokenized.filter(
+        short_enough,
+        batched=True,
+        batch_size=10_000,
+        input_columns=["src_len", "tgt_len"],
+        cache_file_name=str(cache / f"tokenized-{fingerprint}-max{max_length}.arrow"),
+        load_from_cache_file=True,
+        new_fingerprint=f"{fingerprint}-max{max_length}",
+        desc=f"dropping pairs longer than {max_length} pieces",
+    )
+    if len(kept) < len(tokenized):
+        logger.info(
+            "dropped %d of %d pairs longer than data.max_length = %d pieces", len(tokenized) - len(kept),
+            len(tokenized), max_length,
+        )
+    return kept
+
+
+# ---------------------------------------------------------------------------------------------- batches
+
+
+@dataclass
+class Batch:
+    """A padded batch of sentence pairs, batch-first (padding is ``PAD_ID``).
+
+    src:          (B, S) long, source pieces + [EOS]
+    src_lengths:  (B,)   long, real positions of each source row
+    tgt_in:       (B, T) long, [BOS] + target pieces (decoder input under teacher forcing)
+    tgt_out:      (B, T) long, target pieces + [EOS] (what the decoder predicts)
+    tgt_lengths:  (B,)   long, real positions of each tgt_in / tgt_out row
+    """
+
+    src: torch.Tensor
+    src_lengths: torch.Tensor
+    tgt_in: torch.Tensor
+    tgt_out: torch.Tensor
+    tgt_lengths: torch.Tensor
+
+    def __post_init__(self) -> None:
+        self._num_tgt_tokens: int | None = None
+
+    @property
+    def size(self) -> int:
+        """Number of sentence pairs B."""
+        return self.src.size(0)
+
+    @property
+    def num_tgt_tokens(self) -> int:
+        """Real (non-pad) target positions: the number of tokens the loss is summed over."""
+        if self._num_tgt_tokens is None:
+            self._num_tgt_tokens = int(self.tgt_lengths.sum())
+        return self._num_tgt_tokens
+
+    def to(self, device: torch.device | str) -> "Batch":
+        """This batch on ``device`` (``non_blocking`` copies: asynchronous when the tensors are pinned)."""
+        tensors = (self.src, self.src_lengths, self.tgt_in, self.tgt_out, self.tgt_lengths)
+        moved = Batch(*(t.to(device, non_blocking=True) for t in tensors))
+        moved._num_tgt_tokens = self.num_tgt_tokens  # counted on the host: no device sync later
+        return moved
+
+
+def _pad(flat: np.ndarray, lengths: np.ndarray, width: int, offset: int = 0) -> np.ndarray:
+    """(B, width) int64 array of PAD_ID with row i's ids at columns ``offset .. offset + lengths[i] - 1``.
+
+    ``flat`` holds the ids of all rows one after another (sum(lengths) values).
+    """
+    out = np.full((len(lengths), width), PAD_ID, dtype=np.int64)
+    columns = np.arange(width)
+    out[(columns >= offset) & (columns < offset + lengths[:, None])] = flat  # fills row by row
+    return out
+
+
+def _collate_flat(src_flat: np.ndarray, src_lengths: np.ndarray, tgt_flat: np.ndarray, tgt_pieces: np.ndarray) -> Batch:
+    """A :class:`Batch` from concatenated ids: source rows end in EOS, target rows are pieces only."""
+    src_lengths = src_lengths.astype(np.int64)
+    tgt_pieces = tgt_pieces.astype(np.int64)
+    src = _pad(src_flat, src_lengths, int(src_lengths.max()))
+    width = int(tgt_pieces.max()) + 1
+    tgt_in = _pad(tgt_flat, tgt_pieces, width, offset=1)
+    tgt_in[:, 0] = BOS_ID
+    tgt_out = _pad(tgt_flat, tgt_pieces, width)
+    tgt_out[np.arange(len(tgt_pieces)), tgt_pieces] = EOS_ID
+    return Batch(
+        src=torch.from_numpy(src),
+        src_lengths=torch.from_numpy(src_lengths),
+        tgt_in=torch.from_numpy(tgt_in),
+        tgt_out=torch.from_numpy(tgt_out),
+        tgt_lengths=torch.from_numpy(tgt_pieces + 1),
+    )
+
+
+def collate(src_ids: list[list[int]], tgt_ids: list[list[int]]) -> Batch:
+    """A :class:`Batch` from source ids (already ending in EOS) and target pieces (no BOS/EOS)."""
+    if not src_ids or len(src_ids) != len(tgt_ids):
+        raise ValueError(f"collate needs as many source as target rows (>= 1): {len(src_ids)} / {len(tgt_ids)}")
+    src_lengths = np.fromiter(map(len, src_ids), dtype=np.int64, count=len(src_ids))
+    tgt_pieces = np.fromiter(map(len, tgt_ids), dtype=np.int64, count=len(tgt_ids))
+    src_flat = np.fromiter(itertools.chain.from_iterable(src_ids), dtype=np.int64, count=int(src_lengths.sum()))
+    tgt_flat = np.fromiter(itertools.chain.from_iterable(tgt_ids), dtype=np.int64, count=int(tgt_pieces.sum()))
+    return _collate_flat(src_flat, src_lengths, tgt_flat, tgt_pieces)
+
+
+class TokenBatchSampler:
+    """Batches of dataset indices holding at most ``max_tokens`` padded source + target positions.
+
+    Pairs are sorted by (source length, target length), ties broken at random, cut greedily into batches
+    whose cost ``num_sentences * (max src_len + max tgt_len)`` stays within ``max_tokens``, and the batch order
+    is shuffled. The randomness comes from ``(seed, epoch)`` only, so the batches of an epoch are a pure
+    function of ``(seed, epoch)``: to resume training exactly, call ``set_epoch(epoch)`` and skip the batches
+    already done. There is no other state to save.
+    """
+
+    def __init__(
+        self, src_lengths: np.ndarray, tgt_lengths: np.ndarray, max_tokens: int, seed: int, shuffle: bool = True
+    ) -> None:
+        self.src_lengths = np.asarray(src_lengths, dtype=np.int64)
+        self.tgt_lengths = np.asarray(tgt_lengths, dtype=np.int64)
+        if self.src_lengths.shape != self.tgt_lengths.shape or self.src_lengths.ndim != 1:
+            raise ValueError(f"src_lengths {self.src_lengths.shape} and tgt_lengths {self.tgt_lengths.shape} differ")
+        self.max_tokens = max_tokens
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+        if len(self.src_lengths):
+            longest = int(np.argmax(self.src_lengths + self.tgt_lengths))
+            positions = int(self.src_lengths[longest] + self.tgt_lengths[longest])
+            if positions > max_tokens:
+                raise ConfigError(
+                    f"train.max_tokens = {max_tokens} is smaller than the longest pair (index {longest}: "
+                    f"{self.src_lengths[longest]} source + {self.tgt_lengths[longest]} target = {positions} "
+                    "positions); raise train.max_tokens or lower data.max_length"
+                )
+        self._num_batches = len(self._batches(0))
+
+    @classmethod
+    def from_dataset(
+        cls, dataset: datasets.Dataset, max_tokens: int, seed: int, shuffle: bool = True
+    ) -> "TokenBatchSampler":
+        """A sampler over a :func:`tokenize_split` dataset (reads its ``src_len`` / ``tgt_len`` columns)."""
+        lengths = dataset.select_columns(["src_len", "tgt_len"]).with_format("arrow")[:]
+        src_lengths, tgt_lengths = (lengths.column(c).to_numpy() for c in ("src_len", "tgt_len"))
+        return cls(src_lengths, tgt_lengths, max_tokens, seed, shuffle)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self, epoch: int) -> list[np.ndarray]:
+        rng = np.random.default_rng((self.seed, epoch))
+        n = len(self.src_lengths)
+        tiebreak = rng.permutation(n) if self.shuffle else np.arange(n)
+        order = np.lexsort((tiebreak, self.tgt_lengths, self.src_lengths))
+        batches, start = [], 0
+        max_src = max_tgt = 0
+        for pos, (s, t) in enumerate(zip(self.src_lengths[order].tolist(), self.tgt_lengths[order].tolist())):
+            new_src, new_tgt = max(max_src, s), max(max_tgt, t)
+            if (pos - start + 1) * (new_src + new_tgt) > self.max_tokens:
+                batches.append(order[start:pos])
+                start, new_src, new_tgt = pos, s, t
+            max_src, max_tgt = new_src, new_tgt
+        if start < n:
+            batches.append(order[start:])
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self._batches(self.epoch):
+            yield batch.tolist()
+
+    def __len__(self) -> int:
+        """Batches per epoch (the same for every epoch: ties only swap pairs of equal lengths)."""
+        return self._num_batches
+
+
+def iterate_batches(dataset: datasets.Dataset, sampler: TokenBatchSampler) -> Iterator[Batch]:
+    """Collated batches of a :func:`tokenize_split` dataset in the sampler's order.
+
+    Rows are fetched as Arrow tables and padded straight from their flat id buffers (no Python lists).
+    """
+    ids = dataset.select_columns(["src_ids", "tgt_ids"]).with_format("arrow")
+    for indices in sampler:
+        rows = ids[indices]
+        src_flat, src_lengths = _flat_ids(rows.column("src_ids"))
+        tgt_flat, tgt_pieces = _flat_ids(rows.column("tgt_ids"))
+        yield _collate_flat(src_flat, src_lengths, tgt_flat, tgt_pieces)
+
+
+def _flat_ids(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(all ids of a list column one after another, the length of each row)."""
+    lists = column.combine_chunks()
+    return lists.flatten().to_numpy(), pc.list_value_length(lists).to_numpy()
+
+
+# ------------------------------------------------------------------------------------------- decoding
+
+
+T = TypeVar("T")
+
+
+def sentence_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices sorted by length (longest first) in chunks of ``batch_size``, for decoding.
+
+    Every index appears exactly once; put results back in input order with :func:`restore_order`.
+    """
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable").tolist()
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def restore_order(values: Sequence[T], indices: Sequence[int]) -> list[T]:
+    """Undo a reordering: ``values[k]`` belongs to input position ``indices[k]``; returns values by position."""
+    restored: list[Any] = [None] * len(indices)
+    for value, index in zip(values, indices):
+        restored[index] = value
+    return restored

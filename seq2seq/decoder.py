@@ -1,0 +1,238 @@
+"""Attention decoder with input feeding; one step function for teacher forcing, greedy and beam search.
+
+Per target position t (Luong et al. 2015, with Bahdanau or Luong scores):
+
+    rnn_input_t   = [embed(y_{t-1}); attn_vector_{t-1}]          (input feeding; embed only when off)
+    h_t           = RNN(rnn_input_t, h_{t-1})                      (top layer output is the query)
+    context_t     = sum_s softmax(score(h_t, key_s)) * memory_s
+    attn_vector_t = dropout(tanh(W_c [h_t; context_t]))
+    logits_t      = W_out attn_vector_t
+
+:class:`DecoderState` is a value: search reorders it with :meth:`DecoderState.select`, nothing is kept
+on the module. :class:`Memory` holds the encoder side (values, keys projected once, padding mask).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from seq2seq.attention import build_attention
+from seq2seq.cells import make_rnn, run_rnn
+from seq2seq.encoder import EncoderOutput
+
+
+@dataclass
+class DecoderState:
+    """Recurrent state of N decoding hypotheses.
+
+    Attributes:
+        hidden: (layers, N, H) RNN hidden state.
+        cell: (layers, N, H) LSTM cell state, or None for a GRU.
+        attn_vector: (N, A) previous attentional vector (fed back when input feeding is on).
+    """
+
+    hidden: Tensor
+    cell: Optional[Tensor]
+    attn_vector: Tensor
+
+    def select(self, index: Tensor) -> "DecoderState":
+        """Keep/reorder hypotheses: ``index`` (N',) long picks rows of the batch dimension."""
+        return DecoderState(
+            hidden=self.hidden.index_select(1, index),
+            cell=self.cell.index_select(1, index) if self.cell is not None else None,
+            attn_vector=self.attn_vector.index_select(0, index),
+        )
+
+    @property
+    def rnn_state(self) -> Tensor | tuple[Tensor, Tensor]:
+        return (self.hidden, self.cell) if self.cell is not None else self.hidden
+
+
+@dataclass
+class Memory:
+    """The encoder side, fixed while decoding.
+
+    Attributes:
+        values: (N, S, M) encoder outputs.
+        keys: (N, S, K) attention keys (projected once per batch).
+        pad_mask: (N, S) True at padded source positions.
+    """
+
+    values: Tensor
+    keys: Tensor
+    pad_mask: Tensor
+
+    def repeat_interleave(self, repeats: int) -> "Memory":
+        """(N, ...) -> (N * repeats, ...), each sentence repeated in place (beam layout)."""
+        return Memory(
+            values=self.values.repeat_interleave(repeats, dim=0),
+            keys=self.keys.repeat_interleave(repeats, dim=0),
+            pad_mask=self.pad_mask.repeat_interleave(repeats, dim=0),
+        )
+
+
+class AttnDecoder(nn.Module):
+    """Recurrent attention decoder.
+
+    Args:
+        vocab_size: target vocabulary size.
+        emb_size: target embedding size.
+        hidden_size: decoder RNN hidden size.
+        memory_size: encoder output size (dirs * encoder hidden).
+        encoder_final_size: size of the encoder's final state per layer (dirs * encoder hidden).
+        num_layers: decoder RNN layers.
+        rnn_type: ``gru`` | ``lstm``.
+        rnn_impl: ``fused`` | ``reference``.
+        attention: ``bahdanau`` | ``luong_dot`` | ``luong_general``.
+        input_feeding: feed the previous attentional vector into the RNN.
+        bridge: initial state from the encoder's final state: ``bridge`` (linear + tanh), ``last`` (as is), ``zero``.
+        dropout: on embeddings, between RNN layers and on the attentional vector.
+        tie_embeddings: share the target embedding matrix with the output projection (the attentional
+            vector then has ``emb_size`` units).
+        pad_id: target padding id.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        emb_size: int,
+        hidden_size: int,
+        memory_size: int,
+        encoder_final_size: int,
+        num_layers: int = 1,
+        rnn_type: str = "gru",
+        rnn_impl: str = "fused",
+        attention: str = "bahdanau",
+        input_feeding: bool = True,
+        bridge: str = "bridge",
+        dropout: float = 0.0,
+        tie_embeddings: bool = False,
+        pad_id: int = 0,
+    ) -> None:
+        super().__init__()
+        if bridge == "last" and encoder_final_size != hidden_size:
+            raise ValueError(f"bridge 'last' needs encoder final size {encoder_final_size} == decoder hidden {hidden_size}")
+        self.rnn_type = rnn_type
+        self.num_layers = num_layers
+        self.hidden_size = hidden_size
+        self.input_feeding = input_feeding
+        self.bridge = bridge
+        self.attn_vector_size = emb_size if tie_embeddings else hidden_size
+        self.embedding = nn.Embedding(vocab_size, emb_size, padding_idx=pad_id)
+        self.dropout = nn.Dropout(dropout)
+        rnn_input_size = emb_size + (self.attn_vector_size if input_feeding else 0)
+        self.rnn = make_rnn(rnn_type, rnn_impl, rnn_input_size, hidden_size, num_layers, False, dropout)
+        self.attention = build_attention(attention, hidden_size, memory_size)
+        self.attn_vector_layer = nn.Linear(hidden_size + memory_size, self.attn_vector_size)
+        self.output_layer = nn.Linear(self.attn_vector_size, vocab_size)
+        if tie_embeddings:
+            self.output_layer.weight = self.embedding.weight
+        if bridge == "bridge":
+            self.bridge_hidden = nn.Linear(encoder_final_size, hidden_size)
+            self.bridge_cell = nn.Linear(encoder_final_size, hidden_size) if rnn_type == "lstm" else None
+
+    # ------------------------------------------------------------------ state
+    def _bridge(self, final: Optional[Tensor], layer: Optional[nn.Linear], batch_size: int, like: Tensor) -> Tensor:
+        """(enc_layers, B, F) encoder final state -> (dec_layers, B, H) initial decoder state."""
+        if self.bridge == "zero" or final is None:
+            return like.new_zeros(self.num_layers, batch_size, self.hidden_size)
+        if final.size(0) != self.num_layers:  # different depths: the top encoder layer starts every layer
+            final = final[-1:].expand(self.num_layers, -1, -1)
+        if self.bridge == "bridge":
+            return torch.tanh(layer(final))
+        return final.contiguous()
+
+    def start(self, encoder_output: EncoderOutput) -> tuple[DecoderState, Memory]:
+        """Initial state and attention memory for a batch (B sentences)."""
+        values = encoder_output.outputs
+        batch_size = values.size(0)
+        hidden = self._bridge(encoder_output.final_hidden, getattr(self, "bridge_hidden", None), batch_size, values)
+        cell = None
+        if self.rnn_type == "lstm":
+            cell = self._bridge(encoder_output.final_cell, getattr(self, "bridge_cell", None), batch_size, values)
+        state = DecoderState(hidden=hidden, cell=cell, attn_vector=values.new_zeros(batch_size, self.attn_vector_size))
+        memory = Memory(values=values, keys=self.attention.precompute_keys(values), pad_mask=encoder_output.pad_mask)
+        return state, memory
+
+    # ------------------------------------------------------------------ step
+    def _advance(self, prev_tokens: Tensor, state: DecoderState, memory: Memory) -> tuple[Tensor, DecoderState, Tensor]:
+        """One target position up to the attentional vector (the shared core of every decoding mode).
+
+        Args:
+            prev_tokens: (N,) previous target ids.
+        Returns:
+            attn_vector: (N, A); new state; attn_weights: (N, S).
+        """
+        rnn_input = self.dropout(self.embedding(prev_tokens))  # (N, E)
+        if self.input_feeding:
+            rnn_input = torch.cat([rnn_input, state.attn_vector], dim=-1)
+        outputs, final = run_rnn(self.rnn, rnn_input.unsqueeze(1), None, state.rnn_state)
+        query = outputs[:, 0]  # (N, H) top layer
+        context, attn_weights = self.attention(query, memory.keys, memory.values, memory.pad_mask)
+        attn_vector = self.dropout(torch.tanh(self.attn_vector_layer(torch.cat([query, context], dim=-1))))
+        hidden, cell = final if self.rnn_type == "lstm" else (final, None)
+        return attn_vector, DecoderState(hidden=hidden, cell=cell, attn_vector=attn_vector), attn_weights
+
+    def step(self, prev_tokens: Tensor, state: DecoderState, memory: Memory) -> tuple[Tensor, DecoderState, Tensor]:
+        """Decode one position for N hypotheses.
+
+        Args:
+            prev_tokens: (N,) previous target ids (BOS at the first step).
+            state: the N hypotheses' state.
+            memory: the matching encoder memory (N rows).
+        Returns:
+            logits: (N, V); the new state; attn_weights: (N, S).
+        """
+        attn_vector, state, attn_weights = self._advance(prev_tokens, state, memory)
+        return self.output_layer(attn_vector), state, attn_weights
+
+    # ------------------------------------------------------------------ training
+    @property
+    def can_run_parallel(self) -> bool:
+        """Without input feeding, positions depend on each other only through the RNN: one call covers all."""
+        return not self.input_feeding
+
+    def forward(
+        self, tgt_in: Tensor, encoder_output: EncoderOutput, teacher_forcing_ratio: float = 1.0, parallel: bool = True
+    ) -> tuple[Tensor, Tensor]:
+        """Teacher-forced decoding of whole target sequences.
+
+        Args:
+            tgt_in: (B, T) target inputs (BOS + pieces, padded).
+            encoder_output: the encoder's output for the batch.
+            teacher_forcing_ratio: probability of feeding the gold previous token; below 1, each sentence
+                feeds back the model's own argmax prediction with probability ``1 - ratio`` at every step.
+            parallel: use the one-call RNN path when the architecture allows it (same result as stepping).
+        Returns:
+            logits: (B, T, V); attn_weights: (B, T, S).
+        """
+        state, memory = self.start(encoder_output)
+        if parallel and self.can_run_parallel and teacher_forcing_ratio >= 1.0:
+            return self._forward_parallel(tgt_in, state, memory)
+        attn_vectors, attn_weights = [], []
+        prev_tokens = tgt_in[:, 0]
+        for t in range(tgt_in.size(1)):
+            attn_vector, state, weights = self._advance(prev_tokens, state, memory)
+            attn_vectors.append(attn_vector)
+            attn_weights.append(weights)
+            if t + 1 < tgt_in.size(1):
+                prev_tokens = tgt_in[:, t + 1]
+                if teacher_forcing_ratio < 1.0:
+                    with torch.no_grad():
+                        predicted = self.output_layer(attn_vector).argmax(dim=-1)
+                    use_own = torch.rand(predicted.shape, device=predicted.device) >= teacher_forcing_ratio
+                    prev_tokens = torch.where(use_own, predicted, prev_tokens)
+        logits = self.output_layer(torch.stack(attn_vectors, dim=1))  # one projection for all positions
+        return logits, torch.stack(attn_weights, dim=1)
+
+    def _forward_parallel(self, tgt_in: Tensor, state: DecoderState, memory: Memory) -> tuple[Tensor, Tensor]:
+        """All positions at once (no input feeding): one RNN call, one attention call, one projection."""
+        embedded = self.dropout(self.embedding(tgt_in))  # (B, T, E)
+        queries, _ = run_rnn(self.rnn, embedded, None, state.rnn_state)  # (B, T, H)
+        context, attn_weights = self.attention(queries, memory.keys, memory.values, memory.pad_mask)
+        attn_vectors = self.dropout(torch.tanh(self.attn_vector_layer(torch.cat([queries, context], dim=-1))))
+        return self.output_layer(attn_vectors), attn_weights

@@ -1,0 +1,113 @@
+"""The encoder-decoder model, its loss, and ``build_model``: the only reader of ModelConfig."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seq2seq.config import ModelConfig
+from seq2seq.decoder import AttnDecoder
+from seq2seq.encoder import EncoderOutput, RNNEncoder
+
+
+class Seq2Seq(nn.Module):
+    """RNN encoder + attention decoder.
+
+    ``forward`` returns logits for teacher forcing; ``loss`` the label-smoothed cross entropy summed
+    over real (non-pad) target tokens, computed in fp32 whatever the autocast dtype.
+    """
+
+    def __init__(self, encoder: RNNEncoder, decoder: AttnDecoder, pad_id: int = 0) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.pad_id = pad_id
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
+        """(B, S) ids and (B,) lengths -> EncoderOutput."""
+        return self.encoder(src, src_lengths)
+
+    def forward(
+        self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, teacher_forcing_ratio: float = 1.0
+    ) -> tuple[Tensor, Tensor]:
+        """Returns logits (B, T, V) and attention weights (B, T, S)."""
+        return self.decoder(tgt_in, self.encode(src, src_lengths), teacher_forcing_ratio)
+
+    def loss(
+        self,
+        src: Tensor,
+        src_lengths: Tensor,
+        tgt_in: Tensor,
+        tgt_out: Tensor,
+        label_smoothing: float = 0.0,
+        teacher_forcing_ratio: float = 1.0,
+    ) -> tuple[Tensor, int]:
+        """Summed label-smoothed cross entropy over real target tokens, and their count.
+
+        Args:
+            src: (B, S); src_lengths: (B,); tgt_in: (B, T) BOS + pieces; tgt_out: (B, T) pieces + EOS.
+        Returns:
+            (scalar fp32 loss sum, number of non-pad target tokens)
+        """
+        logits, _ = self(src, src_lengths, tgt_in, teacher_forcing_ratio)
+        loss = F.cross_entropy(
+            logits.float().flatten(0, 1),
+            tgt_out.flatten(),
+            ignore_index=self.pad_id,
+            label_smoothing=label_smoothing,
+            reduction="sum",
+        )
+        return loss, int(tgt_out.ne(self.pad_id).sum())
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = 0) -> Seq2Seq:
+    """Build a Seq2Seq from its config; modules below take plain keyword arguments."""
+    encoder = RNNEncoder(
+        vocab_size=src_vocab_size,
+        emb_size=cfg.emb_size,
+        hidden_size=cfg.encoder_hidden_size,
+        num_layers=cfg.encoder_layers,
+        bidirectional=cfg.bidirectional,
+        rnn_type=cfg.rnn_type,
+        rnn_impl=cfg.rnn_impl,
+        dropout=cfg.dropout,
+        pad_id=pad_id,
+    )
+    decoder = AttnDecoder(
+        vocab_size=tgt_vocab_size,
+        emb_size=cfg.emb_size,
+        hidden_size=cfg.decoder_hidden_size,
+        memory_size=encoder.output_size,
+        encoder_final_size=encoder.output_size,
+        num_layers=cfg.decoder_layers,
+        rnn_type=cfg.rnn_type,
+        rnn_impl=cfg.rnn_impl,
+        attention=cfg.attention,
+        input_feeding=cfg.input_feeding,
+        bridge=cfg.bridge,
+        dropout=cfg.dropout,
+        tie_embeddings=cfg.tie_embeddings,
+        pad_id=pad_id,
+    )
+    model = Seq2Seq(encoder, decoder, pad_id=pad_id)
+    _init_weights(model)
+    return model
+
+
+def _init_weights(model: Seq2Seq) -> None:
+    """Xavier-uniform for matrices (RNN recurrent weights orthogonal), zero biases, zero pad embeddings."""
+    for name, param in model.named_parameters():
+        if param.dim() == 1:
+            nn.init.zeros_(param)
+        elif "weight_hh" in name:
+            for gate in param.data.chunk(param.size(0) // param.size(1), dim=0):
+                nn.init.orthogonal_(gate)
+        else:
+            nn.init.xavier_uniform_(param)
+    with torch.no_grad():
+        model.encoder.embedding.weight[model.pad_id].zero_()
+        model.decoder.embedding.weight[model.pad_id].zero_()

@@ -1,0 +1,282 @@
+"""Greedy and beam search, both driven only by ``decoder.start`` / ``decoder.step`` / ``DecoderState.select``.
+
+Beam search keeps a fixed ``[batch, beam]`` layout flattened to ``B * K`` rows: each step scores
+``beam x vocab`` candidates per sentence with one ``topk``, reorders the state by index, and moves
+hypotheses that end in EOS into a per-sentence finished buffer (also tensors). A sentence is done
+once its n-best finished hypotheses cannot be beaten by any unfinished one (an upper bound on the
+length-normalized score an active beam can still reach), or its maximum length is reached. There is
+no Python loop over sentences or beams inside a step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+
+@dataclass
+class Hypothesis:
+    """One decoded hypothesis.
+
+    Attributes:
+        tokens: target ids without BOS/EOS.
+        score: length-normalized log-probability (GNMT penalty; raw sum when alpha = 0).
+        attention: (len(tokens) + 1, S) attention weights per generated position (EOS included) or None.
+    """
+
+    tokens: list[int]
+    score: float
+    attention: Optional[Tensor] = field(default=None, repr=False)
+
+
+# ---------------------------------------------------------------------------- small helpers
+def length_penalty(length: Tensor | float, alpha: float) -> Tensor | float:
+    """GNMT length penalty ``((5 + length) / 6) ** alpha`` (1 when alpha = 0)."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def max_output_lengths(src_lengths: Tensor, max_len_a: float, max_len_b: int) -> Tensor:
+    """(B,) largest number of output pieces (EOS excluded) per sentence: ``a * src_len + b``."""
+    return (src_lengths.float() * max_len_a + max_len_b).long().clamp(min=1)
+
+
+def ban_eos_before_min_length(log_probs: Tensor, history: Tensor, min_length: int) -> Tensor:
+    """(N, V) log-probs, (N, t) generated ids: EOS is impossible while ``t < min_length``."""
+    if history.size(1) < min_length:
+        log_probs[:, EOS_ID] = float("-inf")
+    return log_probs
+
+
+def ban_repeated_ngrams(log_probs: Tensor, history: Tensor, ngram_size: int) -> Tensor:
+    """Forbid any token that would complete an n-gram already present in the hypothesis.
+
+    Args:
+        log_probs: (N, V); history: (N, t) generated ids (no BOS); ngram_size: n (0 = off).
+    """
+    t = history.size(1)
+    if ngram_size <= 0 or t < ngram_size - 1 or t == 0:
+        return log_probs
+    if ngram_size == 1:
+        banned = torch.zeros_like(log_probs, dtype=torch.bool).scatter_(1, history, True)
+        return log_probs.masked_fill(banned, float("-inf"))
+    ngrams = history.unfold(1, ngram_size, 1)  # (N, t - n + 1, n)
+    if ngrams.size(1) == 0:
+        return log_probs
+    current_prefix = history[:, t - ngram_size + 1 :]  # (N, n - 1)
+    matches = (ngrams[:, :, :-1] == current_prefix.unsqueeze(1)).all(dim=-1)  # (N, t - n + 1)
+    banned_counts = torch.zeros_like(log_probs, dtype=torch.int32).scatter_add_(
+        1, ngrams[:, :, -1], matches.to(torch.int32)
+    )
+    return log_probs.masked_fill(banned_counts > 0, float("-inf"))
+
+
+def force_eos_at_max_length(log_probs: Tensor, step: int, max_lengths: Tensor) -> Tensor:
+    """Rows whose hypothesis already has ``max_lengths`` pieces may only emit EOS.
+
+    Args:
+        log_probs: (N, V); step: pieces generated so far; max_lengths: (N,).
+    """
+    at_limit = (max_lengths <= step).unsqueeze(1)  # (N, 1)
+    not_eos = torch.ones(log_probs.size(1), dtype=torch.bool, device=log_probs.device)
+    not_eos[EOS_ID] = False
+    return log_probs.masked_fill(at_limit & not_eos, float("-inf"))
+
+
+def next_log_probs(
+    model, prev_tokens: Tensor, state, memory, history: Tensor, max_lengths: Tensor, min_length: int, no_repeat_ngram: int
+):
+    """One decoder step followed by the logit constraints. Returns (log_probs (N, V) fp32, state, attn (N, S))."""
+    logits, state, attn_weights = model.decoder.step(prev_tokens, state, memory)
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    log_probs[:, PAD_ID] = float("-inf")
+    log_probs[:, BOS_ID] = float("-inf")
+    log_probs = ban_eos_before_min_length(log_probs, history, min_length)
+    log_probs = ban_repeated_ngrams(log_probs, history, no_repeat_ngram)
+    log_probs = force_eos_at_max_length(log_probs, history.size(1), max_lengths)
+    return log_probs, state, attn_weights.float()
+
+
+def _strip(tokens: list[int]) -> list[int]:
+    """Ids up to (not including) the first EOS, without padding."""
+    out = []
+    for token in tokens:
+        if token == EOS_ID:
+            break
+        if token != PAD_ID:
+            out.append(token)
+    return out
+
+
+# ---------------------------------------------------------------------------- greedy
+@torch.inference_mode()
+def greedy_search(
+    model,
+    src: Tensor,
+    src_lengths: Tensor,
+    max_len_a: float = 1.5,
+    max_len_b: int = 10,
+    min_length: int = 0,
+    no_repeat_ngram: int = 0,
+    length_penalty_alpha: float = 0.0,
+    return_attention: bool = False,
+) -> list[Hypothesis]:
+    """Batched greedy decoding; each sentence stops at its EOS or its maximum length.
+
+    Args:
+        model: a Seq2Seq (``encode`` + ``decoder.start`` / ``decoder.step``).
+        src: (B, S) source ids; src_lengths: (B,).
+    Returns:
+        one Hypothesis per sentence, in input order.
+    """
+    batch_size = src.size(0)
+    device = src.device
+    state, memory = model.decoder.start(model.encode(src, src_lengths))
+    max_lengths = max_output_lengths(src_lengths, max_len_a, max_len_b).to(device)
+    history = torch.empty(batch_size, 0, dtype=torch.long, device=device)
+    prev_tokens = torch.full((batch_size,), BOS_ID, dtype=torch.long, device=device)
+    scores = torch.zeros(batch_size, device=device)
+    finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
+    attention = []
+    for step in range(int(max_lengths.max()) + 1):
+        log_probs, state, attn_weights = next_log_probs(
+            model, prev_tokens, state, memory, history, max_lengths, min_length, no_repeat_ngram
+        )
+        best_log_probs, next_tokens = log_probs.max(dim=-1)
+        next_tokens = next_tokens.masked_fill(finished, PAD_ID)
+        scores += best_log_probs.masked_fill(finished, 0.0)
+        history = torch.cat([history, next_tokens.unsqueeze(1)], dim=1)
+        if return_attention:
+            attention.append(attn_weights)
+        finished |= next_tokens.eq(EOS_ID)
+        prev_tokens = next_tokens
+        if bool(finished.all()):
+            break
+    lengths = history.ne(PAD_ID).sum(dim=1)  # pieces + EOS
+    scores = scores / length_penalty(lengths.float(), length_penalty_alpha)
+    attention_tensor = torch.stack(attention, dim=1) if return_attention else None  # (B, T, S)
+    hypotheses = []
+    for i, (tokens, score) in enumerate(zip(history.tolist(), scores.tolist())):
+        tokens = _strip(tokens)
+        attn = None
+        if attention_tensor is not None:
+            attn = attention_tensor[i, : len(tokens) + 1, : int(src_lengths[i])].cpu()
+        hypotheses.append(Hypothesis(tokens=tokens, score=score, attention=attn))
+    return hypotheses
+
+
+# ---------------------------------------------------------------------------- beam
+@torch.inference_mode()
+def beam_search(
+    model,
+    src: Tensor,
+    src_lengths: Tensor,
+    beam_size: int = 5,
+    max_len_a: float = 1.5,
+    max_len_b: int = 10,
+    length_penalty_alpha: float = 1.0,
+    min_length: int = 0,
+    no_repeat_ngram: int = 0,
+    nbest: int = 1,
+    return_attention: bool = False,
+) -> list[list[Hypothesis]]:
+    """Batched beam search.
+
+    Args:
+        model: a Seq2Seq; src: (B, S) source ids; src_lengths: (B,).
+        beam_size: K hypotheses kept per sentence; nbest: how many finished ones to return (<= K).
+        length_penalty_alpha: GNMT alpha; hypotheses are ranked by ``log_prob / ((5 + len) / 6) ** alpha``
+            where len counts the pieces and EOS.
+    Returns:
+        per sentence (input order), its ``nbest`` hypotheses, best first.
+    """
+    if not 1 <= nbest <= beam_size:
+        raise ValueError(f"nbest must be in [1, beam_size={beam_size}], got {nbest}")
+    batch_size, beams = src.size(0), beam_size
+    device = src.device
+    neg_inf = float("-inf")
+    state, memory = model.decoder.start(model.encode(src, src_lengths))
+    flat_index = torch.arange(batch_size, device=device).repeat_interleave(beams)  # (B*K,)
+    state, memory = state.select(flat_index), memory.repeat_interleave(beams)
+    max_lengths = max_output_lengths(src_lengths, max_len_a, max_len_b).to(device)  # (B,)
+    max_steps = int(max_lengths.max()) + 1
+    bound_penalty = length_penalty(max_lengths.float() + 1.0, length_penalty_alpha)  # (B,) largest possible penalty
+    src_len = memory.values.size(1)
+
+    beam_scores = torch.full((batch_size, beams), neg_inf, device=device)
+    beam_scores[:, 0] = 0.0  # all beams start identical: only the first one may expand
+    history = torch.empty(batch_size * beams, 0, dtype=torch.long, device=device)
+    attn_history = torch.empty(batch_size * beams, 0, src_len, device=device)
+    prev_tokens = torch.full((batch_size * beams,), BOS_ID, dtype=torch.long, device=device)
+    finished_scores = torch.full((batch_size, beams), neg_inf, device=device)  # sorted, best first
+    finished_tokens = torch.full((batch_size, beams, max_steps), PAD_ID, dtype=torch.long, device=device)
+    finished_attn = torch.zeros(batch_size, beams, max_steps, src_len, device=device) if return_attention else None
+    done = torch.zeros(batch_size, dtype=torch.bool, device=device)
+    rank = torch.arange(2 * beams, device=device).unsqueeze(0)  # (1, 2K)
+    batch_offsets = (torch.arange(batch_size, device=device) * beams).unsqueeze(1)  # (B, 1)
+
+    for step in range(max_steps):
+        log_probs, state, attn_weights = next_log_probs(
+            model, prev_tokens, state, memory, history, max_lengths.repeat_interleave(beams), min_length, no_repeat_ngram
+        )
+        vocab_size = log_probs.size(1)
+        candidates = (beam_scores.view(-1, 1) + log_probs).view(batch_size, beams * vocab_size)
+        top_scores, top_ids = candidates.topk(2 * beams, dim=1)  # (B, 2K)
+        top_origin = top_ids // vocab_size  # beam each candidate extends
+        top_tokens = top_ids % vocab_size
+        origin_rows = (batch_offsets + top_origin).view(-1)  # (B*2K,) rows of the flat layout
+        if return_attention:
+            attn_history_ext = torch.cat([attn_history, attn_weights.unsqueeze(1)], dim=1)
+
+        # 1. Candidates ending in EOS among the top K join the finished buffer (best ``beams`` kept).
+        is_eos = top_tokens.eq(EOS_ID)
+        finishing = is_eos & (rank < beams) & top_scores.isfinite() & ~done.unsqueeze(1)
+        if bool(finishing.any()):
+            normalized = top_scores / length_penalty(float(step + 1), length_penalty_alpha)
+            new_scores = normalized.masked_fill(~finishing, neg_inf)
+            new_tokens = torch.cat([history.index_select(0, origin_rows), top_tokens.view(-1, 1)], dim=1)
+            new_tokens = torch.nn.functional.pad(new_tokens, (0, max_steps - step - 1), value=PAD_ID)
+            all_scores = torch.cat([finished_scores, new_scores], dim=1)  # (B, 3K)
+            finished_scores, keep = all_scores.topk(beams, dim=1)
+            all_tokens = torch.cat([finished_tokens, new_tokens.view(batch_size, 2 * beams, -1)], dim=1)
+            finished_tokens = all_tokens.gather(1, keep.unsqueeze(-1).expand(-1, -1, max_steps))
+            if return_attention:
+                new_attn = attn_history_ext.index_select(0, origin_rows)
+                new_attn = torch.nn.functional.pad(new_attn, (0, 0, 0, max_steps - step - 1))
+                all_attn = torch.cat([finished_attn, new_attn.view(batch_size, 2 * beams, max_steps, src_len)], dim=1)
+                finished_attn = all_attn.gather(1, keep.view(batch_size, beams, 1, 1).expand(-1, -1, max_steps, src_len))
+
+        # 2. The K best candidates that do not end in EOS continue.
+        beam_scores, chosen = top_scores.masked_fill(is_eos, neg_inf).topk(beams, dim=1)  # (B, K)
+        chosen_rows = (batch_offsets + top_origin.gather(1, chosen)).view(-1)  # (B*K,)
+        prev_tokens = top_tokens.gather(1, chosen).view(-1)
+        state = state.select(chosen_rows)
+        history = torch.cat([history.index_select(0, chosen_rows), prev_tokens.unsqueeze(1)], dim=1)
+        if return_attention:
+            attn_history = attn_history_ext.index_select(0, chosen_rows)
+
+        # 3. Done when no active beam can still beat the n-th best finished one.
+        best_possible = beam_scores.max(dim=1).values / bound_penalty  # scores are <= 0 and only fall
+        done |= finished_scores[:, nbest - 1] >= best_possible
+        if bool(done.all()):
+            break
+
+    results = []
+    scores_list = finished_scores.tolist()
+    tokens_list = finished_tokens.tolist()
+    for b in range(batch_size):
+        sentence = []
+        for k in range(nbest):
+            if scores_list[b][k] == neg_inf:
+                break
+            tokens = _strip(tokens_list[b][k])
+            attn = None
+            if finished_attn is not None:
+                attn = finished_attn[b, k, : len(tokens) + 1, : int(src_lengths[b])].cpu()
+            sentence.append(Hypothesis(tokens=tokens, score=scores_list[b][k], attention=attn))
+        results.append(sentence)
+    return results

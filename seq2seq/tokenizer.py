@@ -1,0 +1,246 @@
+"""SentencePiece tokenizers with fixed special ids.
+
+Every model trained here has the same four special pieces at the same ids, so the rest of the code can use
+the module constants instead of asking the tokenizer:
+
+====  =======  ==========================================================
+id    piece    meaning
+====  =======  ==========================================================
+0     ``<pad>``  padding (:data:`PAD_ID`); never produced by ``encode``
+1     ``<unk>``  a character the model has never seen (:data:`UNK_ID`)
+2     ``<s>``    begin of sentence (:data:`BOS_ID`); the decoder's first input
+3     ``</s>``   end of sentence (:data:`EOS_ID`); ends source and target
+====  =======  ==========================================================
+
+``encode`` returns piece ids only; where BOS/EOS go is the data pipeline's business (see seq2seq/data.py).
+A model directory holds ``tokenizer.src.model`` and ``tokenizer.tgt.model`` (the same bytes when the
+vocabulary is joint).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import sentencepiece as spm
+
+from seq2seq.config import ConfigError, TokenizerConfig
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+SPECIAL_IDS = frozenset({PAD_ID, UNK_ID, BOS_ID, EOS_ID})
+SRC_MODEL_FILE = "tokenizer.src.model"
+TGT_MODEL_FILE = "tokenizer.tgt.model"
+
+logger = logging.getLogger(__name__)
+
+
+class TokenizerError(ValueError):
+    """A tokenizer model that cannot be used (missing, corrupt, wrong special ids) or cannot be trained."""
+
+
+def _clean(text: str) -> str:
+    """``text`` with lone surrogates replaced by U+FFFD, so that it can be encoded as UTF-8."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+class Tokenizer:
+    """One SentencePiece model: text <-> piece ids, in batches.
+
+    Build it with :meth:`load`, :meth:`from_bytes` or :func:`train_tokenizers`, not with the constructor.
+    """
+
+    def __init__(self, processor: spm.SentencePieceProcessor, model_bytes: bytes, source: str = "<bytes>") -> None:
+        self._sp = processor
+        self.model_bytes = model_bytes
+        self.source = source
+        found = (processor.pad_id(), processor.unk_id(), processor.bos_id(), processor.eos_id())
+        if found != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
+            raise TokenizerError(
+                f"{source}: SentencePiece model has special ids pad/unk/bos/eos = {found}, expected "
+                f"{(PAD_ID, UNK_ID, BOS_ID, EOS_ID)}; train the tokenizer with seq2seq (train_tokenizers) "
+                "or with spm_train --pad_id=0 --unk_id=1 --bos_id=2 --eos_id=3"
+            )
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "<bytes>") -> "Tokenizer":
+        """A tokenizer from a serialized SentencePiece model (the content of a ``.model`` file)."""
+        processor = spm.SentencePieceProcessor()
+        try:
+            processor.LoadFromSerializedProto(bytes(data))
+        except (RuntimeError, OSError, TypeError) as err:
+            raise TokenizerError(
+                f"{source}: not a SentencePiece model ({err}); re-train the tokenizer or point to the right file"
+            ) from None
+        return cls(processor, bytes(data), source)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Tokenizer":
+        """Load a ``.model`` file; raise :class:`TokenizerError` naming the file when it is missing or corrupt."""
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise TokenizerError(
+                f"tokenizer model not found: {path}; a model directory must contain {SRC_MODEL_FILE} and "
+                f"{TGT_MODEL_FILE} (written by training), or pass the path of a SentencePiece .model file"
+            )
+        return cls.from_bytes(path.read_bytes(), source=str(path))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model to ``path`` atomically (a temporary file in the same directory, then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(self.model_bytes)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of pieces, special pieces included (ids are ``0 .. vocab_size - 1``)."""
+        return self._sp.get_piece_size()
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        """Piece ids of each text, without BOS/EOS. Never fails on odd unicode (lone surrogates become U+FFFD)."""
+        return self._sp.encode([_clean(t) for t in texts], out_type=int)
+
+    def decode(self, ids: list[list[int]]) -> list[str]:
+        """Text of each id sequence: cut at the first EOS, PAD and BOS dropped (lists, arrays or tensors)."""
+        cleaned = []
+        for seq in ids:
+            seq = seq.tolist() if hasattr(seq, "tolist") else [int(i) for i in seq]
+            if EOS_ID in seq:
+                seq = seq[: seq.index(EOS_ID)]
+            cleaned.append([i for i in seq if i != PAD_ID and i != BOS_ID])
+        return self._sp.decode(cleaned)
+
+    def pieces(self, texts: list[str]) -> list[list[str]]:
+        """The pieces (subword strings, ``▁`` marks a preceding space) of each text."""
+        return self._sp.encode([_clean(t) for t in texts], out_type=str)
+
+    def id_to_piece(self, i: int) -> str:
+        return self._sp.id_to_piece(int(i))
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(source={self.source!r}, vocab_size={self.vocab_size})"
+
+
+class _Sentences:
+    """Cleaned, non-empty lines of an iterable, counted as they go by (SentencePiece reads it once)."""
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self.lines = lines
+        self.count = 0
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self.lines:
+            line = _clean(line).strip()
+            if line:
+                self.count += 1
+                yield line
+
+
+_TOO_HIGH = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
+
+
+def _train_one(cfg: TokenizerConfig, lines: Iterable[str], side: str) -> Tokenizer:
+    """Train one SentencePiece model on ``lines``; ``side`` names the data in error messages."""
+    sentences = _Sentences(lines)
+    model = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences),
+            model_writer=model,
+            model_type=cfg.type,
+            vocab_size=cfg.vocab_size,
+            character_coverage=cfg.character_coverage,
+            input_sentence_size=cfg.input_sentence_size,
+            shuffle_input_sentence=True,
+            pad_id=PAD_ID,
+            unk_id=UNK_ID,
+            bos_id=BOS_ID,
+            eos_id=EOS_ID,
+            pad_piece="<pad>",
+            unk_piece="<unk>",
+            bos_piece="<s>",
+            eos_piece="</s>",
+            num_threads=os.cpu_count() or 1,
+            minloglevel=2,
+        )
+    except RuntimeError as err:
+        if sentences.count == 0:
+            raise TokenizerError(
+                f"cannot train the {side} tokenizer: the training text has no non-empty lines"
+            ) from None
+        too_high = _TOO_HIGH.search(str(err))
+        if too_high:
+            raise ConfigError(
+                f"tokenizer.vocab_size = {cfg.vocab_size} is too large for the {side} training text "
+                f"({sentences.count} lines): SentencePiece ({cfg.type}) can build at most {too_high.group(2)} pieces "
+                f"from it; set tokenizer.vocab_size <= {too_high.group(2)}"
+            ) from None
+        raise TokenizerError(f"SentencePiece training failed for the {side} tokenizer: {err}") from None
+    return Tokenizer.from_bytes(model.getvalue(), source=f"<trained {side} model>")
+
+
+def train_tokenizers(
+    cfg: TokenizerConfig, src_lines: Iterable[str], tgt_lines: Iterable[str], out_dir: str | os.PathLike
+) -> tuple[Tokenizer, Tokenizer]:
+    """Train the source and target tokenizers and write them to ``out_dir``.
+
+    One model per language, or, with ``cfg.joint``, one model trained on both sides and returned twice.
+    Writes ``out_dir/tokenizer.src.model`` and ``out_dir/tokenizer.tgt.model`` (the same bytes when joint).
+    Raises :class:`ConfigError` naming ``tokenizer.vocab_size`` when the text cannot support that many pieces.
+    """
+    start = time.perf_counter()
+    if cfg.joint:
+        joint = _train_one(cfg, _chain(src_lines, tgt_lines), "joint (source + target)")
+        src_tok = tgt_tok = joint
+    else:
+        src_tok = _train_one(cfg, src_lines, "source")
+        tgt_tok = _train_one(cfg, tgt_lines, "target")
+    out_dir = Path(out_dir)
+    src_tok.save(out_dir / SRC_MODEL_FILE)
+    tgt_tok.save(out_dir / TGT_MODEL_FILE)
+    if not cfg.joint:
+        src_tok.source, tgt_tok.source = str(out_dir / SRC_MODEL_FILE), str(out_dir / TGT_MODEL_FILE)
+    logger.info(
+        "trained %s %s tokenizers (vocab %d / %d) in %.1fs -> %s",
+        "joint" if cfg.joint else "separate", cfg.type, src_tok.vocab_size, tgt_tok.vocab_size,
+        time.perf_counter() - start, out_dir,
+    )
+    return src_tok, tgt_tok
+
+
+def _chain(*iterables: Iterable[str]) -> Iterator[str]:
+    for lines in iterables:
+        yield from lines
+
+
+def load_tokenizers(model_dir: str | os.PathLike) -> tuple[Tokenizer, Tokenizer]:
+    """The ``(source, target)`` tokenizers saved in a model directory."""
+    model_dir = Path(model_dir).expanduser()
+    src_path, tgt_path = model_dir / SRC_MODEL_FILE, model_dir / TGT_MODEL_FILE
+    missing = [str(p) for p in (src_path, tgt_path) if not p.is_file()]
+    if missing:
+        raise TokenizerError(
+            f"tokenizer model(s) not found: {', '.join(missing)}; is {model_dir} a model directory written by "
+            "training (it holds config.yaml and both tokenizer models)?"
+        )
+    src_tok = Tokenizer.load(src_path)
+    tgt_bytes = tgt_path.read_bytes()
+    if tgt_bytes == src_tok.model_bytes:  # joint vocabulary
+        return src_tok, src_tok
+    return src_tok, Tokenizer.from_bytes(tgt_bytes, source=str(tgt_path))

@@ -1,0 +1,125 @@
+"""Translate text: a thin command line over :class:`seq2seq.api.Translator`.
+
+    python -m seq2seq.translate "a man is riding a bike"          # one line out per argument
+    python -m seq2seq.translate < input.en > output.de            # streams stdin, one line out per line in
+    python -m seq2seq.translate --nbest 3 --beam-size 5 "a dog"   # score<TAB>text per hypothesis
+
+Input on stdin must be UTF-8; undecodable bytes are replaced with U+FFFD (and a warning is printed),
+so every input line still gets exactly one output line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import itertools
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Iterable, Iterator
+
+DEFAULT_RUNS_DIR = Path("runs")
+
+
+def latest_model_dir(runs_dir: Path = DEFAULT_RUNS_DIR) -> Path | None:
+    """The most recently written model directory under ``runs_dir`` (one holding model.safetensors)."""
+    candidates = [p.parent for p in runs_dir.glob("*/model.safetensors")] if runs_dir.is_dir() else []
+    return max(candidates, key=lambda p: (p / "model.safetensors").stat().st_mtime, default=None)
+
+
+def chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
+    iterator = iter(lines)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def format_output(entry, args: argparse.Namespace) -> list[str]:
+    """Output lines for one input: the text, or ``score<TAB>text`` per n-best hypothesis, or JSON."""
+    hypotheses = entry if isinstance(entry, list) else [entry]
+    if args.json:
+        return [json.dumps({"translations": [{"text": h.text, "score": round(h.score, 4)} for h in hypotheses]},
+                           ensure_ascii=False)]
+    if args.nbest > 1:
+        return [f"{h.score:.4f}\t{h.text}" for h in hypotheses]
+    return [hypotheses[0].text]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m seq2seq.translate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("text", nargs="*", help="sentences to translate (none: read stdin line by line)")
+    parser.add_argument("--model", help="model directory (default: the most recently trained under runs/)")
+    parser.add_argument("--beam-size", type=int, default=None, help="beam size (1 = greedy; default: the model's config)")
+    parser.add_argument("--nbest", type=int, default=1, help="print this many hypotheses per input: score<TAB>text")
+    parser.add_argument("--batch-size", type=int, default=None, help="sentences per batch")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--quantize", choices=["none", "int8"], default="none", help="dynamic int8 quantization (CPU)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per input line")
+    parser.add_argument("--plot-attention", metavar="FILE.png", help="save attention heatmaps of the inputs")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+
+    if args.beam_size is not None and args.beam_size < 1:
+        parser.error(f"--beam-size must be >= 1, got {args.beam_size}")
+    if args.nbest < 1 or (args.beam_size is not None and args.nbest > args.beam_size):
+        parser.error(f"--nbest must be between 1 and the beam size, got {args.nbest}")
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    model_dir = Path(args.model) if args.model else latest_model_dir()
+    if model_dir is None:
+        print("error: no trained model found under runs/. Train one with\n"
+              "  scripts/train_translator.sh --data ../shared/data/multi30k --max-minutes 20\n"
+              "or pass --model DIR.", file=sys.stderr)
+        return 2
+
+    from seq2seq.api import Translator
+    from seq2seq.checkpoint import CheckpointError
+
+    try:
+        translator = Translator.load(model_dir, device=args.device, quantize=args.quantize)
+    except (CheckpointError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    beam_size = args.beam_size or translator.cfg.decode.beam_size
+    if args.nbest > beam_size:
+        parser.error(f"--nbest {args.nbest} is larger than the beam size {beam_size}")
+    rich = args.json or args.nbest > 1 or args.plot_attention
+
+    if args.text:
+        inputs: Iterable[str] = args.text
+        chunk_size = len(args.text)
+    else:
+        stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace", newline=None)
+        inputs = (line.rstrip("\n") for line in stdin)
+        chunk_size = translator.cfg.decode.batch_size * 4
+
+    attention_plots = []
+    out = sys.stdout
+    for chunk in chunks(inputs, chunk_size):
+        if any("\ufffd" in line for line in chunk) and not args.text:
+            logging.warning("input is not valid UTF-8; undecodable bytes were replaced with U+FFFD")
+        results = translator.translate(chunk, beam_size=beam_size, nbest=args.nbest, batch_size=args.batch_size,
+                                       return_scores=bool(rich), return_attention=bool(args.plot_attention))
+        for entry in results:
+            if rich:
+                out.write("".join(line + "\n" for line in format_output(entry, args)))
+                if args.plot_attention:
+                    best = entry[0] if isinstance(entry, list) else entry
+                    if best.attention is not None:
+                        attention_plots.append(best)
+            else:
+                out.write(entry.replace("\n", " ") + "\n")
+        out.flush()
+
+    if args.plot_attention and attention_plots:
+        from seq2seq.plots import plot_attention
+
+        plot_attention([t.attention for t in attention_plots], [t.src_pieces for t in attention_plots],
+                       [t.tgt_pieces for t in attention_plots], args.plot_attention)
+        print(f"attention heatmap written to {args.plot_attention}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

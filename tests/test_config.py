@@ -1,0 +1,281 @@
+"""Config: YAML round trip, typed overrides, and errors that name the key and say what is valid."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from seq2seq.config import Config, ConfigError, load_config
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_yaml(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def error_message(path: Path | None = None, overrides: list[str] | None = None) -> str:
+    """The message of the ConfigError that ``load_config(path, overrides)`` must raise."""
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path, overrides)
+    return str(excinfo.value)
+
+
+def a_changed_config() -> Config:
+    """A config that differs from the defaults in every section, in lists, dicts and awkward floats."""
+    cfg = Config()
+    cfg.data.test_splits = ["test_2016_flickr", "test_2018_flickr", "mscoco"]
+    cfg.data.files = {"train": ["corpus.en", "corpus.de"], "val": ["dev.en", "dev.de"]}
+    cfg.data.src_lang, cfg.data.tgt_lang = "de", "en"
+    cfg.tokenizer.type, cfg.tokenizer.joint, cfg.tokenizer.vocab_size = "bpe", True, 12000
+    cfg.model.rnn_type, cfg.model.rnn_impl, cfg.model.encoder_layers = "lstm", "reference", 2
+    cfg.model.dropout = 0.35
+    cfg.train.lr, cfg.train.min_lr, cfg.train.betas = 0.0003, 1e-7, [0.8, 0.98]
+    cfg.train.max_minutes = 12.5
+    cfg.decode.beam_size, cfg.decode.nbest, cfg.decode.length_penalty = 8, 3, 0.6
+    return cfg
+
+
+# --- loading, round trip, overrides -------------------------------------------------------------------
+
+
+def test_defaults_load_and_validate():
+    assert load_config() == Config()
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = a_changed_config()
+    path = write_yaml(tmp_path, cfg.to_yaml())
+    loaded = load_config(path)
+    assert loaded == cfg
+    assert loaded.to_dict() == cfg.to_dict()
+    assert loaded.data.files == {"train": ["corpus.en", "corpus.de"], "val": ["dev.en", "dev.de"]}
+    assert isinstance(loaded.train.min_lr, float) and loaded.train.min_lr == 1e-7
+
+    cfg.save(tmp_path / "saved.yaml")  # save() writes the same thing
+    assert load_config(tmp_path / "saved.yaml") == cfg
+
+
+def test_partial_yaml_keeps_defaults(tmp_path):
+    path = write_yaml(tmp_path, "model:\n  rnn_type: lstm\ntrain:\ndecode: {}\n")
+    cfg = load_config(path)
+    expected = Config()
+    expected.model.rnn_type = "lstm"
+    assert cfg == expected
+    assert load_config(write_yaml(tmp_path, "", "empty.yaml")) == Config()
+
+
+def test_overrides_apply_with_types(tmp_path):
+    path = write_yaml(tmp_path, "train:\n  lr: 0.01\n  max_tokens: 1000\nmodel:\n  rnn_type: gru\n")
+    cfg = load_config(
+        path,
+        overrides=[
+            "train.lr=0.0005",
+            "model.rnn_type=lstm",
+            "data.test_splits=[a, b]",
+            "train.max_tokens=2048",
+            "model.bidirectional=false",
+            "decode.length_penalty=1",
+            "data.files={train: [x.en, x.de]}",
+        ],
+    )
+    assert cfg.train.lr == 0.0005 and isinstance(cfg.train.lr, float)  # the override beats the file
+    assert cfg.model.rnn_type == "lstm"
+    assert cfg.data.test_splits == ["a", "b"]
+    assert cfg.train.max_tokens == 2048 and isinstance(cfg.train.max_tokens, int)
+    assert cfg.model.bidirectional is False
+    assert cfg.decode.length_penalty == 1.0 and isinstance(cfg.decode.length_penalty, float)
+    assert cfg.data.files == {"train": ["x.en", "x.de"]}
+    assert load_config(overrides=["data.path=  "]).data.path == ""  # an empty value is the empty string
+
+
+def test_configs_do_not_share_mutable_defaults():
+    first, second = load_config(), load_config()
+    first.data.test_splits.append("extra")
+    first.train.betas[0] = 0.5
+    assert second.data.test_splits == Config().data.test_splits
+    assert second.train.betas == [0.9, 0.999]
+
+
+# --- unknown keys and sections ---------------------------------------------------------------------------
+
+
+def test_unknown_key_in_yaml_names_it_and_lists_valid_keys(tmp_path):
+    path = write_yaml(tmp_path, "model:\n  hiden_size: 300\n")
+    message = error_message(path)
+    assert "model.hiden_size" in message
+    assert str(path) in message
+    assert all(key in message for key in ("encoder_hidden_size", "decoder_hidden_size", "rnn_type", "dropout"))
+
+
+def test_unknown_key_in_override_names_it_and_lists_valid_keys():
+    message = error_message(overrides=["train.learning_rate=0.1"])
+    assert "train.learning_rate" in message
+    assert all(key in message for key in ("lr", "max_tokens", "label_smoothing"))
+
+
+@pytest.mark.parametrize("source", ["yaml", "override"])
+def test_unknown_section(tmp_path, source):
+    if source == "yaml":
+        message = error_message(write_yaml(tmp_path, "optim:\n  lr: 0.1\n"))
+    else:
+        message = error_message(overrides=["optim.lr=0.1"])
+    assert "optim" in message
+    assert all(section in message for section in ("data", "tokenizer", "model", "train", "decode"))
+
+
+@pytest.mark.parametrize("text", ["train.lr", "lr=0.1", "train.lr.x=0.1"])
+def test_malformed_override(text):
+    assert text in error_message(overrides=[text])
+
+
+# --- wrong types and choices -------------------------------------------------------------------------------
+
+
+WRONG_TYPES = [
+    ("train", "max_tokens", '"many"', "integer"),  # string for int
+    ("train", "max_tokens", "4096.5", "integer"),  # float for int
+    ("train", "max_tokens", "true", "integer"),  # bool for int
+    ("model", "bidirectional", "1", "true or false"),  # int for bool
+    ("model", "bidirectional", '"true"', "true or false"),  # string for bool
+    ("train", "lr", "fast", "number"),
+    ("train", "lr", "false", "number"),
+    ("data", "test_splits", "test_2016", "list"),
+    ("data", "files", "[a.en, a.de]", "mapping"),
+    ("data", "src_lang", "[en]", "string"),
+    ("train", "betas", "[0.9, high]", "number"),
+]
+
+
+@pytest.mark.parametrize("source", ["yaml", "override"])
+@pytest.mark.parametrize("section,key,value,expected", WRONG_TYPES, ids=[f"{s}.{k}={v}" for s, k, v, _ in WRONG_TYPES])
+def test_wrong_type_names_key_and_expected_type(tmp_path, source, section, key, value, expected):
+    if source == "yaml":
+        message = error_message(write_yaml(tmp_path, f"{section}:\n  {key}: {value}\n"))
+    elif expected == "string":
+        pytest.skip("string keys take override text verbatim (so data.tgt_lang=no stays 'no')")
+    else:
+        message = error_message(overrides=[f"{section}.{key}={value}"])
+    assert f"{section}.{key}" in message
+    assert expected in message
+
+
+@pytest.mark.parametrize(
+    "override,choices",
+    [
+        ("model.rnn_type=rnn", ["gru", "lstm"]),
+        ("model.attention=dot", ["bahdanau", "luong_dot", "luong_general"]),
+        ("model.rnn_impl=cudnn", ["fused", "reference"]),
+        ("tokenizer.type=wordpiece", ["unigram", "bpe"]),
+        ("train.dtype=fp8", ["fp32", "bf16", "fp16"]),
+    ],
+)
+def test_choice_error_lists_choices(override, choices):
+    message = error_message(overrides=[override])
+    assert override.split("=")[0] in message
+    assert all(choice in message for choice in choices)
+
+
+# --- impossible values --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides,key",
+    [
+        (["decode.beam_size=0"], "decode.beam_size"),
+        (["decode.nbest=6"], "decode.nbest"),  # default beam_size is 5
+        (["decode.beam_size=3", "decode.nbest=4"], "decode.nbest"),
+        (["model.dropout=1.5"], "model.dropout"),
+        (["model.dropout=-0.1"], "model.dropout"),
+        (["train.lr=0"], "train.lr"),
+        (["train.label_smoothing=1.0"], "train.label_smoothing"),
+        (["model.encoder_layers=0"], "model.encoder_layers"),
+        (["train.teacher_forcing_ratio=1.2"], "train.teacher_forcing_ratio"),
+        (["model.dropout=.nan"], "model.dropout"),
+    ],
+)
+def test_impossible_value_names_key(overrides, key):
+    assert key in error_message(overrides=overrides)
+
+
+def test_boundary_values_are_accepted():
+    cfg = load_config(overrides=["decode.beam_size=4", "decode.nbest=4", "model.dropout=0"])
+    assert (cfg.decode.beam_size, cfg.decode.nbest, cfg.model.dropout) == (4, 4, 0.0)
+    assert load_config(overrides=["decode.beam_size=1"]).decode.nbest == 1
+
+
+def test_impossible_value_in_yaml_names_key(tmp_path):
+    assert "decode.beam_size" in error_message(write_yaml(tmp_path, "decode:\n  beam_size: 0\n"))
+
+
+def test_luong_dot_needs_matching_sizes():
+    # a bidirectional 256 encoder gives 512-wide memory, which matches the default 512 decoder
+    assert load_config(overrides=["model.attention=luong_dot"]).model.attention == "luong_dot"
+    message = error_message(overrides=["model.attention=luong_dot", "model.bidirectional=false"])
+    assert "luong_dot" in message and "model.decoder_hidden_size" in message
+    assert "256" in message and "512" in message
+    assert load_config(overrides=["model.attention=luong_general", "model.bidirectional=false"])
+
+
+def test_last_bridge_needs_matching_sizes():
+    message = error_message(overrides=["model.bridge=last", "model.encoder_hidden_size=300"])
+    assert "model.bridge" in message and "model.decoder_hidden_size" in message
+
+
+# --- files -----------------------------------------------------------------------------------------------
+
+
+def test_missing_file_names_path(tmp_path):
+    path = tmp_path / "nope.yaml"
+    message = error_message(path)
+    assert str(path) in message and "not found" in message
+
+
+@pytest.mark.parametrize("text", ["data: {path: [1}\n", "model:\n  rnn_type: gru\n   dropout: 0.1\n", "a: b: c\n"])
+def test_malformed_yaml_names_path(tmp_path, text):
+    path = write_yaml(tmp_path, text)
+    message = error_message(path)
+    assert str(path) in message and "YAML" in message
+
+
+@pytest.mark.parametrize("text", ["- data\n- model\n", "just a string\n", "model: [gru]\n"])
+def test_yaml_of_the_wrong_shape_names_path(tmp_path, text):
+    path = write_yaml(tmp_path, text)
+    assert str(path) in error_message(path)
+
+
+def test_shipped_multi30k_config_loads(tmp_path):
+    path = REPO_ROOT / "configs" / "multi30k_en_de.yaml"
+    if not path.is_file():
+        pytest.skip(f"{path} not written yet")
+    cfg = load_config(path)
+    assert (cfg.data.src_lang, cfg.data.tgt_lang) == ("en", "de")
+    assert load_config(write_yaml(tmp_path, cfg.to_yaml())) == cfg
+
+
+def test_every_field_has_a_default_that_round_trips(tmp_path):
+    """Each section is a dataclass whose defaults survive YAML, so a saved model config rebuilds exactly."""
+    for section in dataclasses.fields(Config):
+        assert dataclasses.is_dataclass(getattr(Config(), section.name))
+    assert load_config(write_yaml(tmp_path, Config().to_yaml())) == Config()
+
+
+def test_scientific_floats_and_verbatim_string_overrides(tmp_path):
+    cfg = load_config(write_yaml(tmp_path, "train:\n  lr: 1e-3\n  min_lr: 5e-6\n"), ["train.warmup_steps=10"])
+    assert cfg.train.lr == pytest.approx(1e-3) and cfg.train.min_lr == pytest.approx(5e-6)
+    assert load_config(None, ["train.lr=5e-4"]).train.lr == pytest.approx(5e-4)
+    cfg = load_config(None, ["data.tgt_lang=no", "data.src_lang=en"])
+    assert cfg.data.tgt_lang == "no"
+    message = error_message(write_yaml(tmp_path, "data:\n  tgt_lang: no\n"))
+    assert "data.tgt_lang" in message and "quote" in message
+
+
+@pytest.mark.parametrize("override", ["train.log_every=0", "train.warmup_steps=-1", "train.betas=[0.9]",
+                                      "tokenizer.character_coverage=0", "train.lr=.inf", "train.patience=-2"])
+def test_more_impossible_values(override):
+    assert override.split("=")[0] in error_message(overrides=[override])

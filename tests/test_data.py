@@ -1,0 +1,333 @@
+"""Corpora (text dirs, file pairs, `datasets` dirs, hub), Arrow caching, batches and the token-budget sampler."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import random
+from pathlib import Path
+
+import datasets
+import huggingface_hub
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from seq2seq.config import ConfigError, DataConfig, TokenizerConfig
+from seq2seq.data import (
+    Batch,
+    DataError,
+    TokenBatchSampler,
+    collate,
+    iterate_batches,
+    read_split,
+    restore_order,
+    sentence_batches,
+    tokenize_split,
+)
+from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, train_tokenizers
+
+EN = ["A dog runs.", "Two cats sleep.", "A man rides a red bike.", "Children play in the park."]
+DE = ["Ein Hund rennt.", "Zwei Katzen schlafen.", "Ein Mann fährt ein rotes Fahrrad.", "Kinder spielen im Park."]
+
+
+def write(path: Path, lines: list[str], gz: bool = False, newline: str = "\n") -> Path:
+    data = "".join(line + newline for line in lines).encode("utf-8")
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(data))
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def config(path: Path | str, tmp_path: Path, **kwargs) -> DataConfig:
+    return DataConfig(path=str(path), cache_dir=str(tmp_path / "cache"), **kwargs)
+
+
+def pairs(dataset: datasets.Dataset) -> list[tuple[str, str]]:
+    return list(zip(dataset["src"], dataset["tgt"]))
+
+
+# ------------------------------------------------------------------------------------------- reading
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_split_directory_plain_and_gzip(tmp_path, gz):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    write(corpus / "train.en", EN, gz)
+    write(corpus / "train.de", DE, gz)
+    dataset = read_split(config(corpus, tmp_path), "train")
+    assert dataset.column_names == ["src", "tgt"]
+    assert pairs(dataset) == list(zip(EN, DE))
+    reverse = read_split(config(corpus, tmp_path, src_lang="de", tgt_lang="en"), "train")
+    assert pairs(reverse) == list(zip(DE, EN))
+
+
+def test_explicit_file_pairs_override_path(tmp_path):
+    src = write(tmp_path / "corpus.src", EN[:2])
+    tgt = write(tmp_path / "corpus.tgt", DE[:2], gz=True)
+    cfg = config("bentrevett/multi30k", tmp_path, files={"train": [str(src), str(tgt)]})
+    assert pairs(read_split(cfg, "train")) == list(zip(EN[:2], DE[:2]))
+    cfg.files["train"] = [str(src), str(tmp_path / "missing.tgt")]
+    with pytest.raises(DataError, match=f"{tmp_path / 'missing.tgt'} or {tmp_path / 'missing.tgt.gz'}"):
+        read_split(cfg, "train")
+
+
+def test_crlf_bom_and_whitespace_are_stripped(tmp_path):
+    write(tmp_path / "train.en", ["\ufeffHello world ", "  second\t"], newline="\r\n")
+    write(tmp_path / "train.de", ["Hallo Welt", "zweite"], newline="\r\n")
+    expected = [("Hello world", "Hallo Welt"), ("second", "zweite")]
+    assert pairs(read_split(config(tmp_path, tmp_path), "train")) == expected
+
+
+def test_empty_pairs_are_dropped_and_counted(tmp_path, caplog):
+    write(tmp_path / "train.en", ["one", "", "three", "four", "   "])
+    write(tmp_path / "train.de", ["eins", "zwei", "", "vier", "fünf"])
+    with caplog.at_level(logging.INFO, logger="seq2seq.data"):
+        dataset = read_split(config(tmp_path, tmp_path), "train")
+    assert pairs(dataset) == [("one", "eins"), ("four", "vier")]
+    assert "dropped 3 pairs with an empty side" in caplog.text
+
+
+def test_mismatched_line_counts_name_both_files_and_counts(tmp_path):
+    src = write(tmp_path / "train.en", EN)
+    tgt = write(tmp_path / "train.de", DE[:3], gz=True)
+    with pytest.raises(DataError, match=rf"{src} has 4 lines but {tgt} has 3"):
+        read_split(config(tmp_path, tmp_path), "train")
+
+
+def test_invalid_utf8_names_file_and_line(tmp_path):
+    write(tmp_path / "train.en", EN)
+    bad = tmp_path / "train.de"
+    bad.write_bytes("Ein Hund\nZwei Katzen\n".encode() + "Gr\xfc\xdfe\n".encode("latin-1") + b"Park\n")
+    with pytest.raises(DataError, match=rf"{bad}:3: not valid UTF-8"):
+        read_split(config(tmp_path, tmp_path), "train")
+
+
+def test_missing_files_name_the_paths_looked_for(tmp_path):
+    write(tmp_path / "train.en", EN)
+    with pytest.raises(DataError, match=f"{tmp_path / 'train.de'} or {tmp_path / 'train.de.gz'}"):
+        read_split(config(tmp_path, tmp_path), "train")
+    with pytest.raises(DataError, match=r"split 'test' not found .*test\.en.gz.*available .*: train"):
+        read_split(config(tmp_path, tmp_path), "test")
+    with pytest.raises(DataError, match="data directory not found"):
+        read_split(config(tmp_path / "nope", tmp_path), "train")
+
+
+def test_changed_file_is_read_again(tmp_path):
+    write(tmp_path / "train.en", EN)
+    write(tmp_path / "train.de", DE)
+    cfg = config(tmp_path, tmp_path)
+    first = read_split(cfg, "train")
+    assert read_split(cfg, "train")._fingerprint == first._fingerprint  # cached
+    write(tmp_path / "train.en", ["changed"] + EN[1:])
+    assert read_split(cfg, "train")["src"][0] == "changed"
+
+
+def test_very_long_line(tmp_path):
+    long_line = "word " * 200_000  # 1 MB
+    write(tmp_path / "train.en", [long_line.strip(), "short"])
+    write(tmp_path / "train.de", ["kurz", "lang " * 10])
+    dataset = read_split(config(tmp_path, tmp_path), "train")
+    assert len(dataset["src"][0]) == len(long_line.strip())
+
+
+def test_split_aliases_in_a_text_directory(tmp_path):
+    write(tmp_path / "validation.en", EN)
+    write(tmp_path / "validation.de", DE)
+    assert len(read_split(config(tmp_path, tmp_path), "val")) == 4
+
+
+# --------------------------------------------------------------------------- `datasets` directories / hub
+
+
+def test_local_datasets_directory_with_language_columns(tmp_path):
+    corpus = tmp_path / "parquet"
+    corpus.mkdir()
+    pq.write_table(pa.table({"en": EN, "de": DE, "id": [1, 2, 3, 4]}), corpus / "train.parquet")
+    pq.write_table(pa.table({"en": [" hi ", ""], "de": ["hallo", "leer"], "id": [5, 6]}), corpus / "validation.parquet")
+    cfg = config(corpus, tmp_path)
+    assert pairs(read_split(cfg, "train")) == list(zip(EN, DE))
+    assert pairs(read_split(cfg, "val")) == [("hi", "hallo")]  # alias val -> validation, empty pair dropped
+    with pytest.raises(DataError, match="no split 'test_2017_flickr'; available splits: train, validation"):
+        read_split(cfg, "test_2017_flickr")
+    with pytest.raises(DataError, match="columns are en, de, id"):
+        read_split(config(corpus, tmp_path, tgt_lang="fr"), "train")
+
+
+def test_local_datasets_directory_with_translation_column(tmp_path):
+    corpus = tmp_path / "json"
+    corpus.mkdir()
+    with open(corpus / "train.jsonl", "w", encoding="utf-8") as f:
+        for en, de in zip(EN, DE):
+            f.write(json.dumps({"translation": {"de": de, "en": en}}) + "\n")
+    assert pairs(read_split(config(corpus, tmp_path), "train")) == list(zip(EN, DE))
+    with pytest.raises(DataError, match="'translation' column has languages"):
+        read_split(config(corpus, tmp_path, src_lang="fr"), "train")
+
+
+def test_unreachable_hub_suggests_a_local_directory(tmp_path, monkeypatch):
+    # offline mode makes the hub client fail at once instead of retrying the network
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(DataError, match=r"'bentrevett/multi30k'.*hub could not be reached.*--data"):
+        read_split(config("bentrevett/multi30k", tmp_path), "train")
+
+
+# ----------------------------------------------------------------------------------------- tokenizing
+
+
+class CountingTokenizer(Tokenizer):
+    calls = 0
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        CountingTokenizer.calls += 1
+        return super().encode(texts)
+
+
+@pytest.fixture(scope="module")
+def small_tokenizers(tmp_path_factory) -> tuple[Tokenizer, Tokenizer]:
+    rng = random.Random(0)
+    en_lines = [" ".join(rng.choice(EN).split()[: rng.randint(1, 6)]) for _ in range(300)]
+    de_lines = [" ".join(rng.choice(DE).split()[: rng.randint(1, 6)]) for _ in range(300)]
+    return train_tokenizers(TokenizerConfig(vocab_size=40), en_lines, de_lines, tmp_path_factory.mktemp("tok"))
+
+
+def test_tokenize_split_columns_and_max_length(small_tokenizers, tmp_path):
+    src_tok, tgt_tok = small_tokenizers
+    raw = datasets.Dataset.from_dict({"src": EN, "tgt": DE})
+    full = tokenize_split(raw, src_tok, tgt_tok, str(tmp_path), max_length=None)
+    assert full.column_names == ["src_ids", "tgt_ids", "src_len", "tgt_len"]
+    assert full.features["src_ids"].feature.dtype == "int32"
+    for row, en, de in zip(full, EN, DE):
+        assert row["src_ids"] == src_tok.encode([en])[0] + [EOS_ID]
+        assert row["tgt_ids"] == tgt_tok.encode([de])[0]
+        assert row["src_len"] == len(row["src_ids"]) and row["tgt_len"] == len(row["tgt_ids"]) + 1
+    limit = int(np.median([max(r["src_len"] - 1, r["tgt_len"] - 1) for r in full]))
+    short = tokenize_split(raw, src_tok, tgt_tok, str(tmp_path), max_length=limit)
+    expected = [r for r in full if r["src_len"] - 1 <= limit and r["tgt_len"] - 1 <= limit]
+    assert 0 < len(short) < len(full) and list(short) == expected
+
+
+def test_tokenize_split_is_cached(small_tokenizers, tmp_path):
+    src_tok, tgt_tok = small_tokenizers
+    counting_src = CountingTokenizer.from_bytes(src_tok.model_bytes)
+    write(tmp_path / "train.en", EN)
+    write(tmp_path / "train.de", DE)
+    raw = read_split(config(tmp_path, tmp_path), "train")
+    cache = tmp_path / "tok_cache"
+    CountingTokenizer.calls = 0
+    first = tokenize_split(raw, counting_src, tgt_tok, str(cache), max_length=50)
+    assert CountingTokenizer.calls == 1 and list(cache.glob("tokenized-*.arrow"))
+    raw_again = read_split(config(tmp_path, tmp_path), "train")
+    second = tokenize_split(raw_again, counting_src, tgt_tok, str(cache), max_length=50)
+    assert CountingTokenizer.calls == 1  # read from the cache file
+    assert list(second) == list(first)
+    tokenize_split(raw, counting_src, src_tok, str(cache), max_length=50)  # another target model
+    assert CountingTokenizer.calls == 2
+
+
+def test_very_long_line_tokenizes(small_tokenizers, tmp_path):
+    write(tmp_path / "train.en", [("A dog runs " * 100_000).strip(), "A dog"])
+    write(tmp_path / "train.de", ["Ein Hund", "Ein Hund"])
+    raw = read_split(config(tmp_path, tmp_path), "train")
+    kept = tokenize_split(raw, *small_tokenizers, str(tmp_path / "tok"), max_length=50)
+    assert len(kept) == 1
+
+
+# -------------------------------------------------------------------------------------------- batches
+
+
+def test_collate_layout():
+    batch = collate([[5, 6, EOS_ID], [7, EOS_ID]], [[8, 9, 10], [11]])
+    assert batch.src.tolist() == [[5, 6, EOS_ID], [7, EOS_ID, PAD_ID]]
+    assert batch.tgt_in.tolist() == [[BOS_ID, 8, 9, 10], [BOS_ID, 11, PAD_ID, PAD_ID]]
+    assert batch.tgt_out.tolist() == [[8, 9, 10, EOS_ID], [11, EOS_ID, PAD_ID, PAD_ID]]
+    assert batch.src_lengths.tolist() == [3, 2] and batch.tgt_lengths.tolist() == [4, 2]
+    assert batch.src.dtype == batch.tgt_in.dtype == batch.src_lengths.dtype == torch.long
+    assert batch.size == 2 and batch.num_tgt_tokens == 6
+    moved = batch.to("cpu")
+    assert isinstance(moved, Batch) and torch.equal(moved.tgt_out, batch.tgt_out) and moved.num_tgt_tokens == 6
+
+
+def test_collate_empty_target():
+    batch = collate([[EOS_ID]], [[]])
+    assert batch.tgt_in.tolist() == [[BOS_ID]] and batch.tgt_out.tolist() == [[EOS_ID]]
+
+
+def random_lengths(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(2, 60, n), rng.integers(2, 60, n)
+
+
+@pytest.mark.parametrize("max_tokens", [120, 1000, 4096])
+def test_batches_respect_the_budget_and_cover_every_index(max_tokens):
+    src_lengths, tgt_lengths = random_lengths(3000, seed=max_tokens)
+    sampler = TokenBatchSampler(src_lengths, tgt_lengths, max_tokens=max_tokens, seed=1)
+    batches = list(sampler)
+    assert len(batches) == len(sampler)
+    for batch in batches:
+        assert len(batch) * (src_lengths[batch].max() + tgt_lengths[batch].max()) <= max_tokens
+    assert sorted(i for batch in batches for i in batch) == list(range(3000))
+
+
+def test_sampler_order_is_a_function_of_seed_and_epoch():
+    src_lengths, tgt_lengths = random_lengths(2000, seed=0)
+
+    def epoch(seed: int, number: int) -> list[list[int]]:
+        sampler = TokenBatchSampler(src_lengths, tgt_lengths, max_tokens=1000, seed=seed)
+        sampler.set_epoch(number)
+        return list(sampler)
+
+    assert epoch(1, 0) == epoch(1, 0)
+    assert epoch(1, 3) == epoch(1, 3)
+    assert epoch(1, 0) != epoch(1, 1)
+    assert epoch(1, 0) != epoch(2, 0)
+    assert len(epoch(1, 0)) == len(epoch(1, 1))
+    fixed = TokenBatchSampler(src_lengths, tgt_lengths, max_tokens=1000, seed=1, shuffle=False)
+    assert list(fixed) == list(fixed)
+
+
+def test_pair_larger_than_budget_names_the_key():
+    with pytest.raises(ConfigError, match=r"train\.max_tokens = 50 .*= 61 positions.*data\.max_length"):
+        TokenBatchSampler(np.array([5, 30]), np.array([5, 31]), max_tokens=50, seed=0)
+
+
+def test_sentence_batches_and_restore_order():
+    lengths = [3, 9, 1, 9, 4, 7, 2]
+    batches = sentence_batches(lengths, batch_size=3)
+    flat = [i for batch in batches for i in batch]
+    assert sorted(flat) == list(range(len(lengths))) and all(len(b) <= 3 for b in batches)
+    assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)
+    assert restore_order([lengths[i] for i in flat], flat) == lengths
+    assert sentence_batches([], 4) == []
+
+
+# ------------------------------------------------------------------------------------- Multi30k epoch
+
+
+def test_multi30k_epoch_padding_under_ten_percent(multi30k_dir, tmp_path):
+    cfg = config(multi30k_dir, tmp_path)
+    raw = read_split(cfg, "train")
+    tok_cfg = TokenizerConfig(type="bpe", vocab_size=8000)  # bpe trains fastest; lengths are much the same
+    src_tok, tgt_tok = train_tokenizers(tok_cfg, raw["src"], raw["tgt"], tmp_path / "model")
+    train = tokenize_split(raw, src_tok, tgt_tok, str(tmp_path / "tok"), max_length=cfg.max_length)
+    sampler = TokenBatchSampler.from_dataset(train, max_tokens=4096, seed=1234)
+    padded = real = sentences = 0
+    for batch in iterate_batches(train, sampler):
+        cost = batch.size * (batch.src.size(1) + batch.tgt_in.size(1))
+        assert cost <= 4096
+        padded += cost
+        real += int(batch.src_lengths.sum() + batch.tgt_lengths.sum())
+        sentences += batch.size
+    assert sentences == len(train) > 28_900
+    padding = 1 - real / padded
+    print(f"Multi30k train, max_tokens 4096: {len(sampler)} batches, padding {padding:.2%} of positions")
+    assert padding < 0.10

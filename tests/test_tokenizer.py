@@ -1,0 +1,170 @@
+"""SentencePiece tokenizers: training options, fixed special ids, round trips, robustness, files."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import random
+from pathlib import Path
+
+import pytest
+import sentencepiece as spm
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seq2seq.config import ConfigError, TokenizerConfig
+from seq2seq.tokenizer import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    SRC_MODEL_FILE,
+    TGT_MODEL_FILE,
+    UNK_ID,
+    Tokenizer,
+    TokenizerError,
+    load_tokenizers,
+    train_tokenizers,
+)
+
+WORDS = "the a small big dog cat runs sleeps in on under house garden tree river quickly happily red blue".split()
+
+
+def synthetic_lines(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 12))) for _ in range(n)]
+
+
+def read_lines(directory: Path, split: str, lang: str) -> list[str]:
+    with gzip.open(directory / f"{split}.{lang}.gz", "rt", encoding="utf-8") as f:
+        return [line.strip() for line in f]
+
+
+@pytest.fixture(scope="module")
+def small_tokenizer(tmp_path_factory) -> Tokenizer:
+    """A unigram model trained in well under a second on synthetic sentences."""
+    lines = synthetic_lines(500, seed=0)
+    src, _ = train_tokenizers(TokenizerConfig(vocab_size=40), lines, lines, tmp_path_factory.mktemp("small"))
+    return src
+
+
+def roundtrip_rate(tok: Tokenizer, lines: list[str]) -> float:
+    decoded = tok.decode(tok.encode(lines))
+    return sum(a == b for a, b in zip(lines, decoded)) / len(lines)
+
+
+def test_multi30k_bpe_separate_vocabularies_round_trip(multi30k_dir, tmp_path):
+    cfg = TokenizerConfig(type="bpe", vocab_size=8000)
+    src_tok, tgt_tok = train_tokenizers(
+        cfg, read_lines(multi30k_dir, "train", "en"), read_lines(multi30k_dir, "train", "de"), tmp_path
+    )
+    assert src_tok is not tgt_tok and src_tok.vocab_size == tgt_tok.vocab_size == 8000
+    assert (tmp_path / SRC_MODEL_FILE).read_bytes() != (tmp_path / TGT_MODEL_FILE).read_bytes()
+    for tok, lang in [(src_tok, "en"), (tgt_tok, "de")]:
+        assert roundtrip_rate(tok, read_lines(multi30k_dir, "val", lang)) >= 0.999
+    loaded_src, loaded_tgt = load_tokenizers(tmp_path)
+    assert loaded_src.model_bytes == src_tok.model_bytes and loaded_tgt.model_bytes == tgt_tok.model_bytes
+
+
+def test_multi30k_unigram_joint_vocabulary_round_trip(multi30k_dir, tmp_path):
+    cfg = TokenizerConfig(type="unigram", vocab_size=8000, joint=True)
+    src_tok, tgt_tok = train_tokenizers(
+        cfg, read_lines(multi30k_dir, "train", "en"), read_lines(multi30k_dir, "train", "de"), tmp_path
+    )
+    assert src_tok is tgt_tok and src_tok.vocab_size == 8000
+    assert (tmp_path / SRC_MODEL_FILE).read_bytes() == (tmp_path / TGT_MODEL_FILE).read_bytes()
+    for lang in ("en", "de"):
+        assert roundtrip_rate(src_tok, read_lines(multi30k_dir, "val", lang)) >= 0.999
+    loaded_src, loaded_tgt = load_tokenizers(tmp_path)
+    assert loaded_src is loaded_tgt
+
+
+def test_vocab_too_large_for_the_corpus_names_the_key(multi30k_dir, tmp_path):
+    # real text cannot support arbitrarily many unigram pieces; SentencePiece reports the maximum
+    lines = read_lines(multi30k_dir, "train", "en")[:5000]
+    with pytest.raises(ConfigError, match=r"tokenizer\.vocab_size = 8000 .*source.* at most \d+"):
+        train_tokenizers(TokenizerConfig(vocab_size=8000), lines, lines, tmp_path)
+
+
+def test_vocab_too_large_small_corpus(tmp_path):
+    lines = synthetic_lines(50, seed=1)
+    with pytest.raises(ConfigError, match=r"tokenizer\.vocab_size = 5000 .*set tokenizer\.vocab_size <= \d+"):
+        train_tokenizers(TokenizerConfig(vocab_size=5000), lines, lines, tmp_path)
+    with pytest.raises(ConfigError, match=r"tokenizer\.vocab_size = 5000 .*joint"):
+        train_tokenizers(TokenizerConfig(vocab_size=5000, joint=True), lines, lines, tmp_path)
+
+
+def test_empty_training_input_is_a_clear_error(tmp_path):
+    with pytest.raises(TokenizerError, match="source tokenizer.*no non-empty lines"):
+        train_tokenizers(TokenizerConfig(vocab_size=60), ["", "  "], synthetic_lines(100, 0), tmp_path)
+
+
+def test_special_ids_are_fixed(small_tokenizer):
+    tok = small_tokenizer
+    assert (PAD_ID, UNK_ID, BOS_ID, EOS_ID) == (0, 1, 2, 3)
+    assert [tok.id_to_piece(i) for i in range(4)] == ["<pad>", "<unk>", "<s>", "</s>"]
+    ids = tok.encode(["the dog runs", "a red tree"])
+    assert all(ids) and not {PAD_ID, BOS_ID, EOS_ID} & {i for seq in ids for i in seq}
+    assert tok.encode(["the dog ☃"])[0][-1] == UNK_ID or UNK_ID in tok.encode(["the dog ☃"])[0]
+
+
+def test_decode_drops_specials_and_stops_at_eos(small_tokenizer):
+    tok = small_tokenizer
+    ids = tok.encode(["the dog runs", "the cat"])
+    padded = [[BOS_ID, *ids[0], EOS_ID, *ids[1], PAD_ID], [*ids[1], EOS_ID, PAD_ID, PAD_ID]]
+    assert tok.decode(padded) == ["the dog runs", "the cat"]
+    assert tok.decode([[]]) == [""]
+    assert tok.decode(torch.tensor([padded[1]])) == ["the cat"]  # a (B, T) tensor of ids works too
+    assert tok.pieces(["the dog"])[0][0].startswith("▁")
+
+
+NASTY = ["", " ", "\x00", "a\x00b", "\ud800", "x\udfffy", "\u200b\u200d", "\ufeff", "\r\n\t", "\U0001f600" * 50,
+         "é" * 1000, "\x7f\x1b[31m", "<s></s><pad><unk>"]
+
+
+@pytest.mark.parametrize("text", NASTY)
+def test_odd_unicode_never_crashes(small_tokenizer, text):
+    ids = small_tokenizer.encode([text])[0]
+    assert all(0 <= i < small_tokenizer.vocab_size for i in ids)
+    assert isinstance(small_tokenizer.decode([ids])[0], str)
+    assert len(small_tokenizer.pieces([text])) == 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.text(), min_size=1, max_size=4))
+def test_arbitrary_text_never_crashes(small_tokenizer, texts):
+    ids = small_tokenizer.encode(texts)
+    assert len(ids) == len(texts)
+    assert len(small_tokenizer.decode(ids)) == len(texts)
+
+
+def test_save_load_round_trip(small_tokenizer, tmp_path):
+    path = tmp_path / "sub" / "tok.model"
+    small_tokenizer.save(path)
+    assert [p.name for p in path.parent.iterdir()] == ["tok.model"]  # no temporary file left behind
+    loaded = Tokenizer.load(path)
+    assert loaded.model_bytes == small_tokenizer.model_bytes
+    texts = synthetic_lines(20, seed=3)
+    assert loaded.encode(texts) == small_tokenizer.encode(texts)
+    assert Tokenizer.from_bytes(path.read_bytes()).vocab_size == small_tokenizer.vocab_size
+
+
+def test_missing_and_corrupt_files(tmp_path):
+    missing = tmp_path / "nope.model"
+    with pytest.raises(TokenizerError, match=f"not found: {missing}"):
+        Tokenizer.load(missing)
+    corrupt = tmp_path / "corrupt.model"
+    corrupt.write_bytes(b"this is not a protobuf")
+    with pytest.raises(TokenizerError, match=f"{corrupt}: not a SentencePiece model"):
+        Tokenizer.load(corrupt)
+    with pytest.raises(TokenizerError, match=f"{tmp_path / SRC_MODEL_FILE}"):
+        load_tokenizers(tmp_path)
+
+
+def test_model_with_other_special_ids_is_rejected(tmp_path):
+    model = io.BytesIO()  # SentencePiece's own defaults: unk=0, bos=1, eos=2, no pad
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(synthetic_lines(200, 0)), model_writer=model, vocab_size=40, minloglevel=2
+    )
+    with pytest.raises(TokenizerError, match="special ids"):
+        Tokenizer.from_bytes(model.getvalue())
