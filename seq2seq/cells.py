@@ -51,6 +51,11 @@ def lstm_cell(
     """
     h, c = state
     gates = F.linear(x, weight_ih, bias_ih) + F.linear(h, weight_hh, bias_hh)  # (B, 4H)
+    return lstm_from_gates(gates, c)
+
+
+def lstm_from_gates(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """The LSTM update from summed pre-activations ``gates = W_i x + b_i + W_h h + b_h`` ``(B, 4H)``."""
     i, f, g, o = gates.chunk(4, dim=-1)
     i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
     c_next = f * c + i * g
@@ -76,12 +81,17 @@ def gru_cell(x: Tensor, h: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih
     Returns:
         ``h'``: ``(B, H)``.
     """
-    x_r, x_z, x_n = F.linear(x, weight_ih, bias_ih).chunk(3, dim=-1)
-    h_r, h_z, h_n = F.linear(h, weight_hh, bias_hh).chunk(3, dim=-1)
+    return gru_from_gates(F.linear(x, weight_ih, bias_ih), F.linear(h, weight_hh, bias_hh), h)
+
+
+def gru_from_gates(input_gates: Tensor, hidden_gates: Tensor, h: Tensor) -> Tensor:
+    """The GRU update from ``input_gates = W_i x + b_i`` and ``hidden_gates = W_h h + b_h``, each ``(B, 3H)``."""
+    x_r, x_z, x_n = input_gates.chunk(3, dim=-1)
+    h_r, h_z, h_n = hidden_gates.chunk(3, dim=-1)
     r = torch.sigmoid(x_r + h_r)
     z = torch.sigmoid(x_z + h_z)
     n = torch.tanh(x_n + r * h_n)
-    return (1 - z) * n + z * h
+    return n + z * (h - n)  # = (1 - z) * n + z * h
 
 
 class _CellBase(nn.Module):
@@ -317,3 +327,46 @@ def run_rnn(
     packed_outputs, final_state = rnn(packed, initial_state)
     outputs, _ = pad_packed_sequence(packed_outputs, batch_first=True, total_length=inputs.size(1))
     return outputs, final_state
+
+
+def layer_weights(rnn: nn.Module, layer: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(weight_ih, weight_hh, bias_ih, bias_hh)`` of a forward layer of an nn.LSTM/nn.GRU or ReferenceRNN."""
+    suffix = _param_suffix(layer, 0)
+    return tuple(getattr(rnn, f"{name}{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+
+
+def rnn_step(
+    mode: Literal["lstm", "gru"], rnn: nn.Module, input_gates: Tensor, state: RNNState, dropout: float, training: bool
+) -> tuple[Tensor, RNNState]:
+    """One time step of a unidirectional multi-layer RNN whose first-layer input projection is given.
+
+    Letting the caller compute ``input_gates = W_ih_l0 x + b_ih_l0`` allows it to batch that GEMM over
+    all time steps (teacher forcing) or split the input (input feeding). Same weights and results as
+    running ``rnn`` for one step.
+
+    Args:
+        mode: ``lstm`` | ``gru``; rnn: the module holding the weights (torch's or ReferenceRNN).
+        input_gates: ``(B, G*H)`` first-layer input pre-activations, bias included.
+        state: ``(L, B, H)`` (a pair for LSTM).
+        dropout: between layers, as torch applies it (training only).
+    Returns:
+        top-layer output ``(B, H)`` and the new state (same layout).
+    """
+    hidden, cell = state if mode == "lstm" else (state, None)
+    new_hidden, new_cell = [], []
+    layer_input = None
+    for layer in range(hidden.size(0)):
+        weight_ih, weight_hh, bias_ih, bias_hh = layer_weights(rnn, layer)
+        if layer > 0:
+            layer_input = F.dropout(layer_input, dropout, training)
+            input_gates = F.linear(layer_input, weight_ih, bias_ih)
+        hidden_gates = F.linear(hidden[layer], weight_hh, bias_hh)
+        if mode == "lstm":
+            h, c = lstm_from_gates(input_gates + hidden_gates, cell[layer])
+            new_cell.append(c)
+        else:
+            h = gru_from_gates(input_gates, hidden_gates, hidden[layer])
+        new_hidden.append(h)
+        layer_input = h
+    hidden = torch.stack(new_hidden)
+    return layer_input, ((hidden, torch.stack(new_cell)) if mode == "lstm" else hidden)

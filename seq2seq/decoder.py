@@ -21,7 +21,9 @@ import torch
 from torch import Tensor, nn
 
 from seq2seq.attention import build_attention
-from seq2seq.cells import make_rnn, run_rnn
+import torch.nn.functional as F
+
+from seq2seq.cells import make_rnn, rnn_step, run_rnn
 from seq2seq.encoder import EncoderOutput
 
 
@@ -126,6 +128,7 @@ class AttnDecoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         rnn_input_size = emb_size + (self.attn_vector_size if input_feeding else 0)
         self.rnn = make_rnn(rnn_type, rnn_impl, rnn_input_size, hidden_size, num_layers, False, dropout)
+        self.rnn_dropout = dropout if num_layers > 1 else 0.0
         self.attention = build_attention(attention, hidden_size, memory_size)
         self.attn_vector_layer = nn.Linear(hidden_size + memory_size, self.attn_vector_size)
         self.output_layer = nn.Linear(self.attn_vector_size, vocab_size)
@@ -159,22 +162,31 @@ class AttnDecoder(nn.Module):
         return state, memory
 
     # ------------------------------------------------------------------ step
-    def _advance(self, prev_tokens: Tensor, state: DecoderState, memory: Memory) -> tuple[Tensor, DecoderState, Tensor]:
+    def input_gates(self, tokens: Tensor) -> Tensor:
+        """First-layer RNN input pre-activations from the embeddings: ``(...)`` ids -> ``(..., G*H)``.
+
+        Computed for all positions in one GEMM when teacher forcing; the input-feeding part is added
+        per step in :meth:`_advance`.
+        """
+        embedded = self.dropout(self.embedding(tokens))
+        weight_ih = self.rnn.weight_ih_l0
+        return F.linear(embedded, weight_ih[:, : self.embedding.embedding_dim], self.rnn.bias_ih_l0)
+
+    def _advance(self, input_gates: Tensor, state: DecoderState, memory: Memory) -> tuple[Tensor, DecoderState, Tensor]:
         """One target position up to the attentional vector (the shared core of every decoding mode).
 
         Args:
-            prev_tokens: (N,) previous target ids.
+            input_gates: (N, G*H) from :meth:`input_gates` for the previous target ids.
         Returns:
             attn_vector: (N, A); new state; attn_weights: (N, S).
         """
-        rnn_input = self.dropout(self.embedding(prev_tokens))  # (N, E)
         if self.input_feeding:
-            rnn_input = torch.cat([rnn_input, state.attn_vector], dim=-1)
-        outputs, final = run_rnn(self.rnn, rnn_input.unsqueeze(1), None, state.rnn_state)
-        query = outputs[:, 0]  # (N, H) top layer
+            feed_weight = self.rnn.weight_ih_l0[:, self.embedding.embedding_dim :]
+            input_gates = input_gates + F.linear(state.attn_vector, feed_weight)
+        query, rnn_state = rnn_step(self.rnn_type, self.rnn, input_gates, state.rnn_state, self.rnn_dropout, self.training)
         context, attn_weights = self.attention(query, memory.keys, memory.values, memory.pad_mask)
         attn_vector = self.dropout(torch.tanh(self.attn_vector_layer(torch.cat([query, context], dim=-1))))
-        hidden, cell = final if self.rnn_type == "lstm" else (final, None)
+        hidden, cell = rnn_state if self.rnn_type == "lstm" else (rnn_state, None)
         return attn_vector, DecoderState(hidden=hidden, cell=cell, attn_vector=attn_vector), attn_weights
 
     def step(self, prev_tokens: Tensor, state: DecoderState, memory: Memory) -> tuple[Tensor, DecoderState, Tensor]:
@@ -187,7 +199,7 @@ class AttnDecoder(nn.Module):
         Returns:
             logits: (N, V); the new state; attn_weights: (N, S).
         """
-        attn_vector, state, attn_weights = self._advance(prev_tokens, state, memory)
+        attn_vector, state, attn_weights = self._advance(self.input_gates(prev_tokens), state, memory)
         return self.output_layer(attn_vector), state, attn_weights
 
     # ------------------------------------------------------------------ training
@@ -214,18 +226,19 @@ class AttnDecoder(nn.Module):
         if parallel and self.can_run_parallel and teacher_forcing_ratio >= 1.0:
             return self._forward_parallel(tgt_in, state, memory)
         attn_vectors, attn_weights = [], []
-        prev_tokens = tgt_in[:, 0]
+        gold_gates = self.input_gates(tgt_in)  # (B, T, G*H): one GEMM for every position
+        step_gates = gold_gates[:, 0]
         for t in range(tgt_in.size(1)):
-            attn_vector, state, weights = self._advance(prev_tokens, state, memory)
+            attn_vector, state, weights = self._advance(step_gates, state, memory)
             attn_vectors.append(attn_vector)
             attn_weights.append(weights)
             if t + 1 < tgt_in.size(1):
-                prev_tokens = tgt_in[:, t + 1]
-                if teacher_forcing_ratio < 1.0:
+                step_gates = gold_gates[:, t + 1]
+                if teacher_forcing_ratio < 1.0:  # scheduled sampling: some sentences feed their own prediction
                     with torch.no_grad():
                         predicted = self.output_layer(attn_vector).argmax(dim=-1)
                     use_own = torch.rand(predicted.shape, device=predicted.device) >= teacher_forcing_ratio
-                    prev_tokens = torch.where(use_own, predicted, prev_tokens)
+                    step_gates = torch.where(use_own.unsqueeze(1), self.input_gates(predicted), step_gates)
         logits = self.output_layer(torch.stack(attn_vectors, dim=1))  # one projection for all positions
         return logits, torch.stack(attn_weights, dim=1)
 

@@ -59,14 +59,12 @@ def ban_repeated_ngrams(log_probs: Tensor, history: Tensor, ngram_size: int) -> 
         log_probs: (N, V); history: (N, t) generated ids (no BOS); ngram_size: n (0 = off).
     """
     t = history.size(1)
-    if ngram_size <= 0 or t < ngram_size - 1 or t == 0:
+    if ngram_size <= 0 or t < ngram_size:  # no complete n-gram yet, so nothing can repeat
         return log_probs
     if ngram_size == 1:
         banned = torch.zeros_like(log_probs, dtype=torch.bool).scatter_(1, history, True)
         return log_probs.masked_fill(banned, float("-inf"))
     ngrams = history.unfold(1, ngram_size, 1)  # (N, t - n + 1, n)
-    if ngrams.size(1) == 0:
-        return log_probs
     current_prefix = history[:, t - ngram_size + 1 :]  # (N, n - 1)
     matches = (ngrams[:, :, :-1] == current_prefix.unsqueeze(1)).all(dim=-1)  # (N, t - n + 1)
     banned_counts = torch.zeros_like(log_probs, dtype=torch.int32).scatter_add_(

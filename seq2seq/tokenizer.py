@@ -152,6 +152,9 @@ class _Sentences:
                 yield line
 
 
+#: below this fraction of the requested vocabulary size, a soft-limited vocabulary is an error
+MIN_VOCAB_FRACTION = 0.9
+
 _TOO_HIGH = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
 
 
@@ -178,6 +181,8 @@ def _train_one(cfg: TokenizerConfig, lines: Iterable[str], side: str) -> Tokeniz
             eos_piece="</s>",
             num_threads=os.cpu_count() or 1,
             minloglevel=2,
+            # soft limit: a corpus that supports slightly fewer pieces than asked still trains (checked below)
+            hard_vocab_limit=False,
         )
     except RuntimeError as err:
         if sentences.count == 0:
@@ -192,7 +197,17 @@ def _train_one(cfg: TokenizerConfig, lines: Iterable[str], side: str) -> Tokeniz
                 f"from it; set tokenizer.vocab_size <= {too_high.group(2)}"
             ) from None
         raise TokenizerError(f"SentencePiece training failed for the {side} tokenizer: {err}") from None
-    return Tokenizer.from_bytes(model.getvalue(), source=f"<trained {side} model>")
+    tokenizer = Tokenizer.from_bytes(model.getvalue(), source=f"<trained {side} model>")
+    if tokenizer.vocab_size < MIN_VOCAB_FRACTION * cfg.vocab_size:
+        raise ConfigError(
+            f"tokenizer.vocab_size = {cfg.vocab_size} is too large for the {side} training text "
+            f"({sentences.count} lines): SentencePiece ({cfg.type}) could build only {tokenizer.vocab_size} pieces "
+            f"from it; set tokenizer.vocab_size <= {tokenizer.vocab_size}"
+        )
+    if tokenizer.vocab_size < cfg.vocab_size:
+        logger.warning("the %s text supports %d pieces, fewer than tokenizer.vocab_size = %d: using %d",
+                       side, tokenizer.vocab_size, cfg.vocab_size, tokenizer.vocab_size)
+    return tokenizer
 
 
 def train_tokenizers(

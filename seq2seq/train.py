@@ -123,7 +123,7 @@ def fetch_batch(dataset, indices: list[int]) -> Batch:
 def validation_loss(model: Seq2Seq, dataset, max_tokens: int, device: torch.device, amp: torch.dtype | None) -> float:
     """Mean cross entropy (no label smoothing) per real target token over the validation set."""
     model.eval()
-    sampler = TokenBatchSampler(np.asarray(dataset["src_len"]), np.asarray(dataset["tgt_len"]), max_tokens, 0, shuffle=False)
+    sampler = TokenBatchSampler.from_dataset(dataset, max_tokens, 0, shuffle=False)
     total_loss, total_tokens = 0.0, 0
     for indices in sampler:
         batch = fetch_batch(dataset, indices).to(device)
@@ -185,8 +185,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> dict[str, A
     if tcfg.valid_bleu_sentences:
         valid_src_ids = valid_src_ids[: tcfg.valid_bleu_sentences]
         valid_references = valid_references[: tcfg.valid_bleu_sentences]
-    sampler = TokenBatchSampler(np.asarray(train_data["src_len"]), np.asarray(train_data["tgt_len"]),
-                                tcfg.max_tokens, tcfg.seed)
+    sampler = TokenBatchSampler.from_dataset(train_data, tcfg.max_tokens, tcfg.seed)
     logger.info("train %d pairs (%d batches/epoch), valid %d pairs", len(train_data), len(sampler), len(valid_data))
 
     # Model, optimizer, schedule; restored from last/ when resuming.
@@ -253,7 +252,6 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> dict[str, A
             batches = epoch_batches(sampler, state.epoch)
             while state.batch_in_epoch < len(batches):
                 group = batches[state.batch_in_epoch : state.batch_in_epoch + tcfg.accumulate]
-                state.batch_in_epoch += len(group)
                 lr = schedule.step(state.step)
                 micro_batches = [fetch_batch(train_data, indices).to(device) for indices in group]
                 group_tokens = sum(b.num_tgt_tokens for b in micro_batches)
@@ -266,6 +264,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> dict[str, A
                     scaler.scale(loss / group_tokens).backward()
                     group_loss += float(loss.detach())
                 if not math.isfinite(group_loss):
+                    state.batch_in_epoch += len(group)
                     bad_steps_in_row += 1
                     optimizer.zero_grad(set_to_none=True)
                     logger.warning("non-finite loss at step %d: batch skipped (%d in a row)", state.step, bad_steps_in_row)
@@ -282,6 +281,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> dict[str, A
                 scaler.step(optimizer)
                 scaler.update()
                 state.step += 1
+                state.batch_in_epoch += len(group)  # only now: an interrupt mid-step must not skip the group
                 state.target_tokens += group_tokens
                 window_target += group_tokens
                 window_all += group_tokens + sum(int(b.src_lengths.sum()) for b in micro_batches)

@@ -25,3 +25,51 @@ def multi30k_dir() -> Path:
 def _seed_everything() -> None:
     random.seed(0)
     torch.manual_seed(0)
+
+
+def write_subset(src_dir: Path, out_dir: Path, split: str, langs: tuple[str, str], lines: int) -> None:
+    """Copy the first ``lines`` pairs of a Multi30k split into ``out_dir/{split}.{lang}`` (plain text)."""
+    import gzip
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for lang in langs:
+        with gzip.open(src_dir / f"{split}.{lang}.gz", "rt", encoding="utf-8") as handle:
+            head = [next(handle) for _ in range(lines)]
+        (out_dir / f"{split}.{lang}").write_text("".join(head), encoding="utf-8")
+
+
+TINY_OVERRIDES = [
+    "tokenizer.vocab_size=400",
+    "model.emb_size=32", "model.encoder_hidden_size=32", "model.decoder_hidden_size=48", "model.dropout=0.0",
+    "train.max_tokens=1200", "train.valid_every=25", "train.log_every=5", "train.max_steps=50",
+    "train.lr=0.003", "train.threads=2",
+    "decode.beam_size=3", "decode.max_len_a=1.2", "decode.max_len_b=5",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """A small en-de corpus (2,000 train, 100 val, 100 test pairs from Multi30k) in a split directory."""
+    if not (MULTI30K / "train.en.gz").is_file():
+        pytest.skip(f"Multi30k not found at {MULTI30K}")
+    out = tmp_path_factory.mktemp("tiny_corpus")
+    write_subset(MULTI30K, out, "train", ("en", "de"), 2000)
+    write_subset(MULTI30K, out, "val", ("en", "de"), 100)
+    write_subset(MULTI30K, out, "test_2016_flickr", ("en", "de"), 100)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_corpus, tmp_path_factory) -> Path:
+    """A real model trained for 50 steps on ``tiny_corpus`` (a complete model directory). Read-only: copy it
+    before changing anything inside."""
+    from seq2seq.config import load_config
+    from seq2seq.train import train
+
+    out = tmp_path_factory.mktemp("tiny_model")
+    cfg = load_config(REPO_ROOT / "configs" / "multi30k_en_de.yaml", [
+        f"data.path={tiny_corpus}", f"data.cache_dir={tmp_path_factory.mktemp('cache')}",
+        "data.test_splits=[test_2016_flickr]", *TINY_OVERRIDES,
+    ])
+    train(cfg, out)
+    return out

@@ -250,7 +250,9 @@ def test_bridge_linear(rnn_type, bidirectional, encoder_layers, decoder_layers):
 @pytest.mark.parametrize("rnn_type,bidirectional", RNN_DIRS, ids=RNN_DIRS_IDS)
 @pytest.mark.parametrize("encoder_layers,decoder_layers", LAYER_PAIRS)
 def test_bridge_last(rnn_type, bidirectional, encoder_layers, decoder_layers):
-    model = make_model(rnn_type, bidirectional, bridge="last", encoder_layers=encoder_layers, decoder_layers=decoder_layers)
+    model = make_model(
+        rnn_type, bidirectional, bridge="last", encoder_layers=encoder_layers, decoder_layers=decoder_layers
+    )
     assert not hasattr(model.decoder, "bridge_hidden")
     src, src_lengths, _, _ = random_batch(SRC_LENGTHS, TGT_LENGTHS)
     enc = model.encode(src, src_lengths)
@@ -287,7 +289,8 @@ def test_bridge_last_needs_matching_sizes(bidirectional):
             vocab_size=TGT_VOCAB, emb_size=EMB, hidden_size=DEC_HIDDEN, memory_size=memory_size,
             encoder_final_size=memory_size, bridge="last",
         )
-    cfg = Config(model=ModelConfig(encoder_hidden_size=6, bidirectional=bidirectional, decoder_hidden_size=10, bridge="last"))
+    sizes = dict(encoder_hidden_size=6, bidirectional=bidirectional, decoder_hidden_size=10)
+    cfg = Config(model=ModelConfig(bridge="last", **sizes))
     with pytest.raises(ConfigError, match="model.bridge"):
         cfg.validate()
     cfg.model.bridge = "bridge"

@@ -1,0 +1,634 @@
+"""Speed of training and decoding on the reference workload (Multi30k en->de, configs/multi30k_en_de.yaml).
+
+    python scripts/benchmark.py                              # full run: 50 training steps, 1000 test sentences
+    python scripts/benchmark.py --quick                      # tiny run (CI): a few steps, 64 sentences
+    python scripts/benchmark.py --model runs/multi30k_en_de  # decode with a trained model
+    python scripts/benchmark.py --compare fp32,bf16          # variants in one process, ratios to the first
+    python scripts/benchmark.py --compare "fused:model.rnn_impl=fused,textbook:model.rnn_impl=reference"
+
+Measured in one process: the GEMM peak of this machine (fp32 and bf16 ``torch.matmul``), training throughput
+(the per-step work of ``seq2seq.train``: fetch batch, autocast forward, loss / tokens backward, clip, Adam step)
+with achieved GFLOP/s from an analytic FLOP count (cross-checked with ``FlopCounterMode``), and greedy and beam
+decoding of the first test split (throughput at ``--batch-size`` and batch-1 latency). Prints tables and writes
+everything to ``--json``. Without ``--model`` the decoded model is the one just benchmarked (a few training
+steps: its outputs are long and poor, so read decoding figures per generated token).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+
+from seq2seq.api import Translator, resolve_device, translate_ids
+from seq2seq.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_state_into, load_weights
+from seq2seq.config import Config, ConfigError, ModelConfig, load_config
+from seq2seq.data import TokenBatchSampler, iterate_batches, read_split, tokenize_split
+from seq2seq.model import Seq2Seq, build_model
+from seq2seq.optim import build_optimizer
+from seq2seq.tokenizer import Tokenizer, TokenizerError, load_tokenizers, train_tokenizers
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "multi30k"
+DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+JOEYNMT = {  # quoted from the issue, not measured here
+    "label": "JoeyNMT 2.3.0 reference figures quoted from the issue, not measured here",
+    "train_target_tokens_per_s": 580.0,
+    "greedy_words_per_s": 655.0,
+    "beam5_words_per_s": 312.0,
+    "decode_batch_size": 64,
+}
+QUICK = {"steps": 3, "warmup": 1, "decode_sentences": 64, "latency_sentences": 10}
+#: quick mode also shrinks the work (each unless --set gives that key): small vocabularies, smaller batches
+QUICK_OVERRIDES = ["tokenizer.vocab_size=1000", "tokenizer.input_sentence_size=10000", "train.max_tokens=1024"]
+FULL = {"steps": 50, "warmup": 5, "decode_sentences": 0, "latency_sentences": 100}
+
+
+# ---------------------------------------------------------------------------------------------- FLOPs
+def forward_flops(
+    model_cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, src_tokens: int, tgt_tokens: int,
+    attention_pairs: int | None = None, sentences: int = 0, key_positions: int | None = None,
+) -> dict[str, int]:
+    """Matmul FLOPs (2·m·n·k per GEMM) of one teacher-forced forward pass, by component.
+
+    Args:
+        src_tokens: source positions the encoder RNN runs over; tgt_tokens: decoder positions.
+        attention_pairs: (target position, source position) pairs scored; default ``src_tokens * tgt_tokens``
+            (exact for one sentence; for a batch pass the sum over sentences of ``src_len * tgt_len``).
+        sentences: sentences (for the bridge, once per sentence); key_positions: positions whose attention
+            keys are projected (default ``src_tokens``).
+    Embedding lookups, elementwise ops, softmax and the loss are not counted (no GEMMs; vocab size only
+    enters through the output projection).
+    """
+    m = model_cfg
+    gates = {"gru": 3, "lstm": 4}[m.rnn_type]
+    dirs = 2 if m.bidirectional else 1
+    memory = dirs * m.encoder_hidden_size
+    hidden = m.decoder_hidden_size
+    attn_vector = m.emb_size if m.tie_embeddings else hidden
+    pairs = src_tokens * tgt_tokens if attention_pairs is None else attention_pairs
+    keys = src_tokens if key_positions is None else key_positions
+
+    def rnn(input_size: int, hidden_size: int, layers: int, directions: int) -> int:
+        """Per position: input GEMM + recurrent GEMM for every layer and direction."""
+        total = 0
+        for layer in range(layers):
+            layer_input = input_size if layer == 0 else hidden_size * directions
+            total += directions * 2 * gates * hidden_size * (layer_input + hidden_size)
+        return total
+
+    decoder_input = m.emb_size + (attn_vector if m.input_feeding else 0)
+    bahdanau = m.attention == "bahdanau"  # Bahdanau's MLP has ``hidden`` units
+    return {
+        "encoder_rnn": src_tokens * rnn(m.emb_size, m.encoder_hidden_size, m.encoder_layers, dirs),
+        "attention_keys": keys * 2 * memory * hidden if m.attention != "luong_dot" else 0,
+        "bridge": sentences * m.decoder_layers * 2 * memory * hidden * (2 if m.rnn_type == "lstm" else 1)
+        if m.bridge == "bridge" else 0,
+        "decoder_rnn": tgt_tokens * rnn(decoder_input, hidden, m.decoder_layers, 1),
+        "attention_query": tgt_tokens * 2 * hidden * hidden if bahdanau else 0,
+        "attention_scores": pairs * 2 * hidden,  # Bahdanau: energy v^T tanh(.); Luong: q . k
+        "attention_context": pairs * 2 * memory,
+        "attn_vector_layer": tgt_tokens * 2 * (hidden + memory) * attn_vector,
+        "output_layer": tgt_tokens * 2 * attn_vector * tgt_vocab_size,
+    }
+
+
+def training_flops(
+    model_cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, src_tokens: int, tgt_tokens: int,
+    attention_pairs: int | None = None, sentences: int = 0, key_positions: int | None = None,
+) -> int:
+    """Matmul FLOPs of one training step: forward + backward (≈ 2 × forward: grads of inputs and weights)."""
+    parts = forward_flops(model_cfg, src_vocab_size, tgt_vocab_size, src_tokens, tgt_tokens, attention_pairs,
+                          sentences, key_positions)
+    return 3 * sum(parts.values())
+
+
+def counted_training_flops(model: Seq2Seq, batch) -> tuple[int, dict[str, int]]:
+    """FLOPs of one forward + backward as ``torch.utils.flop_counter.FlopCounterMode`` counts them
+    (total, and per module path). Leaves gradients in the model: zero them afterwards."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        loss, tokens = model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, 0.1)
+        (loss / tokens).backward()
+    per_module = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
+    return counter.get_total_flops(), per_module
+
+
+# ---------------------------------------------------------------------------------------------- GEMM peak
+def gemm_peak(device: torch.device, dtype: torch.dtype, size: int, reps: int) -> float:
+    """GFLOP/s of a ``size`` x ``size`` matmul (best of ``reps`` after two warmup runs)."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best = float("inf")
+    for rep in range(reps + 2):
+        sync(device)
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        sync(device)
+        if rep >= 2:
+            best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def cpu_name() -> str:
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        return next(line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ---------------------------------------------------------------------------------------------- variants
+@dataclass
+class Variant:
+    """A named set of config overrides and a compute dtype (``fp32`` | ``bf16``)."""
+
+    name: str
+    overrides: list[str] = field(default_factory=list)
+    dtype: str = "fp32"
+
+
+def parse_variants(spec: str | None, default_dtype: str) -> list[Variant]:
+    """``fp32,bf16`` or ``name:section.key=value;section.key=value,...`` (``dtype=bf16`` allowed as a key)."""
+    if not spec:
+        return [Variant("baseline", [], default_dtype)]
+    variants = []
+    for item in _split_top_level(spec):
+        name, _, body = item.partition(":")
+        name = name.strip()
+        if not body and name in DTYPES:
+            variants.append(Variant(name, [], name))
+            continue
+        if not body and "=" in name:  # a bare override names itself
+            name, body = name, name
+        variant = Variant(name, [], default_dtype)
+        for text in filter(None, (part.strip() for part in body.split(";"))):
+            if text.startswith("dtype="):
+                variant.dtype = text.split("=", 1)[1].strip()
+                if variant.dtype not in DTYPES:
+                    raise ConfigError(f"--compare {name}: dtype must be one of {', '.join(DTYPES)}, got {variant.dtype!r}")
+            else:
+                variant.overrides.append(text)
+        variants.append(variant)
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--compare: variant names must differ, got {names}")
+    return variants
+
+
+def _split_top_level(spec: str) -> list[str]:
+    """Split on commas outside brackets (override values may be YAML lists)."""
+    items, depth, current = [], 0, ""
+    for char in spec:
+        depth += char in "[{"
+        depth -= char in "]}"
+        if char == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += char
+    items.append(current)
+    return [item.strip() for item in items if item.strip()]
+
+
+# ---------------------------------------------------------------------------------------------- workload
+@dataclass
+class Workload:
+    """Tokenizers, the tokenized training split and the test sources for one data + tokenizer config."""
+
+    src_tok: Tokenizer
+    tgt_tok: Tokenizer
+    train_data: Any
+    test_split: str
+    test_sources: list[str]
+
+
+def cached_tokenizers(cfg: Config, raw_train) -> tuple[Tokenizer, Tokenizer]:
+    """Train the tokenizers once per (training corpus, tokenizer config); reuse them from the data cache."""
+    key = hashlib.sha256(json.dumps([raw_train._fingerprint, dataclasses.asdict(cfg.tokenizer)]).encode()).hexdigest()
+    directory = Path(cfg.data.cache_dir).expanduser() / "benchmark-tokenizers" / key[:24]
+    try:
+        return load_tokenizers(directory)
+    except TokenizerError:  # not cached yet: train into a fresh directory, then move it into place
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        fresh = Path(tempfile.mkdtemp(dir=directory.parent))
+        tokenizers = train_tokenizers(cfg.tokenizer, raw_train["src"], raw_train["tgt"], fresh)
+        try:
+            fresh.rename(directory)
+        except OSError:  # another run cached them meanwhile
+            shutil.rmtree(fresh, ignore_errors=True)
+        return tokenizers
+
+
+def load_workload(cfg: Config, model_dir: Path | None) -> Workload:
+    raw_train = read_split(cfg.data, cfg.data.train_split)
+    src_tok, tgt_tok = load_tokenizers(model_dir) if model_dir else cached_tokenizers(cfg, raw_train)
+    train_data = tokenize_split(raw_train, src_tok, tgt_tok, cfg.data.cache_dir, cfg.data.max_length)
+    test_split = cfg.data.test_splits[0] if cfg.data.test_splits else cfg.data.valid_split
+    test_sources = list(read_split(cfg.data, test_split)["src"])
+    return Workload(src_tok, tgt_tok, train_data, test_split, test_sources)
+
+
+# ---------------------------------------------------------------------------------------------- training
+def bench_training(cfg: Config, work: Workload, device: torch.device, amp: torch.dtype | None, steps: int,
+                   warmup: int, peaks: dict[str, float]) -> tuple[dict[str, Any], Seq2Seq]:
+    """Time ``steps`` training steps after ``warmup``; returns figures and the trained model."""
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model, work.src_tok.vocab_size, work.tgt_tok.vocab_size).to(device).train()
+    optimizer = build_optimizer(cfg.train, model.parameters())
+    sampler = TokenBatchSampler.from_dataset(work.train_data, cfg.train.max_tokens, cfg.train.seed)
+    batches = _endless_batches(work.train_data, sampler)
+    check = flop_check(cfg, work, model, next(batches).to(device))
+    optimizer.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    totals = {"target": 0, "source": 0, "pairs": 0, "sentences": 0}
+    for step in range(warmup + steps):
+        if step == warmup:
+            sync(device)
+            start = time.perf_counter()
+        batch = next(batches).to(device)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            loss, _ = model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out,
+                                 cfg.train.label_smoothing, cfg.train.teacher_forcing_ratio)
+        (loss / batch.num_tgt_tokens).backward()
+        if cfg.train.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_norm)
+        optimizer.step()
+        float(loss.detach())  # train.py reads the loss every step (a device sync)
+        if step >= warmup:
+            src_lengths, tgt_lengths = batch.src_lengths.cpu(), batch.tgt_lengths.cpu()
+            totals["target"] += batch.num_tgt_tokens
+            totals["source"] += int(src_lengths.sum())
+            totals["pairs"] += int((src_lengths * tgt_lengths).sum())
+            totals["sentences"] += batch.size
+    sync(device)
+    seconds = time.perf_counter() - start
+    return training_figures(cfg, work, device, amp, steps, seconds, totals, check, peaks), model
+
+
+def _endless_batches(dataset, sampler: TokenBatchSampler):
+    epoch = 0
+    while True:
+        sampler.set_epoch(epoch)
+        yield from iterate_batches(dataset, sampler)
+        epoch += 1
+
+
+def training_figures(cfg: Config, work: Workload, device: torch.device, amp: torch.dtype | None, steps: int,
+                     seconds: float, totals: dict[str, int], check: dict[str, Any], peaks: dict[str, float]) -> dict:
+    vocab = (work.src_tok.vocab_size, work.tgt_tok.vocab_size)
+    flops = training_flops(cfg.model, *vocab, totals["source"], totals["target"], totals["pairs"], totals["sentences"])
+    gflops = flops / seconds / 1e9
+    peak = peaks["bf16" if amp == torch.bfloat16 else "fp32"]
+    if device.type == "cuda":
+        memory_mib, memory_kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda max_memory_allocated"
+    else:  # ru_maxrss: KiB on Linux, bytes on macOS
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        memory_mib, memory_kind = rss / (2**20 if sys.platform == "darwin" else 2**10), "process peak RSS so far"
+    return {
+        "steps": steps,
+        "seconds": seconds,
+        "step_seconds": seconds / steps,
+        "target_tokens": totals["target"],
+        "source_tokens": totals["source"],
+        "target_tokens_per_s": totals["target"] / seconds,
+        "src_tgt_tokens_per_s": (totals["target"] + totals["source"]) / seconds,
+        "peak_memory_mib": memory_mib,
+        "peak_memory_kind": memory_kind,
+        "training_flops": flops,
+        "mflop_per_target_token": flops / totals["target"] / 1e6,
+        "achieved_gflops": gflops,
+        "fraction_of_gemm_peak": gflops / peak,
+        "flop_check": check,
+    }
+
+
+def flop_check(cfg: Config, work: Workload, model: Seq2Seq, batch) -> dict[str, Any]:
+    """Analytic FLOPs of one batch as executed (padded decoder positions) against FlopCounterMode."""
+    counted, per_module = counted_training_flops(model, batch)
+    model.zero_grad(set_to_none=True)
+    b, s, t = batch.size, batch.src.size(1), batch.tgt_in.size(1)
+    packed = cfg.model.rnn_impl == "fused"  # torch's RNN skips padding; the textbook cells step over it
+    src_positions = int(batch.src_lengths.sum()) if packed else b * s
+    vocab = (work.src_tok.vocab_size, work.tgt_tok.vocab_size)
+    analytic = training_flops(cfg.model, *vocab, src_positions, b * t, b * s * t, b, key_positions=b * s)
+    note = ""
+    if per_module.get("Seq2Seq.decoder.rnn", 0) == 0 and cfg.model.rnn_type == "lstm":
+        note = "FlopCounterMode does not see torch's fused (oneDNN) LSTM kernel: it undercounts"
+    return {"batch_sentences": b, "batch_target_positions": b * t, "analytic": analytic, "counted": counted,
+            "ratio": analytic / max(counted, 1), "counted_per_module": per_module, "note": note}
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+def bench_decoding(translator: Translator, sources: list[str], amp: torch.dtype | None, batch_size: int,
+                   latency_sentences: int) -> dict[str, Any]:
+    """Greedy and beam throughput at ``batch_size`` and batch-1 latency."""
+    src_ids = translator.encode_sources(sources)
+    decode = dataclasses.replace(translator.cfg.decode, batch_size=batch_size)
+    single = dataclasses.replace(translator.cfg.decode, batch_size=1)
+    model, device = translator.model.eval(), translator.device
+    results = {"sentences": len(src_ids), "batch_size": batch_size, "tokens_counted": "output pieces incl. EOS "
+               "of the returned (best) hypothesis; words = whitespace-separated words of the detokenized output"}
+    for name, beam in (("greedy", 1), ("beam", translator.cfg.decode.beam_size)):
+        translate_ids(model, src_ids[:8], decode, beam, device=device, autocast_dtype=amp)  # warm up
+        sync(device)
+        start = time.perf_counter()
+        hypotheses = translate_ids(model, src_ids, decode, beam, device=device, autocast_dtype=amp)
+        sync(device)
+        seconds = time.perf_counter() - start
+        tokens = [h[0].tokens for h in hypotheses]
+        words = sum(len(text.split()) for text in translator.tgt_tokenizer.decode(tokens))
+        latencies = []
+        for ids in src_ids[:latency_sentences]:
+            sync(device)
+            started = time.perf_counter()
+            translate_ids(model, [ids], single, beam, device=device, autocast_dtype=amp)
+            sync(device)
+            latencies.append(time.perf_counter() - started)
+        results[name] = {
+            "beam_size": beam,
+            "seconds": seconds,
+            "sentences_per_s": len(src_ids) / seconds,
+            "tokens_per_s": sum(len(t) + 1 for t in tokens) / seconds,
+            "words_per_s": words / seconds,
+            "mean_output_tokens": sum(len(t) + 1 for t in tokens) / len(tokens),
+            "latency_sentences": len(latencies),
+            "latency_p50_ms": float(np.percentile(latencies, 50)) * 1000 if latencies else None,
+            "latency_p95_ms": float(np.percentile(latencies, 95)) * 1000 if latencies else None,
+        }
+    return results
+
+
+def decoding_translator(cfg: Config, work: Workload, device: torch.device, model_dir: Path | None,
+                        trained: Seq2Seq | None) -> Translator:
+    """The benchmarked model, or the trained weights of ``model_dir`` (in this variant's model config)."""
+    if model_dir is None:
+        if trained is None:
+            torch.manual_seed(cfg.train.seed)
+            trained = build_model(cfg.model, work.src_tok.vocab_size, work.tgt_tok.vocab_size).to(device)
+        return Translator(cfg, trained, work.src_tok, work.tgt_tok, device)
+    model = build_model(cfg.model, work.src_tok.vocab_size, work.tgt_tok.vocab_size)
+    load_state_into(model, load_weights(model_dir / WEIGHTS_FILE), model_dir / WEIGHTS_FILE)
+    return Translator(cfg, model.to(device), work.src_tok, work.tgt_tok, device)
+
+
+# ---------------------------------------------------------------------------------------------- profile
+def profile(cfg: Config, work: Workload, model: Seq2Seq, device: torch.device, amp: torch.dtype | None,
+            sources: list[str], rows: int) -> None:
+    """Print torch.profiler's top ops (self time) for one training step and one beam batch."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    sampler = TokenBatchSampler.from_dataset(work.train_data, cfg.train.max_tokens, cfg.train.seed)
+    batch = next(iterate_batches(work.train_data, sampler)).to(device)
+    optimizer = build_optimizer(cfg.train, model.parameters())
+    model.train()
+    with torch_profile(activities=activities) as prof:
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            loss, _ = model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, cfg.train.label_smoothing)
+        (loss / batch.num_tgt_tokens).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_norm)
+        optimizer.step()
+    print(f"\nprofile: one training step ({batch.size} sentences, {batch.num_tgt_tokens} target tokens)")
+    print(prof.key_averages().table(sort_by=sort, row_limit=rows))
+    translator = Translator(cfg, model, work.src_tok, work.tgt_tok, device)
+    src_ids = translator.encode_sources(sources[:64])
+    with torch_profile(activities=activities) as prof:
+        translate_ids(translator.model, src_ids, dataclasses.replace(cfg.decode, batch_size=64),
+                      cfg.decode.beam_size, device=device, autocast_dtype=amp)
+    print(f"\nprofile: beam {cfg.decode.beam_size} over {len(src_ids)} sentences (one batch)")
+    print(prof.key_averages().table(sort_by=sort, row_limit=rows))
+
+
+# ---------------------------------------------------------------------------------------------- report
+def print_variant(v: dict[str, Any], peaks: dict[str, float]) -> None:
+    print(f"\n== {v['name']}: compute {v['dtype']}, overrides {v['overrides'] or 'none'}")
+    tr = v.get("train")
+    if tr:
+        check = tr["flop_check"]
+        print(f"training ({tr['steps']} steps after warmup, {v['config']['train']['max_tokens']}-position batches)")
+        print(f"  target tokens/s          {tr['target_tokens_per_s']:10.1f}   (pieces + EOS)")
+        print(f"  source+target tokens/s   {tr['src_tgt_tokens_per_s']:10.1f}")
+        print(f"  step time                {tr['step_seconds'] * 1000:10.1f} ms")
+        print(f"  peak memory              {tr['peak_memory_mib']:10.1f} MiB ({tr['peak_memory_kind']})")
+        print(f"  FLOPs / target token     {tr['mflop_per_target_token']:10.1f} MFLOP (analytic, real tokens, 3 x fwd)")
+        print(f"  achieved                 {tr['achieved_gflops']:10.1f} GFLOP/s = "
+              f"{100 * tr['fraction_of_gemm_peak']:.1f}% of the {v['dtype']} GEMM peak "
+              f"({peaks['bf16' if v['dtype'] == 'bf16' else 'fp32']:.1f})")
+        print(f"  FLOP check, one batch    analytic {check['analytic'] / 1e9:.2f} GFLOP vs FlopCounterMode "
+              f"{check['counted'] / 1e9:.2f} GFLOP (ratio {check['ratio']:.3f}; padded positions, fwd + bwd)"
+              + (f"\n  note: {check['note']}" if check["note"] else ""))
+    dec = v.get("decode")
+    if dec:
+        print(f"decoding {dec['split']} ({dec['sentences']} sentences, batch {dec['batch_size']}; "
+              f"model: {dec['model']})")
+        print(f"  {'':8} {'sent/s':>9} {'tokens/s':>10} {'words/s':>9} {'tok/sent':>9} {'p50 ms':>8} {'p95 ms':>8}"
+              f"  (latency: batch 1, {dec['greedy']['latency_sentences']} sentences)")
+        for name in ("greedy", "beam"):
+            d = dec[name]
+            label = "greedy" if name == "greedy" else f"beam {d['beam_size']}"
+            p50, p95 = (f"{d[k]:8.1f}" if d[k] is not None else f"{'-':>8}" for k in ("latency_p50_ms", "latency_p95_ms"))
+            print(f"  {label:8} {d['sentences_per_s']:9.1f} {d['tokens_per_s']:10.1f} {d['words_per_s']:9.1f} "
+                  f"{d['mean_output_tokens']:9.1f} {p50} {p95}")
+        print(f"  tokens = {dec['tokens_counted']}")
+
+
+def print_joeynmt(v: dict[str, Any]) -> dict[str, float]:
+    ratios = {}
+    if v.get("train"):
+        ratios["train_target_tokens"] = v["train"]["target_tokens_per_s"] / JOEYNMT["train_target_tokens_per_s"]
+    if v.get("decode"):
+        ratios["greedy_words"] = v["decode"]["greedy"]["words_per_s"] / JOEYNMT["greedy_words_per_s"]
+        if v["decode"]["beam"]["beam_size"] == 5:
+            ratios["beam5_words"] = v["decode"]["beam"]["words_per_s"] / JOEYNMT["beam5_words_per_s"]
+    print(f"\n{JOEYNMT['label']} (batch {JOEYNMT['decode_batch_size']}); ours / theirs for '{v['name']}':")
+    print(f"  training  {JOEYNMT['train_target_tokens_per_s']:6.0f} target tokens/s   x{ratios.get('train_target_tokens', float('nan')):.2f}")
+    print(f"  greedy    {JOEYNMT['greedy_words_per_s']:6.0f} words/s           x{ratios.get('greedy_words', float('nan')):.2f}")
+    print(f"  beam 5    {JOEYNMT['beam5_words_per_s']:6.0f} words/s           x{ratios.get('beam5_words', float('nan')):.2f}")
+    print("  (their tokens are not our SentencePiece pieces: compare orders of magnitude, not percent)")
+    if v.get("decode") and not v["decode"]["trained_model"]:
+        print("  (decoded with a barely trained model: its outputs are not a trained model's; pass --model)")
+    return ratios
+
+
+def compare_ratios(variants: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per variant, figure / baseline figure (the first variant is the baseline)."""
+    metrics = {
+        "train tokens/s": lambda v: v.get("train", {}).get("target_tokens_per_s"),
+        "greedy tokens/s": lambda v: v.get("decode", {}).get("greedy", {}).get("tokens_per_s"),
+        "beam tokens/s": lambda v: v.get("decode", {}).get("beam", {}).get("tokens_per_s"),
+        "greedy p50 latency": lambda v: v.get("decode", {}).get("greedy", {}).get("latency_p50_ms"),
+    }
+    base = variants[0]
+    table: dict[str, dict[str, float]] = {}
+    for name, get in metrics.items():
+        if get(base):
+            table[name] = {v["name"]: get(v) / get(base) for v in variants if get(v) is not None}
+    print(f"\nratios to '{base['name']}' (> 1 = more; for latency > 1 = slower)")
+    print(f"  {'':20}" + "".join(f"{v['name']:>14}" for v in variants))
+    for name, row in table.items():
+        print(f"  {name:20}" + "".join(f"{row.get(v['name'], float('nan')):14.2f}" for v in variants))
+    return table
+
+
+# ---------------------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python scripts/benchmark.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML config (default: configs/multi30k_en_de.yaml, or MODEL/config.yaml "
+                        "with --model)")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="corpus (default: ../shared/data/multi30k)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="fp32",
+                        help="autocast compute dtype for training and decoding (the loss stays fp32)")
+    parser.add_argument("--steps", type=int, help=f"timed training steps (default {FULL['steps']})")
+    parser.add_argument("--warmup", type=int, help=f"untimed training steps first (default {FULL['warmup']})")
+    parser.add_argument("--model", type=Path, help="decode with this trained model directory (default: the model "
+                        "just benchmarked, after its training steps)")
+    parser.add_argument("--decode-sentences", type=int, help="test sentences to decode (default: all)")
+    parser.add_argument("--latency-sentences", type=int, help=f"batch-1 latency sentences (default "
+                        f"{FULL['latency_sentences']})")
+    parser.add_argument("--batch-size", type=int, default=64, help="decoding batch size (default 64)")
+    parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--skip-decode", action="store_true")
+    parser.add_argument("--compare", help="variants run in this process, ratios to the first: fp32,bf16 or "
+                        "'name:section.key=value;section.key=value,...' (a variant may set dtype=bf16)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="config override for every variant (repeatable)")
+    parser.add_argument("--json", default="bench.json", help="write all figures here (default bench.json)")
+    parser.add_argument("--quick", action="store_true", help=f"tiny run for CI: {QUICK['steps']} steps, "
+                        f"{QUICK['decode_sentences']} decode / {QUICK['latency_sentences']} latency sentences, "
+                        f"and {' '.join(QUICK_OVERRIDES)}")
+    parser.add_argument("--joeynmt-reference", action=argparse.BooleanOptionalAction, default=True,
+                        help="print the JoeyNMT figures quoted in the issue and our ratio to them (default on)")
+    parser.add_argument("--profile", type=int, default=0, metavar="ROWS",
+                        help="also print torch.profiler's top ROWS ops for one training step and one beam batch")
+    return parser
+
+
+def resolve_sizes(args: argparse.Namespace) -> None:
+    """Fill the unset sizes from the quick or full defaults."""
+    defaults = QUICK if args.quick else FULL
+    for name in ("steps", "warmup", "decode_sentences", "latency_sentences"):
+        if getattr(args, name) is None:
+            setattr(args, name, defaults[name])
+    if args.steps < 1 or args.warmup < 0:
+        raise ConfigError("--steps must be >= 1 and --warmup >= 0")
+
+
+def variant_config(args: argparse.Namespace, variant: Variant) -> Config:
+    overrides = [f"data.path={args.data}"]
+    given = {o.split("=", 1)[0].strip() for o in args.overrides + variant.overrides}
+    if args.quick:
+        for text in QUICK_OVERRIDES:
+            key = text.split("=", 1)[0]
+            if key not in given and not (args.model and key.startswith("tokenizer.")):
+                overrides.append(text)
+    config = args.config or (args.model / CONFIG_FILE if args.model else REPO_ROOT / "configs" / "multi30k_en_de.yaml")
+    return load_config(config, overrides + args.overrides + variant.overrides)
+
+
+def run_variant(args: argparse.Namespace, variant: Variant, device: torch.device, peaks: dict[str, float],
+                workloads: dict[str, Workload]) -> dict[str, Any]:
+    print(f"[{variant.name}] running ...", file=sys.stderr, flush=True)
+    cfg = variant_config(args, variant)
+    key = json.dumps([dataclasses.asdict(cfg.data), dataclasses.asdict(cfg.tokenizer)], sort_keys=True)
+    if key not in workloads:
+        workloads[key] = load_workload(cfg, args.model)
+    work = workloads[key]
+    amp = DTYPES[variant.dtype]
+    result: dict[str, Any] = {"name": variant.name, "dtype": variant.dtype, "overrides": variant.overrides,
+                              "vocab": [work.src_tok.vocab_size, work.tgt_tok.vocab_size], "config": cfg.to_dict()}
+    trained = None
+    if not args.skip_train:
+        result["train"], trained = bench_training(cfg, work, device, amp, args.steps, args.warmup, peaks)
+        result["parameters"] = trained.num_parameters()
+    if not args.skip_decode:
+        translator = decoding_translator(cfg, work, device, args.model, trained)
+        sources = work.test_sources[: args.decode_sentences or None]
+        result["decode"] = bench_decoding(translator, sources, amp, args.batch_size, args.latency_sentences)
+        result["decode"]["split"] = work.test_split
+        result["decode"]["trained_model"] = args.model is not None
+        result["decode"]["model"] = (str(args.model) if args.model else
+                                     f"the benchmarked one after {args.warmup + args.steps} training steps"
+                                     if trained is not None else "untrained (fresh initialisation)")
+    if args.profile:
+        profile(cfg, work, trained or translator.model, device, amp, work.test_sources, args.profile)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    datasets.disable_progress_bars()
+    try:
+        resolve_sizes(args)
+        variants = parse_variants(args.compare, args.dtype)
+        device = resolve_device(args.device)
+        base_cfg = variant_config(args, variants[0])
+    except (ConfigError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if device.type == "cpu":
+        torch.set_num_threads(base_cfg.train.threads or os.cpu_count() or 1)
+    size, reps = (1024, 3) if args.quick else ((4096, 10) if device.type == "cuda" else (2048, 5))
+    peaks = {name: gemm_peak(device, dtype or torch.float32, size, reps) for name, dtype in DTYPES.items()}
+    report: dict[str, Any] = {
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        "threads": torch.get_num_threads(),
+        "dtype": args.dtype,
+        "quick": args.quick,
+        "gemm": {"size": size, "peak_gflops": peaks},
+    }
+    print(f"seq2seq benchmark: torch {report['torch']}, {device} ({report['device_name']}), "
+          f"{report['threads']} threads, {report['timestamp']}")
+    print(f"GEMM peak ({size}x{size} matmul, best of {reps}): fp32 {peaks['fp32']:.1f} GFLOP/s, "
+          f"bf16 {peaks['bf16']:.1f} GFLOP/s")
+    workloads: dict[str, Workload] = {}
+    try:
+        report["variants"] = [run_variant(args, v, device, peaks, workloads) for v in variants]
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for variant in report["variants"]:
+        print_variant(variant, peaks)
+    if args.joeynmt_reference:
+        report["joeynmt_reference"] = dict(JOEYNMT, ratio=print_joeynmt(report["variants"][0]))
+    if len(variants) > 1:
+        report["ratios"] = compare_ratios(report["variants"])
+    Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The Python API: ``Translator.load(dir).translate(...)`` on the real tiny model of ``tiny_model_dir``."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from seq2seq.api import Translation, Translator
+
+# Different lengths, so that batching (sorted by length inside) has something to reorder.
+SENTENCES = [
+    "A man is riding a bike.",
+    "A girl in a red dress is walking down the street with her mother and her little brother.",
+    "Two dogs play in the snow.",
+    "People.",
+    "A little boy is eating an ice cream cone in the park.",
+]
+
+
+@pytest.fixture(scope="module")
+def translator(tiny_model_dir) -> Translator:
+    return Translator.load(tiny_model_dir, device="cpu")
+
+
+def source_pieces(translator: Translator, text: str) -> int:
+    return len(translator.src_tokenizer.encode([text])[0])
+
+
+def test_translate_a_string_returns_a_string(translator):
+    out = translator.translate("a man is riding a bike")
+    assert isinstance(out, str)
+    assert "\n" not in out
+
+
+def test_translate_a_list_returns_a_list_in_order(translator):
+    out = translator.translate(SENTENCES)
+    assert isinstance(out, list) and len(out) == len(SENTENCES)
+    assert all(isinstance(text, str) for text in out)
+    assert out == [translator.translate(s) for s in SENTENCES]
+    assert translator.translate(SENTENCES[::-1]) == out[::-1]
+
+
+def test_empty_inputs_translate_to_empty_strings(translator):
+    assert translator.translate("") == ""
+    assert translator.translate([]) == []
+    out = translator.translate(["", SENTENCES[0], "   "])
+    assert out == ["", translator.translate(SENTENCES[0]), ""]
+    empty = translator.translate("", return_scores=True)
+    assert isinstance(empty, Translation) and empty.text == "" and empty.tokens == []
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_batched_translation_equals_one_by_one(translator, beam_size):
+    batched = translator.translate(SENTENCES, beam_size=beam_size, return_scores=True)
+    for sentence, together in zip(SENTENCES, batched):
+        alone = translator.translate(sentence, beam_size=beam_size, return_scores=True)
+        assert together.text == alone.text
+        assert together.tokens == alone.tokens
+        assert together.score == pytest.approx(alone.score, abs=1e-4)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_batch_size_does_not_change_results(translator, beam_size):
+    default = translator.translate(SENTENCES, beam_size=beam_size, return_scores=True)
+    for batch_size in (1, 2):
+        other = translator.translate(SENTENCES, beam_size=beam_size, batch_size=batch_size, return_scores=True)
+        assert [t.text for t in other] == [t.text for t in default]
+        assert [t.tokens for t in other] == [t.tokens for t in default]
+        assert [t.score for t in other] == pytest.approx([t.score for t in default], abs=1e-4)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_scores_and_attention(translator, beam_size):
+    plain = translator.translate(SENTENCES, beam_size=beam_size)
+    rich = translator.translate(SENTENCES, beam_size=beam_size, return_scores=True, return_attention=True)
+    assert len(rich) == len(SENTENCES)
+    for sentence, text, t in zip(SENTENCES, plain, rich):
+        assert isinstance(t, Translation)
+        assert t.text == text
+        assert all(isinstance(i, int) for i in t.tokens)
+        assert isinstance(t.score, float) and t.score <= 0.0
+        n_src = source_pieces(translator, sentence)
+        assert tuple(t.attention.shape) == (len(t.tokens) + 1, n_src + 1)
+        torch.testing.assert_close(t.attention.sum(dim=-1), torch.ones(len(t.tokens) + 1), atol=1e-4, rtol=0)
+        assert bool((t.attention >= 0).all())
+        assert len(t.src_pieces) == n_src + 1 and len(t.tgt_pieces) == len(t.tokens) + 1
+    scores_only = translator.translate(SENTENCES[0], beam_size=beam_size, return_scores=True)
+    assert scores_only.attention is None and scores_only.text == plain[0]
+
+
+def test_nbest_returns_hypotheses_best_first(translator):
+    nbest = translator.translate(SENTENCES[2], beam_size=3, nbest=3)
+    assert isinstance(nbest, list) and len(nbest) == 3
+    assert all(isinstance(t, Translation) for t in nbest)
+    scores = [t.score for t in nbest]
+    assert scores == sorted(scores, reverse=True)
+    assert nbest[0].text == translator.translate(SENTENCES[2], beam_size=3)
+    assert len({tuple(t.tokens) for t in nbest}) == 3  # distinct hypotheses
+    several = translator.translate(SENTENCES[:2], beam_size=3, nbest=2)
+    assert [len(entry) for entry in several] == [2, 2]
+
+
+def test_invalid_arguments_raise(translator):
+    with pytest.raises(ValueError, match="nbest"):
+        translator.translate("a dog", beam_size=2, nbest=3)
+    with pytest.raises(ValueError, match="beam_size"):
+        translator.translate("a dog", beam_size=0)
+    with pytest.raises(TypeError, match="item 1"):
+        translator.translate(["a dog", 3])
+
+
+def test_long_input_is_truncated_with_a_warning(translator, monkeypatch, caplog):
+    monkeypatch.setattr(translator.cfg.decode, "max_src_length", 8)
+    long_line = " ".join(["a man is riding a bike"] * 10)
+    assert source_pieces(translator, long_line) > 8
+    with caplog.at_level(logging.WARNING, logger="seq2seq.api"):
+        out = translator.translate(long_line, return_attention=True)
+    assert isinstance(out.text, str)
+    assert out.attention.shape[1] == 8 + 1
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "max_src_length" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_public_surface_is_light_to_import():
+    import seq2seq
+    from seq2seq import Translator as Exported
+
+    assert Exported is Translator
+    assert isinstance(seq2seq.__version__, str)
+    check = "import seq2seq, sys; assert 'torch' not in sys.modules, 'import seq2seq loaded torch'"
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

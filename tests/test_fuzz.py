@@ -1,0 +1,360 @@
+"""Property-based robustness of translation input: the Python API, the CLI in-process and as a subprocess.
+
+Arbitrary Unicode (control characters, NUL, combining marks, emoji, right-to-left scripts and bidi controls, lone
+surrogates, whitespace-only text, lines of 10,000+ characters, characters never seen in training) must never crash
+the translator: exactly one output per input, in input order, never a line break inside an output.
+
+The number of examples comes from ``SEQ2SEQ_FUZZ_EXAMPLES`` (default 200, kept small for CI): that many for the
+API, a tenth of it for CLI runs in-process, and one subprocess per hundred (at least one), each a whole batch of
+generated lines on stdin. A larger local run (see README, "Robustness")::
+
+    SEQ2SEQ_FUZZ_EXAMPLES=2000 python -m pytest tests/test_fuzz.py -q
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from seq2seq.api import Translator
+from seq2seq.tokenizer import EOS_ID
+
+EXAMPLES = int(os.environ.get("SEQ2SEQ_FUZZ_EXAMPLES", "200"))
+FUZZ = settings(
+    max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 200,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+)
+CLI_FUZZ = settings(FUZZ, max_examples=max(5, EXAMPLES // 10))
+SUBPROCESS_FUZZ = settings(FUZZ, max_examples=max(1, EXAMPLES // 100))
+#: source pieces kept per input in the fuzz model: long inputs are still read whole and truncated, but decoding
+#: stays short so that hundreds of examples fit in CI
+FUZZ_MAX_SRC_LENGTH = 40
+#: what str.splitlines() splits on: none of these may appear inside one translation
+LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+# ------------------------------------------------------------------------------------------ strategies
+CONTROL = [chr(c) for c in (*range(0x00, 0x20), *range(0x7F, 0xA0))]
+COMBINING = list("\u0300\u0301\u0308\u0327\u0338\u0489\u20dd\u1ab0\u1dc0\ufe20\u0e31\u0bcd\u093f")
+EMOJI = ["\U0001f600", "\U0001f44d\U0001f3fd", "\U0001f468\u200d\U0001f469\u200d\U0001f467", "\U0001f1e9\U0001f1ea",
+         "\u2764\ufe0f", "\U0001faf6", "\U0001f3f3\ufe0f\u200d\U0001f308", "#\ufe0f\u20e3"]
+RTL = ["مرحبا بالعالم", "שלום עולם", "سلام", "ܫܠܡܐ", "\u200f", "\u200e", "\u202b", "\u202e", "\u2067", "\u2069", "\u061c"]
+WHITESPACE = list(" \t\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2005\u200a\u2028\u2029\u202f\u205f\u3000")
+ODD = list("\x00\ufeff\ufffe\uffff\ufffd\u200b\u200c\u200d\u2060\ue000\U0010ffff\U000e0001\u00ad\u0000<>&")
+WORDS = ["A", "man", "is", "riding", "a", "bike", ".", "Two", "dogs", "play", "in", "the", "snow", ",", "<s>", "</s>",
+         "<unk>", "<pad>", "▁", "Käse", "naïve", "ﬁ", "Ⅻ", "①", "ｆｕｌｌ", "\u212b"]
+LONE_SURROGATES = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF, categories=["Cs"])
+ANY_CHAR = st.characters(exclude_categories=())  # every code point, surrogates included
+
+
+def fragments(line_breaks: bool) -> st.SearchStrategy[str]:
+    """Small pieces of text of every odd kind; without CLI line ends (\\n, \\r) when ``line_breaks`` is False."""
+    parts = st.one_of(
+        st.sampled_from(WORDS).map(lambda w: w + " "),
+        ANY_CHAR,
+        LONE_SURROGATES,
+        st.sampled_from(CONTROL),
+        st.sampled_from(COMBINING),
+        st.sampled_from(EMOJI),
+        st.sampled_from(RTL),
+        st.sampled_from(WHITESPACE),
+        st.sampled_from(ODD),
+    )
+    if not line_breaks:
+        parts = parts.map(lambda s: s.replace("\n", " ").replace("\r", " "))
+    return parts
+
+
+def texts(line_breaks: bool = True) -> st.SearchStrategy[str]:
+    """One input: short odd text, whitespace only, or a line of 10,000+ characters."""
+    short = st.lists(fragments(line_breaks), max_size=25).map("".join)
+    whitespace = st.lists(st.sampled_from(WHITESPACE if not line_breaks else WHITESPACE + ["\n", "\r", "\r\n"]),
+                          max_size=8).map("".join)
+    long_line = st.tuples(short.filter(bool), st.integers(10_000, 14_000)).map(
+        lambda unit_length: (unit_length[0] * (unit_length[1] // len(unit_length[0]) + 1))[: unit_length[1]]
+    )
+    return st.one_of(short, short, whitespace, long_line)
+
+
+def cli_line_bytes() -> st.SearchStrategy[bytes]:
+    """One stdin line as bytes (no \\n or \\r): UTF-8 text (lone surrogates make invalid UTF-8) or raw bytes."""
+    as_text = texts(line_breaks=False).map(lambda s: s.encode("utf-8", "surrogatepass"))
+    raw = st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b""))
+    return st.one_of(as_text, as_text, raw)
+
+
+@st.composite
+def stdin_batches(draw, min_lines: int = 0, max_lines: int = 12) -> tuple[bytes, list[bytes]]:
+    """(stdin bytes, the lines the CLI must see). One line-end style per batch, so that an "\\r" ending is never
+    followed by an "\\n" ending (which would be one CRLF); the last line may lack its line end."""
+    lines = draw(st.lists(cli_line_bytes(), min_size=min_lines, max_size=max_lines))
+    style = draw(st.sampled_from(["\n", "\r\n", "\r", "mixed"]))
+    endings = [draw(st.sampled_from([b"\n", b"\r\n"])) if style == "mixed" else style.encode() for _ in lines]
+    data = b"".join(line + end for line, end in zip(lines, endings))
+    if lines and not draw(st.booleans()):  # no line end after the last line
+        data = data[: len(data) - len(endings[-1])]
+        if not lines[-1]:
+            lines = lines[:-1]  # an empty last line without a line end is no line at all
+    return data, lines
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def fuzz_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model with ``decode.max_src_length`` lowered so that long inputs decode quickly."""
+    model_dir = tmp_path_factory.mktemp("fuzz") / "model"
+    shutil.copytree(tiny_model_dir, model_dir, ignore=shutil.ignore_patterns("last", "*.log", "*.png"))
+    config = model_dir / "config.yaml"
+    text = config.read_text(encoding="utf-8")
+    assert "max_src_length: 250" in text
+    config.write_text(text.replace("max_src_length: 250", f"max_src_length: {FUZZ_MAX_SRC_LENGTH}"), encoding="utf-8")
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def fuzz_translator(fuzz_model_dir) -> Translator:
+    return Translator.load(fuzz_model_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_translator(tiny_model_dir) -> Translator:
+    return Translator.load(tiny_model_dir, device="cpu")
+
+
+def expected_src_pieces(tr: Translator, line: str) -> list[str]:
+    ids = tr.src_tokenizer.encode([line])[0][: tr.cfg.decode.max_src_length] + [EOS_ID]
+    return [tr.src_tokenizer.id_to_piece(i) for i in ids]
+
+
+@contextmanager
+def captured_warnings(logger_name: str):
+    """Messages of warnings logged to ``logger_name`` ("" = root), whatever handlers training left behind."""
+    messages: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    logger = logging.getLogger(logger_name)
+    handler = Capture(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+
+
+# ------------------------------------------------------------------------------------------ the API
+@FUZZ
+@given(lines=st.lists(texts(), max_size=5), beam_size=st.sampled_from([1, 1, 3]))
+def test_api_any_unicode_one_output_per_input_in_order(fuzz_translator, lines, beam_size):
+    tr = fuzz_translator
+    out = tr.translate(lines, beam_size=beam_size)
+    assert isinstance(out, list) and len(out) == len(lines)
+    for line, text in zip(lines, out):
+        assert isinstance(text, str)
+        assert not any(c in LINE_BREAKS for c in text), (line[:50], text)
+        if not line.strip():
+            assert text == ""
+    # Order: each result carries the source pieces it was decoded from; they must be its own input's.
+    rich = tr.translate(lines, beam_size=beam_size, return_attention=True)
+    assert [t.text for t in rich] == out
+    for line, translation in zip(lines, rich):
+        if line.strip():
+            pieces = expected_src_pieces(tr, line)
+            assert translation.src_pieces == pieces
+            assert translation.attention.shape == (len(translation.tokens) + 1, len(pieces))
+    if lines:
+        assert tr.translate(lines[0], beam_size=beam_size) == out[0]
+
+
+@settings(FUZZ, max_examples=max(5, EXAMPLES // 20))
+@given(line=texts(), nbest=st.integers(1, 3))
+def test_api_nbest_and_scores_any_unicode(fuzz_translator, line, nbest):
+    result = fuzz_translator.translate([line, "A dog."], beam_size=3, nbest=nbest, return_scores=True)
+    assert len(result) == 2
+    first = result[0] if nbest > 1 else [result[0]]
+    assert 1 <= len(first) <= nbest
+    for hyp in first:
+        assert not any(c in LINE_BREAKS for c in hyp.text)
+        if not line.strip():
+            assert (hyp.text, hyp.score) == ("", 0.0)
+
+
+@pytest.mark.parametrize("line", [
+    "A man is riding a bike. " * 500,                      # 12,500 characters, thousands of pieces
+    "\U0001f600\U0001f3fd \u0645\u0631\u062d\u0628\u0627 " * 2000,  # emoji and Arabic, never seen in training
+    "x" * 20_000,                                          # one word, 20,000 characters
+])
+def test_api_long_lines_are_truncated_with_a_warning(tiny_translator, line):
+    """Real limit (decode.max_src_length = 250): translated from the first 250 pieces, with a warning naming the
+    input by its position in the call."""
+    with captured_warnings("seq2seq.api") as warnings:
+        out = tiny_translator.translate(["", line], beam_size=1)
+    assert len(out) == 2 and out[0] == ""
+    assert not any(c in LINE_BREAKS for c in out[1])
+    assert any("input 2 " in w and "max_src_length" in w for w in warnings), warnings
+
+
+def test_api_edge_cases(fuzz_translator):
+    tr = fuzz_translator
+    assert tr.translate([]) == []
+    assert tr.translate("") == "" and tr.translate(" \t\u3000\u2028") == ""
+    assert tr.translate("A\nman") == tr.translate("A\nman")  # a string with a newline is still one input
+    assert "\n" not in tr.translate("A\nman\r\nis\rhere")
+    with pytest.raises(TypeError, match="item 1"):
+        tr.translate(["ok", b"bytes"])
+    with pytest.raises(ValueError, match="beam_size"):
+        tr.translate("x", beam_size=0)
+    with pytest.raises(ValueError, match="nbest"):
+        tr.translate("x", beam_size=2, nbest=3)
+    with pytest.raises(ValueError, match="batch_size"):
+        tr.translate("x", batch_size=0)
+
+
+# ------------------------------------------------------------------------------------------ the CLI
+@contextmanager
+def cli_io(stdin: bytes):
+    """Run ``seq2seq.translate.main`` in-process on ``stdin`` bytes; yields (stdout, captured warnings)."""
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", newline="")
+    fake_stdin = mock.Mock(buffer=io.BytesIO(stdin))
+    with captured_warnings("") as warnings:
+        with mock.patch.object(sys, "stdin", fake_stdin), mock.patch.object(sys, "stdout", stdout):
+            yield stdout, warnings
+
+
+def check_cli_output(out: bytes, lines: list[bytes]) -> None:
+    text = out.decode("utf-8")  # strict: the CLI writes valid UTF-8
+    assert "\r" not in text
+    assert text == "" or text.endswith("\n")
+    outputs = text.split("\n")[:-1]
+    assert len(outputs) == len(lines), (len(outputs), len(lines))
+    for line, output in zip(lines, outputs):
+        if not line.decode("utf-8", "replace").strip():
+            assert output == "", (line, output)
+
+
+def is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+@CLI_FUZZ
+@given(batch=stdin_batches(max_lines=12), beam_size=st.sampled_from(["1", "3"]))
+def test_cli_stdin_in_process(fuzz_model_dir, batch, beam_size):
+    from seq2seq.translate import main
+
+    data, lines = batch
+    with cli_io(data) as (stdout, warnings):
+        assert main(["--model", str(fuzz_model_dir), "--device", "cpu", "--beam-size", beam_size]) == 0
+        stdout.flush()
+        check_cli_output(stdout.buffer.getvalue(), lines)
+    if not is_utf8(data):
+        assert any("not valid UTF-8" in w for w in warnings), warnings
+
+
+def run_cli(args: list, stdin: bytes | None = None, env: dict | None = None, cwd: Path | None = None,
+            timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "seq2seq.translate", *args], input=stdin, capture_output=True,
+                          timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})})
+
+
+@SUBPROCESS_FUZZ
+@given(batch=stdin_batches(min_lines=60, max_lines=150))
+def test_cli_subprocess_one_big_stdin_batch(fuzz_model_dir, batch):
+    data, lines = batch
+    proc = run_cli(["--model", fuzz_model_dir, "--device", "cpu", "--batch-size", "16"], stdin=data)
+    assert proc.returncode == 0, proc.stderr.decode("utf-8", "replace")[-2000:]
+    assert b"Traceback" not in proc.stderr
+    check_cli_output(proc.stdout, lines)
+    if not is_utf8(data):
+        assert b"not valid UTF-8" in proc.stderr
+
+
+NASTY_STDIN = [
+    b"\xef\xbb\xbfA man with a byte-order mark.",
+    b"A man.", b"", b"   \t ", b"\x00\x00", b"caf\xe9 latin-1", b"\xed\xa0\x80 lone surrogate", b"\xff\xfe\xfd",
+    b"\xe2\x80", "Zwei Männer \u202eevil\u202c \U0001f468\u200d\U0001f469\u200d\U0001f467".encode(),
+    "\u2028\x85\x0b\x0c\x1c".encode(), ("w\u0301rd " * 3000).encode(), b"no line end at the end",
+]
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n", b"\r"])
+def test_cli_subprocess_nasty_stdin(tiny_model_dir, tmp_path, ending):
+    """Invalid UTF-8 is replaced with U+FFFD plus one warning; CRLF/CR endings, BOM, NUL, a 15,000-character line
+    and a missing final line end all give exactly one output line per input line."""
+    data = ending.join(NASTY_STDIN)
+    proc = run_cli(["--model", tiny_model_dir, "--device", "cpu", "--beam-size", "1"], stdin=data, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode("utf-8", "replace")
+    assert b"Traceback" not in proc.stderr
+    check_cli_output(proc.stdout, NASTY_STDIN)
+    assert proc.stderr.count(b"not valid UTF-8") == 1
+    assert b"max_src_length" in proc.stderr  # the long line was truncated, with a warning
+
+
+def test_cli_subprocess_odd_arguments_and_empty_stdin(tiny_model_dir, tmp_path):
+    args = ["--model", str(tiny_model_dir), "--device", "cpu", "--beam-size", "1"]
+    proc = run_cli(args + ["--", "", "\u200f\u0645\u0631\u062d\u0628\u0627", "two\nlines", "-x"], cwd=tmp_path)
+    assert proc.returncode == 0 and b"Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout.decode("utf-8").split("\n")[0] == "" and proc.stdout.count(b"\n") == 4
+    proc = subprocess.run([sys.executable.encode(), b"-m", b"seq2seq.translate", *map(str.encode, args), b"\xff\xfe"],
+                          capture_output=True, timeout=180, cwd=tmp_path)  # undecodable bytes in argv
+    assert proc.returncode == 0 and b"Traceback" not in proc.stderr and proc.stdout.count(b"\n") == 1, proc.stderr
+    proc = run_cli(args, stdin=b"", cwd=tmp_path)
+    assert (proc.returncode, proc.stdout) == (0, b"") and b"Traceback" not in proc.stderr
+
+
+def test_cli_writes_utf8_whatever_the_locale(tiny_model_dir, monkeypatch):
+    """Output is UTF-8 even where Python's stdout would default to another encoding."""
+    from seq2seq.translate import main
+
+    monkeypatch.setattr(Translator, "translate", lambda self, lines, **kw: ["Käse \u2047 \U0001f600" for _ in lines])
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="ascii", newline="")
+    monkeypatch.setattr(sys, "stdout", stdout)
+    assert main(["--model", str(tiny_model_dir), "--device", "cpu", "hello"]) == 0
+    stdout.flush()
+    assert stdout.buffer.getvalue() == "Käse \u2047 \U0001f600\n".encode()
+
+
+# ------------------------------------------------------------------------------------------ threads
+def test_one_translator_shared_by_threads(tiny_translator):
+    """4 threads translating with one Translator (greedy and beam, n-best) give the sequential results."""
+    tr = tiny_translator
+    batches = [["A man is riding a bike.", "Two dogs play in the snow."],
+               ["A girl in a red dress.", "", "\u0645\u0631\u062d\u0628\u0627 \U0001f600"],
+               ["People are walking down the street near a building.", "A dog."],
+               ["x" * 300, "Three children.", "A woman sings."]]
+    jobs = [(batch, beam) for batch in batches for beam in (1, 3)]
+
+    def run(job):
+        batch, beam = job
+        result = tr.translate(batch, beam_size=beam, nbest=min(beam, 2), return_scores=True)
+        flat = [h for entry in result for h in (entry if isinstance(entry, list) else [entry])]
+        return [(h.text, tuple(h.tokens), round(h.score, 4)) for h in flat]
+
+    expected = [run(job) for job in jobs]
+    barrier = threading.Barrier(4)
+
+    def worker(offset: int):
+        barrier.wait()
+        order = jobs[offset:] + jobs[:offset]  # every thread starts on a different job
+        return [run(job) for job in order], offset
+
+    with ThreadPoolExecutor(4) as pool:
+        for results, offset in pool.map(worker, [0, 2, 4, 6]):
+            assert results == expected[offset:] + expected[:offset]

@@ -1,0 +1,271 @@
+"""The training loop: exact resume, the model directory it writes, stopping, errors, options, the CLI.
+
+Every run trains the tiny recipe (``TINY_OVERRIDES``) on ``tiny_corpus`` for a handful of steps on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import safetensors
+import safetensors.torch
+import torch
+from conftest import REPO_ROOT, TINY_OVERRIDES
+
+from seq2seq.config import load_config
+from seq2seq.optim import LRSchedule
+from seq2seq.train import TrainingError, main, train
+
+RECIPE = REPO_ROOT / "configs" / "multi30k_en_de.yaml"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# Dropout > 0 makes the RNG state part of what resume has to restore; a validation at step 10 lands mid-run.
+RESUME_OVERRIDES = [
+    "model.dropout=0.1", "train.valid_every=10", "train.log_every=1", "train.max_steps=20",
+    "train.valid_bleu_sentences=20",
+]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("train_cache")
+
+
+# One thread: the CI machine has two cores shared with other jobs, where two torch threads run ~10x slower.
+FAST = ["train.threads=1"]
+
+
+def tiny_config(corpus: Path, cache: Path, *overrides: str, test_splits: str = "[]"):
+    return load_config(RECIPE, [
+        f"data.path={corpus}", f"data.cache_dir={cache}", f"data.test_splits={test_splits}",
+        *TINY_OVERRIDES, *FAST, *overrides,
+    ])
+
+
+def train_records(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "train_log.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def losses_by_step(run_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in train_records(run_dir) if r["type"] == "train"}
+
+
+def assert_same_weights(path_a: Path, path_b: Path) -> None:
+    a, b = safetensors.torch.load_file(str(path_a)), safetensors.torch.load_file(str(path_b))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), f"{name} differs between {path_a} and {path_b}"
+
+
+def reuse_tokenizers(source_run: Path, out: Path) -> None:
+    """Copy trained tokenizers into a fresh run directory (train() loads them instead of training again)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("tokenizer.src.model", "tokenizer.tgt.model"):
+        shutil.copy(source_run / name, out / name)
+
+
+@pytest.fixture(scope="module")
+def run_20(tiny_corpus, cache_dir, tmp_path_factory):
+    """One uninterrupted 20-step run, with a test split so that results.json has scores."""
+    cfg = tiny_config(tiny_corpus, cache_dir, *RESUME_OVERRIDES, test_splits="[test_2016_flickr]")
+    out = tmp_path_factory.mktemp("run_20")
+    summary = train(cfg, out)
+    return cfg, out, summary
+
+
+# ---------------------------------------------------------------------------- exact resume
+def test_resume_continues_exactly_where_training_stopped(run_20, tiny_corpus, cache_dir, tmp_path):
+    _, full_dir, _ = run_20
+    cfg_20 = tiny_config(tiny_corpus, cache_dir, *RESUME_OVERRIDES)
+    cfg_10 = tiny_config(tiny_corpus, cache_dir, *RESUME_OVERRIDES, "train.max_steps=10")
+    out = tmp_path / "run"
+    first = train(cfg_10, out)
+    assert first["step"] == 10
+    second = train(cfg_20, out, resume=True)
+    assert second["step"] == 20
+
+    full, resumed = losses_by_step(full_dir), losses_by_step(out)
+    assert sorted(resumed) == list(range(1, 21))
+    for step in range(1, 21):
+        assert resumed[step] == pytest.approx(full[step], abs=1e-6), f"loss differs at step {step}"
+    assert_same_weights(full_dir / "last" / "model.safetensors", out / "last" / "model.safetensors")
+
+
+def test_interrupt_saves_state_and_resume_finishes_the_run(run_20, tiny_corpus, cache_dir, tmp_path, monkeypatch):
+    """Ctrl-C (KeyboardInterrupt) as step 15 begins: last/ is saved, and --resume ends where the full run did."""
+    _, full_dir, _ = run_20
+    cfg = tiny_config(tiny_corpus, cache_dir, *RESUME_OVERRIDES)
+    real_step = LRSchedule.step
+
+    def interrupting_step(self, step):
+        if step == 14:  # 0-based: steps 1..14 are done
+            raise KeyboardInterrupt
+        return real_step(self, step)
+
+    out = tmp_path / "run"
+    reuse_tokenizers(full_dir, out)
+    monkeypatch.setattr(LRSchedule, "step", interrupting_step)
+    summary = train(cfg, out)
+    assert summary["interrupted"] is True
+    assert summary["step"] == 14
+    state = json.loads((out / "last" / "state.json").read_text(encoding="utf-8"))
+    assert state["step"] == 14
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        assert (out / "last" / name).is_file()
+
+    monkeypatch.setattr(LRSchedule, "step", real_step)
+    resumed = train(cfg, out, resume=True)
+    assert resumed["step"] == 20
+    assert resumed["stop_reason"] == "reached train.max_steps = 20"
+    full, losses = losses_by_step(full_dir), losses_by_step(out)
+    assert sorted(losses) == list(range(1, 21))
+    for step in range(15, 21):
+        assert losses[step] == pytest.approx(full[step], abs=1e-6), f"loss differs at step {step}"
+    assert_same_weights(full_dir / "last" / "model.safetensors", out / "last" / "model.safetensors")
+
+
+# ---------------------------------------------------------------------------- what a run leaves behind
+def test_run_directory_holds_the_complete_model_and_its_records(run_20):
+    cfg, out, summary = run_20
+    assert summary["step"] == 20
+    assert load_config(out / "config.yaml") == cfg
+    for name in ("tokenizer.src.model", "tokenizer.tgt.model", "model.safetensors", "train.log"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    for name in ("model.safetensors", "optimizer.safetensors", "state.json"):
+        assert (out / "last" / name).is_file(), f"last/{name}"
+    assert (out / "curves.png").read_bytes()[:8] == PNG_MAGIC
+
+    records = train_records(out)
+    train_recs = [r for r in records if r["type"] == "train"]
+    valid_recs = [r for r in records if r["type"] == "valid"]
+    assert [r["step"] for r in train_recs] == list(range(1, 21))
+    assert [r["step"] for r in valid_recs] == [10, 20]
+    for r in train_recs:
+        assert {"step", "loss", "ppl", "lr", "tokens_per_s", "elapsed_min"} <= r.keys()
+        assert math.isfinite(r["loss"]) and r["ppl"] > 1 and r["tokens_per_s"] > 0
+    for r in valid_recs:
+        assert {"val_bleu", "val_loss", "val_ppl"} <= r.keys()
+        assert math.isfinite(r["val_loss"]) and 0 <= r["val_bleu"] <= 100
+
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert set(results) == {"test_2016_flickr"}
+    assert set(results["test_2016_flickr"]) == {"greedy", "beam3"}
+    for name, result in results["test_2016_flickr"].items():
+        assert {"bleu", "chrf", "bleu_signature", "chrf_signature", "decode_seconds", "sentences_per_second"} <= result.keys()
+        assert result["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:"), name
+        assert result["chrf_signature"].startswith("nrefs:1|"), name
+        assert result["sentences"] == 100 and result["sentences_per_second"] > 0
+    assert summary["test"] == results
+
+
+def test_saved_model_loads_without_pickle(run_20, monkeypatch):
+    from seq2seq.api import Translator
+
+    _, out, _ = run_20
+    with safetensors.safe_open(str(out / "model.safetensors"), framework="pt") as weights:
+        names = list(weights.keys())
+        assert names and all(weights.get_tensor(name).dtype == torch.float32 for name in names)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a model directory must load without unpickling")
+
+    for module, name in ((pickle, "load"), (pickle, "loads"), (torch, "load")):
+        monkeypatch.setattr(module, name, forbidden)
+    translator = Translator.load(out, device="cpu")
+    assert isinstance(translator.translate("a man is riding a bike", beam_size=1), str)
+
+
+# ---------------------------------------------------------------------------- stopping and errors
+def test_early_stopping_stops_before_max_steps(run_20, tiny_corpus, cache_dir, tmp_path):
+    """With a vanishing learning rate BLEU cannot improve after the first validation: patience 1 stops at 10."""
+    _, full_dir, _ = run_20
+    cfg = tiny_config(tiny_corpus, cache_dir, "train.lr=1e-9", "train.min_lr=0.0", "train.patience=1",
+                      "train.valid_every=5", "train.max_steps=40", "train.valid_bleu_sentences=10")
+    out = tmp_path / "run"
+    reuse_tokenizers(full_dir, out)
+    summary = train(cfg, out)
+    assert summary["stop_reason"].startswith("early stopping"), summary["stop_reason"]
+    assert summary["step"] == 10
+    assert summary["best_step"] == 5
+
+
+def test_resume_without_a_run_is_a_clear_error(tiny_corpus, cache_dir, tmp_path, capsys):
+    cfg = tiny_config(tiny_corpus, cache_dir)
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        train(cfg, tmp_path / "empty", resume=True)
+    assert main(["--out", str(tmp_path / "empty2"), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing to resume" in err and "Traceback" not in err
+
+
+def test_training_into_an_existing_run_needs_resume(run_20, tiny_corpus, cache_dir, tmp_path):
+    _, full_dir, _ = run_20
+    out = tmp_path / "run"
+    shutil.copytree(full_dir / "last", out / "last")
+    with pytest.raises(TrainingError, match="--resume"):
+        train(tiny_config(tiny_corpus, cache_dir), out)
+
+
+# ---------------------------------------------------------------------------- options
+@pytest.mark.parametrize("overrides", [
+    ["train.accumulate=2", "train.teacher_forcing_ratio=0.5"],
+    ["train.scheduler=inverse_sqrt", "train.warmup_steps=2", "train.optimizer=adamw", "train.weight_decay=0.01"],
+    ["train.dtype=bf16"],
+], ids=["accumulate-scheduled-sampling", "inverse-sqrt-adamw", "bf16-cpu"])
+def test_training_options_run_with_finite_losses(overrides, run_20, tiny_corpus, cache_dir, tmp_path):
+    _, full_dir, _ = run_20
+    cfg = tiny_config(tiny_corpus, cache_dir, "train.max_steps=3", "train.log_every=1", "train.valid_every=1000",
+                      "train.valid_bleu_sentences=5", "train.device=cpu", *overrides)
+    out = tmp_path / "run"
+    reuse_tokenizers(full_dir, out)
+    summary = train(cfg, out)
+    assert summary["step"] == 3
+    records = [r for r in train_records(out) if r["type"] == "train"]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert all(math.isfinite(r["loss"]) and r["loss"] > 0 for r in records)
+    state = json.loads((out / "last" / "state.json").read_text(encoding="utf-8"))
+    assert state["batch_in_epoch"] == 3 * cfg.train.accumulate  # each step consumed `accumulate` batches
+    if cfg.train.dtype == "bf16":
+        assert "compute torch.bfloat16" in (out / "train.log").read_text(encoding="utf-8")
+    if cfg.train.scheduler == "inverse_sqrt":
+        lrs = [r["lr"] for r in records]
+        assert lrs == pytest.approx([0.0015, 0.003, 0.003 * math.sqrt(2 / 3)])
+
+
+# ---------------------------------------------------------------------------- command line
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "seq2seq.train", *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_cli_help():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert "--resume" in result.stdout and "--set" in result.stdout
+
+
+def test_cli_trains_a_few_steps(tiny_corpus, cache_dir, tmp_path):
+    sets = [arg for override in TINY_OVERRIDES + FAST for arg in ("--set", override)]
+    out = tmp_path / "run"
+    result = run_cli("--config", str(RECIPE), "--data", str(tiny_corpus), "--out", str(out), "--max-steps", "5",
+                     *sets, "--set", f"data.cache_dir={cache_dir}", "--set", "data.test_splits=[]",
+                     "--set", "train.valid_bleu_sentences=5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["step"] == 5
+    assert (out / "model.safetensors").is_file() and (out / "last" / "state.json").is_file()
+
+
+def test_cli_bad_override_key_exits_2_naming_the_key(tmp_path):
+    result = run_cli("--out", str(tmp_path / "run"), "--set", "train.learning_rate=0.1")
+    assert result.returncode == 2
+    assert "train.learning_rate" in result.stderr
+    assert "Traceback" not in result.stderr
