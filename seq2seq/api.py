@@ -138,15 +138,19 @@ class Translator:
             raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
         return cls(cfg, model, src_tok, tgt_tok, resolved)
 
-    def encode_sources(self, lines: Sequence[str]) -> list[list[int]]:
-        """Source lines -> piece ids + EOS, truncated to ``decode.max_src_length`` pieces with a warning."""
+    def encode_sources(self, lines: Sequence[str], numbers: Sequence[int] | None = None) -> list[list[int]]:
+        """Source lines -> piece ids + EOS, truncated to ``decode.max_src_length`` pieces with a warning.
+
+        ``numbers`` name the lines in that warning (default 1, 2, ...).
+        """
         limit = self.cfg.decode.max_src_length
+        numbers = range(1, len(lines) + 1) if numbers is None else numbers
         encoded = []
-        for line_number, ids in enumerate(self.src_tokenizer.encode(list(lines)), start=1):
+        for line_number, line, ids in zip(numbers, lines, self.src_tokenizer.encode(list(lines))):
             if len(ids) > limit:
                 logger.warning(
-                    "input %d has %d source pieces; translating only the first %d (decode.max_src_length)",
-                    line_number, len(ids), limit,
+                    "input %d (%r...) has %d source pieces; translating only the first %d (decode.max_src_length)",
+                    line_number, line[:30], len(ids), limit,
                 )
                 ids = ids[:limit]
             encoded.append(ids + [EOS_ID])
@@ -179,13 +183,15 @@ class Translator:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         if not 1 <= nbest <= max(beam_size, 1):
             raise ValueError(f"nbest must be in [1, beam_size={beam_size}], got {nbest}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         decode = self.cfg.decode if batch_size is None else DecodeConfig(**{**vars(self.cfg.decode), "batch_size": batch_size})
         rich = return_scores or return_attention or nbest > 1
 
         nonempty = [i for i, line in enumerate(lines) if line.strip()]
         translations: list[list[Translation]] = [[Translation(text="", tokens=[], score=0.0)] for _ in lines]
         if nonempty:
-            src_ids = self.encode_sources([lines[i] for i in nonempty])
+            src_ids = self.encode_sources([lines[i] for i in nonempty], [i + 1 for i in nonempty])
             hypotheses = translate_ids(
                 self.model, src_ids, decode, beam_size, nbest, return_attention, self.device
             )

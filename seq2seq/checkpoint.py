@@ -53,9 +53,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
         with open(tmp_path, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp_path, path)
-    except OSError as err:
+    except (OSError, safetensors.SafetensorError) as err:  # safetensors reports a full disk as SafetensorError
         tmp_path.unlink(missing_ok=True)
-        raise CheckpointError(f"could not write {path}: {err.strerror or err}; the previous file is unchanged") from err
+        reason = getattr(err, "strerror", None) or err
+        raise CheckpointError(f"could not write {path}: {reason}; the previous file is unchanged") from err
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -93,7 +94,14 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
-    """Copy ``state`` into ``model``; shape or key mismatches raise CheckpointError naming ``source``."""
+    """Copy ``state`` into ``model``; mismatches (see :func:`check_state`) raise CheckpointError naming ``source``."""
+    check_state(model, state, source)
+    model.load_state_dict(state, strict=False)
+
+
+def check_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    """Raise CheckpointError naming ``source`` unless ``state`` has exactly the keys and shapes of ``model`` (which
+    may live on the meta device), floating-point tensors where the model has them, and only finite values."""
     expected = model.state_dict()
     tied = _tied_names(model)
     missing = [k for k in expected if k not in state and k not in tied]
@@ -109,14 +117,17 @@ def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], sour
                 f"{source} does not match config.yaml: '{name}' has shape {tuple(tensor.shape)} in the file "
                 f"but the configured model needs {tuple(expected[name].shape)}"
             )
-    model.load_state_dict(state, strict=False)
+        if expected[name].is_floating_point() and not tensor.is_floating_point():
+            raise CheckpointError(f"{source}: '{name}' has dtype {tensor.dtype}; the model needs floating-point weights")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{source}: '{name}' holds NaN or infinite values; the weights are damaged")
 
 
 def _tied_names(model: torch.nn.Module) -> set[str]:
-    """Names in state_dict that alias an earlier tensor (e.g. tied output weights)."""
+    """Names in state_dict that alias an earlier tensor (e.g. tied output weights: the same Parameter object)."""
     seen, tied = set(), set()
     for name, tensor in model.state_dict(keep_vars=True).items():
-        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        key = id(tensor)  # not the storage address: that is 0 for every tensor on the meta device
         if key in seen:
             tied.add(name)
         seen.add(key)
@@ -151,14 +162,21 @@ def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu", we
     try:
         cfg = load_config(model_dir / CONFIG_FILE)
     except ConfigError as err:
-        raise CheckpointError(f"{model_dir / CONFIG_FILE}: {err}") from None
+        message = str(err) if str(model_dir / CONFIG_FILE) in str(err) else f"{model_dir / CONFIG_FILE}: {err}"
+        raise CheckpointError(message) from None
     try:
         src_tok = Tokenizer.load(model_dir / SRC_TOKENIZER_FILE)
         tgt_tok = Tokenizer.load(model_dir / TGT_TOKENIZER_FILE)
     except TokenizerError as err:
         raise CheckpointError(str(err)) from None
+    weights = load_weights(model_dir / weights_file)
+    try:  # first on the meta device (nothing allocated), so that a config.yaml asking for a huge model fails fast
+        with torch.device("meta"):
+            check_state(build_model(cfg.model, src_tok.vocab_size, tgt_tok.vocab_size), weights, model_dir / weights_file)
+    except RuntimeError as err:
+        raise CheckpointError(f"{model_dir / CONFIG_FILE}: cannot build the model it describes ({err})") from None
     model = build_model(cfg.model, src_tok.vocab_size, tgt_tok.vocab_size)
-    load_state_into(model, load_weights(model_dir / weights_file), model_dir / weights_file)
+    load_state_into(model, weights, model_dir / weights_file)
     return cfg, model.to(device).eval(), src_tok, tgt_tok
 
 
@@ -232,10 +250,13 @@ def save_training_state(
     except CheckpointError:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    os.replace(tmp, final)
+    try:  # killed or failing in between, find_training_state() still finds the complete last.old/
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+        os.replace(tmp, final)
+    except OSError as err:
+        raise CheckpointError(f"could not move {tmp} into place as {final}: {err}; the previous state is kept") from err
     shutil.rmtree(old, ignore_errors=True)
 
 

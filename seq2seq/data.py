@@ -201,6 +201,12 @@ def _read_text_pair(src_path: Path, tgt_path: Path, cfg: DataConfig) -> datasets
         )
     except datasets.exceptions.DatasetGenerationError as err:
         raise _data_error_in(err) from None
+    except ValueError as err:  # `datasets` refuses a generator that yields nothing ("... corresponds to no data!")
+        if isinstance(err, DataError):
+            raise
+        empty = "no data" in str(err)
+        raise DataError(f"{src_path} / {tgt_path}: " + (
+            "no sentence pairs (both sides non-empty) in these files" if empty else f"cannot be read ({err})")) from None
     if len(dataset) == 0:
         raise DataError(f"{src_path} / {tgt_path}: no sentence pairs (both sides non-empty) in these files")
     logger.info("read %d pairs from %s / %s", len(dataset), src_path, tgt_path)

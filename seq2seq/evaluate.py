@@ -79,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="write the translations here")
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
     args = parser.parse_args(argv)
+    if args.beam_size is not None and args.beam_size < 1:
+        parser.error(f"--beam-size must be >= 1, got {args.beam_size}")
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
 
     try:
         references = read_lines(args.ref)
@@ -99,8 +103,6 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"{args.src} has {len(sources)} lines but {args.ref} has {len(references)}")
             translator = Translator.load(args.model, device=args.device)
             beam_size = args.beam_size or translator.cfg.decode.beam_size
-            if beam_size < 1:
-                parser.error(f"--beam-size must be >= 1, got {beam_size}")
             hypotheses, result = translate_and_score(translator, sources, references, beam_size, args.batch_size)
             if args.out:
                 Path(args.out).write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")

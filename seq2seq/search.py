@@ -45,10 +45,18 @@ def max_output_lengths(src_lengths: Tensor, max_len_a: float, max_len_b: int) ->
     return (src_lengths.float() * max_len_a + max_len_b).long().clamp(min=1)
 
 
-def ban_eos_before_min_length(log_probs: Tensor, history: Tensor, min_length: int) -> Tensor:
-    """(N, V) log-probs, (N, t) generated ids: EOS is impossible while ``t < min_length``."""
-    if history.size(1) < min_length:
-        log_probs[:, EOS_ID] = float("-inf")
+def ban_eos_before_min_length(log_probs: Tensor, history: Tensor, min_length: int, max_lengths: Tensor | None = None) -> Tensor:
+    """(N, V) log-probs, (N, t) generated ids: EOS is impossible while ``t < min_length``.
+
+    ``max_lengths`` (N,) wins over ``min_length``: a hypothesis at its length limit may always end.
+    """
+    t = history.size(1)
+    if t >= min_length:
+        return log_probs
+    banned = torch.ones(log_probs.size(0), dtype=torch.bool, device=log_probs.device)
+    if max_lengths is not None:
+        banned = max_lengths > t
+    log_probs[:, EOS_ID] = log_probs[:, EOS_ID].masked_fill(banned, float("-inf"))
     return log_probs
 
 
@@ -93,7 +101,7 @@ def next_log_probs(
     log_probs = torch.log_softmax(logits.float(), dim=-1)
     log_probs[:, PAD_ID] = float("-inf")
     log_probs[:, BOS_ID] = float("-inf")
-    log_probs = ban_eos_before_min_length(log_probs, history, min_length)
+    log_probs = ban_eos_before_min_length(log_probs, history, min_length, max_lengths)
     log_probs = ban_repeated_ngrams(log_probs, history, no_repeat_ngram)
     log_probs = force_eos_at_max_length(log_probs, history.size(1), max_lengths)
     return log_probs, state, attn_weights.float()

@@ -41,7 +41,7 @@ from seq2seq.data import Batch, DataError, TokenBatchSampler, collate, read_spli
 from seq2seq.evaluate import score
 from seq2seq.model import Seq2Seq, build_model
 from seq2seq.optim import LRSchedule, build_optimizer
-from seq2seq.tokenizer import Tokenizer, TokenizerError, load_tokenizers, train_tokenizers
+from seq2seq.tokenizer import EOS_ID, Tokenizer, TokenizerError, load_tokenizers, train_tokenizers
 
 logger = logging.getLogger("seq2seq.train")
 
@@ -123,6 +123,11 @@ def fetch_batch(dataset, indices: list[int]) -> Batch:
 def validation_loss(model: Seq2Seq, dataset, max_tokens: int, device: torch.device, amp: torch.dtype | None) -> float:
     """Mean cross entropy (no label smoothing) per real target token over the validation set."""
     model.eval()
+    too_long = np.flatnonzero(np.asarray(dataset["src_len"]) + np.asarray(dataset["tgt_len"]) > max_tokens)
+    if len(too_long):  # a pair that fits no batch (a 1 MB line, say) is left out, not a crash at step 500
+        logger.warning("validation loss leaves out %d pairs longer than train.max_tokens = %d positions (first: "
+                       "pair %d)", len(too_long), max_tokens, too_long[0] + 1)
+        dataset = dataset.select(np.setdiff1d(np.arange(len(dataset)), too_long))
     sampler = TokenBatchSampler.from_dataset(dataset, max_tokens, 0, shuffle=False)
     total_loss, total_tokens = 0.0, 0
     for indices in sampler:
@@ -180,7 +185,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> dict[str, A
                     src_tok.vocab_size, tgt_tok.vocab_size)
     train_data = tokenize_split(raw_train, src_tok, tgt_tok, cfg.data.cache_dir, cfg.data.max_length)
     valid_data = tokenize_split(raw_valid, src_tok, tgt_tok, cfg.data.cache_dir, None)
-    valid_src_ids = list(valid_data["src_ids"])
+    limit = cfg.decode.max_src_length  # truncated as the Translator does: a 1 MB validation line must not stall
+    valid_src_ids = [ids if len(ids) <= limit + 1 else ids[:limit] + [EOS_ID] for ids in valid_data["src_ids"]]
     valid_references = list(valid_data["tgt"]) if "tgt" in valid_data.column_names else list(raw_valid["tgt"])
     if tcfg.valid_bleu_sentences:
         valid_src_ids = valid_src_ids[: tcfg.valid_bleu_sentences]
@@ -200,6 +206,9 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> dict[str, A
         schedule.load_state_dict(state.schedule)
         logger.info("resumed from %s at step %d (epoch %d, batch %d)", state_dir, state.step, state.epoch,
                     state.batch_in_epoch)
+    if tcfg.compile:
+        model.compile_decoder_step()
+        logger.info("decoder step compiled with torch.compile (the first batches include compile time)")
     atomic_write_text(out_dir / CONFIG_FILE, cfg.to_yaml())
     logger.info("model: %s, %d parameters, device %s, compute %s", cfg.model.rnn_type, model.num_parameters(),
                 device, amp or torch.float32)
@@ -269,9 +278,12 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> dict[str, A
                     optimizer.zero_grad(set_to_none=True)
                     logger.warning("non-finite loss at step %d: batch skipped (%d in a row)", state.step, bad_steps_in_row)
                     if bad_steps_in_row >= tcfg.max_bad_steps:
+                        kept = find_training_state(out_dir)
                         raise TrainingError(
-                            f"{bad_steps_in_row} non-finite losses in a row at step {state.step}; stopping. The last "
-                            f"good state is in {out_dir / 'last'} (resume with --resume, perhaps with a lower train.lr)"
+                            f"{bad_steps_in_row} non-finite losses in a row at step {state.step} (train.max_bad_steps "
+                            f"= {tcfg.max_bad_steps}); stopping. " + (
+                                f"The last good state is in {kept} (resume with --resume, perhaps with a lower "
+                                "train.lr)" if kept else "No checkpoint had been saved yet; try a lower train.lr")
                         )
                     continue
                 bad_steps_in_row = 0
@@ -415,8 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_from_args(args)
         summary = train(cfg, args.out, resume=args.resume)
-    except (ConfigError, DataError, TokenizerError, CheckpointError, TrainingError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ConfigError, DataError, TokenizerError, CheckpointError, TrainingError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)  # OSError: a full disk, an unwritable --out, ... (names the file)
         return 2
     if summary.get("interrupted"):
         return 130

@@ -4,8 +4,9 @@
     python -m seq2seq.translate < input.en > output.de            # streams stdin, one line out per line in
     python -m seq2seq.translate --nbest 3 --beam-size 5 "a dog"   # score<TAB>text per hypothesis
 
-Input on stdin must be UTF-8; undecodable bytes are replaced with U+FFFD (and a warning is printed),
-so every input line still gets exactly one output line.
+Input on stdin must be UTF-8 (a leading byte-order mark is dropped; LF, CRLF and CR end lines); undecodable
+bytes are replaced with U+FFFD (and one warning is printed), so every input line still gets exactly one output
+line. Output is UTF-8 with LF line ends.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import io
 import itertools
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -26,6 +28,23 @@ def latest_model_dir(runs_dir: Path = DEFAULT_RUNS_DIR) -> Path | None:
     """The most recently written model directory under ``runs_dir`` (one holding model.safetensors)."""
     candidates = [p.parent for p in runs_dir.glob("*/model.safetensors")] if runs_dir.is_dir() else []
     return max(candidates, key=lambda p: (p / "model.safetensors").stat().st_mtime, default=None)
+
+
+def stdin_lines(buffer) -> Iterator[str]:
+    """Lines of a binary stream read as UTF-8, without line ends; undecodable bytes become U+FFFD (one warning)."""
+    warned = False
+    text = io.TextIOWrapper(buffer, encoding="utf-8-sig", errors="surrogateescape", newline=None)
+    for number, line in enumerate(text, start=1):
+        line = line.rstrip("\n")
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:  # escaped undecodable bytes: decode those bytes again, replacing them
+            line = line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            if not warned:
+                logging.warning("stdin line %d is not valid UTF-8; undecodable bytes were replaced with U+FFFD "
+                                "(warned once)", number)
+                warned = True
+        yield line
 
 
 def chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -90,15 +109,14 @@ def main(argv: list[str] | None = None) -> int:
         inputs: Iterable[str] = args.text
         chunk_size = len(args.text)
     else:
-        stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace", newline=None)
-        inputs = (line.rstrip("\n") for line in stdin)
+        inputs = stdin_lines(sys.stdin.buffer)
         chunk_size = translator.cfg.decode.batch_size * 4
 
     attention_plots = []
     out = sys.stdout
+    if hasattr(out, "reconfigure"):
+        out.reconfigure(encoding="utf-8")  # whatever the locale says, like the input
     for chunk in chunks(inputs, chunk_size):
-        if any("\ufffd" in line for line in chunk) and not args.text:
-            logging.warning("input is not valid UTF-8; undecodable bytes were replaced with U+FFFD")
         results = translator.translate(chunk, beam_size=beam_size, nbest=args.nbest, batch_size=args.batch_size,
                                        return_scores=bool(rich), return_attention=bool(args.plot_attention))
         for entry in results:
@@ -122,4 +140,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        status = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away (`... | head`): stop quietly, like other filters
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = 1
+    except KeyboardInterrupt:
+        status = 130
+    sys.exit(status)

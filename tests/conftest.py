@@ -21,6 +21,15 @@ def multi30k_dir() -> Path:
     return MULTI30K
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    """Tiny test models run fastest on one thread (no pool spinning when several processes share cores)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything() -> None:
     random.seed(0)
@@ -42,7 +51,7 @@ TINY_OVERRIDES = [
     "tokenizer.vocab_size=400",
     "model.emb_size=32", "model.encoder_hidden_size=32", "model.decoder_hidden_size=48", "model.dropout=0.0",
     "train.max_tokens=1200", "train.valid_every=25", "train.log_every=5", "train.max_steps=50",
-    "train.lr=0.003", "train.threads=2",
+    "train.lr=0.003", "train.threads=1",
     "decode.beam_size=3", "decode.max_len_a=1.2", "decode.max_len_b=5",
 ]
 

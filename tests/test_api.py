@@ -26,6 +26,16 @@ def translator(tiny_model_dir) -> Translator:
     return Translator.load(tiny_model_dir, device="cpu")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread(translator):
+    """One torch thread (set after training the fixture model, which sets its own): the CI machine's two cores
+    are shared, and two threads then run far slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def source_pieces(translator: Translator, text: str) -> int:
     return len(translator.src_tokenizer.encode([text])[0])
 

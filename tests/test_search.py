@@ -29,6 +29,16 @@ SCRIPT_VOCAB = 7
 ATOL = 1e-5
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tensors are tiny: intra-op threads only add overhead, and on a busy 2-core machine OpenMP threads
+    spin against each other (the whole file ran ~10x slower with 2 threads under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ---------------------------------------------------------------------------- a scripted model
 @dataclass
 class ScriptedState:
@@ -206,11 +216,11 @@ def test_scripted_max_length_forces_eos():
     )
     assert_hypotheses(beams[0], [([], math.log(0.1)), ([A], math.log(0.09))])  # only two sequences exist
     assert_hypotheses(beams[1], [([], math.log(0.1)), ([A], math.log(0.09)), ([A, A], math.log(0.081))])
-    # alpha 1 favours length, but nothing longer than the limit appears
+    # alpha 1 favours length (A A: log(.081) / (8/6) = -1.88 beats [] at -2.30), but stops at the limit
     [hyps] = beam_search(
         ScriptedModel(endless), *scripted_src(3), beam_size=2, max_len_a=0.0, max_len_b=2, length_penalty_alpha=1.0
     )
-    assert len(hyps[0].tokens) <= 2
+    assert_hypotheses(hyps, [([A, A], math.log(0.081) / lp(3, 1.0))])
 
 
 def test_scripted_finished_hypothesis_stops_weaker_beams():
@@ -464,3 +474,15 @@ def test_length_penalty(alpha):
     assert length_penalty(7.0, alpha) == pytest.approx(2.0**alpha)
     if alpha == 0.0:
         assert torch.all(length_penalty(lengths.float(), alpha) == 1.0)
+
+
+def test_max_length_wins_over_min_length():
+    """min_length beyond a sentence's length limit: the hypothesis still ends (at the limit), never -inf."""
+    endless = {prefix: {A: 0.9, EOS_ID: 0.1} for prefix in [(A,) * k for k in range(10)]}
+    src, src_lengths = scripted_src(2)
+    kwargs = dict(max_len_a=1.0, max_len_b=0, min_length=5)
+    greedy = greedy_search(ScriptedModel(endless), src, src_lengths, **kwargs)
+    assert_hypotheses(greedy, [([A, A], math.log(0.9**2 * 0.1))])
+    [beams] = beam_search(ScriptedModel(endless), src, src_lengths, beam_size=2, nbest=1, length_penalty_alpha=0.0,
+                          **kwargs)
+    assert_hypotheses(beams, [([A, A], math.log(0.9**2 * 0.1))])
