@@ -226,14 +226,14 @@ class AttnDecoder(nn.Module):
         if parallel and self.can_run_parallel and teacher_forcing_ratio >= 1.0:
             return self._forward_parallel(tgt_in, state, memory)
         attn_vectors, attn_weights = [], []
-        gold_gates = self.input_gates(tgt_in)  # (B, T, G*H): one GEMM for every position
-        step_gates = gold_gates[:, 0]
+        gold_gates = self.input_gates(tgt_in).unbind(1)  # T x (B, G*H): one GEMM for every position
+        step_gates = gold_gates[0]
         for t in range(tgt_in.size(1)):
             attn_vector, state, weights = self._advance(step_gates, state, memory)
             attn_vectors.append(attn_vector)
             attn_weights.append(weights)
             if t + 1 < tgt_in.size(1):
-                step_gates = gold_gates[:, t + 1]
+                step_gates = gold_gates[t + 1]
                 if teacher_forcing_ratio < 1.0:  # scheduled sampling: some sentences feed their own prediction
                     with torch.no_grad():
                         predicted = self.output_layer(attn_vector).argmax(dim=-1)

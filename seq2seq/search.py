@@ -81,29 +81,36 @@ def ban_repeated_ngrams(log_probs: Tensor, history: Tensor, ngram_size: int) -> 
     return log_probs.masked_fill(banned_counts > 0, float("-inf"))
 
 
-def force_eos_at_max_length(log_probs: Tensor, step: int, max_lengths: Tensor) -> Tensor:
-    """Rows whose hypothesis already has ``max_lengths`` pieces may only emit EOS.
+def force_eos_at_max_length(log_probs: Tensor, step: int, max_lengths: Tensor, shortest_limit: int = 0) -> Tensor:
+    """Rows whose hypothesis already has ``max_lengths`` pieces may only emit EOS (in place).
 
     Args:
         log_probs: (N, V); step: pieces generated so far; max_lengths: (N,).
+        shortest_limit: ``int(max_lengths.min())`` if known: before it no row is at its limit (skip the work).
     """
-    at_limit = (max_lengths <= step).unsqueeze(1)  # (N, 1)
-    not_eos = torch.ones(log_probs.size(1), dtype=torch.bool, device=log_probs.device)
-    not_eos[EOS_ID] = False
-    return log_probs.masked_fill(at_limit & not_eos, float("-inf"))
+    if step >= shortest_limit:
+        at_limit = max_lengths <= step  # (N,)
+        eos = log_probs[:, EOS_ID].clone()
+        log_probs.masked_fill_(at_limit.unsqueeze(1), float("-inf"))
+        log_probs[:, EOS_ID] = eos
+    return log_probs
 
 
 def next_log_probs(
-    model, prev_tokens: Tensor, state, memory, history: Tensor, max_lengths: Tensor, min_length: int, no_repeat_ngram: int
+    model, prev_tokens: Tensor, state, memory, history: Tensor, max_lengths: Tensor, min_length: int,
+    no_repeat_ngram: int, shortest_limit: int = 0,
 ):
-    """One decoder step followed by the logit constraints. Returns (log_probs (N, V) fp32, state, attn (N, S))."""
+    """One decoder step followed by the logit constraints. Returns (log_probs (N, V) fp32, state, attn (N, S)).
+
+    ``max_lengths`` (N,) per row; ``shortest_limit`` its minimum as a Python int (no device sync per step).
+    """
     logits, state, attn_weights = model.decoder.step(prev_tokens, state, memory)
     log_probs = torch.log_softmax(logits.float(), dim=-1)
     log_probs[:, PAD_ID] = float("-inf")
     log_probs[:, BOS_ID] = float("-inf")
     log_probs = ban_eos_before_min_length(log_probs, history, min_length, max_lengths)
     log_probs = ban_repeated_ngrams(log_probs, history, no_repeat_ngram)
-    log_probs = force_eos_at_max_length(log_probs, history.size(1), max_lengths)
+    log_probs = force_eos_at_max_length(log_probs, history.size(1), max_lengths, shortest_limit)
     return log_probs, state, attn_weights.float()
 
 
@@ -143,14 +150,15 @@ def greedy_search(
     device = src.device
     state, memory = model.decoder.start(model.encode(src, src_lengths))
     max_lengths = max_output_lengths(src_lengths, max_len_a, max_len_b).to(device)
+    shortest_limit, longest_limit = int(max_lengths.min()), int(max_lengths.max())
     history = torch.empty(batch_size, 0, dtype=torch.long, device=device)
     prev_tokens = torch.full((batch_size,), BOS_ID, dtype=torch.long, device=device)
     scores = torch.zeros(batch_size, device=device)
     finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
     attention = []
-    for step in range(int(max_lengths.max()) + 1):
+    for step in range(longest_limit + 1):
         log_probs, state, attn_weights = next_log_probs(
-            model, prev_tokens, state, memory, history, max_lengths, min_length, no_repeat_ngram
+            model, prev_tokens, state, memory, history, max_lengths, min_length, no_repeat_ngram, shortest_limit
         )
         best_log_probs, next_tokens = log_probs.max(dim=-1)
         next_tokens = next_tokens.masked_fill(finished, PAD_ID)
@@ -210,6 +218,8 @@ def beam_search(
     state, memory = state.select(flat_index), memory.repeat_interleave(beams)
     max_lengths = max_output_lengths(src_lengths, max_len_a, max_len_b).to(device)  # (B,)
     max_steps = int(max_lengths.max()) + 1
+    shortest_limit = int(max_lengths.min())
+    row_max_lengths = max_lengths.repeat_interleave(beams)  # (B*K,)
     bound_penalty = length_penalty(max_lengths.float() + 1.0, length_penalty_alpha)  # (B,) largest possible penalty
     src_len = memory.values.size(1)
 
@@ -227,7 +237,7 @@ def beam_search(
 
     for step in range(max_steps):
         log_probs, state, attn_weights = next_log_probs(
-            model, prev_tokens, state, memory, history, max_lengths.repeat_interleave(beams), min_length, no_repeat_ngram
+            model, prev_tokens, state, memory, history, row_max_lengths, min_length, no_repeat_ngram, shortest_limit
         )
         vocab_size = log_probs.size(1)
         candidates = (beam_scores.view(-1, 1) + log_probs).view(batch_size, beams * vocab_size)

@@ -124,7 +124,9 @@ class Tokenizer:
             if EOS_ID in seq:
                 seq = seq[: seq.index(EOS_ID)]
             cleaned.append([i for i in seq if i != PAD_ID and i != BOS_ID])
-        return self._sp.decode(cleaned)
+        # SentencePiece normalizes runs of spaces away in its input, so runs of lone "▁" pieces in
+        # an output are never meant literally: collapse them.
+        return [_SPACE_RUNS.sub(" ", text).strip(" ") for text in self._sp.decode(cleaned)]
 
     def pieces(self, texts: list[str]) -> list[list[str]]:
         """The pieces (subword strings, ``▁`` marks a preceding space) of each text."""
@@ -155,6 +157,7 @@ class _Sentences:
 #: below this fraction of the requested vocabulary size, a soft-limited vocabulary is an error
 MIN_VOCAB_FRACTION = 0.9
 
+_SPACE_RUNS = re.compile(r" {2,}")
 _TOO_HIGH = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
 
 

@@ -8,6 +8,7 @@ best model kept, ``last/`` saved for an exact ``--resume`` -> test BLEU of the b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -79,8 +80,10 @@ def autocast_dtype(cfg_dtype: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
-def setup_logging(log_file: Path) -> None:
-    """Log to ``train.log`` and to the console (through tqdm so the progress bar stays intact)."""
+@contextlib.contextmanager
+def run_logging(log_file: Path) -> Iterator[None]:
+    """Log the ``seq2seq`` loggers to ``train.log`` and the console (through tqdm so the progress bar stays
+    intact) for the duration of a run; the handlers are removed afterwards."""
     from tqdm import tqdm
 
     class TqdmHandler(logging.StreamHandler):
@@ -88,17 +91,22 @@ def setup_logging(log_file: Path) -> None:
             tqdm.write(self.format(record), file=sys.stderr)
 
     root = logging.getLogger("seq2seq")
-    root.setLevel(logging.INFO)
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
+    previous_level, previous_propagate = root.level, root.propagate
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    file_handler = logging.FileHandler(log_file, encoding="utf-8")
-    console = TqdmHandler()
-    for handler in (file_handler, console):
+    handlers = [logging.FileHandler(log_file, encoding="utf-8"), TqdmHandler()]
+    for handler in handlers:
         handler.setFormatter(formatter)
         root.addHandler(handler)
+    root.setLevel(logging.INFO)
     root.propagate = False
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(previous_level)
+        root.propagate = previous_propagate
 
 
 def iterate_rows(dataset, column: str, chunk: int = 4096) -> Iterator[str]:
@@ -153,7 +161,11 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> dict[str, A
     """Train a model into ``out_dir``; returns a summary (best BLEU, steps, test results)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging(out_dir / "train.log")
+    with run_logging(out_dir / "train.log"):
+        return _train(cfg, out_dir, resume)
+
+
+def _train(cfg: Config, out_dir: Path, resume: bool) -> dict[str, Any]:
     tcfg = cfg.train
     device = resolve_device(tcfg.device)
     amp = autocast_dtype(tcfg.dtype, device)

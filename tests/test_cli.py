@@ -11,13 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import REPO_ROOT, TINY_OVERRIDES
 
 from seq2seq.api import Translator
 from seq2seq.evaluate import score
 
-SENTENCES = ["A man is riding a bike.", "Two dogs play in the snow.", "A girl in a red dress is walking down the street."]
+SENTENCES = [
+    "A man is riding a bike.", "Two dogs play in the snow.", "A girl in a red dress is walking down the street.",
+]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 BLEU_SIGNATURE = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:"
 # One torch thread per process: the CI machine's two cores are shared, and two threads then run far slower.
@@ -42,14 +43,6 @@ def translator(tiny_model_dir) -> Translator:
     return Translator.load(tiny_model_dir, device="cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread(translator):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def test_files(tiny_corpus, tmp_path_factory) -> tuple[Path, Path]:
     """The first 10 pairs of the tiny test split, as plain source and reference files."""
@@ -61,11 +54,6 @@ def test_files(tiny_corpus, tmp_path_factory) -> tuple[Path, Path]:
 
 
 # ---------------------------------------------------------------------------- python -m seq2seq.translate
-def test_translate_one_argument_prints_one_line(tiny_model_dir, translator):
-    lines = output_lines(run("seq2seq.translate", "--model", str(tiny_model_dir), "a man is riding a bike"))
-    assert lines == [translator.translate("a man is riding a bike")]
-
-
 def test_translate_arguments_print_one_line_each_equal_to_the_api(tiny_model_dir, translator):
     lines = output_lines(run("seq2seq.translate", "--model", str(tiny_model_dir), *SENTENCES))
     assert lines == translator.translate(SENTENCES)
@@ -116,10 +104,10 @@ def test_translate_without_a_model_explains_how_to_train(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_translate_defaults_to_the_model_under_runs(tiny_model_dir, translator, tmp_path):
+def test_translate_defaults_to_the_model_under_runs_and_prints_one_line(tiny_model_dir, translator, tmp_path):
     shutil.copytree(tiny_model_dir, tmp_path / "runs" / "tiny")
-    lines = output_lines(run("seq2seq.translate", SENTENCES[0], cwd=tmp_path))
-    assert lines == [translator.translate(SENTENCES[0])]
+    lines = output_lines(run("seq2seq.translate", "a man is riding a bike", cwd=tmp_path))
+    assert lines == [translator.translate("a man is riding a bike")]
 
 
 # ---------------------------------------------------------------------------- python -m seq2seq.evaluate
@@ -159,7 +147,8 @@ def test_evaluate_scores_existing_output(test_files):
 def test_evaluate_mismatched_line_counts_name_both_files(tiny_model_dir, test_files, tmp_path):
     src, ref = test_files
     short = tmp_path / "short.de"
-    short.write_text("".join(line + "\n" for line in ref.read_text(encoding="utf-8").splitlines()[:9]), encoding="utf-8")
+    nine = ref.read_text(encoding="utf-8").splitlines()[:9]
+    short.write_text("".join(line + "\n" for line in nine), encoding="utf-8")
     for args in (["--hyp", str(short), "--ref", str(ref)],
                  ["--model", str(tiny_model_dir), "--src", str(src), "--ref", str(short)]):
         result = run("seq2seq.evaluate", *args)
@@ -171,7 +160,7 @@ def test_evaluate_mismatched_line_counts_name_both_files(tiny_model_dir, test_fi
 # ---------------------------------------------------------------------------- scripts/train_translator.sh
 def test_train_translator_script_trains_and_translates(tiny_corpus, tmp_path):
     out = tmp_path / "run"
-    sets = [arg for override in [*TINY_OVERRIDES, "train.threads=1", f"data.cache_dir={tmp_path / 'cache'}",
+    sets = [arg for override in [*TINY_OVERRIDES, f"data.cache_dir={tmp_path / 'cache'}",
                                  "train.valid_bleu_sentences=10"]
             for arg in ("--set", override)]
     result = subprocess.run(

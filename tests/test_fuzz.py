@@ -26,6 +26,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+import torch
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -43,6 +44,8 @@ SUBPROCESS_FUZZ = settings(FUZZ, max_examples=max(1, EXAMPLES // 200))
 #: decoding limits of the fuzz model: long inputs are still read whole and truncated (to 40 pieces), but every
 #: search is short (at most 8 steps) so that hundreds of examples fit in CI. Search itself is tested elsewhere.
 FUZZ_DECODE = {"max_src_length": 40, "max_len_a": 0.0, "max_len_b": 8}
+#: one torch thread per subprocess: the CI machine's two cores are shared
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 #: what str.splitlines() splits on: none of these may appear inside one translation
 LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 
@@ -83,7 +86,8 @@ def texts(line_breaks: bool = True) -> st.SearchStrategy[str]:
     short = st.lists(fragments(line_breaks), max_size=25).map("".join)
     whitespace = st.lists(st.sampled_from(WHITESPACE if not line_breaks else WHITESPACE + ["\n", "\r", "\r\n"]),
                           max_size=8).map("".join)
-    long_line = st.tuples(short.filter(bool), st.integers(10_000, 14_000)).map(
+    long_line = st.tuples(st.lists(fragments(line_breaks), min_size=1, max_size=25).map("".join),
+                          st.integers(10_000, 14_000)).map(
         lambda unit_length: (unit_length[0] * (unit_length[1] // len(unit_length[0]) + 1))[: unit_length[1]]
     )
     return st.one_of(short, short, whitespace, long_line)
@@ -122,6 +126,16 @@ def fuzz_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
     raw["decode"].update(FUZZ_DECODE)
     config.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return model_dir
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread(tiny_model_dir):
+    """One torch thread (set after training the fixture model, which sets its own): the CI machine's two cores
+    are shared, and two threads then run far slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -272,7 +286,7 @@ def test_cli_stdin_in_process(fuzz_model_dir, batch, beam_size):
 def run_cli(args: list, stdin: bytes | None = None, env: dict | None = None, cwd: Path | None = None,
             timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "seq2seq.translate", *args], input=stdin, capture_output=True,
-                          timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})})
+                          timeout=timeout, cwd=cwd, env={**ENV, **(env or {})})
 
 
 @SUBPROCESS_FUZZ
@@ -314,7 +328,7 @@ def test_cli_subprocess_odd_arguments(tiny_model_dir, tmp_path):
     args = [b"--model", os.fsencode(tiny_model_dir), b"--device", b"cpu", b"--beam-size", b"1", b"--",
             b"", "\u200f\u0645\u0631\u062d\u0628\u0627".encode(), b"two\nlines", b"-x", b"\xff\xfe"]
     proc = subprocess.run([os.fsencode(sys.executable), b"-m", b"seq2seq.translate", *args], capture_output=True,
-                          timeout=180, cwd=tmp_path)
+                          timeout=180, cwd=tmp_path, env=ENV)
     assert proc.returncode == 0 and b"Traceback" not in proc.stderr, proc.stderr
     outputs = proc.stdout.decode("utf-8").split("\n")
     assert len(outputs) == 6 and outputs[0] == "" and outputs[-1] == "", outputs
@@ -332,7 +346,8 @@ def test_cli_empty_stdin_in_process(fuzz_model_dir):
 def test_cli_subprocess_reader_going_away_is_quiet(fuzz_model_dir, tmp_path):
     """`translate < big | head -1`: the broken pipe ends the process quietly, no traceback."""
     proc = subprocess.Popen([sys.executable, "-m", "seq2seq.translate", "--model", str(fuzz_model_dir), "--device",
-                             "cpu"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+                             "cpu"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+                            env=ENV)
     try:
         writer = threading.Thread(target=lambda: _feed(proc.stdin, b"A man is riding a bike.\n" * 20_000))
         writer.start()

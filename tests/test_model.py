@@ -75,16 +75,6 @@ def state_tensors(state) -> list[torch.Tensor]:
     return [state.hidden] + ([state.cell] if state.cell is not None else [])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: intra-op threads only add overhead, and on a busy 2-core machine OpenMP threads
-    spin against each other (the whole file ran ~10x slower with 2 threads under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------------- shapes
 @pytest.mark.parametrize("rnn_type,bidirectional", RNN_DIRS, ids=RNN_DIRS_IDS)
 @pytest.mark.parametrize("encoder_layers,decoder_layers", [(1, 1), (2, 1), (1, 2), (2, 2)])

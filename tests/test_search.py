@@ -29,16 +29,6 @@ SCRIPT_VOCAB = 7
 ATOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: intra-op threads only add overhead, and on a busy 2-core machine OpenMP threads
-    spin against each other (the whole file ran ~10x slower with 2 threads under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------------- a scripted model
 @dataclass
 class ScriptedState:
