@@ -118,7 +118,7 @@ def check_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: 
                 f"but the configured model needs {tuple(expected[name].shape)}"
             )
         if expected[name].is_floating_point() and not tensor.is_floating_point():
-            raise CheckpointError(f"{source}: '{name}' has dtype {tensor.dtype}; the model needs floating-point weights")
+            raise CheckpointError(f"{source}: '{name}' has dtype {tensor.dtype}; the model needs floating point")
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise CheckpointError(f"{source}: '{name}' holds NaN or infinite values; the weights are damaged")
 
@@ -172,7 +172,8 @@ def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu", we
     weights = load_weights(model_dir / weights_file)
     try:  # first on the meta device (nothing allocated), so that a config.yaml asking for a huge model fails fast
         with torch.device("meta"):
-            check_state(build_model(cfg.model, src_tok.vocab_size, tgt_tok.vocab_size), weights, model_dir / weights_file)
+            skeleton = build_model(cfg.model, src_tok.vocab_size, tgt_tok.vocab_size)
+        check_state(skeleton, weights, model_dir / weights_file)
     except RuntimeError as err:
         raise CheckpointError(f"{model_dir / CONFIG_FILE}: cannot build the model it describes ({err})") from None
     model = build_model(cfg.model, src_tok.vocab_size, tgt_tok.vocab_size)

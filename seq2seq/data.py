@@ -204,9 +204,8 @@ def _read_text_pair(src_path: Path, tgt_path: Path, cfg: DataConfig) -> datasets
     except ValueError as err:  # `datasets` refuses a generator that yields nothing ("... corresponds to no data!")
         if isinstance(err, DataError):
             raise
-        empty = "no data" in str(err)
-        raise DataError(f"{src_path} / {tgt_path}: " + (
-            "no sentence pairs (both sides non-empty) in these files" if empty else f"cannot be read ({err})")) from None
+        reason = "no sentence pairs (both sides non-empty)" if "no data" in str(err) else f"cannot be read ({err})"
+        raise DataError(f"{src_path} / {tgt_path}: {reason} in these files") from None
     if len(dataset) == 0:
         raise DataError(f"{src_path} / {tgt_path}: no sentence pairs (both sides non-empty) in these files")
     logger.info("read %d pairs from %s / %s", len(dataset), src_path, tgt_path)

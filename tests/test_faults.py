@@ -40,7 +40,7 @@ from seq2seq.checkpoint import (
 from seq2seq.config import load_config
 from seq2seq.model import Seq2Seq
 from seq2seq.optim import build_optimizer
-from seq2seq.train import TrainingError, train
+from seq2seq.train import train
 from seq2seq.train import main as train_main
 
 RECIPE = REPO_ROOT / "configs" / "multi30k_en_de.yaml"
@@ -278,7 +278,7 @@ MODEL_FAULTS = {
     "weights_tensor_missing": (_rewrite_weights(lambda s: dict(list(s.items())[1:])), "model.safetensors", "missing"),
     "weights_extra_tensor": (_rewrite_weights(lambda s: {**s, "evil": torch.zeros(1)}), "model.safetensors", "evil"),
     "weights_integer_dtype": (_rewrite_weights(lambda s: {k: v.long() for k, v in s.items()}), "model.safetensors",
-                              "floating-point"),
+                              "floating point"),
     "weights_nan": (_rewrite_weights(lambda s: {k: v * float("nan") for k, v in s.items()}), "model.safetensors", "NaN"),
     "weights_are_a_pickle": (_pickle_as("model.safetensors"), "model.safetensors", "safetensors"),
     "weights_missing": (lambda d: (d / "model.safetensors").unlink(), "model.safetensors", "missing"),
