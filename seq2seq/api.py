@@ -16,7 +16,6 @@ from typing import Optional, Sequence, Union
 import torch
 
 from seq2seq.config import Config, DecodeConfig
-from seq2seq.data import sentence_batches
 from seq2seq.search import Hypothesis, beam_search, greedy_search
 from seq2seq.tokenizer import EOS_ID, PAD_ID, Tokenizer
 
@@ -42,6 +41,15 @@ class Translation:
     attention: Optional[torch.Tensor] = field(default=None, repr=False)
     src_pieces: list[str] = field(default_factory=list, repr=False)
     tgt_pieces: list[str] = field(default_factory=list, repr=False)
+
+
+def sentence_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices sorted by length (longest first) in chunks of ``batch_size``, for decoding.
+
+    Every index appears exactly once; results go back to input order by index.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable: ties keep input order
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -361,6 +361,9 @@ def rnn_step(
             layer_input = F.dropout(layer_input, dropout, training)
             input_gates = F.linear(layer_input, weight_ih, bias_ih)
         hidden_gates = F.linear(hidden[layer], weight_hh, bias_hh)
+        # Under autocast the GEMMs run in bf16/fp16; the gate arithmetic and the state carried from step
+        # to step stay fp32 (no-ops in fp32), so rounding does not accumulate over time.
+        input_gates, hidden_gates = input_gates.float(), hidden_gates.float()
         if mode == "lstm":
             h, c = lstm_from_gates(input_gates + hidden_gates, cell[layer])
             new_cell.append(c)

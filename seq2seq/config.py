@@ -13,7 +13,7 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Union
 
 import yaml
 
@@ -99,7 +99,8 @@ class TrainConfig:
     log_every: int = 50
     device: Literal["auto", "cpu", "cuda"] = "auto"
     #: compute dtype under autocast; the loss is always computed in fp32
-    #: ``auto``: bf16 (or fp16 with a grad scaler) on CUDA, fp32 on CPU
+    #: ``auto``: bf16 (or fp16 with a grad scaler) on CUDA; on CPU bf16 where the CPU has native bf16
+    #: instructions (AVX512-BF16/AMX), else fp32. Recurrent state and loss stay fp32 either way.
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     #: CPU threads (0 = all cores)
     threads: int = 0

@@ -29,10 +29,9 @@ import hashlib
 import itertools
 import logging
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import datasets
 import numpy as np
@@ -537,23 +536,3 @@ def _flat_ids(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------------------- decoding
-
-
-T = TypeVar("T")
-
-
-def sentence_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices sorted by length (longest first) in chunks of ``batch_size``, for decoding.
-
-    Every index appears exactly once; put results back in input order with :func:`restore_order`.
-    """
-    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable").tolist()
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def restore_order(values: Sequence[T], indices: Sequence[int]) -> list[T]:
-    """Undo a reordering: ``values[k]`` belongs to input position ``indices[k]``; returns values by position."""
-    restored: list[Any] = [None] * len(indices)
-    for value, index in zip(values, indices):
-        restored[index] = value
-    return restored

@@ -77,7 +77,15 @@ def autocast_dtype(cfg_dtype: str, device: torch.device) -> torch.dtype | None:
         return torch.float16
     if cfg_dtype == "auto" and device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if cfg_dtype == "auto" and device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
     return None
+
+
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with bf16 matrix instructions (AVX512-BF16 or AMX), where bf16 autocast is ~2x fp32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 @contextlib.contextmanager
@@ -329,9 +337,11 @@ def _train(cfg: Config, out_dir: Path, resume: bool) -> dict[str, Any]:
                 out_of_steps = tcfg.max_steps and state.step >= tcfg.max_steps
                 out_of_time = tcfg.max_minutes and (state.elapsed_seconds + time.perf_counter() - segment_start) >= tcfg.max_minutes * 60
                 if state.step % tcfg.valid_every == 0 or out_of_steps or out_of_time:
+                    validation_start = time.perf_counter()
                     if validate():
                         stop_reason = f"early stopping: no BLEU improvement in {tcfg.patience} validations"
                         raise StopIteration
+                    window_start += time.perf_counter() - validation_start  # tokens/s counts training time only
                 if out_of_steps:
                     stop_reason = f"reached train.max_steps = {tcfg.max_steps}"
                     raise StopIteration

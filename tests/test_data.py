@@ -24,8 +24,6 @@ from seq2seq.data import (
     collate,
     iterate_batches,
     read_split,
-    restore_order,
-    sentence_batches,
     tokenize_split,
 )
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, train_tokenizers
@@ -300,13 +298,18 @@ def test_pair_larger_than_budget_names_the_key():
         TokenBatchSampler(np.array([5, 30]), np.array([5, 31]), max_tokens=50, seed=0)
 
 
-def test_sentence_batches_and_restore_order():
+def test_sentence_batches_cover_every_index_once():
+    from seq2seq.api import sentence_batches
+
     lengths = [3, 9, 1, 9, 4, 7, 2]
     batches = sentence_batches(lengths, batch_size=3)
     flat = [i for batch in batches for i in batch]
     assert sorted(flat) == list(range(len(lengths))) and all(len(b) <= 3 for b in batches)
     assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)
-    assert restore_order([lengths[i] for i in flat], flat) == lengths
+    restored = [None] * len(flat)
+    for position, index in enumerate(flat):
+        restored[index] = lengths[flat[position]]
+    assert restored == lengths
     assert sentence_batches([], 4) == []
 
 
