@@ -8,14 +8,13 @@ The command-line tools are thin layers over this module.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import torch
 
-from seq2seq.config import Config, DecodeConfig
+from seq2seq.config import Config, ConfigError, DecodeConfig
 from seq2seq.search import Hypothesis, beam_search, greedy_search
 from seq2seq.tokenizer import EOS_ID, PAD_ID, Tokenizer
 
@@ -71,6 +70,27 @@ def pad_batch(sequences: Sequence[Sequence[int]], device: torch.device) -> tuple
     return padded.to(device), lengths.to(device)
 
 
+def autocast_dtype(cfg_dtype: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``train.dtype`` on ``device`` (None = full fp32)."""
+    if cfg_dtype == "bf16":
+        return torch.bfloat16
+    if cfg_dtype == "fp16":
+        if device.type != "cuda":
+            raise ConfigError("dtype fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+        return torch.float16
+    if cfg_dtype == "auto" and device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if cfg_dtype == "auto" and device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return None
+
+
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with bf16 matrix instructions (AVX512-BF16 or AMX), where bf16 autocast is ~2x fp32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 def translate_ids(
     model: torch.nn.Module,
     src_ids: Sequence[Sequence[int]],
@@ -124,24 +144,35 @@ class Translator:
         self.src_tokenizer = src_tokenizer
         self.tgt_tokenizer = tgt_tokenizer
         self.device = device
-        self._warned_truncation = threading.local()
+        self.autocast_dtype = autocast_dtype(cfg.decode.dtype, device)
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str = "auto", quantize: str | None = None) -> "Translator":
+    def load(cls, model_dir: str | Path, device: str = "auto", quantize: str | None = None,
+             dtype: str | None = None) -> "Translator":
         """Load a model directory (config.yaml, tokenizers, model.safetensors).
 
         Args:
             device: ``auto`` | ``cpu`` | ``cuda``.
             quantize: ``int8`` for dynamic int8 quantization of linear layers (CPU inference).
+            dtype: compute dtype ``auto`` | ``fp32`` | ``bf16`` | ``fp16`` (default: the model's ``decode.dtype``).
         """
         from seq2seq.checkpoint import load_model_dir
 
         resolved = resolve_device(device)
         cfg, model, src_tok, tgt_tok = load_model_dir(model_dir, resolved)
+        if dtype is not None:
+            if dtype not in ("auto", "fp32", "bf16", "fp16"):
+                raise ValueError(f"dtype must be auto, fp32, bf16 or fp16, got {dtype!r}")
+            cfg.decode.dtype = dtype
         if quantize == "int8":
+            cfg.decode.dtype = "fp32"  # int8 kernels replace the GEMMs; no autocast on top
             if resolved.type != "cpu":
                 raise ValueError("quantize='int8' runs on the CPU only; use device='cpu'")
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            import warnings
+
+            with warnings.catch_warnings():  # torch flags its quantized tensor types as deprecated
+                warnings.simplefilter("ignore", UserWarning)
+                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         elif quantize not in (None, "none"):
             raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
         return cls(cfg, model, src_tok, tgt_tok, resolved)
@@ -201,7 +232,7 @@ class Translator:
         if nonempty:
             src_ids = self.encode_sources([lines[i] for i in nonempty], [i + 1 for i in nonempty])
             hypotheses = translate_ids(
-                self.model, src_ids, decode, beam_size, nbest, return_attention, self.device
+                self.model, src_ids, decode, beam_size, nbest, return_attention, self.device, self.autocast_dtype
             )
             texts = self.tgt_tokenizer.decode([h.tokens for hyps in hypotheses for h in hyps])
             position = 0

@@ -125,6 +125,8 @@ class DecodeConfig:
     batch_size: int = 64
     #: source lines longer than this many pieces are truncated, with a warning
     max_src_length: int = 250
+    #: compute dtype for translation; ``auto`` as for training (bf16 on CUDA and on CPUs with native bf16)
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
 
 
 @dataclass

@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--quantize", choices=["none", "int8"], default="none",
                         help="dynamic int8 quantization of the linear layers (CPU inference)")
+    parser.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default=None,
+                        help="compute dtype (default: the model's decode.dtype, auto = bf16 where the hardware has it)")
     parser.add_argument("--out", help="write the translations here")
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
     args = parser.parse_args(argv)
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             sources = read_lines(args.src)
             if len(sources) != len(references):
                 raise ValueError(f"{args.src} has {len(sources)} lines but {args.ref} has {len(references)}")
-            translator = Translator.load(args.model, device=args.device, quantize=args.quantize)
+            translator = Translator.load(args.model, device=args.device, quantize=args.quantize, dtype=args.dtype)
             beam_size = args.beam_size or translator.cfg.decode.beam_size
             hypotheses, result = translate_and_score(translator, sources, references, beam_size, args.batch_size)
             if args.out:

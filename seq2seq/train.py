@@ -24,7 +24,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from seq2seq.api import Translator, resolve_device, translate_ids
+from seq2seq.api import Translator, autocast_dtype, resolve_device, translate_ids
 from seq2seq.checkpoint import (
     CONFIG_FILE,
     SRC_TOKENIZER_FILE,
@@ -67,27 +67,6 @@ class TrainerState:
 
 
 # ---------------------------------------------------------------------------- setup helpers
-def autocast_dtype(cfg_dtype: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``train.dtype`` on ``device`` (None = full fp32)."""
-    if cfg_dtype == "bf16":
-        return torch.bfloat16
-    if cfg_dtype == "fp16":
-        if device.type != "cuda":
-            raise ConfigError("train.dtype = fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
-        return torch.float16
-    if cfg_dtype == "auto" and device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if cfg_dtype == "auto" and device.type == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
-    return None
-
-
-def cpu_has_native_bf16() -> bool:
-    """True on CPUs with bf16 matrix instructions (AVX512-BF16 or AMX), where bf16 autocast is ~2x fp32."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
 @contextlib.contextmanager
 def run_logging(log_file: Path) -> Iterator[None]:
     """Log the ``seq2seq`` loggers to ``train.log`` and the console (through tqdm so the progress bar stays

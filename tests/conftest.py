@@ -51,7 +51,7 @@ TINY_OVERRIDES = [
     "tokenizer.vocab_size=400",
     "model.emb_size=32", "model.encoder_hidden_size=32", "model.decoder_hidden_size=48", "model.dropout=0.0",
     "train.max_tokens=1200", "train.valid_every=25", "train.log_every=5", "train.max_steps=50",
-    "train.lr=0.003", "train.threads=1",
+    "train.lr=0.003", "train.threads=1", "train.dtype=fp32", "decode.dtype=fp32",
     "decode.beam_size=3", "decode.max_len_a=1.2", "decode.max_len_b=5",
 ]
 

@@ -140,3 +140,33 @@ def test_public_surface_is_light_to_import():
     check = "import seq2seq, sys; assert 'torch' not in sys.modules, 'import seq2seq loaded torch'"
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_compute_dtypes_and_int8_translate_every_input(tiny_model_dir):
+    lines = ["A man is riding a bike.", "", "Two dogs play in the snow."]
+    reference = Translator.load(tiny_model_dir, device="cpu", dtype="fp32")
+    assert reference.autocast_dtype is None
+    bf16 = Translator.load(tiny_model_dir, device="cpu", dtype="bf16")
+    assert bf16.autocast_dtype == torch.bfloat16
+    int8 = Translator.load(tiny_model_dir, device="cpu", quantize="int8")
+    assert int8.autocast_dtype is None  # int8 GEMMs, no autocast on top
+    for translator in (reference, bf16, int8):
+        for beam_size in (1, 3):
+            out = translator.translate(lines, beam_size=beam_size)
+            assert len(out) == 3 and out[1] == "" and all(isinstance(t, str) for t in out)
+    with pytest.raises(ValueError, match="dtype"):
+        Translator.load(tiny_model_dir, device="cpu", dtype="fp8")
+    with pytest.raises(ValueError, match="int8"):
+        Translator.load(tiny_model_dir, device="cpu", quantize="int4")
+
+
+def test_autocast_dtype_resolution():
+    from seq2seq.api import autocast_dtype, cpu_has_native_bf16
+    from seq2seq.config import ConfigError
+
+    cpu = torch.device("cpu")
+    assert autocast_dtype("fp32", cpu) is None
+    assert autocast_dtype("bf16", cpu) == torch.bfloat16
+    assert autocast_dtype("auto", cpu) == (torch.bfloat16 if cpu_has_native_bf16() else None)
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        autocast_dtype("fp16", cpu)
