@@ -170,9 +170,14 @@ class Translator:
                 raise ValueError("quantize='int8' runs on the CPU only; use device='cpu'")
             import warnings
 
-            with warnings.catch_warnings():  # torch flags its quantized tensor types as deprecated
+            quantize_dynamic = getattr(getattr(torch.ao, "quantization", None), "quantize_dynamic", None)
+            if quantize_dynamic is None:
+                raise ValueError(f"quantize='int8' needs torch.ao.quantization.quantize_dynamic, which torch "
+                                 f"{torch.__version__} does not have; translate without --quantize")
+            with warnings.catch_warnings():  # torch marks its eager-mode quantization as deprecated
                 warnings.simplefilter("ignore", UserWarning)
-                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+                warnings.simplefilter("ignore", DeprecationWarning)
+                model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         elif quantize not in (None, "none"):
             raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
         return cls(cfg, model, src_tok, tgt_tok, resolved)
