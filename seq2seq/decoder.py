@@ -172,16 +172,23 @@ class AttnDecoder(nn.Module):
         weight_ih = self.rnn.weight_ih_l0
         return F.linear(embedded, weight_ih[:, : self.embedding.embedding_dim], self.rnn.bias_ih_l0)
 
-    def _advance(self, input_gates: Tensor, state: DecoderState, memory: Memory) -> tuple[Tensor, DecoderState, Tensor]:
+    def feed_weight(self) -> Tensor:
+        """(G*H, A) the part of the first-layer input weights that reads the fed-back attentional vector."""
+        return self.rnn.weight_ih_l0[:, self.embedding.embedding_dim :]
+
+    def _advance(self, input_gates: Tensor, state: DecoderState, memory: Memory,
+                 feed_weight: Tensor | None = None) -> tuple[Tensor, DecoderState, Tensor]:
         """One target position up to the attentional vector (the shared core of every decoding mode).
 
         Args:
             input_gates: (N, G*H) from :meth:`input_gates` for the previous target ids.
+            feed_weight: :meth:`feed_weight`, sliced once per sequence by the caller (one slice backward
+                instead of one per position); taken here when not given.
         Returns:
             attn_vector: (N, A); new state; attn_weights: (N, S).
         """
         if self.input_feeding:
-            feed_weight = self.rnn.weight_ih_l0[:, self.embedding.embedding_dim :]
+            feed_weight = self.feed_weight() if feed_weight is None else feed_weight
             input_gates = input_gates + F.linear(state.attn_vector, feed_weight)
         query, rnn_state = rnn_step(self.rnn_type, self.rnn, input_gates, state.rnn_state, self.rnn_dropout, self.training)
         context, attn_weights = self.attention(query, memory.keys, memory.values, memory.pad_mask)
@@ -227,9 +234,10 @@ class AttnDecoder(nn.Module):
             return self._forward_parallel(tgt_in, state, memory)
         attn_vectors, attn_weights = [], []
         gold_gates = self.input_gates(tgt_in).unbind(1)  # T x (B, G*H): one GEMM for every position
+        feed_weight = self.feed_weight() if self.input_feeding else None
         step_gates = gold_gates[0]
         for t in range(tgt_in.size(1)):
-            attn_vector, state, weights = self._advance(step_gates, state, memory)
+            attn_vector, state, weights = self._advance(step_gates, state, memory, feed_weight)
             attn_vectors.append(attn_vector)
             attn_weights.append(weights)
             if t + 1 < tgt_in.size(1):
