@@ -14,7 +14,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from seq2seq.config import Config, ConfigError, DecodeConfig
+from seq2seq.config import Config, ConfigError, DecodeConfig, apply_overrides
 from seq2seq.search import Hypothesis, beam_search, greedy_search
 from seq2seq.tokenizer import EOS_ID, PAD_ID, Tokenizer
 
@@ -49,6 +49,11 @@ def sentence_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable: ties keep input order
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def source_ids(pieces: Sequence[int], max_src_length: int) -> list[int]:
+    """Piece ids (no EOS) -> the encoder's input: at most ``max_src_length`` pieces, then EOS."""
+    return list(pieces[:max_src_length]) + [EOS_ID]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -161,9 +166,7 @@ class Translator:
         resolved = resolve_device(device)
         cfg, model, src_tok, tgt_tok = load_model_dir(model_dir, resolved)
         if dtype is not None:
-            if dtype not in ("auto", "fp32", "bf16", "fp16"):
-                raise ValueError(f"dtype must be auto, fp32, bf16 or fp16, got {dtype!r}")
-            cfg.decode.dtype = dtype
+            apply_overrides(cfg, [f"decode.dtype={dtype}"])  # ConfigError (a ValueError) lists the choices
         if quantize == "int8":
             cfg.decode.dtype = "fp32"  # int8 kernels replace the GEMMs; no autocast on top
             if resolved.type != "cpu":
@@ -196,8 +199,7 @@ class Translator:
                     "input %d (%r...) has %d source pieces; translating only the first %d (decode.max_src_length)",
                     line_number, line[:30], len(ids), limit,
                 )
-                ids = ids[:limit]
-            encoded.append(ids + [EOS_ID])
+            encoded.append(source_ids(ids, limit))
         return encoded
 
     def translate(

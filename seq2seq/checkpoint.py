@@ -177,7 +177,7 @@ def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu", we
     except RuntimeError as err:
         raise CheckpointError(f"{model_dir / CONFIG_FILE}: cannot build the model it describes ({err})") from None
     model = build_model(cfg.model, src_tok.vocab_size, tgt_tok.vocab_size)
-    load_state_into(model, weights, model_dir / weights_file)
+    model.load_state_dict(weights, strict=False)  # checked above; strict=False: tied weights are stored once
     return cfg, model.to(device).eval(), src_tok, tgt_tok
 
 

@@ -53,10 +53,10 @@ def ban_eos_before_min_length(log_probs: Tensor, history: Tensor, min_length: in
     t = history.size(1)
     if t >= min_length:
         return log_probs
-    banned = torch.ones(log_probs.size(0), dtype=torch.bool, device=log_probs.device)
-    if max_lengths is not None:
-        banned = max_lengths > t
-    log_probs[:, EOS_ID] = log_probs[:, EOS_ID].masked_fill(banned, float("-inf"))
+    if max_lengths is None:
+        log_probs[:, EOS_ID] = float("-inf")
+    else:
+        log_probs[:, EOS_ID] = log_probs[:, EOS_ID].masked_fill(max_lengths > t, float("-inf"))
     return log_probs
 
 

@@ -24,7 +24,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from seq2seq.api import Translator, autocast_dtype, resolve_device, translate_ids
+from seq2seq.api import Translator, autocast_dtype, resolve_device, source_ids, translate_ids
 from seq2seq.checkpoint import (
     CONFIG_FILE,
     SRC_TOKENIZER_FILE,
@@ -42,7 +42,7 @@ from seq2seq.data import Batch, DataError, TokenBatchSampler, collate, read_spli
 from seq2seq.evaluate import score
 from seq2seq.model import Seq2Seq, build_model
 from seq2seq.optim import LRSchedule, build_optimizer
-from seq2seq.tokenizer import EOS_ID, Tokenizer, TokenizerError, load_tokenizers, train_tokenizers
+from seq2seq.tokenizer import Tokenizer, TokenizerError, load_tokenizers, train_tokenizers
 
 logger = logging.getLogger("seq2seq.train")
 
@@ -184,8 +184,8 @@ def _train(cfg: Config, out_dir: Path, resume: bool) -> dict[str, Any]:
                     src_tok.vocab_size, tgt_tok.vocab_size)
     train_data = tokenize_split(raw_train, src_tok, tgt_tok, cfg.data.cache_dir, cfg.data.max_length)
     valid_data = tokenize_split(raw_valid, src_tok, tgt_tok, cfg.data.cache_dir, None)
-    limit = cfg.decode.max_src_length  # truncated as the Translator does: a 1 MB validation line must not stall
-    valid_src_ids = [ids if len(ids) <= limit + 1 else ids[:limit] + [EOS_ID] for ids in valid_data["src_ids"]]
+    # truncated as the Translator does (src_ids end in EOS): a 1 MB validation line must not stall
+    valid_src_ids = [source_ids(ids[:-1], cfg.decode.max_src_length) for ids in valid_data["src_ids"]]
     valid_references = list(valid_data["tgt"]) if "tgt" in valid_data.column_names else list(raw_valid["tgt"])
     if tcfg.valid_bleu_sentences:
         valid_src_ids = valid_src_ids[: tcfg.valid_bleu_sentences]
