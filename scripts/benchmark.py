@@ -3,7 +3,8 @@
     python scripts/benchmark.py                              # full run: 50 training steps, 1000 test sentences
     python scripts/benchmark.py --quick                      # tiny run (CI): a few steps, 64 sentences
     python scripts/benchmark.py --model runs/multi30k_en_de  # decode with a trained model
-    python scripts/benchmark.py --compare fp32,bf16          # variants in one process, ratios to the first
+    python scripts/benchmark.py --compare fp32,bf16,auto     # variants in one process, ratios to the first
+    python scripts/benchmark.py --joeynmt 150                # and JoeyNMT 2.3.0 trained here, side by side
     python scripts/benchmark.py --compare "fused:model.rnn_impl=fused,textbook:model.rnn_impl=reference"
 
 Measured in one process: the GEMM peak of this machine (fp32 and bf16 ``torch.matmul``), training throughput
@@ -24,6 +25,7 @@ import os
 import platform
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,22 +44,19 @@ from seq2seq.config import Config, ConfigError, ModelConfig, load_config
 from seq2seq.data import TokenBatchSampler, iterate_batches, read_split, tokenize_split
 from seq2seq.model import Seq2Seq, build_model
 from seq2seq.optim import build_optimizer
+from seq2seq.precision import choose_autocast
 from seq2seq.tokenizer import Tokenizer, TokenizerError, load_tokenizers, train_tokenizers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "multi30k"
-DTYPES = {"fp32": None, "bf16": torch.bfloat16}
-JOEYNMT = {  # quoted from the issue, not measured here
-    "label": "JoeyNMT 2.3.0 reference figures quoted from the issue, not measured here",
-    "train_target_tokens_per_s": 580.0,
-    "greedy_words_per_s": 655.0,
-    "beam5_words_per_s": 312.0,
-    "decode_batch_size": 64,
-}
-QUICK = {"steps": 3, "warmup": 1, "decode_sentences": 64, "latency_sentences": 10}
+#: compute dtypes a variant may ask for; ``auto`` resolves per machine by measurement (seq2seq/precision.py)
+DTYPES = ("fp32", "bf16", "tf32", "fp16", "auto")
+PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+PEER_SCRIPT = REPO_ROOT.parent / "shared" / "peers" / "joeynmt" / "speed.sh"
+QUICK = {"steps": 3, "warmup": 1, "rounds": 1, "decode_sentences": 64, "latency_sentences": 10}
 #: quick mode also shrinks the work (each unless --set gives that key): small vocabularies, smaller batches
 QUICK_OVERRIDES = ["tokenizer.vocab_size=1000", "tokenizer.input_sentence_size=10000", "train.max_tokens=1024"]
-FULL = {"steps": 50, "warmup": 5, "decode_sentences": 0, "latency_sentences": 100}
+FULL = {"steps": 50, "warmup": 5, "rounds": 5, "decode_sentences": 0, "latency_sentences": 100}
 
 
 # ---------------------------------------------------------------------------------------------- FLOPs
@@ -179,7 +178,7 @@ def parse_variants(spec: str | None, default_dtype: str) -> list[Variant]:
     for item in _split_top_level(spec):
         name, _, body = item.partition(":")
         name = name.strip()
-        if not body and name in DTYPES:
+        if not body and name in DTYPES:  # "fp32,bf16,auto"
             variants.append(Variant(name, [], name))
             continue
         if not body and "=" in name:  # a bare override names itself
@@ -253,42 +252,74 @@ def load_workload(cfg: Config, model_dir: Path | None) -> Workload:
 
 
 # ---------------------------------------------------------------------------------------------- training
-def bench_training(cfg: Config, work: Workload, device: torch.device, amp: torch.dtype | None, steps: int,
-                   warmup: int, peaks: dict[str, float]) -> tuple[dict[str, Any], Seq2Seq]:
-    """Time ``steps`` training steps after ``warmup``; returns figures and the trained model."""
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model, work.src_tok.vocab_size, work.tgt_tok.vocab_size).to(device).train()
-    optimizer = build_optimizer(cfg.train, model.parameters())
-    sampler = TokenBatchSampler.from_dataset(work.train_data, cfg.train.max_tokens, cfg.train.seed)
-    batches = _endless_batches(work.train_data, sampler)
-    check = flop_check(cfg, work, model, next(batches).to(device))
-    optimizer.zero_grad(set_to_none=True)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    totals = {"target": 0, "source": 0, "pairs": 0, "sentences": 0}
-    for step in range(warmup + steps):
-        if step == warmup:
-            sync(device)
-            start = time.perf_counter()
-        batch = next(batches).to(device)
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            loss, _ = model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out,
-                                 cfg.train.label_smoothing, cfg.train.teacher_forcing_ratio)
+class TrainingBench:
+    """One variant's training benchmark, timed in slices so that variants can take turns (``--rounds``): a
+    neighbour's burst of load or a slower second half of the run then falls on every variant alike.
+
+    Built in ``cfg.train.dtype`` (``auto`` resolved as training resolves it) and warmed up with ``warmup``
+    untimed steps; ``run(steps)`` times more steps; ``figures()`` sums every timed slice."""
+
+    def __init__(self, cfg: Config, work: Workload, device: torch.device, warmup: int):
+        torch.manual_seed(cfg.train.seed)
+        self.cfg, self.work, self.device = cfg, work, device
+        self.model = build_model(cfg.model, work.src_tok.vocab_size, work.tgt_tok.vocab_size).to(device).train()
+        self.amp = choose_autocast(cfg.train.dtype, device, self.model, "train", cfg.data.cache_dir,
+                                   cfg.train.max_tokens)
+        self.optimizer = build_optimizer(cfg.train, self.model.parameters())
+        sampler = TokenBatchSampler.from_dataset(work.train_data, cfg.train.max_tokens, cfg.train.seed)
+        self.batches = _endless_batches(work.train_data, sampler)
+        self.check = flop_check(cfg, work, self.model, next(self.batches).to(device))
+        self.seconds, self.steps = 0.0, 0
+        self.totals = {"target": 0, "source": 0, "pairs": 0, "sentences": 0}
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        for _ in range(warmup):
+            self._step()
+        sync(device)
+
+    def _step(self):
+        cfg, batch = self.cfg, next(self.batches).to(self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+            loss, _ = self.model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out,
+                                      cfg.train.label_smoothing, cfg.train.teacher_forcing_ratio)
         (loss / batch.num_tgt_tokens).backward()
         if cfg.train.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_norm)
-        optimizer.step()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.clip_norm)
+        self.optimizer.step()
         float(loss.detach())  # train.py reads the loss every step (a device sync)
-        if step >= warmup:
+        return batch
+
+    def run(self, steps: int) -> None:
+        sync(self.device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            batch = self._step()
             src_lengths, tgt_lengths = batch.src_lengths.cpu(), batch.tgt_lengths.cpu()
-            totals["target"] += batch.num_tgt_tokens
-            totals["source"] += int(src_lengths.sum())
-            totals["pairs"] += int((src_lengths * tgt_lengths).sum())
-            totals["sentences"] += batch.size
-    sync(device)
-    seconds = time.perf_counter() - start
-    return training_figures(cfg, work, device, amp, steps, seconds, totals, check, peaks), model
+            self.totals["target"] += batch.num_tgt_tokens
+            self.totals["source"] += int(src_lengths.sum())
+            self.totals["pairs"] += int((src_lengths * tgt_lengths).sum())
+            self.totals["sentences"] += batch.size
+        sync(self.device)
+        self.seconds += time.perf_counter() - start
+        self.steps += steps
+
+    def figures(self, peaks: dict[str, float]) -> dict[str, Any]:
+        return training_figures(self.cfg, self.work, self.device, self.amp, self.steps, self.seconds, self.totals,
+                                self.check, peaks)
+
+
+def bench_training(benches: list[TrainingBench], steps: int, rounds: int) -> None:
+    """``steps`` timed steps per variant, in ``rounds`` turns that alternate between the variants."""
+    rounds = max(1, min(rounds, steps))
+    for index in range(rounds):
+        share = steps * (index + 1) // rounds - steps * index // rounds
+        for bench in benches:
+            bench.run(share)
+
+
+def dtype_name(amp: torch.dtype | None) -> str:
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
 
 
 def _endless_batches(dataset, sampler: TokenBatchSampler):
@@ -304,15 +335,18 @@ def training_figures(cfg: Config, work: Workload, device: torch.device, amp: tor
     vocab = (work.src_tok.vocab_size, work.tgt_tok.vocab_size)
     flops = training_flops(cfg.model, *vocab, totals["source"], totals["target"], totals["pairs"], totals["sentences"])
     gflops = flops / seconds / 1e9
-    peak = peaks["bf16" if amp == torch.bfloat16 else "fp32"]
+    peak = peaks["bf16" if amp in (torch.bfloat16, torch.float16) else "fp32"]
     if device.type == "cuda":
         memory_mib, memory_kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda max_memory_allocated"
     else:  # ru_maxrss: KiB on Linux, bytes on macOS
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        memory_mib, memory_kind = rss / (2**20 if sys.platform == "darwin" else 2**10), "process peak RSS so far"
+        memory_mib, memory_kind = rss / (2**20 if sys.platform == "darwin" else 2**10), "process peak RSS, all variants"
     return {
+        "compute": dtype_name(amp),
         "steps": steps,
         "seconds": seconds,
+        "sentences_per_s": totals["sentences"] / seconds,
+        "target_pieces_per_sentence": totals["target"] / totals["sentences"],
         "step_seconds": seconds / steps,
         "target_tokens": totals["target"],
         "source_tokens": totals["source"],
@@ -347,14 +381,14 @@ def flop_check(cfg: Config, work: Workload, model: Seq2Seq, batch) -> dict[str, 
 
 
 # ---------------------------------------------------------------------------------------------- decoding
-def bench_decoding(translator: Translator, sources: list[str], amp: torch.dtype | None, batch_size: int,
-                   latency_sentences: int) -> dict[str, Any]:
-    """Greedy and beam throughput at ``batch_size`` and batch-1 latency."""
+def bench_decoding(translator: Translator, sources: list[str], batch_size: int, latency_sentences: int) -> dict[str, Any]:
+    """Greedy and beam throughput at ``batch_size`` and batch-1 latency, in the translator's compute dtype."""
+    amp = translator.autocast_dtype
     src_ids = translator.encode_sources(sources)
     decode = dataclasses.replace(translator.cfg.decode, batch_size=batch_size)
     single = dataclasses.replace(translator.cfg.decode, batch_size=1)
     model, device = translator.model.eval(), translator.device
-    results = {"sentences": len(src_ids), "batch_size": batch_size, "tokens_counted": "output pieces incl. EOS "
+    results = {"compute": dtype_name(amp), "sentences": len(src_ids), "batch_size": batch_size, "tokens_counted": "output pieces incl. EOS "
                "of the returned (best) hypothesis; words = whitespace-separated words of the detokenized output"}
     for name, beam in (("greedy", 1), ("beam", translator.cfg.decode.beam_size)):
         translate_ids(model, src_ids[:8], decode, beam, device=device, autocast_dtype=amp)  # warm up
@@ -422,9 +456,9 @@ def decoding_translator(cfg: Config, work: Workload, device: torch.device, model
 
 
 # ---------------------------------------------------------------------------------------------- profile
-def profile(cfg: Config, work: Workload, model: Seq2Seq, device: torch.device, amp: torch.dtype | None,
-            sources: list[str], rows: int) -> None:
+def profile(cfg: Config, work: Workload, model: Seq2Seq, device: torch.device, sources: list[str], rows: int) -> None:
     """Print torch.profiler's top ops (self time) for one training step and one beam batch."""
+    amp = choose_autocast(cfg.train.dtype, device, model, "train", cfg.data.cache_dir, cfg.train.max_tokens)
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -452,26 +486,28 @@ def profile(cfg: Config, work: Workload, model: Seq2Seq, device: torch.device, a
 
 # ---------------------------------------------------------------------------------------------- report
 def print_variant(v: dict[str, Any], peaks: dict[str, float]) -> None:
-    print(f"\n== {v['name']}: compute {v['dtype']}, overrides {v['overrides'] or 'none'}")
+    print(f"\n== {v['name']}: dtype {v['dtype']}, overrides {v['overrides'] or 'none'}")
     tr = v.get("train")
     if tr:
         check = tr["flop_check"]
-        print(f"training ({tr['steps']} steps after warmup, {v['config']['train']['max_tokens']}-position batches)")
+        print(f"training ({tr['steps']} steps after warmup, {v['config']['train']['max_tokens']}-position batches, "
+              f"compute {tr['compute']})")
         print(f"  target tokens/s          {tr['target_tokens_per_s']:10.1f}   (pieces + EOS)")
         print(f"  source+target tokens/s   {tr['src_tgt_tokens_per_s']:10.1f}")
+        print(f"  sentence pairs/s         {tr['sentences_per_s']:10.1f}")
         print(f"  step time                {tr['step_seconds'] * 1000:10.1f} ms")
         print(f"  peak memory              {tr['peak_memory_mib']:10.1f} MiB ({tr['peak_memory_kind']})")
         print(f"  FLOPs / target token     {tr['mflop_per_target_token']:10.1f} MFLOP (analytic, real tokens, 3 x fwd)")
         print(f"  achieved                 {tr['achieved_gflops']:10.1f} GFLOP/s = "
-              f"{100 * tr['fraction_of_gemm_peak']:.1f}% of the {v['dtype']} GEMM peak "
-              f"({peaks['bf16' if v['dtype'] == 'bf16' else 'fp32']:.1f})")
+              f"{100 * tr['fraction_of_gemm_peak']:.1f}% of the {tr['compute']} GEMM peak "
+              f"({peaks['fp32' if tr['compute'] == 'fp32' else 'bf16']:.1f})")
         print(f"  FLOP check, one batch    analytic {check['analytic'] / 1e9:.2f} GFLOP vs FlopCounterMode "
               f"{check['counted'] / 1e9:.2f} GFLOP (ratio {check['ratio']:.3f}; padded positions, fwd + bwd)"
               + (f"\n  note: {check['note']}" if check["note"] else ""))
     dec = v.get("decode")
     if dec:
-        print(f"decoding {dec['split']} ({dec['sentences']} sentences, batch {dec['batch_size']}; "
-              f"model: {dec['model']})")
+        print(f"decoding {dec['split']} ({dec['sentences']} sentences, batch {dec['batch_size']}, compute "
+              f"{dec['compute']}; model: {dec['model']})")
         print(f"  {'':8} {'sent/s':>9} {'tokens/s':>10} {'words/s':>9} {'tok/sent':>9} {'hyp-steps/s':>12} "
               f"{'p50 ms':>8} {'p95 ms':>8}  (latency: batch 1, {dec['greedy']['latency_sentences']} sentences)")
         for name in ("greedy", "beam"):
@@ -483,21 +519,47 @@ def print_variant(v: dict[str, Any], peaks: dict[str, float]) -> None:
         print(f"  tokens = {dec['tokens_counted']}; hyp-steps = hypotheses advanced by decoder.step")
 
 
-def print_joeynmt(v: dict[str, Any]) -> dict[str, float]:
+def measure_joeynmt(seconds: int, work: Workload, cfg: Config) -> dict[str, Any]:
+    """JoeyNMT 2.3.0's training throughput on this machine now (``../shared/peers/joeynmt/speed.sh``), on its
+    reference workload (unigram 8k per language), with its target pieces per training sentence so that speeds
+    under different tokenizations compare per sentence."""
+    import sentencepiece as spm
+
+    print(f"[joeynmt] training JoeyNMT 2.3.0 for {seconds} s ({PEER_SCRIPT}) ...", file=sys.stderr, flush=True)
+    done = subprocess.run(["bash", str(PEER_SCRIPT), str(seconds)], capture_output=True, text=True)
+    figure = [line for line in done.stdout.splitlines() if line.startswith("joeynmt_target_tokens_per_s")]
+    if done.returncode != 0 or not figure:
+        raise RuntimeError(f"{PEER_SCRIPT} failed (exit {done.returncode}): {done.stderr[-500:]}")
+    tokens_per_s = float(figure[-1].split()[1])
+    spm_dir = Path(os.environ.get("PEER_DIR", Path.home() / ".cache" / "seq2seq-peers")) / "spm"
+    raw = read_split(cfg.data, cfg.data.train_split)
+    src = spm.SentencePieceProcessor(model_file=str(spm_dir / "en.model")).encode(list(raw["src"]))
+    tgt = spm.SentencePieceProcessor(model_file=str(spm_dir / "de.model")).encode(list(raw["tgt"]))
+    kept = [len(t) + 1 for s, t in zip(src, tgt) if len(s) <= 50 and len(t) <= 50]  # its max_length; + EOS
+    pieces = sum(kept) / len(kept)
+    return {"seconds": seconds, "target_tokens_per_s": tokens_per_s, "target_pieces_per_sentence": pieces,
+            "sentences_per_s": tokens_per_s / pieces, "workload": "unigram 8k per language, GRU 256/256x2/512, "
+            "Bahdanau, input feeding, 4,096-token batches (../shared/peers/joeynmt/config.template.yaml)"}
+
+
+def print_joeynmt(peer: dict[str, Any], variants: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Ours / JoeyNMT's training speed, measured side by side in this run: per target token where both use
+    the same tokenization, and per sentence pair always."""
+    print(f"\nJoeyNMT 2.3.0 measured in this run ({peer['seconds']} s of training): {peer['target_tokens_per_s']:.0f} "
+          f"target tokens/s, {peer['target_pieces_per_sentence']:.2f} target pieces per sentence -> "
+          f"{peer['sentences_per_s']:.1f} sentence pairs/s")
     ratios = {}
-    if v.get("train"):
-        ratios["train_target_tokens"] = v["train"]["target_tokens_per_s"] / JOEYNMT["train_target_tokens_per_s"]
-    if v.get("decode"):
-        ratios["greedy_words"] = v["decode"]["greedy"]["words_per_s"] / JOEYNMT["greedy_words_per_s"]
-        if v["decode"]["beam"]["beam_size"] == 5:
-            ratios["beam5_words"] = v["decode"]["beam"]["words_per_s"] / JOEYNMT["beam5_words_per_s"]
-    print(f"\n{JOEYNMT['label']} (batch {JOEYNMT['decode_batch_size']}); ours / theirs for '{v['name']}':")
-    print(f"  training  {JOEYNMT['train_target_tokens_per_s']:6.0f} target tokens/s   x{ratios.get('train_target_tokens', float('nan')):.2f}")
-    print(f"  greedy    {JOEYNMT['greedy_words_per_s']:6.0f} words/s           x{ratios.get('greedy_words', float('nan')):.2f}")
-    print(f"  beam 5    {JOEYNMT['beam5_words_per_s']:6.0f} words/s           x{ratios.get('beam5_words', float('nan')):.2f}")
-    print("  (their tokens are not our SentencePiece pieces: compare orders of magnitude, not percent)")
-    if v.get("decode") and not v["decode"]["trained_model"]:
-        print("  (decoded with a barely trained model: its outputs are not a trained model's; pass --model)")
+    for v in variants:
+        tr = v.get("train")
+        if not tr:
+            continue
+        same = abs(tr["target_pieces_per_sentence"] - peer["target_pieces_per_sentence"]) < 0.5
+        ratios[v["name"]] = {"sentences": tr["sentences_per_s"] / peer["sentences_per_s"]}
+        line = f"  {v['name']:12} sentence pairs/s x{ratios[v['name']]['sentences']:.2f}"
+        if same:
+            ratios[v["name"]]["target_tokens"] = tr["target_tokens_per_s"] / peer["target_tokens_per_s"]
+            line += f", target tokens/s x{ratios[v['name']]['target_tokens']:.2f} (same tokenization)"
+        print(line)
     return ratios
 
 
@@ -536,6 +598,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="autocast compute dtype for training and decoding (the loss stays fp32)")
     parser.add_argument("--steps", type=int, help=f"timed training steps (default {FULL['steps']})")
     parser.add_argument("--warmup", type=int, help=f"untimed training steps first (default {FULL['warmup']})")
+    parser.add_argument("--rounds", type=int, help="turns the timed steps are split into, alternating between the "
+                        f"--compare variants (default {FULL['rounds']})")
     parser.add_argument("--model", type=Path, help="decode with this trained model directory (default: the model "
                         "just benchmarked, after its training steps)")
     parser.add_argument("--decode-sentences", type=int, help="test sentences to decode (default: all)")
@@ -552,8 +616,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help=f"tiny run for CI: {QUICK['steps']} steps, "
                         f"{QUICK['decode_sentences']} decode / {QUICK['latency_sentences']} latency sentences, "
                         f"and {' '.join(QUICK_OVERRIDES)}")
-    parser.add_argument("--joeynmt-reference", action=argparse.BooleanOptionalAction, default=True,
-                        help="print the JoeyNMT figures quoted in the issue and our ratio to them (default on)")
+    parser.add_argument("--joeynmt", type=int, default=0, metavar="SECONDS",
+                        help="also train JoeyNMT 2.3.0 for SECONDS on this machine (../shared/peers/joeynmt/speed.sh) "
+                        "and print our training speed over its, side by side (default 0: off)")
     parser.add_argument("--profile", type=int, default=0, metavar="ROWS",
                         help="also print torch.profiler's top ROWS ops for one training step and one beam batch")
     return parser
@@ -562,11 +627,11 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve_sizes(args: argparse.Namespace) -> None:
     """Fill the unset sizes from the quick or full defaults."""
     defaults = QUICK if args.quick else FULL
-    for name in ("steps", "warmup", "decode_sentences", "latency_sentences"):
+    for name in ("steps", "warmup", "rounds", "decode_sentences", "latency_sentences"):
         if getattr(args, name) is None:
             setattr(args, name, defaults[name])
-    if args.steps < 1 or args.warmup < 0:
-        raise ConfigError("--steps must be >= 1 and --warmup >= 0")
+    if args.steps < 1 or args.warmup < 0 or args.rounds < 1:
+        raise ConfigError("--steps and --rounds must be >= 1 and --warmup >= 0")
 
 
 def variant_config(args: argparse.Namespace, variant: Variant) -> Config:
@@ -578,37 +643,54 @@ def variant_config(args: argparse.Namespace, variant: Variant) -> Config:
             if key not in given and not (args.model and key.startswith("tokenizer.")):
                 overrides.append(text)
     config = args.config or (args.model / CONFIG_FILE if args.model else REPO_ROOT / "configs" / "multi30k_en_de.yaml")
-    return load_config(config, overrides + args.overrides + variant.overrides)
+    dtypes = [f"train.dtype={variant.dtype}", f"decode.dtype={variant.dtype}"]
+    return load_config(config, overrides + args.overrides + variant.overrides + dtypes)
 
 
-def run_variant(args: argparse.Namespace, variant: Variant, device: torch.device, peaks: dict[str, float],
-                workloads: dict[str, Workload]) -> dict[str, Any]:
-    print(f"[{variant.name}] running ...", file=sys.stderr, flush=True)
-    cfg = variant_config(args, variant)
+def variant_workload(args: argparse.Namespace, cfg: Config, workloads: dict[str, Workload]) -> Workload:
+    """The workload for a variant's data and tokenizer settings (shared by variants that agree on them)."""
     key = json.dumps([dataclasses.asdict(cfg.data), dataclasses.asdict(cfg.tokenizer)], sort_keys=True)
     if key not in workloads:
         workloads[key] = load_workload(cfg, args.model)
-    work = workloads[key]
-    amp = DTYPES[variant.dtype]
-    result: dict[str, Any] = {"name": variant.name, "dtype": variant.dtype, "overrides": variant.overrides,
-                              "vocab": [work.src_tok.vocab_size, work.tgt_tok.vocab_size], "config": cfg.to_dict()}
-    trained = None
+    return workloads[key]
+
+
+def run_variants(args: argparse.Namespace, variants: list[Variant], device: torch.device, peaks: dict[str, float],
+                 workloads: dict[str, Workload]) -> list[dict[str, Any]]:
+    """Training figures (all variants timed in alternating rounds), then each variant's decoding figures."""
+    configs = [variant_config(args, variant) for variant in variants]
+    works = [variant_workload(args, cfg, workloads) for cfg in configs]
+    benches: list[TrainingBench | None] = [None] * len(variants)
     if not args.skip_train:
-        result["train"], trained = bench_training(cfg, work, device, amp, args.steps, args.warmup, peaks)
-        result["parameters"] = trained.num_parameters()
-    if not args.skip_decode:
-        translator = decoding_translator(cfg, work, device, args.model, trained)
-        sources = work.test_sources[: args.decode_sentences or None]
-        result["decode"] = bench_decoding(translator, sources, amp, args.batch_size, args.latency_sentences)
-        result["decode"]["split"] = work.test_split
-        result["decode"]["trained_model"] = args.model is not None
-        result["decode"]["model"] = (str(args.model) if args.model else
-                                     f"the benchmarked one after {args.warmup + args.steps} training steps"
-                                     if trained is not None else "untrained (fresh initialisation)")
-    if args.profile:
-        model = trained or decoding_translator(cfg, work, device, args.model, None).model
-        profile(cfg, work, model, device, amp, work.test_sources, args.profile)
-    return result
+        for index, (variant, cfg, work) in enumerate(zip(variants, configs, works)):
+            print(f"[{variant.name}] building and warming up ...", file=sys.stderr, flush=True)
+            benches[index] = TrainingBench(cfg, work, device, args.warmup)
+        print(f"timing {args.steps} training steps per variant in {args.rounds} alternating round(s) ...",
+              file=sys.stderr, flush=True)
+        bench_training([b for b in benches if b is not None], args.steps, args.rounds)
+    results = []
+    for variant, cfg, work, bench in zip(variants, configs, works, benches):
+        result: dict[str, Any] = {"name": variant.name, "dtype": variant.dtype, "overrides": variant.overrides,
+                                  "vocab": [work.src_tok.vocab_size, work.tgt_tok.vocab_size], "config": cfg.to_dict()}
+        trained = bench.model if bench is not None else None
+        if bench is not None:
+            result["train"] = bench.figures(peaks)
+            result["parameters"] = trained.num_parameters()
+        if not args.skip_decode:
+            print(f"[{variant.name}] decoding ...", file=sys.stderr, flush=True)
+            translator = decoding_translator(cfg, work, device, args.model, trained)
+            sources = work.test_sources[: args.decode_sentences or None]
+            result["decode"] = bench_decoding(translator, sources, args.batch_size, args.latency_sentences)
+            result["decode"]["split"] = work.test_split
+            result["decode"]["trained_model"] = args.model is not None
+            result["decode"]["model"] = (str(args.model) if args.model else
+                                         f"the benchmarked one after {args.warmup + args.steps} training steps"
+                                         if trained is not None else "untrained (fresh initialisation)")
+        if args.profile:
+            model = trained or decoding_translator(cfg, work, device, args.model, None).model
+            profile(cfg, work, model, device, work.test_sources, args.profile)
+        results.append(result)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -625,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cpu":
         torch.set_num_threads(base_cfg.train.threads or os.cpu_count() or 1)
     size, reps = (1024, 3) if args.quick else ((4096, 10) if device.type == "cuda" else (2048, 5))
-    peaks = {name: gemm_peak(device, dtype or torch.float32, size, reps) for name, dtype in DTYPES.items()}
+    peaks = {name: gemm_peak(device, dtype, size, reps) for name, dtype in PEAK_DTYPES.items()}
     report: dict[str, Any] = {
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
@@ -644,14 +726,19 @@ def main(argv: list[str] | None = None) -> int:
           f"bf16 {peaks['bf16']:.1f} GFLOP/s")
     workloads: dict[str, Workload] = {}
     try:
-        report["variants"] = [run_variant(args, v, device, peaks, workloads) for v in variants]
+        report["variants"] = run_variants(args, variants, device, peaks, workloads)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for variant in report["variants"]:
         print_variant(variant, peaks)
-    if args.joeynmt_reference:
-        report["joeynmt_reference"] = dict(JOEYNMT, ratio=print_joeynmt(report["variants"][0]))
+    if args.joeynmt:
+        try:
+            peer = measure_joeynmt(args.joeynmt, next(iter(workloads.values())), base_cfg)
+        except (RuntimeError, OSError) as err:
+            print(f"error: JoeyNMT could not be measured: {err}", file=sys.stderr)
+            return 2
+        report["joeynmt"] = dict(peer, ratios=print_joeynmt(peer, report["variants"]))
     if len(variants) > 1:
         report["ratios"] = compare_ratios(report["variants"])
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

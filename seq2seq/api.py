@@ -14,7 +14,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from seq2seq.config import Config, ConfigError, DecodeConfig, apply_overrides
+from seq2seq.config import Config, DecodeConfig, apply_overrides
 from seq2seq.search import Hypothesis, beam_search, greedy_search
 from seq2seq.tokenizer import EOS_ID, PAD_ID, Tokenizer
 
@@ -75,27 +75,6 @@ def pad_batch(sequences: Sequence[Sequence[int]], device: torch.device) -> tuple
     return padded.to(device), lengths.to(device)
 
 
-def autocast_dtype(cfg_dtype: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``train.dtype`` on ``device`` (None = full fp32)."""
-    if cfg_dtype == "bf16":
-        return torch.bfloat16
-    if cfg_dtype == "fp16":
-        if device.type != "cuda":
-            raise ConfigError("dtype fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
-        return torch.float16
-    if cfg_dtype == "auto" and device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if cfg_dtype == "auto" and device.type == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
-    return None
-
-
-def cpu_has_native_bf16() -> bool:
-    """True on CPUs with bf16 matrix instructions (AVX512-BF16 or AMX), where bf16 autocast is ~2x fp32."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
 def translate_ids(
     model: torch.nn.Module,
     src_ids: Sequence[Sequence[int]],
@@ -149,7 +128,10 @@ class Translator:
         self.src_tokenizer = src_tokenizer
         self.tgt_tokenizer = tgt_tokenizer
         self.device = device
-        self.autocast_dtype = autocast_dtype(cfg.decode.dtype, device)
+        from seq2seq.precision import choose_autocast
+
+        self.autocast_dtype = choose_autocast(cfg.decode.dtype, device, model, "decode", cfg.data.cache_dir,
+                                              cfg.decode.batch_size, cfg.decode.beam_size)
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto", quantize: str | None = None,
@@ -159,7 +141,8 @@ class Translator:
         Args:
             device: ``auto`` | ``cpu`` | ``cuda``.
             quantize: ``int8`` for dynamic int8 quantization of linear layers (CPU inference).
-            dtype: compute dtype ``auto`` | ``fp32`` | ``bf16`` | ``fp16`` (default: the model's ``decode.dtype``).
+            dtype: compute dtype ``auto`` | ``fp32`` | ``tf32`` | ``bf16`` | ``fp16`` (default: the model's
+                ``decode.dtype``); ``auto`` times decoding in each candidate once per machine and caches the choice.
         """
         from seq2seq.checkpoint import load_model_dir
 

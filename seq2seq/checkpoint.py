@@ -7,6 +7,7 @@ A model directory is self-contained::
     tokenizer.tgt.model
     model.safetensors      the (best) weights
     last/                  training state for --resume: model.safetensors, optimizer.safetensors,
+                           average.safetensors (the weight average, when kept),
                            state.json (step, epoch, schedule, RNG, ...)
 
 Every file is written to a temporary name and renamed into place; ``last/`` is replaced as a whole
@@ -34,6 +35,7 @@ WEIGHTS_FILE = "model.safetensors"
 SRC_TOKENIZER_FILE = "tokenizer.src.model"
 TGT_TOKENIZER_FILE = "tokenizer.tgt.model"
 LAST_DIR = "last"
+AVERAGE_FILE = "average.safetensors"
 
 
 class CheckpointError(ValueError):
@@ -232,15 +234,21 @@ def _tupled(value: Any) -> Any:
 
 
 def save_training_state(
-    run_dir: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, trainer_state: dict[str, Any]
+    run_dir: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, trainer_state: dict[str, Any],
+    weight_average: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write ``run_dir/last/`` as a whole: build ``last.tmp/`` then swap it in."""
+    """Write ``run_dir/last/`` as a whole: build ``last.tmp/`` then swap it in.
+
+    ``weight_average`` (the trainer's EMA of the weights, by parameter name) goes to ``average.safetensors``.
+    """
     run_dir = Path(run_dir)
     final, tmp, old = run_dir / LAST_DIR, run_dir / f"{LAST_DIR}.tmp", run_dir / f"{LAST_DIR}.old"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
         save_weights(model.state_dict(), tmp / WEIGHTS_FILE)
+        if weight_average is not None:
+            save_weights(weight_average, tmp / AVERAGE_FILE)
         opt_tensors, opt_meta = _optimizer_tensors(optimizer)
         atomic_write(tmp / "optimizer.safetensors", lambda p: safetensors.torch.save_file(opt_tensors, str(p)))
         state = dict(trainer_state, optimizer=opt_meta, rng=rng_state())
@@ -283,3 +291,9 @@ def load_training_state(
     optimizer.load_state_dict(_optimizer_state(opt_tensors, state.pop("optimizer")))
     set_rng_state(state.pop("rng"))
     return state
+
+
+def load_weight_average(state_dir: Path) -> dict[str, torch.Tensor] | None:
+    """The weight average saved beside a training state, or None when the run kept none."""
+    path = state_dir / AVERAGE_FILE
+    return load_weights(path) if path.is_file() else None

@@ -77,8 +77,10 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    #: ``plateau``: warmup then decay on a validation-BLEU plateau; ``inverse_sqrt``; ``constant`` (+ warmup)
-    scheduler: Literal["plateau", "inverse_sqrt", "constant"] = "plateau"
+    #: ``linear`` / ``cosine``: warmup, then anneal to ``min_lr`` exactly at the end of the budget
+    #: (``max_steps`` / ``max_minutes``); ``plateau``: warmup then decay on a validation-BLEU plateau;
+    #: ``inverse_sqrt``; ``constant`` (+ warmup)
+    scheduler: Literal["linear", "cosine", "plateau", "inverse_sqrt", "constant"] = "plateau"
     warmup_steps: int = 0
     plateau_factor: float = 0.5
     plateau_patience: int = 3
@@ -86,11 +88,16 @@ class TrainConfig:
     label_smoothing: float = 0.1
     clip_norm: float = 1.0
     accumulate: int = 1
+    #: decay of an exponential moving average of the weights, validated beside the raw weights and kept as
+    #: the model when it scores higher (0 = off; 0.999 averages over about the last 1,000 steps)
+    ema_decay: float = 0.0
     #: probability of feeding the gold token at each step (< 1 = scheduled sampling)
     teacher_forcing_ratio: float = 1.0
     max_steps: int = 0
     max_epochs: int = 0
     max_minutes: float = 0.0
+    #: validate every this many steps, and at the end of the budget (a periodic validation less than half an
+    #: interval before the budget's end is skipped: the final one follows)
     valid_every: int = 500
     #: validations without a BLEU improvement before stopping (0 = never stop early)
     patience: int = 10
@@ -98,10 +105,10 @@ class TrainConfig:
     valid_bleu_sentences: int = 0
     log_every: int = 50
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    #: compute dtype under autocast; the loss is always computed in fp32
-    #: ``auto``: bf16 (or fp16 with a grad scaler) on CUDA; on CPU bf16 where the CPU has native bf16
-    #: instructions (AVX512-BF16/AMX), else fp32. Recurrent state and loss stay fp32 either way.
-    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    #: compute dtype under autocast; the loss, the recurrent state and the gate arithmetic stay fp32.
+    #: ``auto``: the fastest on this machine for this model, measured once and cached (seq2seq/precision.py):
+    #: fp32 or bf16 on a CPU; tf32, bf16 or fp16 (with a grad scaler) on CUDA
+    dtype: Literal["auto", "fp32", "tf32", "bf16", "fp16"] = "auto"
     #: CPU threads (0 = all cores)
     threads: int = 0
     #: consecutive non-finite losses tolerated (each skipped) before training aborts
@@ -125,8 +132,8 @@ class DecodeConfig:
     batch_size: int = 64
     #: source lines longer than this many pieces are truncated, with a warning
     max_src_length: int = 250
-    #: compute dtype for translation; ``auto`` as for training (bf16 on CUDA and on CPUs with native bf16)
-    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    #: compute dtype for translation; ``auto`` measures as for training (decoding steps of this batch and beam size)
+    dtype: Literal["auto", "fp32", "tf32", "bf16", "fp16"] = "auto"
 
 
 @dataclass
@@ -181,6 +188,7 @@ class Config:
             ("train.max_minutes", self.train.max_minutes >= 0, ">= 0 (0 = no limit)"),
             ("train.plateau_factor", 0.0 < self.train.plateau_factor < 1.0, "in (0, 1)"),
             ("train.max_bad_steps", self.train.max_bad_steps >= 1, ">= 1"),
+            ("train.ema_decay", 0.0 <= self.train.ema_decay < 1.0, "in [0, 1) (0 = off)"),
             ("decode.beam_size", self.decode.beam_size >= 1, ">= 1"),
             ("decode.nbest", 1 <= self.decode.nbest <= self.decode.beam_size, "in [1, decode.beam_size]"),
             ("decode.batch_size", self.decode.batch_size >= 1, ">= 1"),
@@ -193,6 +201,11 @@ class Config:
         for key, ok, allowed in checks:
             if not ok:
                 raise ConfigError(f"config key '{key}' = {_get(self, key)!r} is out of range: must be {allowed}")
+        if t.scheduler in ("linear", "cosine") and not (t.max_steps or t.max_minutes):
+            raise ConfigError(
+                f"train.scheduler = {t.scheduler} anneals the learning rate to the end of the training budget: set "
+                "train.max_minutes or train.max_steps (--max-minutes / --max-steps), or use train.scheduler=plateau"
+            )
         m = self.model
         if m.attention == "luong_dot":
             memory = m.encoder_hidden_size * (2 if m.bidirectional else 1)

@@ -27,6 +27,21 @@ from seq2seq.cells import make_rnn, rnn_step, run_rnn
 from seq2seq.encoder import EncoderOutput
 
 
+def autocast_once(weight: Tensor, device_type: str) -> Tensor:
+    """``weight`` in the autocast dtype when autocast is on (else as is).
+
+    Autocast caches the casts of parameters, not of slices of them: a slice used at every target position would be
+    cast (and its cast differentiated) once per position. Cast once per sequence instead; the values are the same.
+    """
+    if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4
+        enabled, dtype = torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
+    elif device_type == "cpu":
+        enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+    else:
+        enabled, dtype = torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+    return weight.to(dtype) if enabled and weight.is_floating_point() else weight
+
+
 @dataclass
 class DecoderState:
     """Recurrent state of N decoding hypotheses.
@@ -234,7 +249,7 @@ class AttnDecoder(nn.Module):
             return self._forward_parallel(tgt_in, state, memory)
         attn_vectors, attn_weights = [], []
         gold_gates = self.input_gates(tgt_in).unbind(1)  # T x (B, G*H): one GEMM for every position
-        feed_weight = self.feed_weight() if self.input_feeding else None
+        feed_weight = autocast_once(self.feed_weight(), tgt_in.device.type) if self.input_feeding else None
         step_gates = gold_gates[0]
         for t in range(tgt_in.size(1)):
             attn_vector, state, weights = self._advance(step_gates, state, memory, feed_weight)

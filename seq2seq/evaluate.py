@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--quantize", choices=["none", "int8"], default="none",
                         help="dynamic int8 quantization of the linear layers (CPU inference)")
-    parser.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default=None,
-                        help="compute dtype (default: the model's decode.dtype, auto = bf16 where the hardware has it)")
+    parser.add_argument("--dtype", choices=["auto", "fp32", "tf32", "bf16", "fp16"], default=None,
+                        help="compute dtype (default: the model's decode.dtype; auto = the faster on this machine, measured once and cached)")
     parser.add_argument("--out", help="write the translations here")
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
     args = parser.parse_args(argv)

@@ -1,8 +1,11 @@
 """Training, on CPU or GPU: ``python -m seq2seq.train --config configs/multi30k_en_de.yaml --data DIR``.
 
-The loop reads top to bottom: data and tokenizers -> model -> for each token batch: teacher-forced
-loss, backward, clip, step -> every ``valid_every`` steps: validation loss, perplexity, greedy BLEU,
-best model kept, ``last/`` saved for an exact ``--resume`` -> test BLEU of the best model.
+The loop reads top to bottom (:func:`_train`): data and tokenizers (:func:`prepare_data`) -> model, optimizer,
+schedule, weight average (:func:`build_run`) -> for each token batch: one optimizer step (:func:`train_step`)
+-> every ``valid_every`` steps and at the end of the budget: validation of the raw and the averaged weights,
+the best kept, ``last/`` saved for an exact ``--resume`` (:func:`validate_and_save`) -> test BLEU of the best
+model. Under a budget (``train.max_minutes`` / ``train.max_steps``) the ``linear`` and ``cosine`` schedules
+anneal the learning rate to its minimum exactly when the budget runs out.
 """
 
 from __future__ import annotations
@@ -17,133 +20,118 @@ import random
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import numpy as np
 import torch
 
-from seq2seq.api import Translator, autocast_dtype, resolve_device, source_ids, translate_ids
-from seq2seq.checkpoint import (
-    CONFIG_FILE,
-    SRC_TOKENIZER_FILE,
-    TGT_TOKENIZER_FILE,
-    WEIGHTS_FILE,
-    CheckpointError,
-    atomic_write_text,
-    find_training_state,
-    load_training_state,
-    save_model_dir,
-    save_training_state,
-)
+from seq2seq.api import resolve_device
+from seq2seq.checkpoint import CONFIG_FILE, CheckpointError, find_training_state, save_model_dir
 from seq2seq.config import Config, ConfigError, load_config
-from seq2seq.data import Batch, DataError, TokenBatchSampler, collate, read_split, tokenize_split
-from seq2seq.evaluate import score
-from seq2seq.model import Seq2Seq, build_model
-from seq2seq.optim import LRSchedule, build_optimizer
-from seq2seq.tokenizer import Tokenizer, TokenizerError, load_tokenizers, train_tokenizers
+from seq2seq.data import Batch, DataError, TokenBatchSampler, collate
+from seq2seq.optim import estimated_total_steps
+from seq2seq.run import Run, TrainingData, TrainingError, build_run, prepare_data, run_logging
+from seq2seq.tokenizer import TokenizerError
+from seq2seq.validation import evaluate_test_splits, validate
 
 logger = logging.getLogger("seq2seq.train")
 
 
-class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite losses, nothing to resume, ...); the message says why."""
-
-
-@dataclass
-class TrainerState:
-    """Everything besides weights/optimizer/RNG that an exact resume needs (saved as JSON)."""
-
-    step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0  # batches of ``epoch`` already consumed
-    best_bleu: float = -1.0
-    best_step: int = 0
-    validations_without_improvement: int = 0
-    elapsed_seconds: float = 0.0
-    target_tokens: int = 0
-    schedule: dict[str, Any] = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------------------- setup helpers
-@contextlib.contextmanager
-def run_logging(log_file: Path) -> Iterator[None]:
-    """Log the ``seq2seq`` loggers to ``train.log`` and the console (through tqdm so the progress bar stays
-    intact) for the duration of a run; the handlers are removed afterwards."""
-    from tqdm import tqdm
-
-    class TqdmHandler(logging.StreamHandler):
-        def emit(self, record: logging.LogRecord) -> None:
-            tqdm.write(self.format(record), file=sys.stderr)
-
-    root = logging.getLogger("seq2seq")
-    previous_level, previous_propagate = root.level, root.propagate
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    handlers = [logging.FileHandler(log_file, encoding="utf-8"), TqdmHandler()]
-    for handler in handlers:
-        handler.setFormatter(formatter)
-        root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    root.propagate = False
-    try:
-        yield
-    finally:
-        for handler in handlers:
-            root.removeHandler(handler)
-            handler.close()
-        root.setLevel(previous_level)
-        root.propagate = previous_propagate
-
-
-def iterate_rows(dataset, column: str, chunk: int = 4096) -> Iterator[str]:
-    """Stream one column of a (memory-mapped) dataset without loading it whole."""
-    for start in range(0, len(dataset), chunk):
-        yield from dataset[start : start + chunk][column]
-
-
-def epoch_batches(sampler: TokenBatchSampler, epoch: int) -> list[list[int]]:
-    """The batches of ``epoch``: a pure function of (seed, epoch), which makes resume exact."""
-    sampler.set_epoch(epoch)
-    return list(sampler)
-
-
+# ---------------------------------------------------------------------------- one step
 def fetch_batch(dataset, indices: list[int]) -> Batch:
     rows = dataset[indices]
     return collate(rows["src_ids"], rows["tgt_ids"])
 
 
-# ---------------------------------------------------------------------------- validation
-@torch.no_grad()
-def validation_loss(model: Seq2Seq, dataset, max_tokens: int, device: torch.device, amp: torch.dtype | None) -> float:
-    """Mean cross entropy (no label smoothing) per real target token over the validation set."""
-    model.eval()
-    too_long = np.flatnonzero(np.asarray(dataset["src_len"]) + np.asarray(dataset["tgt_len"]) > max_tokens)
-    if len(too_long):  # a pair that fits no batch (a 1 MB line, say) is left out, not a crash at step 500
-        logger.warning("validation loss leaves out %d pairs longer than train.max_tokens = %d positions (first: "
-                       "pair %d)", len(too_long), max_tokens, too_long[0] + 1)
-        dataset = dataset.select(np.setdiff1d(np.arange(len(dataset)), too_long))
-    sampler = TokenBatchSampler.from_dataset(dataset, max_tokens, 0, shuffle=False)
-    total_loss, total_tokens = 0.0, 0
-    for indices in sampler:
-        batch = fetch_batch(dataset, indices).to(device)
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            loss, tokens = model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out)
-        total_loss += float(loss)
-        total_tokens += tokens
-    return total_loss / max(total_tokens, 1)
+def train_step(run: Run, micro_batches: list[Batch]) -> float | None:
+    """One optimizer step over ``micro_batches`` (gradient accumulation); returns the mean loss per target
+    token, or None when the loss was not finite and the step was skipped."""
+    tcfg, model, optimizer = run.cfg.train, run.model, run.optimizer
+    group_tokens = sum(b.num_tgt_tokens for b in micro_batches)
+    optimizer.zero_grad(set_to_none=True)
+    group_loss = 0.0
+    for batch in micro_batches:
+        with torch.autocast(run.device.type, dtype=run.amp, enabled=run.amp is not None):
+            loss, _ = model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out,
+                                 tcfg.label_smoothing, tcfg.teacher_forcing_ratio)
+        run.scaler.scale(loss / group_tokens).backward()
+        group_loss += float(loss.detach())
+    if not math.isfinite(group_loss):
+        optimizer.zero_grad(set_to_none=True)
+        return None
+    if tcfg.clip_norm > 0:
+        run.scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip_norm)
+    run.scaler.step(optimizer)
+    run.scaler.update()
+    if run.average is not None:
+        run.average.update(model)
+    return group_loss / group_tokens
 
 
-def validation_bleu(model: Seq2Seq, cfg: Config, src_ids: list[list[int]], references: list[str],
-                    tgt_tok: Tokenizer, device: torch.device, amp: torch.dtype | None) -> dict:
-    """Greedy BLEU/chrF of the model on the validation sources (detokenized, sacreBLEU)."""
-    model.eval()
-    hypotheses = translate_ids(model, src_ids, cfg.decode, beam_size=1, device=device, autocast_dtype=amp)
-    texts = tgt_tok.decode([hyps[0].tokens for hyps in hypotheses])
-    return score(texts, references)
+# ---------------------------------------------------------------------------- validation and saving
+def validate_and_save(run: Run, data: TrainingData) -> bool:
+    """Validate the raw weights (and the weight average), keep the best as the model directory, save ``last/``.
+
+    Returns True when early stopping says stop.
+    """
+    cfg, state, model = run.cfg, run.state, run.model
+    scored = {"raw": validate(model, data.valid, cfg, data.tgt_tok, run.device, run.amp, run.decode_amp)}
+    if run.average is not None:
+        with run.average.swapped_in(model):
+            scored["average"] = validate(model, data.valid, cfg, data.tgt_tok, run.device, run.amp, run.decode_amp)
+    chosen = max(scored, key=lambda name: scored[name]["bleu"])  # ties: the raw weights
+    result = scored[chosen]
+    improved = result["bleu"] > state.best_bleu
+    state.last_bleu = result["bleu"]
+    if improved:
+        state.best_bleu, state.best_step, state.best_weights = result["bleu"], state.step, chosen
+        state.validations_without_improvement = 0
+        with run.average.swapped_in(model) if chosen == "average" else contextlib.nullcontext():
+            save_model_dir(run.out_dir, cfg, model, data.src_tok, data.tgt_tok)
+    else:
+        state.validations_without_improvement += 1
+    run.schedule.on_validation(result["bleu"])
+    record = {"type": "valid", "step": state.step, "epoch": state.epoch, "val_loss": round(result["loss"], 4),
+              "val_ppl": round(result["ppl"], 2), "val_bleu": result["bleu"], "val_chrf": result["chrf"],
+              "weights": chosen, "lr": run.optimizer.param_groups[0]["lr"], "elapsed_min": round(run.elapsed() / 60, 2)}
+    if run.average is not None:
+        record.update(raw_bleu=scored["raw"]["bleu"], average_bleu=scored["average"]["bleu"])
+    run.log(record)
+    averaged = f" (average {scored['average']['bleu']:.2f}, raw {scored['raw']['bleu']:.2f})" if run.average else ""
+    logger.info("validation at step %d: loss %.3f ppl %.2f BLEU %.2f chrF %.2f%s%s", state.step, result["loss"],
+                result["ppl"], result["bleu"], result["chrf"], averaged, " (best)" if improved else "")
+    model.train()
+    run.close_segment()
+    run.save_last()
+    return cfg.train.patience > 0 and state.validations_without_improvement >= cfg.train.patience
 
 
 # ---------------------------------------------------------------------------- the loop
+class ThroughputWindow:
+    """Loss and tokens/s over the steps since the last log line (validation time excluded)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.start, self.target_tokens, self.all_tokens, self.loss, self.steps = time.perf_counter(), 0, 0, 0.0, 0
+
+    def add(self, loss: float, micro_batches: list[Batch]) -> None:
+        tgt = sum(b.num_tgt_tokens for b in micro_batches)
+        self.target_tokens += tgt
+        self.all_tokens += tgt + sum(int(b.src_lengths.sum()) for b in micro_batches)
+        self.loss += loss
+        self.steps += 1
+
+    def record(self) -> dict[str, float]:
+        seconds = max(time.perf_counter() - self.start, 1e-9)
+        mean_loss = self.loss / max(self.steps, 1)
+        return {"loss": round(mean_loss, 4), "ppl": round(math.exp(min(mean_loss, 50)), 2),
+                "tokens_per_s": round(self.target_tokens / seconds, 1),
+                "src_tgt_tokens_per_s": round(self.all_tokens / seconds, 1)}
+
+
 def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> dict[str, Any]:
     """Train a model into ``out_dir``; returns a summary (best BLEU, steps, test results)."""
     out_dir = Path(out_dir)
@@ -155,7 +143,6 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> dict[str, A
 def _train(cfg: Config, out_dir: Path, resume: bool) -> dict[str, Any]:
     tcfg = cfg.train
     device = resolve_device(tcfg.device)
-    amp = autocast_dtype(tcfg.dtype, device)
     if device.type == "cpu":
         torch.set_num_threads(tcfg.threads or os.cpu_count() or 1)
     state_dir = find_training_state(out_dir) if resume else None
@@ -165,192 +152,17 @@ def _train(cfg: Config, out_dir: Path, resume: bool) -> dict[str, Any]:
         raise TrainingError(f"{out_dir} already holds a training run; pass --resume to continue it or choose another --out")
     random.seed(tcfg.seed)
     torch.manual_seed(tcfg.seed)
-
-    # Data and tokenizers (tokenizers are trained on the training split once, then reused).
-    logger.info("reading corpus %s (%s -> %s)", cfg.data.path, cfg.data.src_lang, cfg.data.tgt_lang)
-    raw_train = read_split(cfg.data, cfg.data.train_split)
-    raw_valid = read_split(cfg.data, cfg.data.valid_split)
-    if len(raw_train) == 0:
-        raise DataError(f"the training split '{cfg.data.train_split}' of {cfg.data.path} has no sentence pairs")
-    if (out_dir / SRC_TOKENIZER_FILE).is_file() and (out_dir / TGT_TOKENIZER_FILE).is_file():
-        src_tok, tgt_tok = load_tokenizers(out_dir)
-        logger.info("tokenizers loaded from %s", out_dir)
-    else:
-        started = time.perf_counter()
-        src_tok, tgt_tok = train_tokenizers(
-            cfg.tokenizer, iterate_rows(raw_train, "src"), iterate_rows(raw_train, "tgt"), out_dir
-        )
-        logger.info("tokenizers trained in %.1f s (vocab %d / %d)", time.perf_counter() - started,
-                    src_tok.vocab_size, tgt_tok.vocab_size)
-    train_data = tokenize_split(raw_train, src_tok, tgt_tok, cfg.data.cache_dir, cfg.data.max_length)
-    valid_data = tokenize_split(raw_valid, src_tok, tgt_tok, cfg.data.cache_dir, None)
-    # truncated as the Translator does (src_ids end in EOS): a 1 MB validation line must not stall
-    valid_src_ids = [source_ids(ids[:-1], cfg.decode.max_src_length) for ids in valid_data["src_ids"]]
-    valid_references = list(valid_data["tgt"]) if "tgt" in valid_data.column_names else list(raw_valid["tgt"])
-    if tcfg.valid_bleu_sentences:
-        valid_src_ids = valid_src_ids[: tcfg.valid_bleu_sentences]
-        valid_references = valid_references[: tcfg.valid_bleu_sentences]
-    sampler = TokenBatchSampler.from_dataset(train_data, tcfg.max_tokens, tcfg.seed)
-    logger.info("train %d pairs (%d batches/epoch), valid %d pairs", len(train_data), len(sampler), len(valid_data))
-
-    # Model, optimizer, schedule; restored from last/ when resuming.
-    model = build_model(cfg.model, src_tok.vocab_size, tgt_tok.vocab_size).to(device)
-    optimizer = build_optimizer(tcfg, model.parameters())
-    schedule = LRSchedule(optimizer, tcfg)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-    state = TrainerState()
-    if state_dir is not None:
-        saved = load_training_state(state_dir, model, optimizer)
-        state = TrainerState(**{k: v for k, v in saved.items() if k in TrainerState.__dataclass_fields__})
-        schedule.load_state_dict(state.schedule)
-        logger.info("resumed from %s at step %d (epoch %d, batch %d)", state_dir, state.step, state.epoch,
-                    state.batch_in_epoch)
-    if tcfg.compile:
-        model.compile_decoder_step()
-        logger.info("decoder step compiled with torch.compile (the first batches include compile time)")
-    atomic_write_text(out_dir / CONFIG_FILE, cfg.to_yaml())
-    logger.info("model: %s, %d parameters, device %s, compute %s", cfg.model.rnn_type, model.num_parameters(),
-                device, amp or torch.float32)
-
-    log_file = open(out_dir / "train_log.jsonl", "a", encoding="utf-8")
-
-    def log_record(record: dict) -> None:
-        log_file.write(json.dumps(record) + "\n")
-        log_file.flush()
-
-    def save_last() -> None:
-        state.schedule = schedule.state_dict()
-        save_training_state(out_dir, model, optimizer, asdict(state))
-
-    def validate() -> bool:
-        """Validate, keep the best model; returns True when early stopping says stop."""
-        val_loss = validation_loss(model, valid_data, tcfg.max_tokens, device, amp)
-        result = validation_bleu(model, cfg, valid_src_ids, valid_references, tgt_tok, device, amp)
-        improved = result["bleu"] > state.best_bleu
-        if improved:
-            state.best_bleu, state.best_step = result["bleu"], state.step
-            state.validations_without_improvement = 0
-            save_model_dir(out_dir, cfg, model, src_tok, tgt_tok)
-        else:
-            state.validations_without_improvement += 1
-        schedule.on_validation(result["bleu"])
-        elapsed = state.elapsed_seconds + time.perf_counter() - segment_start
-        log_record({"type": "valid", "step": state.step, "epoch": state.epoch, "val_loss": round(val_loss, 4),
-                    "val_ppl": round(math.exp(min(val_loss, 50)), 2), "val_bleu": result["bleu"],
-                    "val_chrf": result["chrf"], "lr": optimizer.param_groups[0]["lr"],
-                    "elapsed_min": round(elapsed / 60, 2)})
-        logger.info("validation at step %d: loss %.3f ppl %.2f BLEU %.2f chrF %.2f%s", state.step, val_loss,
-                    math.exp(min(val_loss, 50)), result["bleu"], result["chrf"], " (best)" if improved else "")
-        model.train()
-        save_last()
-        return tcfg.patience > 0 and state.validations_without_improvement >= tcfg.patience
-
-    # SIGTERM stops like Ctrl-C: last/ is saved and the run can be resumed.
-    previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    from tqdm import tqdm
-
-    progress = tqdm(total=tcfg.max_steps or None, initial=state.step, unit="step", dynamic_ncols=True, disable=None)
-    segment_start = time.perf_counter()
-    window_start, window_target, window_all, window_loss, window_steps = time.perf_counter(), 0, 0, 0.0, 0
-    bad_steps_in_row = 0
-    stop_reason = "finished"
-    model.train()
-    try:
-        while tcfg.max_epochs == 0 or state.epoch < tcfg.max_epochs:
-            batches = epoch_batches(sampler, state.epoch)
-            while state.batch_in_epoch < len(batches):
-                group = batches[state.batch_in_epoch : state.batch_in_epoch + tcfg.accumulate]
-                lr = schedule.step(state.step)
-                micro_batches = [fetch_batch(train_data, indices).to(device) for indices in group]
-                group_tokens = sum(b.num_tgt_tokens for b in micro_batches)
-                optimizer.zero_grad(set_to_none=True)
-                group_loss = 0.0
-                for batch in micro_batches:
-                    with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                        loss, _ = model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out,
-                                             tcfg.label_smoothing, tcfg.teacher_forcing_ratio)
-                    scaler.scale(loss / group_tokens).backward()
-                    group_loss += float(loss.detach())
-                if not math.isfinite(group_loss):
-                    state.batch_in_epoch += len(group)
-                    bad_steps_in_row += 1
-                    optimizer.zero_grad(set_to_none=True)
-                    logger.warning("non-finite loss at step %d: batch skipped (%d in a row)", state.step, bad_steps_in_row)
-                    if bad_steps_in_row >= tcfg.max_bad_steps:
-                        kept = find_training_state(out_dir)
-                        raise TrainingError(
-                            f"{bad_steps_in_row} non-finite losses in a row at step {state.step} (train.max_bad_steps "
-                            f"= {tcfg.max_bad_steps}); stopping. " + (
-                                f"The last good state is in {kept} (resume with --resume, perhaps with a lower "
-                                "train.lr)" if kept else "No checkpoint had been saved yet; try a lower train.lr")
-                        )
-                    continue
-                bad_steps_in_row = 0
-                if tcfg.clip_norm > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                state.step += 1
-                state.batch_in_epoch += len(group)  # only now: an interrupt mid-step must not skip the group
-                state.target_tokens += group_tokens
-                window_target += group_tokens
-                window_all += group_tokens + sum(int(b.src_lengths.sum()) for b in micro_batches)
-                window_loss += group_loss / group_tokens
-                window_steps += 1
-                progress.update(1)
-
-                if state.step % tcfg.log_every == 0:
-                    seconds = time.perf_counter() - window_start
-                    elapsed = state.elapsed_seconds + time.perf_counter() - segment_start
-                    mean_loss = window_loss / window_steps
-                    record = {"type": "train", "step": state.step, "epoch": state.epoch, "loss": round(mean_loss, 4),
-                              "ppl": round(math.exp(min(mean_loss, 50)), 2), "lr": lr,
-                              "tokens_per_s": round(window_target / seconds, 1),
-                              "src_tgt_tokens_per_s": round(window_all / seconds, 1),
-                              "elapsed_min": round(elapsed / 60, 2)}
-                    log_record(record)
-                    progress.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{record['tokens_per_s']:.0f}", lr=f"{lr:.2e}")
-                    window_start, window_target, window_all, window_loss, window_steps = time.perf_counter(), 0, 0, 0.0, 0
-
-                out_of_steps = tcfg.max_steps and state.step >= tcfg.max_steps
-                out_of_time = tcfg.max_minutes and (state.elapsed_seconds + time.perf_counter() - segment_start) >= tcfg.max_minutes * 60
-                if state.step % tcfg.valid_every == 0 or out_of_steps or out_of_time:
-                    validation_start = time.perf_counter()
-                    if validate():
-                        stop_reason = f"early stopping: no BLEU improvement in {tcfg.patience} validations"
-                        raise StopIteration
-                    window_start += time.perf_counter() - validation_start  # tokens/s counts training time only
-                if out_of_steps:
-                    stop_reason = f"reached train.max_steps = {tcfg.max_steps}"
-                    raise StopIteration
-                if out_of_time:
-                    stop_reason = f"reached the time budget of {tcfg.max_minutes} minutes"
-                    raise StopIteration
-            state.epoch += 1
-            state.batch_in_epoch = 0
-        stop_reason = f"reached train.max_epochs = {tcfg.max_epochs}"
-        validate()
-    except StopIteration:
-        pass
-    except KeyboardInterrupt:
-        state.elapsed_seconds += time.perf_counter() - segment_start
-        segment_start = time.perf_counter()
-        save_last()
-        progress.close()
-        logger.info("interrupted at step %d; training state saved in %s — continue with --resume", state.step,
+    data = prepare_data(cfg, out_dir)
+    run = build_run(cfg, out_dir, data, device, state_dir)
+    with open(out_dir / "train_log.jsonl", "a", encoding="utf-8") as run.log_file:
+        stop_reason = run_loop(run, data)
+    if stop_reason is None:
+        logger.info("interrupted at step %d; training state saved in %s — continue with --resume", run.state.step,
                     out_dir / "last")
-        log_file.close()
-        signal.signal(signal.SIGTERM, previous_sigterm)
-        return {"interrupted": True, "step": state.step, "best_bleu": state.best_bleu}
-    finally:
-        signal.signal(signal.SIGTERM, previous_sigterm)
-    progress.close()
-    state.elapsed_seconds += time.perf_counter() - segment_start
-    segment_start = time.perf_counter()
-    save_last()
-    log_file.close()
-    logger.info("stopped: %s; best validation BLEU %.2f at step %d", stop_reason, state.best_bleu, state.best_step)
+        return {"interrupted": True, "step": run.state.step, "best_bleu": run.state.best_bleu}
+    state = run.state
+    logger.info("stopped: %s; best validation BLEU %.2f at step %d (%s weights)", stop_reason, state.best_bleu,
+                state.best_step, state.best_weights)
     try:
         from seq2seq.plots import plot_curves
 
@@ -359,37 +171,112 @@ def _train(cfg: Config, out_dir: Path, resume: bool) -> dict[str, Any]:
         logger.warning("could not draw curves.png: %s", err)
     results = evaluate_test_splits(cfg, out_dir, device)
     return {"step": state.step, "best_bleu": state.best_bleu, "best_step": state.best_step,
-            "stop_reason": stop_reason, "test": results}
+            "best_weights": state.best_weights, "stop_reason": stop_reason, "test": results}
+
+
+def run_loop(run: Run, data: TrainingData) -> str | None:
+    """Train until a budget, early stopping or the epoch limit ends the run; returns why it stopped, or None
+    when interrupted (Ctrl-C / SIGTERM). ``last/`` is saved either way."""
+    from tqdm import tqdm
+
+    tcfg, state = run.cfg.train, run.state
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # SIGTERM stops like Ctrl-C
+    progress = tqdm(total=tcfg.max_steps or None, initial=state.step, unit="step", dynamic_ncols=True, disable=None)
+    window = ThroughputWindow()
+    bad_steps_in_row = 0
+    run.segment_start = time.perf_counter()
+    run.model.train()
+    try:
+        while tcfg.max_epochs == 0 or state.epoch < tcfg.max_epochs:
+            batches = epoch_batches(data.sampler, state.epoch)
+            while state.batch_in_epoch < len(batches):
+                group = batches[state.batch_in_epoch : state.batch_in_epoch + tcfg.accumulate]
+                lr = run.schedule.step(state.step, run.progress())
+                micro_batches = [fetch_batch(data.train, indices).to(run.device) for indices in group]
+                loss = train_step(run, micro_batches)
+                if loss is None:
+                    state.batch_in_epoch += len(group)
+                    bad_steps_in_row += 1
+                    logger.warning("non-finite loss at step %d: batch skipped (%d in a row)", state.step, bad_steps_in_row)
+                    if bad_steps_in_row >= tcfg.max_bad_steps:
+                        raise _too_many_bad_steps(run, bad_steps_in_row)
+                    continue
+                bad_steps_in_row = 0
+                state.step += 1
+                state.batch_in_epoch += len(group)  # only now: an interrupt mid-step must not skip the group
+                state.target_tokens += sum(b.num_tgt_tokens for b in micro_batches)
+                window.add(loss, micro_batches)
+                progress.update(1)
+                if state.step % tcfg.log_every == 0:
+                    record = {"type": "train", "step": state.step, "epoch": state.epoch, **window.record(), "lr": lr,
+                              "elapsed_min": round(run.elapsed() / 60, 2)}
+                    run.log(record)
+                    show_progress(progress, run, record)
+                    window.reset()
+
+                used = run.progress()
+                total = estimated_total_steps(state.step, used)
+                out_of_steps = tcfg.max_steps and state.step >= tcfg.max_steps
+                out_of_time = tcfg.max_minutes and run.elapsed() >= tcfg.max_minutes * 60
+                # a periodic validation is skipped when the budget's final one is under half an interval away
+                periodic = state.step % tcfg.valid_every == 0 and (total is None or
+                                                                   total - state.step >= tcfg.valid_every / 2)
+                if periodic or out_of_steps or out_of_time:
+                    validation_start = time.perf_counter()
+                    stop_early = validate_and_save(run, data)
+                    window.start += time.perf_counter() - validation_start  # tokens/s counts training time only
+                    if stop_early:
+                        return f"early stopping: no BLEU improvement in {tcfg.patience} validations"
+                if out_of_steps:
+                    return f"reached train.max_steps = {tcfg.max_steps}"
+                if out_of_time:
+                    return f"reached the time budget of {tcfg.max_minutes} minutes"
+                if total is not None and tcfg.max_minutes:
+                    progress.total = max(total, state.step)
+            state.epoch += 1
+            state.batch_in_epoch = 0
+        validate_and_save(run, data)
+        return f"reached train.max_epochs = {tcfg.max_epochs}"
+    except KeyboardInterrupt:
+        run.close_segment()
+        run.save_last()
+        return None
+    finally:
+        progress.close()
+        signal.signal(signal.SIGTERM, previous_sigterm)
+        run.close_segment()
+
+
+def epoch_batches(sampler: TokenBatchSampler, epoch: int) -> list[list[int]]:
+    """The batches of ``epoch``: a pure function of (seed, epoch), which makes resume exact."""
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+def show_progress(progress, run: Run, record: dict) -> None:
+    """Loss, speed, learning rate, the latest validation BLEU and (under a time budget) the time left."""
+    tcfg = run.cfg.train
+    postfix = {"loss": f"{record['loss']:.3f}", "tok/s": f"{record['tokens_per_s']:.0f}", "lr": f"{record['lr']:.1e}"}
+    if run.state.last_bleu >= 0:
+        postfix["val_bleu"] = f"{run.state.last_bleu:.2f}"
+    if tcfg.max_minutes:
+        left = max(0.0, tcfg.max_minutes * 60 - run.elapsed())
+        postfix["left"] = f"{int(left // 60)}:{int(left % 60):02d}"
+    progress.set_postfix(postfix, refresh=False)
+
+
+def _too_many_bad_steps(run: Run, count: int) -> TrainingError:
+    kept = find_training_state(run.out_dir)
+    return TrainingError(
+        f"{count} non-finite losses in a row at step {run.state.step} (train.max_bad_steps = "
+        f"{run.cfg.train.max_bad_steps}); stopping. " + (
+            f"The last good state is in {kept} (resume with --resume, perhaps with a lower train.lr)" if kept
+            else "No checkpoint had been saved yet; try a lower train.lr")
+    )
 
 
 def _raise_keyboard_interrupt(signum, frame):  # noqa: ARG001
     raise KeyboardInterrupt
-
-
-def evaluate_test_splits(cfg: Config, out_dir: Path, device: torch.device) -> dict[str, Any]:
-    """Greedy and beam BLEU/chrF of the best model on each test split -> ``results.json``."""
-    if not (out_dir / WEIGHTS_FILE).is_file():
-        logger.warning("no best model was saved (no validation ran); skipping the test evaluation")
-        return {}
-    from seq2seq.evaluate import translate_and_score
-
-    translator = Translator.load(out_dir, device=str(device))
-    results: dict[str, Any] = {}
-    for split in cfg.data.test_splits:
-        try:
-            raw = read_split(cfg.data, split)
-        except DataError as err:
-            logger.warning("test split '%s' skipped: %s", split, err)
-            continue
-        sources, references = list(raw["src"]), list(raw["tgt"])
-        results[split] = {}
-        for name, beam in (("greedy", 1), (f"beam{cfg.decode.beam_size}", cfg.decode.beam_size)):
-            _, result = translate_and_score(translator, sources, references, beam)
-            results[split][name] = result
-            logger.info("test %s %s: BLEU %.2f chrF %.2f (%.1f sentences/s) %s", split, name, result["bleu"],
-                        result["chrf"], result["sentences_per_second"], result["bleu_signature"])
-    atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2, ensure_ascii=False))
-    return results
 
 
 # ---------------------------------------------------------------------------- command line

@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None, help="sentences per batch")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--quantize", choices=["none", "int8"], default="none", help="dynamic int8 quantization (CPU)")
-    parser.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default=None,
-                        help="compute dtype (default: the model's decode.dtype, auto = bf16 where the hardware has it)")
+    parser.add_argument("--dtype", choices=["auto", "fp32", "tf32", "bf16", "fp16"], default=None,
+                        help="compute dtype (default: the model's decode.dtype; auto = the faster on this machine, measured once and cached)")
     parser.add_argument("--json", action="store_true", help="one JSON object per input line")
     parser.add_argument("--plot-attention", metavar="FILE.png", help="save attention heatmaps of the inputs")
     args = parser.parse_args(argv)

@@ -51,8 +51,11 @@ TINY_OVERRIDES = [
     "tokenizer.vocab_size=400",
     "model.emb_size=32", "model.encoder_hidden_size=32", "model.decoder_hidden_size=48", "model.dropout=0.0",
     "train.max_tokens=1200", "train.valid_every=25", "train.log_every=5", "train.max_steps=50",
-    "train.lr=0.003", "train.threads=1", "train.dtype=fp32", "decode.dtype=fp32",
+    "train.lr=0.003", "train.threads=1", "train.device=cpu", "train.dtype=fp32", "decode.dtype=fp32",
     "decode.beam_size=3", "decode.max_len_a=1.2", "decode.max_len_b=5",
+    # the machinery under test, not the recipe's budget schedule (a time budget makes the learning rate follow the
+    # clock; tests of the budget schedules and the weight average set them themselves)
+    "train.max_minutes=0", "train.scheduler=plateau", "train.warmup_steps=0", "train.ema_decay=0",
 ]
 
 
@@ -82,3 +85,25 @@ def tiny_model_dir(tiny_corpus, tmp_path_factory) -> Path:
     ])
     train(cfg, out)
     return out
+
+
+def train_until_interrupted(cfg, out: Path, steps_done: int, monkeypatch) -> dict:
+    """Train into ``out`` with a Ctrl-C (KeyboardInterrupt) arriving once ``steps_done`` steps are done (as the
+    learning rate for the next step is set); returns the interrupted run's summary, the schedule restored."""
+    from seq2seq.optim import LRSchedule
+    from seq2seq.train import train
+
+    real_step = LRSchedule.step
+
+    def interrupting_step(self, step, progress=0.0):
+        if step == steps_done:
+            raise KeyboardInterrupt
+        return real_step(self, step, progress)
+
+    monkeypatch.setattr(LRSchedule, "step", interrupting_step)
+    try:
+        summary = train(cfg, out)
+    finally:
+        monkeypatch.setattr(LRSchedule, "step", real_step)
+    assert summary["interrupted"] is True, "the run was not interrupted"
+    return summary

@@ -158,15 +158,3 @@ def test_compute_dtypes_and_int8_translate_every_input(tiny_model_dir):
         Translator.load(tiny_model_dir, device="cpu", dtype="fp8")
     with pytest.raises(ValueError, match="int8"):
         Translator.load(tiny_model_dir, device="cpu", quantize="int4")
-
-
-def test_autocast_dtype_resolution():
-    from seq2seq.api import autocast_dtype, cpu_has_native_bf16
-    from seq2seq.config import ConfigError
-
-    cpu = torch.device("cpu")
-    assert autocast_dtype("fp32", cpu) is None
-    assert autocast_dtype("bf16", cpu) == torch.bfloat16
-    assert autocast_dtype("auto", cpu) == (torch.bfloat16 if cpu_has_native_bf16() else None)
-    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
-        autocast_dtype("fp16", cpu)

@@ -97,9 +97,8 @@ def test_quick_benchmark_writes_a_complete_report(multi30k_dir, cache_dir, tmp_p
                "--set", f"data.cache_dir={cache_dir}", "--set", "train.threads=1"]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "JoeyNMT 2.3.0 reference figures quoted from the issue, not measured here" in done.stdout
     report = json.loads(out.read_text(encoding="utf-8"))
-    for key in ("timestamp", "torch", "device", "threads", "dtype", "gemm", "variants", "joeynmt_reference"):
+    for key in ("timestamp", "torch", "device", "threads", "dtype", "gemm", "variants"):
         assert key in report
     assert report["gemm"]["peak_gflops"]["fp32"] > 0 and report["gemm"]["peak_gflops"]["bf16"] > 0
     (variant,) = report["variants"]
@@ -123,13 +122,32 @@ def test_compare_reports_ratios_to_the_first_variant(multi30k_dir, cache_dir, tm
     out = tmp_path / "bench.json"
     command = [sys.executable, str(SCRIPT), "--quick", "--data", str(multi30k_dir), "--json", str(out),
                "--set", f"data.cache_dir={cache_dir}", "--set", "train.threads=1", "--skip-decode",
-               "--steps", "1", "--warmup", "0", "--no-joeynmt-reference", "--compare",
-               "small:model.decoder_hidden_size=64,tiny:model.decoder_hidden_size=32;dtype=bf16"]
+               "--steps", "1", "--warmup", "0", "--compare",
+               "small:model.decoder_hidden_size=64,tiny:model.decoder_hidden_size=32;dtype=bf16,picked:dtype=auto"]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(out.read_text(encoding="utf-8"))
-    assert [v["name"] for v in report["variants"]] == ["small", "tiny"]
-    assert report["variants"][1]["dtype"] == "bf16"
+    assert [v["name"] for v in report["variants"]] == ["small", "tiny", "picked"]
+    assert report["variants"][1]["dtype"] == "bf16" and report["variants"][1]["train"]["compute"] == "bf16"
+    assert report["variants"][2]["train"]["compute"] in ("fp32", "bf16")  # auto: whichever measured faster
     assert report["ratios"]["train tokens/s"]["small"] == 1.0
     assert report["ratios"]["train tokens/s"]["tiny"] > 0
-    assert "joeynmt_reference" not in report
+    assert "joeynmt" not in report
+
+
+def test_training_rounds_alternate_between_variants_and_time_every_step(bench):
+    """7 steps in 3 rounds: each variant runs 2, 2, 3 steps, taking turns A B A B A B."""
+    calls = []
+
+    class Recorder:
+        def __init__(self, name):
+            self.name = name
+
+        def run(self, steps):
+            calls.append((self.name, steps))
+
+    bench.bench_training([Recorder("A"), Recorder("B")], steps=7, rounds=3)
+    assert calls == [("A", 2), ("B", 2), ("A", 2), ("B", 2), ("A", 3), ("B", 3)]
+    calls.clear()
+    bench.bench_training([Recorder("A")], steps=2, rounds=5)  # never more rounds than steps, never a 0-step turn
+    assert calls == [("A", 1), ("A", 1)]

@@ -249,13 +249,19 @@ def test_yaml_of_the_wrong_shape_names_path(tmp_path, text):
     assert str(path) in error_message(path)
 
 
-def test_shipped_multi30k_config_loads(tmp_path):
-    path = REPO_ROOT / "configs" / "multi30k_en_de.yaml"
-    if not path.is_file():
-        pytest.skip(f"{path} not written yet")
-    cfg = load_config(path)
+@pytest.mark.parametrize("name", ["multi30k_en_de.yaml", "multi30k_en_de_gpu.yaml", "sweeps/base.yaml"])
+def test_shipped_configs_load_and_round_trip(tmp_path, name):
+    cfg = load_config(REPO_ROOT / "configs" / name)
     assert (cfg.data.src_lang, cfg.data.tgt_lang) == ("en", "de")
     assert load_config(write_yaml(tmp_path, cfg.to_yaml())) == cfg
+
+
+def test_shipped_recipes_anneal_to_their_budget():
+    """The quick-start recipes are budget recipes: a linear schedule over a time budget, and no early stopping."""
+    for name, minutes in [("multi30k_en_de.yaml", 20), ("multi30k_en_de_gpu.yaml", 10)]:
+        train = load_config(REPO_ROOT / "configs" / name).train
+        assert (train.scheduler, train.max_minutes, train.patience) == ("linear", minutes, 0)
+        assert 0 < train.ema_decay < 1
 
 
 def test_every_field_has_a_default_that_round_trips(tmp_path):

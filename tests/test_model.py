@@ -384,6 +384,22 @@ def test_forward_equals_step_loop_with_input_feeding(rnn_type):
     torch.testing.assert_close(stepped_logits(model, src, src_lengths, tgt_in), logits, atol=ATOL, rtol=0)
 
 
+def test_bf16_forward_equals_the_step_loop_and_casts_the_feed_weight_once(monkeypatch):
+    """Under bf16 autocast the teacher-forced forward (feed weight cast once per sequence) gives the logits of
+    stepping position by position (where autocast casts the slice at every step): the same bf16 values."""
+    import seq2seq.decoder as decoder_module
+
+    model = make_model("gru", input_feeding=True, decoder_layers=1)
+    src, src_lengths, tgt_in, _ = random_batch(SRC_LENGTHS, TGT_LENGTHS)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        weight = decoder_module.autocast_once(model.decoder.feed_weight(), "cpu")
+        logits, _ = model(src, src_lengths, tgt_in)
+        stepped = stepped_logits(model, src, src_lengths, tgt_in)
+    assert weight.dtype == torch.bfloat16
+    assert decoder_module.autocast_once(model.decoder.feed_weight(), "cpu").dtype == torch.float32  # autocast off
+    torch.testing.assert_close(logits.float(), stepped.float(), atol=0, rtol=0)
+
+
 @pytest.mark.parametrize("rnn_type,bidirectional", RNN_DIRS, ids=RNN_DIRS_IDS)
 @pytest.mark.parametrize("input_feeding", [True, False], ids=["feed", "nofeed"])
 def test_reference_rnn_model_matches_fused(rnn_type, bidirectional, input_feeding):

@@ -17,10 +17,9 @@ import pytest
 import safetensors
 import safetensors.torch
 import torch
-from conftest import REPO_ROOT, TINY_OVERRIDES
+from conftest import REPO_ROOT, TINY_OVERRIDES, train_until_interrupted
 
 from seq2seq.config import load_config
-from seq2seq.optim import LRSchedule
 from seq2seq.train import TrainingError, main, train
 
 RECIPE = REPO_ROOT / "configs" / "multi30k_en_de.yaml"
@@ -99,25 +98,15 @@ def test_interrupt_saves_state_and_resume_finishes_the_run(run_20, tiny_corpus, 
     """Ctrl-C (KeyboardInterrupt) as step 15 begins: last/ is saved, and --resume ends where the full run did."""
     _, full_dir, _ = run_20
     cfg = tiny_config(tiny_corpus, cache_dir, *RESUME_OVERRIDES)
-    real_step = LRSchedule.step
-
-    def interrupting_step(self, step):
-        if step == 14:  # 0-based: steps 1..14 are done
-            raise KeyboardInterrupt
-        return real_step(self, step)
-
     out = tmp_path / "run"
     reuse_tokenizers(full_dir, out)
-    monkeypatch.setattr(LRSchedule, "step", interrupting_step)
-    summary = train(cfg, out)
-    assert summary["interrupted"] is True
+    summary = train_until_interrupted(cfg, out, 14, monkeypatch)  # steps 1..14 are done
     assert summary["step"] == 14
     state = json.loads((out / "last" / "state.json").read_text(encoding="utf-8"))
     assert state["step"] == 14
     for name in ("model.safetensors", "optimizer.safetensors"):
         assert (out / "last" / name).is_file()
 
-    monkeypatch.setattr(LRSchedule, "step", real_step)
     resumed = train(cfg, out, resume=True)
     assert resumed["step"] == 20
     assert resumed["stop_reason"] == "reached train.max_steps = 20"
@@ -126,6 +115,67 @@ def test_interrupt_saves_state_and_resume_finishes_the_run(run_20, tiny_corpus, 
     for step in range(15, 21):
         assert losses[step] == pytest.approx(full[step], abs=1e-6), f"loss differs at step {step}"
     assert_same_weights(full_dir / "last" / "model.safetensors", out / "last" / "model.safetensors")
+
+
+def test_budget_schedule_and_weight_average_resume_exactly(run_20, tiny_corpus, cache_dir, tmp_path, monkeypatch):
+    """Linear annealing to the end of max_steps with an EMA of the weights: the learning rates follow the formula,
+    an interrupted run resumes to the uninterrupted one bit for bit (weights, average), the best model is
+    whichever weights validated higher."""
+    _, tokenizer_dir, _ = run_20
+    overrides = [*RESUME_OVERRIDES, "train.scheduler=linear", "train.warmup_steps=3", "train.min_lr=0.0001",
+                 "train.ema_decay=0.9"]
+    cfg = tiny_config(tiny_corpus, cache_dir, *overrides)
+    full_dir = tmp_path / "full"
+    reuse_tokenizers(tokenizer_dir, full_dir)
+    full_summary = train(cfg, full_dir)
+
+    # lr of step s (1-based) = min(1, s / 3) * (1e-4 + (3e-3 - 1e-4) * (1 - (s - 1) / 20))
+    lrs = {r["step"]: r["lr"] for r in train_records(full_dir) if r["type"] == "train"}
+    for step in (1, 2, 3, 10, 20):
+        expected = min(1.0, step / 3) * (1e-4 + 2.9e-3 * (1 - (step - 1) / 20))
+        assert lrs[step] == pytest.approx(expected), step
+    valid = [r for r in train_records(full_dir) if r["type"] == "valid"]
+    for record in valid:
+        assert record["val_bleu"] == max(record["raw_bleu"], record["average_bleu"])
+        assert record["weights"] == ("raw" if record["raw_bleu"] >= record["average_bleu"] else "average")
+
+    out = tmp_path / "resumed"
+    reuse_tokenizers(tokenizer_dir, out)
+    train_until_interrupted(cfg, out, 14, monkeypatch)
+    resumed = train(cfg, out, resume=True)
+    assert resumed["step"] == 20 and resumed["best_bleu"] == full_summary["best_bleu"]
+    for name in ("model.safetensors", "average.safetensors"):
+        assert_same_weights(full_dir / "last" / name, out / "last" / name)
+    assert_same_weights(full_dir / "model.safetensors", out / "model.safetensors")
+
+
+def test_the_average_is_kept_as_the_model_when_it_validates_higher(run_20, tiny_corpus, cache_dir, tmp_path,
+                                                                    monkeypatch):
+    """Scripted validation scores (raw 1.0, average 2.0): model.safetensors must hold the averaged weights, and
+    training must go on from the raw weights (last/model.safetensors differs from the average)."""
+    import seq2seq.train as train_module
+
+    _, tokenizer_dir, _ = run_20
+    cfg = tiny_config(tiny_corpus, cache_dir, "train.max_steps=6", "train.valid_every=6", "train.ema_decay=0.5")
+    real_validate, calls = train_module.validate, []
+
+    def scripted_validate(*args, **kwargs):
+        result = real_validate(*args, **kwargs)  # the real work, then a scripted BLEU: raw first, then average
+        calls.append(len(calls))
+        return dict(result, bleu=1.0 if len(calls) % 2 else 2.0)
+
+    monkeypatch.setattr(train_module, "validate", scripted_validate)
+    out = tmp_path / "run"
+    reuse_tokenizers(tokenizer_dir, out)
+    summary = train(cfg, out)
+    assert len(calls) == 2 and summary["best_weights"] == "average" and summary["best_bleu"] == 2.0
+    kept = safetensors.torch.load_file(str(out / "model.safetensors"))
+    average = safetensors.torch.load_file(str(out / "last" / "average.safetensors"))
+    raw = safetensors.torch.load_file(str(out / "last" / "model.safetensors"))
+    assert all(torch.equal(kept[name], average[name]) for name in kept)
+    assert any(not torch.equal(raw[name], average[name]) for name in raw)
+    record = [r for r in train_records(out) if r["type"] == "valid"][-1]
+    assert (record["weights"], record["raw_bleu"], record["average_bleu"]) == ("average", 1.0, 2.0)
 
 
 # ---------------------------------------------------------------------------- what a run leaves behind
@@ -192,6 +242,17 @@ def test_early_stopping_stops_before_max_steps(run_20, tiny_corpus, cache_dir, t
     assert summary["stop_reason"].startswith("early stopping"), summary["stop_reason"]
     assert summary["step"] == 10
     assert summary["best_step"] == 5
+
+
+def test_a_periodic_validation_just_before_the_end_of_the_budget_is_skipped(run_20, tiny_corpus, cache_dir, tmp_path):
+    """valid_every 9 with max_steps 20: validations at 9 and 20; the one at 18 (2 steps before the end, under half
+    an interval) is skipped because the final validation follows."""
+    _, full_dir, _ = run_20
+    cfg = tiny_config(tiny_corpus, cache_dir, "train.max_steps=20", "train.valid_every=9", "train.valid_bleu_sentences=5")
+    out = tmp_path / "run"
+    reuse_tokenizers(full_dir, out)
+    train(cfg, out)
+    assert [r["step"] for r in train_records(out) if r["type"] == "valid"] == [9, 20]
 
 
 def test_resume_without_a_run_is_a_clear_error(tiny_corpus, cache_dir, tmp_path, capsys):

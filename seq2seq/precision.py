@@ -1,0 +1,224 @@
+"""Compute dtypes, and ``dtype: auto`` chosen by measurement on the machine at hand.
+
+CPU flags do not say which dtype is faster: one Intel Xeon lists ``avx512_bf16`` yet runs bf16 matmul at half
+of fp32's speed, while an AMD EPYC runs it at twice; on a GPU, small launch-bound steps can make bf16 autocast
+slower than fp32. So ``auto`` times the model's own work in each candidate dtype, once:
+
+- ``train``: optimizer steps (forward, loss, backward, Adam) on a batch of ``train.max_tokens`` positions;
+- ``decode``: encoding a batch and decoder steps for ``decode.batch_size x decode.beam_size`` hypotheses.
+
+Candidates are fp32 and bf16 on a CPU; TF32, bf16 and fp16 on CUDA. Rounds alternate between the candidates
+and each keeps its fastest round, so a burst of load from another process does not decide. A less exact dtype
+is chosen only when it is more than ``PREFER_MARGIN`` faster than a more exact one, which keeps ``auto`` within
+a few percent of the fastest. The choice and its timings are cached in ``<data.cache_dir>/dtype-choices.json``
+under a key naming the machine, torch version, threads, model shapes and workload, and logged each time.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from seq2seq.config import ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: autocast dtype per name (None: no autocast). ``tf32`` is fp32 storage with TF32 matmuls on CUDA.
+AUTOCAST = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: most exact / safest first: ties go to the earlier one
+PRECISION_ORDER = ("fp32", "tf32", "bf16", "fp16")
+CANDIDATES = {"cpu": ("fp32", "bf16"), "cuda": ("tf32", "bf16", "fp16")}
+PREFER_MARGIN = 0.03
+CACHE_FILE = "dtype-choices.json"
+
+
+def explicit_autocast(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a named compute dtype on ``device`` (None = no autocast); ``tf32`` switches
+    CUDA matmuls to TF32 for the process."""
+    if name not in AUTOCAST:
+        raise ConfigError(f"unknown compute dtype {name!r}; choose one of auto, {', '.join(AUTOCAST)}")
+    if name == "fp16" and device.type != "cuda":
+        raise ConfigError("dtype fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+    if name == "tf32" and device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return AUTOCAST[name]
+
+
+def decide(seconds: dict[str, float], margin: float = PREFER_MARGIN) -> str:
+    """The most exact dtype whose time is within ``margin`` of the fastest (times in seconds per unit of work)."""
+    fastest = min(seconds.values())
+    for name in PRECISION_ORDER:
+        if name in seconds and seconds[name] <= fastest * (1.0 + margin):
+            return name
+    raise ValueError(f"no known dtype among {sorted(seconds)}")  # pragma: no cover
+
+
+def choose_autocast(requested: str, device: torch.device, model: torch.nn.Module, purpose: str, cache_dir: str | Path,
+                    size: int, beam_size: int = 1) -> torch.dtype | None:
+    """Resolve a configured dtype to an autocast dtype; ``auto`` measures (or reads the cached measurement).
+
+    Args:
+        requested: ``auto`` | ``fp32`` | ``tf32`` | ``bf16`` | ``fp16``.
+        model: the model to time (a copy is timed; its weights and the global RNG are left untouched).
+        purpose: ``train`` (``size`` = positions per batch) or ``decode`` (``size`` = sentences per batch).
+        cache_dir: directory of the cache file.
+        beam_size: hypotheses per sentence for ``decode``.
+    """
+    if requested != "auto":
+        return explicit_autocast(requested, device)
+    name = auto_dtype(device, model, purpose, cache_dir, size, beam_size)
+    return explicit_autocast(name, device)
+
+
+def auto_dtype(device: torch.device, model: torch.nn.Module, purpose: str, cache_dir: str | Path, size: int,
+               beam_size: int = 1) -> str:
+    """The dtype name ``auto`` resolves to for this workload on this machine (measured once, then cached)."""
+    key = workload_key(device, model, purpose, size, beam_size)
+    cache_path = Path(cache_dir).expanduser() / CACHE_FILE
+    entry = _read_cache(cache_path).get(key)
+    if entry is not None and entry.get("choice") in CANDIDATES[device.type]:
+        logger.info("dtype auto for %s: %s (cached measurement of %s: %s)", purpose, entry["choice"], entry["measured"],
+                    _format(entry["seconds"]))
+        return entry["choice"]
+    seconds = measure(device, model, purpose, size, beam_size)
+    choice = decide(seconds)
+    logger.info("dtype auto for %s: %s, measured on %s (seconds per %s: %s)", purpose, choice, machine_name(device),
+                "step" if purpose == "train" else "batch", _format(seconds))
+    entry = {"choice": choice, "seconds": seconds, "measured": time.strftime("%Y-%m-%d %H:%M"),
+             "machine": machine_name(device), "torch": torch.__version__}
+    _write_cache(cache_path, key, entry)
+    return choice
+
+
+def _format(seconds: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.4f}" for name, value in seconds.items())
+
+
+def machine_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        major, minor = torch.cuda.get_device_capability(index)
+        return f"{torch.cuda.get_device_name(index)} (sm_{major}{minor})"
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores"
+
+
+def workload_key(device: torch.device, model: torch.nn.Module, purpose: str, size: int, beam_size: int) -> str:
+    """Names everything the timing depends on: machine, torch, threads, parameter shapes, workload."""
+    shapes = hashlib.sha256(json.dumps([[n, list(p.shape)] for n, p in model.named_parameters()]).encode())
+    threads = torch.get_num_threads() if device.type == "cpu" else 0
+    return (f"{machine_name(device)} | torch {torch.__version__} | threads {threads} | model {shapes.hexdigest()[:12]}"
+            f" | {purpose} {size}" + (f" beam {beam_size}" if purpose == "decode" else ""))
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(path: Path, key: str, entry: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = _read_cache(path)
+        data[key] = entry
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as err:  # an unwritable cache costs a measurement next time, nothing else
+        logger.warning("could not cache the dtype measurement in %s: %s", path, err)
+
+
+# ---------------------------------------------------------------------------- timing
+def measure(device: torch.device, model: torch.nn.Module, purpose: str, size: int, beam_size: int = 1,
+            rounds: int = 3) -> dict[str, float]:
+    """Seconds per unit of work for each candidate dtype: the fastest of ``rounds`` alternating rounds."""
+    work = _training_work if purpose == "train" else _decoding_work
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # the run's random streams are not consumed
+        torch.manual_seed(0)
+        runners = {name: work(copy.deepcopy(model), device, AUTOCAST[name], size, beam_size)
+                   for name in CANDIDATES[device.type]}
+        previous_tf32 = torch.backends.cuda.matmul.allow_tf32
+        best = {name: float("inf") for name in runners}
+        try:
+            for round_index in range(rounds + 1):  # round 0 warms up (allocations, kernel selection)
+                for name, runner in runners.items():
+                    if device.type == "cuda":
+                        torch.backends.cuda.matmul.allow_tf32 = name == "tf32"
+                        torch.cuda.synchronize(device)
+                    start = time.perf_counter()
+                    runner()
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    if round_index > 0:
+                        best[name] = min(best[name], time.perf_counter() - start)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = previous_tf32
+    return {name: round(value, 5) for name, value in best.items()}
+
+
+def _random_ids(rows: int, length: int, vocab_size: int, device: torch.device) -> torch.Tensor:
+    return torch.randint(4, max(vocab_size, 5), (rows, length), device=device)  # ids 0-3 are special
+
+
+def _training_work(model: torch.nn.Module, device: torch.device, amp: torch.dtype | None, size: int,
+                   beam_size: int) -> Callable[[], None]:  # noqa: ARG001
+    """One training step on a batch of ``size`` positions (sentences of 20 source + 20 target pieces)."""
+    length = 20
+    rows = max(1, size // (2 * length))
+    src = _random_ids(rows, length, model.encoder.embedding.num_embeddings, device)
+    tgt = _random_ids(rows, length, model.decoder.embedding.num_embeddings, device)
+    src_lengths = torch.full((rows,), length, dtype=torch.long, device=device)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            loss, tokens = model.loss(src, src_lengths, tgt, tgt, 0.1)
+        scaler.scale(loss / tokens).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    return step
+
+
+def _decoding_work(model: torch.nn.Module, device: torch.device, amp: torch.dtype | None, size: int,
+                   beam_size: int) -> Callable[[], None]:
+    """Encoding ``size`` sentences of 20 pieces and 25 decoder steps for ``size * beam_size`` hypotheses."""
+    length, steps = 20, 25
+    src = _random_ids(size, length, model.encoder.embedding.num_embeddings, device)
+    src_lengths = torch.full((size,), length, dtype=torch.long, device=device)
+    model.eval()
+
+    @torch.no_grad()
+    def decode() -> None:
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            state, memory = model.decoder.start(model.encode(src, src_lengths).repeat_interleave(beam_size))
+            tokens = torch.full((size * beam_size,), 2, dtype=torch.long, device=device)  # BOS
+            for _ in range(steps):
+                logits, state, _ = model.decoder.step(tokens, state, memory)
+                tokens = torch.log_softmax(logits.float(), dim=-1).argmax(dim=-1)
+
+    return decode

@@ -1,0 +1,87 @@
+"""``dtype: auto`` by measurement: the decision rule, the timing of real work, the per-machine cache."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from seq2seq import precision
+from seq2seq.config import ConfigError, ModelConfig
+from seq2seq.model import build_model
+
+CPU = torch.device("cpu")
+
+
+def tiny_model():
+    cfg = ModelConfig(emb_size=16, encoder_hidden_size=16, decoder_hidden_size=24, dropout=0.1)
+    return build_model(cfg, src_vocab_size=50, tgt_vocab_size=60)
+
+
+def test_decide_takes_the_fastest_unless_a_more_exact_dtype_is_within_the_margin():
+    assert precision.decide({"fp32": 1.0, "bf16": 0.5}) == "bf16"
+    assert precision.decide({"fp32": 0.5, "bf16": 1.0}) == "fp32"          # the Intel case: bf16 slower
+    assert precision.decide({"fp32": 1.02, "bf16": 1.0}) == "fp32"         # 2% is inside the 3% margin
+    assert precision.decide({"fp32": 1.04, "bf16": 1.0}) == "bf16"         # 4% is not
+    assert precision.decide({"tf32": 1.0, "bf16": 0.6, "fp16": 0.59}) == "bf16"  # bf16 before fp16 on a near tie
+    assert precision.decide({"tf32": 1.0, "bf16": 0.9, "fp16": 0.5}) == "fp16"
+
+
+def test_explicit_dtypes_and_errors():
+    assert precision.explicit_autocast("fp32", CPU) is None
+    assert precision.explicit_autocast("tf32", CPU) is None  # TF32 is a CUDA matmul mode; plain fp32 here
+    assert precision.explicit_autocast("bf16", CPU) == torch.bfloat16
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        precision.explicit_autocast("fp16", CPU)
+    with pytest.raises(ConfigError, match="unknown compute dtype 'fp8'"):
+        precision.explicit_autocast("fp8", CPU)
+
+
+@pytest.mark.parametrize("purpose", ["train", "decode"])
+def test_measure_times_every_cpu_candidate_without_touching_the_model_or_the_rng(purpose):
+    model = tiny_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    seconds = precision.measure(CPU, model, purpose, size=200, beam_size=2, rounds=1)
+    assert set(seconds) == {"fp32", "bf16"} and all(0 < s < 60 for s in seconds.values())
+    assert torch.equal(torch.rand(3), expected_next), "measuring consumed the global random stream"
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name]), f"measuring changed {name}"
+
+
+def test_auto_measures_once_per_workload_and_then_reads_the_cache(tmp_path, monkeypatch, caplog):
+    model = tiny_model()
+    calls = []
+    real_measure = precision.measure
+
+    def counting_measure(*args, **kwargs):
+        calls.append(args[2])
+        return real_measure(*args, **kwargs, rounds=1)
+
+    monkeypatch.setattr(precision, "measure", counting_measure)
+    with caplog.at_level("INFO", logger="seq2seq.precision"):
+        first = precision.choose_autocast("auto", CPU, model, "train", tmp_path, 200)
+        again = precision.choose_autocast("auto", CPU, model, "train", tmp_path, 200)
+        other = precision.choose_autocast("auto", CPU, model, "decode", tmp_path, 8, beam_size=2)
+    assert calls == ["train", "decode"], "the second train lookup should come from the cache"
+    assert first == again and first in (None, torch.bfloat16) and other in (None, torch.bfloat16)
+    cache = json.loads((tmp_path / precision.CACHE_FILE).read_text(encoding="utf-8"))
+    assert len(cache) == 2
+    for key, entry in cache.items():
+        assert torch.__version__ in key and "threads" in key
+        assert set(entry["seconds"]) == {"fp32", "bf16"}
+        assert entry["choice"] == precision.decide(entry["seconds"])
+    assert "cached measurement" in caplog.text and "dtype auto for train" in caplog.text
+    # a different model shape is a different workload
+    bigger = build_model(ModelConfig(emb_size=16, encoder_hidden_size=16, decoder_hidden_size=32), 50, 60)
+    precision.choose_autocast("auto", CPU, bigger, "train", tmp_path, 200)
+    assert calls == ["train", "decode", "train"]
+
+
+def test_an_unwritable_cache_still_gives_a_choice(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory", encoding="utf-8")
+    assert precision.auto_dtype(CPU, tiny_model(), "decode", blocker / "cache", 4) in ("fp32", "bf16")

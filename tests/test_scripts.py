@@ -1,0 +1,93 @@
+"""scripts/sweep.py (a real two-variant sweep of the tiny recipe, read back on a second call) and
+scripts/plot_time_to_quality.py (a PNG from a real run)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO_ROOT, TINY_OVERRIDES
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sweep_trains_each_variant_ranks_by_validation_bleu_and_reuses_finished_runs(tiny_corpus, tmp_path):
+    overrides = [o for o in TINY_OVERRIDES if not o.startswith("train.max_steps")] + [
+        f"data.cache_dir={tmp_path / 'cache'}", "train.valid_every=20", "train.valid_bleu_sentences=20",
+        "train.scheduler=linear", "train.max_steps=40"]
+    variants = tmp_path / "variants.yaml"
+    variants.write_text("base: configs/multi30k_en_de.yaml\nset: [" + ", ".join(overrides) + "]\nvariants:\n"
+                        "  - name: lr3e-3\n    set: []\n  - name: lr1e-5\n    set: [train.lr=0.00001, train.min_lr=0.0]\n",
+                        encoding="utf-8")
+    out, table = tmp_path / "sweep", tmp_path / "table.md"
+    command = [sys.executable, "scripts/sweep.py", "--variants", str(variants), "--data", str(tiny_corpus),
+               "--minutes", "5", "--out", str(out), "--table", str(table)]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((out / "sweep.json").read_text(encoding="utf-8"))
+    results = {r["name"]: r for r in report["results"]}
+    assert set(results) == {"lr3e-3", "lr1e-5"}
+    for name, result in results.items():
+        assert result["steps"] == 40 and result["best_step"] in (20, 40) and result["parameters"] > 0, name
+        assert "data.test_splits" not in " ".join(result["overrides"])
+        assert not (out / name / "results.json").exists(), "a sweep must not score the test splits"
+        records = [json.loads(line) for line in (out / name / "train_log.jsonl").read_text().splitlines()]
+        assert result["best_val_bleu"] == max(r["val_bleu"] for r in records if r["type"] == "valid")
+    # a learning rate of 1e-5 cannot beat 3e-3 in 40 steps: by loss, since BLEU of so small a model may tie at 0
+    loss = {name: [json.loads(line) for line in (out / name / "train_log.jsonl").read_text().splitlines()
+                   if '"valid"' in line][-1]["val_loss"] for name in results}
+    assert loss["lr3e-3"] < loss["lr1e-5"]
+    lines = table.read_text(encoding="utf-8").splitlines()
+    rows = [line for line in lines if line.startswith("| lr")]
+    assert len(rows) == 2
+    bleus = [float(row.split("|")[3].strip().strip("*")) for row in rows]
+    assert bleus == sorted(bleus, reverse=True), "the table is ranked by validation BLEU"
+
+    again = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "-m seq2seq.train" not in again.stderr, "finished variants must be read back"
+
+
+def test_sweep_parses_inline_variants():
+    sweep = load_script("sweep")
+    variant = sweep.parse_inline("v2k:tokenizer.vocab_size=2000; model.dropout=0.3")
+    assert (variant.name, variant.overrides) == ("v2k", ["tokenizer.vocab_size=2000", "model.dropout=0.3"])
+    with pytest.raises(SystemExit):
+        sweep.parse_inline("bad name:model.dropout=0.3")
+
+
+def test_time_to_quality_plot_from_a_real_run(tiny_model_dir, tmp_path):
+    out = tmp_path / "ttq.png"
+    command = [sys.executable, "scripts/plot_time_to_quality.py", "--out", str(out), f"tiny={tiny_model_dir}"]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert out.read_bytes()[:8] == PNG_MAGIC
+    results = json.loads((tiny_model_dir / "results.json").read_text(encoding="utf-8"))
+    beam = results["test_2016_flickr"]["beam3"]["bleu"]
+    assert f"| tiny | test test_2016_flickr beam3 | {beam:.2f} |" in done.stdout
+    assert done.stdout.count("| tiny | ") == 1 + sum(1 for line in (tiny_model_dir / "train_log.jsonl").read_text()
+                                                     .splitlines() if '"valid"' in line)
+
+
+@pytest.mark.parametrize("name", ["cpu_round1.yaml", "cpu_round2.yaml"])
+def test_shipped_sweep_files_give_valid_configs(name):
+    """Every variant of a committed sweep is a config train would accept (a typo fails here, not 2 hours in)."""
+    from seq2seq.config import load_config
+
+    sweep = load_script("sweep")
+    base, common, variants = sweep.load_variants(REPO_ROOT / "configs" / "sweeps" / name)
+    assert base is not None and base.is_file() and variants
+    assert len({v.name for v in variants}) == len(variants)
+    for variant in variants:
+        cfg = load_config(base, common + variant.overrides + ["train.max_minutes=20"])  # sweep.py's --minutes
+        assert cfg.train.scheduler in ("linear", "plateau")
