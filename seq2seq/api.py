@@ -15,6 +15,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from seq2seq.config import Config, DecodeConfig, apply_overrides
+from seq2seq.precision import choose_autocast
 from seq2seq.search import Hypothesis, beam_search, greedy_search
 from seq2seq.tokenizer import EOS_ID, PAD_ID, Tokenizer
 
@@ -128,8 +129,6 @@ class Translator:
         self.src_tokenizer = src_tokenizer
         self.tgt_tokenizer = tgt_tokenizer
         self.device = device
-        from seq2seq.precision import choose_autocast
-
         self.autocast_dtype = choose_autocast(cfg.decode.dtype, device, model, "decode", cfg.data.cache_dir,
                                               cfg.decode.batch_size, cfg.decode.beam_size)
 

@@ -123,8 +123,8 @@ class WeightAverage:
             raise ValueError(f"decay must be in (0, 1), got {decay}")
         self.decay = decay
         self.updates = 0
-        self.names = [name for name, p in model.state_dict().items() if p.is_floating_point()]
         state = model.state_dict()
+        self.names = [name for name, p in state.items() if p.is_floating_point()]
         self.averages = [state[name].detach().float().clone() for name in self.names]
 
     def _tensors(self, model: torch.nn.Module) -> list[torch.Tensor]:
