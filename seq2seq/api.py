@@ -1,8 +1,9 @@
 """Python API: ``Translator.load(model_dir).translate(text_or_lines, beam_size=..., nbest=...)``.
 
-Layers (each usable alone): :func:`translate_ids` (ids in, hypotheses out, batched and sorted by length
-internally, results in input order) -> :class:`Translator` (text in, text or :class:`Translation` out).
-The command-line tools are thin layers over this module.
+Layers (each usable alone): :func:`seq2seq.decoding.translate_ids` / :func:`~seq2seq.decoding.score_ids` (ids in,
+hypotheses or scores out, batched and sorted by length internally, results in input order) -> :class:`Translator`
+(text in, text or :class:`Translation` out; ``score`` for given translations). ``Translator.load([A, B])`` loads an
+ensemble. The command-line tools are thin layers over this module.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from typing import Optional, Sequence, Union
 import torch
 
 from seq2seq.config import Config, DecodeConfig, apply_overrides
+from seq2seq.decoding import score_ids, source_ids, translate_ids  # noqa: F401  (source_ids: re-exported)
 from seq2seq.precision import choose_autocast
-from seq2seq.search import Hypothesis, beam_search, greedy_search
-from seq2seq.tokenizer import EOS_ID, PAD_ID, Tokenizer
+from seq2seq.sampling import Sampling
+from seq2seq.scoring import TargetScore
+from seq2seq.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -43,20 +46,6 @@ class Translation:
     tgt_pieces: list[str] = field(default_factory=list, repr=False)
 
 
-def sentence_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices sorted by length (longest first) in chunks of ``batch_size``, for decoding.
-
-    Every index appears exactly once; results go back to input order by index.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable: ties keep input order
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def source_ids(pieces: Sequence[int], max_src_length: int) -> list[int]:
-    """Piece ids (no EOS) -> the encoder's input: at most ``max_src_length`` pieces, then EOS."""
-    return list(pieces[:max_src_length]) + [EOS_ID]
-
-
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` -> CUDA when available, else CPU."""
     if str(device) == "auto":
@@ -67,55 +56,34 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return device
 
 
-def pad_batch(sequences: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad id lists into (B, S) with PAD_ID; returns (ids, lengths (B,))."""
-    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
-    padded = torch.full((len(sequences), int(lengths.max())), PAD_ID, dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        padded[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-    return padded.to(device), lengths.to(device)
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 quantization of the linear layers (CPU inference)."""
+    import warnings
+
+    quantize_dynamic = getattr(getattr(torch.ao, "quantization", None), "quantize_dynamic", None)
+    if quantize_dynamic is None:
+        raise ValueError(f"quantize='int8' needs torch.ao.quantization.quantize_dynamic, which torch "
+                         f"{torch.__version__} does not have; translate without --quantize")
+    with warnings.catch_warnings():  # torch marks its eager-mode quantization as deprecated
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
-def translate_ids(
-    model: torch.nn.Module,
-    src_ids: Sequence[Sequence[int]],
-    decode: DecodeConfig,
-    beam_size: int | None = None,
-    nbest: int = 1,
-    return_attention: bool = False,
-    device: torch.device | str = "cpu",
-    autocast_dtype: torch.dtype | None = None,
-) -> list[list[Hypothesis]]:
-    """Decode source id sequences (each ending in EOS) in length-sorted batches; results in input order.
-
-    ``beam_size`` 1 runs greedy search; otherwise beam search with ``decode``'s length penalty etc.
-    """
-    beam_size = decode.beam_size if beam_size is None else beam_size
-    device = torch.device(device)
-    results: list[list[Hypothesis]] = [[] for _ in src_ids]
-    for indices in sentence_batches([len(s) for s in src_ids], decode.batch_size):
-        src, src_lengths = pad_batch([src_ids[i] for i in indices], device)
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            if beam_size == 1 and nbest == 1:
-                hypotheses = [
-                    [h]
-                    for h in greedy_search(
-                        model, src, src_lengths, decode.max_len_a, decode.max_len_b, decode.min_length,
-                        decode.no_repeat_ngram, decode.length_penalty, return_attention,
-                    )
-                ]
-            else:
-                hypotheses = beam_search(
-                    model, src, src_lengths, beam_size, decode.max_len_a, decode.max_len_b, decode.length_penalty,
-                    decode.min_length, decode.no_repeat_ngram, nbest, return_attention,
-                )
-        for index, hyps in zip(indices, hypotheses):
-            results[index] = hyps or [Hypothesis(tokens=[], score=float("-inf"))]
-    return results
+def _per_input(value, count: int, name: str) -> list:
+    """``value`` for every input (a str, or a list of str for constraints), or one entry per input."""
+    if value is None:
+        return [None] * count
+    if isinstance(value, str) or (name == "constraints" and value and all(isinstance(v, str) for v in value)):
+        return [value] * count
+    value = list(value)
+    if len(value) != count:
+        raise ValueError(f"{name}: give one value for all inputs or one per input ({count}), got {len(value)}")
+    return value
 
 
 class Translator:
-    """A trained model ready to translate text.
+    """A trained model (or an ensemble of models sharing tokenizers) ready to translate text.
 
     >>> tr = Translator.load("runs/multi30k_en_de")           # doctest: +SKIP
     >>> tr.translate("a man is riding a bike")                 # doctest: +SKIP
@@ -123,9 +91,10 @@ class Translator:
     """
 
     def __init__(self, cfg: Config, model: torch.nn.Module, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer,
-                 device: torch.device) -> None:
+                 device: torch.device, more_models: Sequence[torch.nn.Module] = ()) -> None:
         self.cfg = cfg
         self.model = model.eval()
+        self.models = [self.model] + [m.eval() for m in more_models]  # decoded together: an ensemble
         self.src_tokenizer = src_tokenizer
         self.tgt_tokenizer = tgt_tokenizer
         self.device = device
@@ -133,11 +102,13 @@ class Translator:
                                               cfg.decode.batch_size, cfg.decode.beam_size)
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str = "auto", quantize: str | None = None,
+    def load(cls, model_dir: str | Path | Sequence[str | Path], device: str = "auto", quantize: str | None = None,
              dtype: str | None = None) -> "Translator":
-        """Load a model directory (config.yaml, tokenizers, model.safetensors).
+        """Load a model directory (config.yaml, tokenizers, model.safetensors), or several as an ensemble.
 
         Args:
+            model_dir: one directory, or a list of them: an ensemble averaging the models' log-probabilities per
+                step (they must share both tokenizers; the first one's ``decode`` settings apply).
             device: ``auto`` | ``cpu`` | ``cuda``.
             quantize: ``int8`` for dynamic int8 quantization of linear layers (CPU inference).
             dtype: compute dtype ``auto`` | ``fp32`` | ``tf32`` | ``bf16`` | ``fp16`` (default: the model's
@@ -145,27 +116,29 @@ class Translator:
         """
         from seq2seq.checkpoint import load_model_dir
 
+        model_dirs = [model_dir] if isinstance(model_dir, (str, Path)) else list(model_dir)
+        if not model_dirs:
+            raise ValueError("no model directory given")
         resolved = resolve_device(device)
-        cfg, model, src_tok, tgt_tok = load_model_dir(model_dir, resolved)
+        cfg, model, src_tok, tgt_tok = load_model_dir(model_dirs[0], resolved)
+        models = [model]
+        for other in model_dirs[1:]:
+            _, other_model, other_src, other_tgt = load_model_dir(other, resolved)
+            for side, ours, theirs in (("source", src_tok, other_src), ("target", tgt_tok, other_tgt)):
+                if ours.model_bytes != theirs.model_bytes:
+                    raise ValueError(f"cannot ensemble {model_dirs[0]} and {other}: their {side} tokenizers differ "
+                                     "(an ensemble needs models trained with the same tokenizer files)")
+            models.append(other_model)
         if dtype is not None:
             apply_overrides(cfg, [f"decode.dtype={dtype}"])  # ConfigError (a ValueError) lists the choices
         if quantize == "int8":
             cfg.decode.dtype = "fp32"  # int8 kernels replace the GEMMs; no autocast on top
             if resolved.type != "cpu":
                 raise ValueError("quantize='int8' runs on the CPU only; use device='cpu'")
-            import warnings
-
-            quantize_dynamic = getattr(getattr(torch.ao, "quantization", None), "quantize_dynamic", None)
-            if quantize_dynamic is None:
-                raise ValueError(f"quantize='int8' needs torch.ao.quantization.quantize_dynamic, which torch "
-                                 f"{torch.__version__} does not have; translate without --quantize")
-            with warnings.catch_warnings():  # torch marks its eager-mode quantization as deprecated
-                warnings.simplefilter("ignore", UserWarning)
-                warnings.simplefilter("ignore", DeprecationWarning)
-                model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            models = [quantize_int8(m) for m in models]
         elif quantize not in (None, "none"):
             raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
-        return cls(cfg, model, src_tok, tgt_tok, resolved)
+        return cls(cfg, models[0], src_tok, tgt_tok, resolved, models[1:])
 
     def encode_sources(self, lines: Sequence[str], numbers: Sequence[int] | None = None) -> list[list[int]]:
         """Source lines -> piece ids + EOS, truncated to ``decode.max_src_length`` pieces with a warning.
@@ -184,6 +157,20 @@ class Translator:
             encoded.append(source_ids(ids, limit))
         return encoded
 
+    def _decode_config(self, batch_size: int | None) -> DecodeConfig:
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        return self.cfg.decode if batch_size is None else DecodeConfig(**{**vars(self.cfg.decode), "batch_size": batch_size})
+
+    def _target_phrases(self, words: str | Sequence[str] | None) -> list[list[int]]:
+        """Constraint words -> target piece id lists (each as it would appear after a space)."""
+        words = [words] if isinstance(words, str) else list(words or [])
+        phrases = self.tgt_tokenizer.encode([w.strip() for w in words]) if words else []
+        for word, phrase in zip(words, phrases):
+            if not phrase:
+                raise ValueError(f"constraint {word!r} has no target pieces (empty?)")
+        return phrases
+
     def translate(
         self,
         text: Union[str, Sequence[str]],
@@ -192,13 +179,24 @@ class Translator:
         return_scores: bool = False,
         return_attention: bool = False,
         batch_size: int | None = None,
+        prefix: str | Sequence[str | None] | None = None,
+        constraints: Sequence[str] | Sequence[Sequence[str]] | None = None,
+        sampling: Sampling | None = None,
     ):
         """Translate one string or a list of strings.
 
+        Args:
+            beam_size: 1 = greedy; default the model's ``decode.beam_size``.
+            nbest: hypotheses per input (<= beam_size), or samples per input when sampling.
+            prefix: target text every translation must start with (one for all inputs, or one per input; None
+                or "" = free); the translation includes it.
+            constraints: words/phrases every translation must contain (a list for all inputs, or one list per
+                input): lexically constrained beam search.
+            sampling: draw ``nbest`` samples per input (temperature, top-k, top-p, seed) instead of searching.
         Returns:
             with no options: ``str`` for a string, ``list[str]`` for a list (same order, same count).
             with ``return_scores`` / ``return_attention`` / ``nbest > 1``: per input a :class:`Translation`
-            (``nbest == 1``) or a list of ``nbest`` of them, best first.
+            (``nbest == 1``) or a list of ``nbest`` of them, best first (samples: in the order drawn).
         Empty or whitespace-only inputs translate to ``""`` (score 0) without running the model.
         """
         single = isinstance(text, str)
@@ -209,19 +207,22 @@ class Translator:
         beam_size = self.cfg.decode.beam_size if beam_size is None else int(beam_size)
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-        if not 1 <= nbest <= max(beam_size, 1):
+        if nbest < 1 or (sampling is None and nbest > beam_size):
             raise ValueError(f"nbest must be in [1, beam_size={beam_size}], got {nbest}")
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        decode = self.cfg.decode if batch_size is None else DecodeConfig(**{**vars(self.cfg.decode), "batch_size": batch_size})
+        decode = self._decode_config(batch_size)
+        prefixes, word_lists = _per_input(prefix, len(lines), "prefix"), _per_input(constraints, len(lines), "constraints")
         rich = return_scores or return_attention or nbest > 1
 
         nonempty = [i for i, line in enumerate(lines) if line.strip()]
         translations: list[list[Translation]] = [[Translation(text="", tokens=[], score=0.0)] for _ in lines]
         if nonempty:
             src_ids = self.encode_sources([lines[i] for i in nonempty], [i + 1 for i in nonempty])
+            prefix_ids = [self.tgt_tokenizer.encode([prefixes[i]])[0] if prefixes[i] else [] for i in nonempty]
+            phrases = [self._target_phrases(word_lists[i]) for i in nonempty]
             hypotheses = translate_ids(
-                self.model, src_ids, decode, beam_size, nbest, return_attention, self.device, self.autocast_dtype
+                self.models, src_ids, decode, beam_size, nbest, return_attention, self.device, self.autocast_dtype,
+                prefixes=prefix_ids, constraints=phrases,
+                sampler=sampling.sampler(self.device) if sampling is not None else None,
             )
             texts = self.tgt_tokenizer.decode([h.tokens for hyps in hypotheses for h in hyps])
             position = 0
@@ -242,3 +243,26 @@ class Translator:
         else:
             out = [entry[0].text for entry in translations]
         return out[0] if single else out
+
+    def score(self, sources: Union[str, Sequence[str]], targets: Union[str, Sequence[str]],
+              batch_size: int | None = None, return_attention: bool = False):
+        """How probable the model finds given translations (forced decoding).
+
+        Returns:
+            per pair a :class:`~seq2seq.scoring.TargetScore` (``score``: length-normalized as beam search ranks,
+            ``log_prob``: the sum, ``token_log_probs``: per target piece then EOS, ``pieces``: their names); one
+            for a single string pair.
+        """
+        single = isinstance(sources, str)
+        if single != isinstance(targets, str):
+            raise TypeError("score() takes two strings or two lists of strings")
+        sources, targets = ([sources], [targets]) if single else (list(sources), list(targets))
+        if len(sources) != len(targets):
+            raise ValueError(f"{len(sources)} sources but {len(targets)} targets: they must pair up one to one")
+        src_ids = self.encode_sources(sources)
+        tgt_ids = self.tgt_tokenizer.encode(targets) if targets else []
+        results: list[TargetScore] = score_ids(self.models, src_ids, tgt_ids, self._decode_config(batch_size),
+                                               return_attention, self.device, self.autocast_dtype)
+        for result in results:
+            result.pieces = [self.tgt_tokenizer.id_to_piece(i) for i in result.tokens] + ["</s>"]
+        return results[0] if single else results

@@ -2,6 +2,7 @@
 
     python -m seq2seq.evaluate --model runs/multi30k_en_de --src test.en --ref test.de [--beam-size 5]
     python -m seq2seq.evaluate --hyp output.de --ref test.de
+    python -m seq2seq.evaluate --model A --model B --src test.en --ref test.de   # an ensemble
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def translate_and_score(translator, sources: Sequence[str], references: Sequence
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m seq2seq.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="model directory (config.yaml, tokenizers, model.safetensors)")
+    parser.add_argument("--model", action="append", help="model directory (config.yaml, tokenizers, "
+                        "model.safetensors); give it several times to evaluate an ensemble")
     parser.add_argument("--src", help="source file to translate (one sentence per line)")
     parser.add_argument("--hyp", help="score this existing output instead of translating")
     parser.add_argument("--ref", required=True, help="reference translations, one per line")

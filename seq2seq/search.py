@@ -1,4 +1,6 @@
-"""Greedy and beam search, both driven only by ``decoder.start`` / ``decoder.step`` / ``DecoderState.select``.
+"""Greedy and beam search, both driven only by ``Ensemble.start`` / ``Ensemble.step`` / ``state.select``.
+
+Both take a forced target ``prefix``; greedy search with another ``pick`` rule is sampling (seq2seq/sampling.py).
 
 Beam search keeps a fixed ``[batch, beam]`` layout flattened to ``B * K`` rows: each step scores
 ``beam x vocab`` candidates per sentence with one ``topk``, reorders the state by index, and moves
@@ -11,11 +13,21 @@ no Python loop over sentences or beams inside a step.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
+from seq2seq.ensemble import as_ensemble
+from seq2seq.logits import (  # noqa: F401  (re-exported: the search API in one place)
+    ban_eos_before_min_length,
+    ban_repeated_ngrams,
+    force_eos_at_max_length,
+    force_prefix,
+    length_penalty,
+    max_output_lengths,
+    next_log_probs,
+)
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
@@ -34,86 +46,6 @@ class Hypothesis:
     attention: Optional[Tensor] = field(default=None, repr=False)
 
 
-# ---------------------------------------------------------------------------- small helpers
-def length_penalty(length: Tensor | float, alpha: float) -> Tensor | float:
-    """GNMT length penalty ``((5 + length) / 6) ** alpha`` (1 when alpha = 0)."""
-    return ((5.0 + length) / 6.0) ** alpha
-
-
-def max_output_lengths(src_lengths: Tensor, max_len_a: float, max_len_b: int) -> Tensor:
-    """(B,) largest number of output pieces (EOS excluded) per sentence: ``a * src_len + b``."""
-    return (src_lengths.float() * max_len_a + max_len_b).long().clamp(min=1)
-
-
-def ban_eos_before_min_length(log_probs: Tensor, history: Tensor, min_length: int, max_lengths: Tensor | None = None) -> Tensor:
-    """(N, V) log-probs, (N, t) generated ids: EOS is impossible while ``t < min_length``.
-
-    ``max_lengths`` (N,) wins over ``min_length``: a hypothesis at its length limit may always end.
-    """
-    t = history.size(1)
-    if t >= min_length:
-        return log_probs
-    if max_lengths is None:
-        log_probs[:, EOS_ID] = float("-inf")
-    else:
-        log_probs[:, EOS_ID] = log_probs[:, EOS_ID].masked_fill(max_lengths > t, float("-inf"))
-    return log_probs
-
-
-def ban_repeated_ngrams(log_probs: Tensor, history: Tensor, ngram_size: int) -> Tensor:
-    """Forbid any token that would complete an n-gram already present in the hypothesis.
-
-    Args:
-        log_probs: (N, V); history: (N, t) generated ids (no BOS); ngram_size: n (0 = off).
-    """
-    t = history.size(1)
-    if ngram_size <= 0 or t < ngram_size:  # no complete n-gram yet, so nothing can repeat
-        return log_probs
-    if ngram_size == 1:
-        banned = torch.zeros_like(log_probs, dtype=torch.bool).scatter_(1, history, True)
-        return log_probs.masked_fill(banned, float("-inf"))
-    ngrams = history.unfold(1, ngram_size, 1)  # (N, t - n + 1, n)
-    current_prefix = history[:, t - ngram_size + 1 :]  # (N, n - 1)
-    matches = (ngrams[:, :, :-1] == current_prefix.unsqueeze(1)).all(dim=-1)  # (N, t - n + 1)
-    banned_counts = torch.zeros_like(log_probs, dtype=torch.int32).scatter_add_(
-        1, ngrams[:, :, -1], matches.to(torch.int32)
-    )
-    return log_probs.masked_fill(banned_counts > 0, float("-inf"))
-
-
-def force_eos_at_max_length(log_probs: Tensor, step: int, max_lengths: Tensor, shortest_limit: int = 0) -> Tensor:
-    """Rows whose hypothesis already has ``max_lengths`` pieces may only emit EOS (in place).
-
-    Args:
-        log_probs: (N, V); step: pieces generated so far; max_lengths: (N,).
-        shortest_limit: ``int(max_lengths.min())`` if known: before it no row is at its limit (skip the work).
-    """
-    if step >= shortest_limit:
-        at_limit = max_lengths <= step  # (N,)
-        eos = log_probs[:, EOS_ID].clone()
-        log_probs.masked_fill_(at_limit.unsqueeze(1), float("-inf"))
-        log_probs[:, EOS_ID] = eos
-    return log_probs
-
-
-def next_log_probs(
-    model, prev_tokens: Tensor, state, memory, history: Tensor, max_lengths: Tensor, min_length: int,
-    no_repeat_ngram: int, shortest_limit: int = 0,
-):
-    """One decoder step followed by the logit constraints. Returns (log_probs (N, V) fp32, state, attn (N, S)).
-
-    ``max_lengths`` (N,) per row; ``shortest_limit`` its minimum as a Python int (no device sync per step).
-    """
-    logits, state, attn_weights = model.decoder.step(prev_tokens, state, memory)
-    log_probs = torch.log_softmax(logits.float(), dim=-1)
-    log_probs[:, PAD_ID] = float("-inf")
-    log_probs[:, BOS_ID] = float("-inf")
-    log_probs = ban_eos_before_min_length(log_probs, history, min_length, max_lengths)
-    log_probs = ban_repeated_ngrams(log_probs, history, no_repeat_ngram)
-    log_probs = force_eos_at_max_length(log_probs, history.size(1), max_lengths, shortest_limit)
-    return log_probs, state, attn_weights.float()
-
-
 def _strip(tokens: list[int]) -> list[int]:
     """Ids up to (not including) the first EOS, without padding."""
     out = []
@@ -123,6 +55,19 @@ def _strip(tokens: list[int]) -> list[int]:
         if token != PAD_ID:
             out.append(token)
     return out
+
+
+def limits_with_prefix(src_lengths: Tensor, max_len_a: float, max_len_b: int, prefix: Tensor | None) -> Tensor:
+    """(B,) maximum output pieces: ``a * src_len + b``, but never shorter than the row's forced prefix."""
+    max_lengths = max_output_lengths(src_lengths, max_len_a, max_len_b)
+    if prefix is not None:
+        max_lengths = torch.maximum(max_lengths, prefix.ne(PAD_ID).sum(dim=1).to(max_lengths.device))
+    return max_lengths
+
+
+def argmax_tokens(log_probs: Tensor) -> Tensor:
+    """(N, V) -> (N,) the best token of each row (greedy search)."""
+    return log_probs.argmax(dim=-1)
 
 
 # ---------------------------------------------------------------------------- greedy
@@ -137,19 +82,26 @@ def greedy_search(
     no_repeat_ngram: int = 0,
     length_penalty_alpha: float = 0.0,
     return_attention: bool = False,
+    prefix: Tensor | None = None,
+    pick: Callable[[Tensor], Tensor] = argmax_tokens,
 ) -> list[Hypothesis]:
-    """Batched greedy decoding; each sentence stops at its EOS or its maximum length.
+    """Batched left-to-right decoding, one token per sentence and step; each stops at EOS or its maximum length.
 
     Args:
-        model: a Seq2Seq (``encode`` + ``decoder.start`` / ``decoder.step``).
+        model: a Seq2Seq, a list of them, or an :class:`~seq2seq.ensemble.Ensemble`.
         src: (B, S) source ids; src_lengths: (B,).
+        prefix: (B, P) target ids every output must start with (PAD past each row's prefix), or None.
+        pick: (B, V) constrained log-probabilities -> (B,) next tokens; the argmax (greedy) by default,
+            a :class:`~seq2seq.sampling.Sampler` for sampling.
     Returns:
-        one Hypothesis per sentence, in input order.
+        one Hypothesis per sentence, in input order; its score is the model's log-probability of the output
+        (EOS included) divided by the length penalty.
     """
+    model = as_ensemble(model)
     batch_size = src.size(0)
     device = src.device
-    state, memory = model.decoder.start(model.encode(src, src_lengths))
-    max_lengths = max_output_lengths(src_lengths, max_len_a, max_len_b).to(device)
+    state, memory = model.start(src, src_lengths)
+    max_lengths = limits_with_prefix(src_lengths, max_len_a, max_len_b, prefix).to(device)
     shortest_limit, longest_limit = int(max_lengths.min()), int(max_lengths.max())
     history = torch.empty(batch_size, 0, dtype=torch.long, device=device)
     prev_tokens = torch.full((batch_size,), BOS_ID, dtype=torch.long, device=device)
@@ -158,11 +110,13 @@ def greedy_search(
     attention = []
     for step in range(longest_limit + 1):
         log_probs, state, attn_weights = next_log_probs(
-            model, prev_tokens, state, memory, history, max_lengths, min_length, no_repeat_ngram, shortest_limit
+            model, prev_tokens, state, memory, history, max_lengths, min_length, no_repeat_ngram, shortest_limit,
+            prefix,
         )
-        best_log_probs, next_tokens = log_probs.max(dim=-1)
+        next_tokens = pick(log_probs)
+        token_log_probs = log_probs.gather(1, next_tokens.unsqueeze(1)).squeeze(1)
         next_tokens = next_tokens.masked_fill(finished, PAD_ID)
-        scores += best_log_probs.masked_fill(finished, 0.0)
+        scores += token_log_probs.masked_fill(finished, 0.0)
         history = torch.cat([history, next_tokens.unsqueeze(1)], dim=1)
         if return_attention:
             attention.append(attn_weights)
@@ -197,11 +151,14 @@ def beam_search(
     no_repeat_ngram: int = 0,
     nbest: int = 1,
     return_attention: bool = False,
+    prefix: Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """Batched beam search.
 
     Args:
-        model: a Seq2Seq; src: (B, S) source ids; src_lengths: (B,).
+        model: a Seq2Seq, a list of them, or an :class:`~seq2seq.ensemble.Ensemble`.
+        src: (B, S) source ids; src_lengths: (B,).
+        prefix: (B, P) target ids every output must start with (PAD past each row's prefix), or None.
         beam_size: K hypotheses kept per sentence; nbest: how many finished ones to return (<= K).
         length_penalty_alpha: GNMT alpha; hypotheses are ranked by ``log_prob / ((5 + len) / 6) ** alpha``
             where len counts the pieces and EOS.
@@ -213,15 +170,17 @@ def beam_search(
     batch_size, beams = src.size(0), beam_size
     device = src.device
     neg_inf = float("-inf")
-    state, memory = model.decoder.start(model.encode(src, src_lengths))
+    model = as_ensemble(model)
+    state, memory = model.start(src, src_lengths)
     flat_index = torch.arange(batch_size, device=device).repeat_interleave(beams)  # (B*K,)
     state, memory = state.select(flat_index), memory.repeat_interleave(beams)
-    max_lengths = max_output_lengths(src_lengths, max_len_a, max_len_b).to(device)  # (B,)
+    row_prefix = prefix.repeat_interleave(beams, dim=0) if prefix is not None else None  # (B*K, P)
+    max_lengths = limits_with_prefix(src_lengths, max_len_a, max_len_b, prefix).to(device)  # (B,)
     max_steps = int(max_lengths.max()) + 1
     shortest_limit = int(max_lengths.min())
     row_max_lengths = max_lengths.repeat_interleave(beams)  # (B*K,)
     bound_penalty = length_penalty(max_lengths.float() + 1.0, length_penalty_alpha)  # (B,) largest possible penalty
-    src_len = memory.values.size(1)
+    src_len = src.size(1)
 
     beam_scores = torch.full((batch_size, beams), neg_inf, device=device)
     beam_scores[:, 0] = 0.0  # all beams start identical: only the first one may expand
@@ -237,7 +196,8 @@ def beam_search(
 
     for step in range(max_steps):
         log_probs, state, attn_weights = next_log_probs(
-            model, prev_tokens, state, memory, history, row_max_lengths, min_length, no_repeat_ngram, shortest_limit
+            model, prev_tokens, state, memory, history, row_max_lengths, min_length, no_repeat_ngram, shortest_limit,
+            row_prefix,
         )
         vocab_size = log_probs.size(1)
         candidates = (beam_scores.view(-1, 1) + log_probs).view(batch_size, beams * vocab_size)

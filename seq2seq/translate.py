@@ -3,6 +3,10 @@
     python -m seq2seq.translate "a man is riding a bike"          # one line out per argument
     python -m seq2seq.translate < input.en > output.de            # streams stdin, one line out per line in
     python -m seq2seq.translate --nbest 3 --beam-size 5 "a dog"   # score<TAB>text per hypothesis
+    python -m seq2seq.translate --model A --model B "a dog"       # an ensemble of two models
+    python -m seq2seq.translate --prefix "Ein Hund" "a dog runs"  # the translation starts with the prefix
+    python -m seq2seq.translate --constraints Hund "a dog runs"   # the translation contains "Hund"
+    python -m seq2seq.translate --sampling --top-p 0.9 --nbest 5 --seed 1 "a dog"   # 5 samples
 
 Input on stdin must be UTF-8 (a leading byte-order mark is dropped; LF, CRLF and CR end lines); undecodable
 bytes are replaced with U+FFFD (and one warning is printed), so every input line still gets exactly one output
@@ -68,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m seq2seq.translate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("text", nargs="*", help="sentences to translate (none: read stdin line by line)")
-    parser.add_argument("--model", help="model directory (default: the most recently trained under runs/)")
+    parser.add_argument("--model", action="append", help="model directory (default: the most recently trained under "
+                        "runs/); give it several times for an ensemble (models sharing their tokenizers)")
     parser.add_argument("--beam-size", type=int, default=None, help="beam size (1 = greedy; default: the model's config)")
     parser.add_argument("--nbest", type=int, default=1, help="print this many hypotheses per input: score<TAB>text")
     parser.add_argument("--batch-size", type=int, default=None, help="sentences per batch")
@@ -77,18 +82,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=["auto", "fp32", "tf32", "bf16", "fp16"], default=None,
                         help="compute dtype (default: the model's decode.dtype; auto = the faster on this machine, measured once and cached)")
     parser.add_argument("--json", action="store_true", help="one JSON object per input line")
+    parser.add_argument("--prefix", help="target text every translation must start with (e.g. for post-editing)")
+    parser.add_argument("--constraints", action="append", metavar="WORDS", default=[],
+                        help="a word or phrase every translation must contain (repeat the flag for more)")
+    sampling = parser.add_argument_group("sampling (instead of search; --nbest samples per input)")
+    sampling.add_argument("--sampling", action="store_true", help="draw translations at random from the model")
+    sampling.add_argument("--temperature", type=float, default=1.0, help="< 1 sharper, > 1 flatter (default 1)")
+    sampling.add_argument("--top-k", type=int, default=0, help="sample among the k most probable pieces (0 = all)")
+    sampling.add_argument("--top-p", type=float, default=1.0, help="nucleus: the fewest pieces reaching p (1 = all)")
+    sampling.add_argument("--seed", type=int, default=0, help="random seed (same seed, same samples)")
     parser.add_argument("--plot-attention", metavar="FILE.png", help="save attention heatmaps of the inputs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
 
     if args.beam_size is not None and args.beam_size < 1:
         parser.error(f"--beam-size must be >= 1, got {args.beam_size}")
-    if args.nbest < 1 or (args.beam_size is not None and args.nbest > args.beam_size):
+    if args.nbest < 1 or (not args.sampling and args.beam_size is not None and args.nbest > args.beam_size):
         parser.error(f"--nbest must be between 1 and the beam size, got {args.nbest}")
+    if args.sampling and args.constraints:
+        parser.error("--constraints work with beam search, not with --sampling")
     if args.batch_size is not None and args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
-    model_dir = Path(args.model) if args.model else latest_model_dir()
-    if model_dir is None:
+    model_dirs = [Path(m) for m in args.model] if args.model else [latest_model_dir()]
+    if model_dirs[0] is None:
         print("error: no trained model found under runs/. Train one with\n"
               "  scripts/train_translator.sh --data ../shared/data/multi30k --max-minutes 20\n"
               "or pass --model DIR.", file=sys.stderr)
@@ -96,14 +112,18 @@ def main(argv: list[str] | None = None) -> int:
 
     from seq2seq.api import Translator
     from seq2seq.checkpoint import CheckpointError
+    from seq2seq.sampling import Sampling
 
     try:
-        translator = Translator.load(model_dir, device=args.device, quantize=args.quantize, dtype=args.dtype)
+        translator = Translator.load(model_dirs, device=args.device, quantize=args.quantize, dtype=args.dtype)
+        sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed) if args.sampling else None
+        if sampling is not None:
+            sampling.sampler()  # checks the settings: one clear error before any input is read
     except (CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     beam_size = args.beam_size or translator.cfg.decode.beam_size
-    if args.nbest > beam_size:
+    if args.nbest > beam_size and not args.sampling:
         parser.error(f"--nbest {args.nbest} is larger than the beam size {beam_size}")
     rich = args.json or args.nbest > 1 or args.plot_attention
 
@@ -120,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         out.reconfigure(encoding="utf-8")  # whatever the locale says, like the input
     for chunk in chunks(inputs, chunk_size):
         results = translator.translate(chunk, beam_size=beam_size, nbest=args.nbest, batch_size=args.batch_size,
-                                       return_scores=bool(rich), return_attention=bool(args.plot_attention))
+                                       return_scores=bool(rich), return_attention=bool(args.plot_attention),
+                                       prefix=args.prefix, constraints=args.constraints or None, sampling=sampling)
         for entry in results:
             if rich:
                 out.write("".join(line + "\n" for line in format_output(entry, args)))

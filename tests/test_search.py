@@ -9,9 +9,8 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from tiny_models import random_model, random_src, teacher_forced_scores
 
-from seq2seq.config import ModelConfig
-from seq2seq.model import Seq2Seq, build_model
 from seq2seq.search import (
     Hypothesis,
     ban_eos_before_min_length,
@@ -22,7 +21,7 @@ from seq2seq.search import (
     length_penalty,
     max_output_lengths,
 )
-from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from seq2seq.tokenizer import EOS_ID, PAD_ID, UNK_ID
 
 A, B, C = 4, 5, 6  # the scripted vocabulary: <pad> <unk> <s> </s> a b c
 SCRIPT_VOCAB = 7
@@ -258,20 +257,6 @@ def test_scripted_batch_of_different_scripts_equals_each_alone():
 
 
 # ---------------------------------------------------------------------------- random real models
-def random_model(rnn_type: str = "gru", vocab: int = 12, **overrides) -> Seq2Seq:
-    cfg = ModelConfig(
-        rnn_type=rnn_type, emb_size=8, encoder_hidden_size=6, decoder_hidden_size=10, dropout=0.0, **overrides
-    )
-    return build_model(cfg, vocab, vocab).eval()
-
-
-def random_src(lengths: list[int], vocab: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
-    src = torch.full((len(lengths), max(lengths)), PAD_ID)
-    for i, n in enumerate(lengths):
-        src[i, :n] = torch.randint(4, vocab, (n,))
-    return src, torch.tensor(lengths)
-
-
 BATCH_LENGTHS = [[6, 2, 9, 4, 1], [3], [7, 7, 2]]
 
 
@@ -290,21 +275,6 @@ def test_beam_size_one_equals_greedy(rnn_type, min_length, no_repeat_ngram):
             assert b.tokens == g.tokens
             assert b.score == g.score
             torch.testing.assert_close(b.attention, g.attention, atol=ATOL, rtol=0)
-
-
-def teacher_forced_scores(model: Seq2Seq, src, src_length, candidates: list[list[int]]) -> torch.Tensor:
-    """log P(candidate + EOS | src) for each candidate, from one teacher-forced forward pass."""
-    n = len(candidates)
-    width = max(len(c) for c in candidates) + 1
-    tgt_in = torch.full((n, width), PAD_ID)
-    tgt_out = torch.full((n, width), PAD_ID)
-    for i, cand in enumerate(candidates):
-        tgt_in[i, : len(cand) + 1] = torch.tensor([BOS_ID] + cand)
-        tgt_out[i, : len(cand) + 1] = torch.tensor(cand + [EOS_ID])
-    with torch.no_grad():
-        logits, _ = model(src.expand(n, -1), src_length.expand(n), tgt_in)
-    log_probs = torch.log_softmax(logits.float(), dim=-1).gather(-1, tgt_out.unsqueeze(-1)).squeeze(-1)
-    return log_probs.masked_fill(tgt_out.eq(PAD_ID), 0.0).sum(dim=1)
 
 
 @pytest.mark.parametrize("rnn_type", ["gru", "lstm"])

@@ -1,0 +1,134 @@
+"""Decoding in batches: source id sequences in, hypotheses (or scores of given targets) out.
+
+Sentences are sorted by length and decoded ``decode.batch_size`` at a time, each batch under the chosen autocast
+dtype; results come back in input order. Which search runs is decided here, once: sampling (a ``Sampler``),
+constrained beam search (any constraints), greedy (beam 1, one output) or beam search. The text layer on top is
+:class:`seq2seq.api.Translator`.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from seq2seq.config import DecodeConfig
+from seq2seq.constrained import constrained_beam_search
+from seq2seq.sampling import Sampler, sample_search
+from seq2seq.scoring import TargetScore, score_targets
+from seq2seq.search import Hypothesis, beam_search, greedy_search
+from seq2seq.tokenizer import EOS_ID, PAD_ID
+
+
+def sentence_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices sorted by length (longest first) in chunks of ``batch_size``, for decoding.
+
+    Every index appears exactly once; results go back to input order by index.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable: ties keep input order
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def source_ids(pieces: Sequence[int], max_src_length: int) -> list[int]:
+    """Piece ids (no EOS) -> the encoder's input: at most ``max_src_length`` pieces, then EOS."""
+    return list(pieces[:max_src_length]) + [EOS_ID]
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id lists into (B, S) with PAD_ID; returns (ids, lengths (B,))."""
+    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
+    padded = torch.full((len(sequences), int(lengths.max())), PAD_ID, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        padded[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+    return padded.to(device), lengths.to(device)
+
+
+def pad_prefixes(prefixes: Sequence[Sequence[int]], device: torch.device) -> torch.Tensor | None:
+    """Forced target prefixes -> (B, P) right-padded with PAD_ID, or None when no row has one."""
+    if not any(prefixes):
+        return None
+    padded = torch.full((len(prefixes), max(len(p) for p in prefixes)), PAD_ID, dtype=torch.long)
+    for row, prefix in enumerate(prefixes):
+        padded[row, : len(prefix)] = torch.tensor(list(prefix), dtype=torch.long)
+    return padded.to(device)
+
+
+def translate_ids(
+    model,
+    src_ids: Sequence[Sequence[int]],
+    decode: DecodeConfig,
+    beam_size: int | None = None,
+    nbest: int = 1,
+    return_attention: bool = False,
+    device: torch.device | str = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+    prefixes: Sequence[Sequence[int]] | None = None,
+    constraints: Sequence[Sequence[Sequence[int]]] | None = None,
+    sampler: Sampler | None = None,
+) -> list[list[Hypothesis]]:
+    """Decode source id sequences (each ending in EOS) in length-sorted batches; results in input order.
+
+    Args:
+        model: a Seq2Seq, a list of them, or an Ensemble.
+        beam_size: 1 runs greedy search (when ``nbest`` is 1); otherwise beam search with ``decode``'s length
+            penalty etc. (default ``decode.beam_size``).
+        prefixes: per sentence, target ids its output must start with (empty = none).
+        constraints: per sentence, phrases (target id lists) its output must contain: constrained beam search.
+        sampler: draw ``nbest`` samples per sentence with it instead of searching.
+    """
+    beam_size = decode.beam_size if beam_size is None else beam_size
+    device = torch.device(device)
+    constrained = constraints is not None and any(constraints)
+    results: list[list[Hypothesis]] = [[] for _ in src_ids]
+    for indices in sentence_batches([len(s) for s in src_ids], decode.batch_size):
+        src, src_lengths = pad_batch([src_ids[i] for i in indices], device)
+        prefix = pad_prefixes([prefixes[i] for i in indices], device) if prefixes is not None else None
+        common = dict(max_len_a=decode.max_len_a, max_len_b=decode.max_len_b, min_length=decode.min_length,
+                      no_repeat_ngram=decode.no_repeat_ngram, length_penalty_alpha=decode.length_penalty,
+                      return_attention=return_attention, prefix=prefix)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            if sampler is not None:
+                hypotheses = sample_search(model, src, src_lengths, sampler, nbest, **common)
+            elif constrained:
+                batch_constraints = [list(constraints[i]) for i in indices]
+                hypotheses = constrained_beam_search(model, src, src_lengths, batch_constraints, beam_size,
+                                                     nbest=nbest, **common)
+            elif beam_size == 1 and nbest == 1:
+                hypotheses = [[h] for h in greedy_search(model, src, src_lengths, **common)]
+            else:
+                hypotheses = beam_search(model, src, src_lengths, beam_size, nbest=nbest, **common)
+        for index, hyps in zip(indices, hypotheses):
+            results[index] = hyps or [Hypothesis(tokens=[], score=float("-inf"))]
+    return results
+
+
+def score_ids(
+    model,
+    src_ids: Sequence[Sequence[int]],
+    tgt_ids: Sequence[Sequence[int]],
+    decode: DecodeConfig,
+    return_attention: bool = False,
+    device: torch.device | str = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+) -> list[TargetScore]:
+    """Score given targets (piece ids, no BOS/EOS) of source id sequences (ending in EOS); input order.
+
+    Scores use ``decode.length_penalty``, as beam search does.
+    """
+    if len(src_ids) != len(tgt_ids):
+        raise ValueError(f"{len(src_ids)} sources but {len(tgt_ids)} targets: they must pair up one to one")
+    device = torch.device(device)
+    results: list[TargetScore | None] = [None] * len(src_ids)
+    for indices in sentence_batches([len(s) for s in src_ids], decode.batch_size):
+        src, src_lengths = pad_batch([src_ids[i] for i in indices], device)
+        targets = [tgt_ids[i] for i in indices]
+        tgt = torch.full((len(targets), max(len(t) for t in targets)), PAD_ID, dtype=torch.long)  # (B, T), T may be 0
+        for row, target in enumerate(targets):
+            tgt[row, : len(target)] = torch.tensor(list(target), dtype=torch.long)
+        tgt_lengths = torch.tensor([len(t) for t in targets], device=device)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            scored = score_targets(model, src, src_lengths, tgt.to(device), tgt_lengths, decode.length_penalty,
+                                   return_attention)
+        for index, result in zip(indices, scored):
+            results[index] = result
+    return results

@@ -1,0 +1,116 @@
+"""Sampling: draw outputs from the model's distribution (back-translation, diverse outputs).
+
+Sampling is greedy search with another rule for the next token (:class:`Sampler`): the step's log-probabilities
+(after the same constraints as every search mode) are divided by the temperature, cut to the ``top_k`` best tokens
+and to the smallest set whose probability reaches ``top_p`` (nucleus sampling, Holtzman et al. 2020), renormalized,
+and sampled from with a seeded ``torch.Generator``. Each sentence is repeated ``num_samples`` times, so its samples
+are drawn side by side in one batch. Reported scores are the model's own log-probabilities (untempered,
+untruncated) divided by the length penalty, the numbers beam search and scoring give the same output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from seq2seq.search import Hypothesis, greedy_search
+
+
+@dataclass
+class Sampler:
+    """Picks the next token of each row at random.
+
+    Attributes:
+        temperature: > 0; below 1 sharpens the distribution, above 1 flattens it.
+        top_k: keep only the k most probable tokens (0 = all).
+        top_p: keep the smallest set of most probable tokens whose probability reaches p (1 = all).
+        generator: the random stream (seeded by the caller for reproducible samples).
+    """
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    generator: torch.Generator | None = None
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = no limit), got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    def distribution(self, log_probs: Tensor) -> Tensor:
+        """(N, V) log-probabilities -> (N, V) the probabilities tokens are drawn with (rows sum to 1)."""
+        scores = log_probs.float() / self.temperature
+        if 0 < self.top_k < scores.size(1):
+            kth_best = scores.topk(self.top_k, dim=1).values[:, -1:]
+            scores = scores.masked_fill(scores < kth_best, float("-inf"))
+        if self.top_p < 1:
+            sorted_scores, order = scores.sort(dim=1, descending=True)
+            sorted_probs = torch.softmax(sorted_scores, dim=1)
+            mass_before = sorted_probs.cumsum(dim=1) - sorted_probs  # probability of the better tokens
+            drop_sorted = mass_before >= self.top_p  # the set already reached p without this token
+            drop = torch.zeros_like(drop_sorted).scatter_(1, order, drop_sorted)
+            scores = scores.masked_fill(drop, float("-inf"))
+        return torch.softmax(scores, dim=1)
+
+    def __call__(self, log_probs: Tensor) -> Tensor:
+        """(N, V) -> (N,) sampled token ids."""
+        return torch.multinomial(self.distribution(log_probs), 1, generator=self.generator).squeeze(1)
+
+
+def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
+    """A random stream on ``device`` seeded with ``seed`` (same seed, same samples)."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator
+
+
+@torch.inference_mode()
+def sample_search(
+    model,
+    src: Tensor,
+    src_lengths: Tensor,
+    sampler: Sampler,
+    num_samples: int = 1,
+    max_len_a: float = 1.5,
+    max_len_b: int = 10,
+    min_length: int = 0,
+    no_repeat_ngram: int = 0,
+    length_penalty_alpha: float = 0.0,
+    return_attention: bool = False,
+    prefix: Tensor | None = None,
+) -> list[list[Hypothesis]]:
+    """Draw ``num_samples`` outputs per sentence.
+
+    Args:
+        model: a Seq2Seq, a list of them, or an Ensemble; src: (B, S) source ids; src_lengths: (B,).
+        prefix: (B, P) forced target ids (PAD past each row's prefix), or None.
+    Returns:
+        per sentence (input order) its samples, in the order drawn (not sorted: they are draws, not a ranking).
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    repeated = [t.repeat_interleave(num_samples, dim=0) if t is not None else None for t in (src, src_lengths, prefix)]
+    hypotheses = greedy_search(
+        model, repeated[0], repeated[1], max_len_a, max_len_b, min_length, no_repeat_ngram, length_penalty_alpha,
+        return_attention, prefix=repeated[2], pick=sampler,
+    )
+    return [hypotheses[i : i + num_samples] for i in range(0, len(hypotheses), num_samples)]
+
+
+@dataclass
+class Sampling:
+    """How to sample (the user-facing settings of :class:`Sampler`); ``seed`` makes the draws reproducible."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def sampler(self, device: torch.device | str = "cpu") -> Sampler:
+        """A :class:`Sampler` with a fresh generator seeded with ``seed`` on ``device``."""
+        return Sampler(self.temperature, self.top_k, self.top_p, make_generator(self.seed, device))
