@@ -85,10 +85,13 @@ def translate_ids(
     return_attention: bool = False,
     device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype | None = None,
+    trace: list | None = None,
 ) -> list[list[Hypothesis]]:
     """Decode source id sequences (each ending in EOS) in length-sorted batches; results in input order.
 
     ``beam_size`` 1 runs greedy search; otherwise beam search with ``decode``'s length penalty etc.
+    ``trace``: a list that receives the search's per-step record (see :func:`beam_search`); its batch rows follow
+    the length-sorted batches, so trace one sentence at a time.
     """
     beam_size = decode.beam_size if beam_size is None else beam_size
     device = torch.device(device)
@@ -101,13 +104,13 @@ def translate_ids(
                     [h]
                     for h in greedy_search(
                         model, src, src_lengths, decode.max_len_a, decode.max_len_b, decode.min_length,
-                        decode.no_repeat_ngram, decode.length_penalty, return_attention,
+                        decode.no_repeat_ngram, decode.length_penalty, return_attention, trace,
                     )
                 ]
             else:
                 hypotheses = beam_search(
                     model, src, src_lengths, beam_size, decode.max_len_a, decode.max_len_b, decode.length_penalty,
-                    decode.min_length, decode.no_repeat_ngram, nbest, return_attention,
+                    decode.min_length, decode.no_repeat_ngram, nbest, return_attention, trace,
                 )
         for index, hyps in zip(indices, hypotheses):
             results[index] = hyps or [Hypothesis(tokens=[], score=float("-inf"))]
