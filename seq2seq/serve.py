@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -27,6 +28,7 @@ try:
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
+    from starlette.exceptions import HTTPException
 except ImportError as _err:  # the package itself must work without the serve extra
     raise ImportError('seq2seq.serve needs FastAPI and uvicorn: pip install -e ".[serve]"') from _err
 
@@ -150,6 +152,12 @@ def create_app(translator: Translator, model_dir: str | Path | None = None, limi
     async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
         return error(422, validation_message(err, request.headers.get("content-type", "")))
 
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException) -> JSONResponse:
+        if err.status_code == 400 and request.url.path == "/translate":  # FastAPI could not decode the body
+            return error(422, f"the body could not be read ({err.detail}); send UTF-8 JSON")
+        return error(err.status_code, str(err.detail))
+
     @app.exception_handler(LimitExceeded)
     async def over_limit(request: Request, err: LimitExceeded) -> JSONResponse:
         return error(err.status, str(err))
@@ -262,7 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(translator, args.model, limits, args.batch_wait_ms, not args.no_batching, args.max_pending)
     logger.info("serving %s on http://%s:%d/ (device %s, dtype %s, batching %s)", args.model, args.host, args.port,
                 translator.device, dtype_name(translator), "off" if args.no_batching else f"{args.batch_wait_ms} ms")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=30)
+    # uvicorn shuts down gracefully on SIGTERM / Ctrl-C, then raises the signal again under the handlers it found:
+    # a no-op for SIGTERM makes a finished shutdown exit 0; Ctrl-C ends as KeyboardInterrupt (exit 130).
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=30)
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 

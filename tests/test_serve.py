@@ -4,29 +4,21 @@ that leaves frees its place, and ``python -m seq2seq.serve`` stops cleanly on SI
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
-from conftest import REPO_ROOT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 pytest.importorskip("fastapi", reason='the service needs the serve extra: pip install -e ".[serve]"')
-import httpx  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
+import httpx
+from fastapi.testclient import TestClient
 
-from seq2seq.api import Translator  # noqa: E402
-from seq2seq.serve import create_app  # noqa: E402
-from seq2seq.serve_io import Limits  # noqa: E402
-from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID  # noqa: E402
+from seq2seq.api import Translator
+from seq2seq.serve import create_app
+from seq2seq.serve_io import Limits
+from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 SENTENCES = ["A man is riding a bike.", "Two dogs play in the snow.", "People.",
              "A girl in a red dress is walking down the street with her mother."]
@@ -158,3 +150,92 @@ def test_the_page_and_its_script_are_served(client):
     script = client.get("/static/app.js")
     assert script.status_code == 200 and "return_attention" in script.text
     assert "http" not in page.text.replace("http-equiv", "")  # nothing fetched from elsewhere: works offline
+
+
+# ---------------------------------------------------------------------------- limits and bad input
+def test_size_limits_answer_413_naming_the_limit(client, translator):
+    assert_error(post(client, {"text": ["a dog"] * (LIMITS.max_texts + 1)}), 413, "7 texts", "--max-texts")
+    assert_error(post(client, {"text": ["a dog", "x" * (LIMITS.max_chars + 1)]}), 413, "text 1", "121 characters",
+                 "--max-chars")
+    assert_error(post(client, {"text": "a" * (LIMITS.max_body_bytes + 10)}), 413, "--max-body-bytes")
+
+    def chunks():  # no Content-Length: the body is counted as it arrives
+        for _ in range(LIMITS.max_body_bytes // 100 + 2):
+            yield b" " * 100
+
+    response = client.post("/translate", content=chunks(), headers={"content-type": "application/json"})
+    assert "content-length" not in response.request.headers
+    assert_error(response, 413, "--max-body-bytes")
+    assert_still_serving(client, translator)
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    ({"text": []}, ["text", "at least 1"]),
+    ({"text": 5}, ["text"]),
+    ({"text": ["a", 5]}, ["text"]),
+    ({}, ["text", "Field required"]),
+    ({"text": "a", "beam_size": 0}, ["beam_size", "greater than or equal to 1"]),
+    ({"text": "a", "beam_size": 6}, ["beam_size 6", "1 to 5", "--max-beam-size"]),
+    ({"text": "a", "beam_size": "3"}, ["beam_size"]),
+    ({"text": "a", "beam_size": 2, "nbest": 3}, ["nbest 3", "beam_size 2"]),
+    ({"text": "a", "return_scores": 1}, ["return_scores"]),
+    ({"text": "a", "colour": "red"}, ["colour", "Extra inputs"]),
+    ({"text": ["a", "b"], "return_beam": True}, ["return_beam", "single text"]),
+    (["a"], ["dictionary"]),
+])
+def test_bad_input_answers_422_with_a_clear_message(client, translator, body, words):
+    assert_error(post(client, body), 422, *words)
+    assert_still_serving(client, translator)
+
+
+def test_bad_json_and_wrong_content_type_answer_422(client, translator):
+    response = client.post("/translate", content=b'{"text": "a dog"', headers={"content-type": "application/json"})
+    assert_error(response, 422, "not valid JSON")
+    response = client.post("/translate", content=b'{"text": "a dog"}', headers={"content-type": "text/plain"})
+    assert_error(response, 422, "Content-Type: application/json")
+    assert_still_serving(client, translator)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-10, 10) | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
+REQUESTS = st.fixed_dictionaries({"text": st.text(max_size=130) | st.lists(st.text(max_size=40), max_size=8)},
+                                 optional={"beam_size": st.integers(-2, 7) | st.none() | st.text(max_size=3),
+                                           "nbest": st.integers(-1, 7), "return_scores": st.booleans(),
+                                           "return_attention": st.booleans() | st.integers(0, 1),
+                                           "return_beam": st.booleans(), "extra": JSON_VALUES})
+
+
+def check_answer(response: httpx.Response, body) -> None:
+    """Only 200, 413 or 422, always JSON; a 200 has one entry per text."""
+    assert response.status_code in (200, 413, 422), response.text
+    answer = response.json()
+    if response.status_code != 200:
+        assert isinstance(answer["error"], str) and answer["error"]
+        return
+    texts = [body["text"]] if isinstance(body["text"], str) else body["text"]
+    assert len(answer["translations"]) == len(texts)
+    assert all(isinstance(entry["text"], str) for entry in answer["translations"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=REQUESTS | JSON_VALUES)
+def test_fuzzed_json_bodies_never_break_the_service(client, body):
+    check_answer(post(client, body), body)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.binary(max_size=200) | st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
+       content_type=st.sampled_from(["application/json", "text/plain", "", "application/json; charset=latin-1"]))
+def test_fuzzed_raw_bodies_never_break_the_service(client, raw, content_type):
+    response = client.post("/translate", content=raw, headers={"content-type": content_type})
+    assert response.status_code in (200, 413, 422), response.text
+    assert "error" in response.json() or response.status_code == 200
+
+
+def test_the_service_is_healthy_after_the_fuzzing(client, translator):
+    assert_still_serving(client, translator)
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["pending"] == 0

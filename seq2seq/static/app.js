@@ -25,7 +25,7 @@ async function post(body) {
 }
 
 function drawNbest(entry) {
-  const table = $("nbest");
+  const table = $("nbest-list");
   table.replaceChildren();
   const head = el("tr");
   ["#", "score", "translation"].forEach((name) => head.appendChild(el("th", name)));
@@ -63,19 +63,24 @@ function drawHeatmap(entry) {
 }
 
 function drawBeam(steps) {
-  const box = $("beam");
+  const box = $("beam-steps");
   box.replaceChildren();
   steps.forEach((step, t) => {
     const column = el("div", undefined, step.done ? "step done" : "step");
-    column.appendChild(el("h3", `step ${t + 1}${step.done ? " (done)" : ""}`));
-    step.finished.forEach((hyp) => column.appendChild(hypothesis(hyp, "hyp finished")));
-    step.kept.forEach((hyp) => column.appendChild(hypothesis(hyp, "hyp kept")));
+    const hyps = el("div", undefined, "hyps");
+    step.finished.forEach((hyp) => hyps.appendChild(hypothesis(hyp, "hyp finished")));
+    step.kept.forEach((hyp) => hyps.appendChild(hypothesis(hyp, "hyp kept")));
+    column.append(el("h3", `step ${t + 1}${step.done ? " (done)" : ""}`), hyps);
     box.appendChild(column);
   });
 }
 
 function hypothesis(hyp, className) {
-  const node = el("div", hyp.pieces.join(" ").replaceAll("\u2581", "") || "(empty)", className);
+  // the prefix, then the piece this step added in bold (\u2581 marks a word start: shown as a space)
+  const words = (pieces) => pieces.join("").replaceAll("\u2581", " ").trim();
+  const node = el("span", undefined, className);
+  const last = hyp.pieces[hyp.pieces.length - 1] || "";
+  node.append(words(hyp.pieces.slice(0, -1)) + (last.startsWith("\u2581") ? " " : ""), el("b", words([last])));
   node.appendChild(el("span", fmt(hyp.score), "score"));
   node.title = hyp.pieces.join(" ");
   return node;
@@ -84,8 +89,8 @@ function hypothesis(hyp, className) {
 async function translate(event) {
   if (event) event.preventDefault();
   const text = $("source").value;
-  const beamSize = Number($("beam").value);
-  const nbest = Math.min(Number($("nbest").value), beamSize);
+  const beamSize = Number($("beam-size").value);
+  const nbest = Math.min(Number($("nbest-size").value), beamSize);
   $("error").textContent = "";
   $("translate").disabled = true;
   document.body.dataset.state = "busy";
@@ -113,10 +118,10 @@ async function describe() {
   try {
     const info = await (await fetch("/info")).json();
     $("langs").textContent = `(${info.src_lang} \u2192 ${info.tgt_lang})`;
-    $("beam").value = info.default_beam_size;
-    $("beam").max = info.limits.max_beam_size;
-    $("nbest").max = info.limits.max_beam_size;
-    $("nbest").value = Math.min(3, info.default_beam_size);
+    $("beam-size").value = info.default_beam_size;
+    $("beam-size").max = info.limits.max_beam_size;
+    $("nbest-size").max = info.limits.max_beam_size;
+    $("nbest-size").value = Math.min(3, info.default_beam_size);
     const model = info.config.model;
     const bleu = info.results && Object.entries(info.results)[0];
     $("model-note").textContent = `${model.rnn_type.toUpperCase()} encoder-decoder, ${model.attention} attention, ` +
