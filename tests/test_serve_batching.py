@@ -196,3 +196,34 @@ def test_the_package_imports_without_fastapi():
                             timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert 'pip install -e ".[serve]"' in result.stdout
+
+
+# ---------------------------------------------------------------------------- scripts/load_test.py
+def test_load_test_percentiles_are_nearest_rank():
+    from test_scripts import load_script
+
+    load_test = load_script("load_test")
+    values = [5.0, 1.0, 4.0, 2.0, 3.0, 10.0, 9.0, 8.0, 7.0, 6.0]  # 1..10: p50 = 5, p95 = 10, p10 = 1 (by hand)
+    assert [load_test.percentile(values, p) for p in (50, 95, 10, 100)] == [5.0, 10.0, 1.0, 10.0]
+
+
+def test_load_test_refuses_other_machines_and_runs_against_a_real_service(tiny_model_dir, tmp_path):
+    pytest.importorskip("uvicorn", reason='the service needs the serve extra: pip install -e ".[serve]"')
+    script = [sys.executable, "scripts/load_test.py"]
+    refused = subprocess.run([*script, "--url", "http://192.0.2.1:8000"], cwd=REPO_ROOT, env=ENV, capture_output=True,
+                             text=True, timeout=120, check=False)
+    assert refused.returncode == 2 and "must be on this machine" in refused.stderr
+    figures = tmp_path / "load.json"
+    process, url = start_server(tiny_model_dir, "--batch-wait-ms", "50")
+    try:
+        done = subprocess.run([*script, "--url", url, "--clients", "1", "3", "--requests", "6", "--json", str(figures)],
+                              cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=300, check=False)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(figures.read_text(encoding="utf-8"))
+    assert [(r["clients"], r["requests"]) for r in rows] == [(1, 6), (3, 6)]
+    assert rows[0]["requests_per_decode"] == 1.0  # one client waits for each answer: nothing to batch with
+    assert all(r["p50_ms"] <= r["p95_ms"] for r in rows)
+    assert done.stdout.count("\n| running |") == 2
