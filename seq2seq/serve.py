@@ -193,7 +193,8 @@ def create_app(translator: Translator, model_dir: str | Path | None = None, limi
     @app.get("/health")
     async def health() -> dict[str, Any]:
         """Model loaded, where it runs, and the queue."""
-        return {"status": "ok", "device": str(translator.device), "dtype": dtype_name(translator),
+        return {"status": "ok", "model": None if model_dir is None else str(model_dir),
+                "device": str(translator.device), "dtype": dtype_name(translator),
                 "pending": batcher.pending, "stats": {k: v for k, v in asdict(batcher.stats).items()
                                                        if k != "batch_sizes"}}
 
