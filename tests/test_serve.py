@@ -142,6 +142,8 @@ def test_health_and_info(client, tiny_model_dir):
     assert info["limits"]["max_texts"] == LIMITS.max_texts
     assert info["results"] == json.loads((tiny_model_dir / "results.json").read_text(encoding="utf-8"))
     assert "/translate" in client.get("/openapi.json").json()["paths"]
+    assert_error(client.get("/nowhere"), 404, "Not Found")
+    assert_error(client.get("/translate"), 405, "Method Not Allowed")
 
 
 def test_the_page_and_its_script_are_served(client):
