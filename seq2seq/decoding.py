@@ -65,6 +65,7 @@ def translate_ids(
     prefixes: Sequence[Sequence[int]] | None = None,
     constraints: Sequence[Sequence[Sequence[int]]] | None = None,
     sampler: Sampler | None = None,
+    trace: list | None = None,
 ) -> list[list[Hypothesis]]:
     """Decode source id sequences (each ending in EOS) in length-sorted batches; results in input order.
 
@@ -75,6 +76,8 @@ def translate_ids(
         prefixes: per sentence, target ids its output must start with (empty = none).
         constraints: per sentence, phrases (target id lists) its output must contain: constrained beam search.
         sampler: draw ``nbest`` samples per sentence with it instead of searching.
+        trace: a list that receives greedy or beam search's per-step record (see :func:`beam_search`); its batch
+            rows follow the length-sorted batches, so trace one sentence at a time.
     """
     beam_size = decode.beam_size if beam_size is None else beam_size
     device = torch.device(device)
@@ -94,9 +97,9 @@ def translate_ids(
                 hypotheses = constrained_beam_search(model, src, src_lengths, batch_constraints, beam_size,
                                                      nbest=nbest, **common)
             elif beam_size == 1 and nbest == 1:
-                hypotheses = [[h] for h in greedy_search(model, src, src_lengths, **common)]
+                hypotheses = [[h] for h in greedy_search(model, src, src_lengths, trace=trace, **common)]
             else:
-                hypotheses = beam_search(model, src, src_lengths, beam_size, nbest=nbest, **common)
+                hypotheses = beam_search(model, src, src_lengths, beam_size, nbest=nbest, trace=trace, **common)
         for index, hyps in zip(indices, hypotheses):
             results[index] = hyps or [Hypothesis(tokens=[], score=float("-inf"))]
     return results

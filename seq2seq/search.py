@@ -84,6 +84,7 @@ def greedy_search(
     return_attention: bool = False,
     prefix: Tensor | None = None,
     pick: Callable[[Tensor], Tensor] = argmax_tokens,
+    trace: list | None = None,
 ) -> list[Hypothesis]:
     """Batched left-to-right decoding, one token per sentence and step; each stops at EOS or its maximum length.
 
@@ -93,6 +94,8 @@ def greedy_search(
         prefix: (B, P) target ids every output must start with (PAD past each row's prefix), or None.
         pick: (B, V) constrained log-probabilities -> (B,) next tokens; the argmax (greedy) by default,
             a :class:`~seq2seq.sampling.Sampler` for sampling.
+        trace: if a list, receives one dict per step in :func:`beam_search`'s format with a beam of one
+            (K = 1, and one candidate: the piece chosen).
     Returns:
         one Hypothesis per sentence, in input order; its score is the model's log-probability of the output
         (EOS included) divided by the length penalty.
@@ -120,6 +123,13 @@ def greedy_search(
         history = torch.cat([history, next_tokens.unsqueeze(1)], dim=1)
         if return_attention:
             attention.append(attn_weights)
+        if trace is not None:  # a row that ends here is a finished candidate, no longer kept (score -inf)
+            ends_here = next_tokens.eq(EOS_ID)
+            normalized = scores / length_penalty(float(step + 1), length_penalty_alpha)
+            kept_scores = scores.masked_fill(finished | ends_here, float("-inf"))
+            trace.append({"tokens": history.unsqueeze(1).cpu(), "scores": kept_scores.unsqueeze(1).cpu(),
+                          "candidate_tokens": history.unsqueeze(1).cpu(), "finishing": ends_here.unsqueeze(1).cpu(),
+                          "candidate_scores": normalized.unsqueeze(1).cpu(), "done": (finished | ends_here).cpu()})
         finished |= next_tokens.eq(EOS_ID)
         prev_tokens = next_tokens
         if bool(finished.all()):
@@ -152,6 +162,7 @@ def beam_search(
     nbest: int = 1,
     return_attention: bool = False,
     prefix: Tensor | None = None,
+    trace: list | None = None,
 ) -> list[list[Hypothesis]]:
     """Batched beam search.
 
@@ -162,6 +173,10 @@ def beam_search(
         beam_size: K hypotheses kept per sentence; nbest: how many finished ones to return (<= K).
         length_penalty_alpha: GNMT alpha; hypotheses are ranked by ``log_prob / ((5 + len) / 6) ** alpha``
             where len counts the pieces and EOS.
+        trace: if a list, receives one dict of CPU tensors per step (the beam as it went): ``tokens``
+            (B, K, t + 1) the kept hypotheses, ``scores`` (B, K) their summed log-probs, ``candidate_tokens``
+            (B, 2K, t + 1) the top 2K candidates ending there, ``finishing`` (B, 2K) which of them joined the
+            finished buffer, ``candidate_scores`` (B, 2K) their length-normalized scores, ``done`` (B,).
     Returns:
         per sentence (input order), its ``nbest`` hypotheses, best first.
     """
@@ -226,6 +241,12 @@ def beam_search(
                 all_attn = torch.cat([finished_attn, new_attn.view(batch_size, 2 * beams, max_steps, src_len)], dim=1)
                 finished_attn = all_attn.gather(1, keep.view(batch_size, beams, 1, 1).expand(-1, -1, max_steps, src_len))
 
+        if trace is not None:  # the candidates as they stand before the beam moves on
+            candidates_tokens = torch.cat([history.index_select(0, origin_rows), top_tokens.view(-1, 1)], dim=1)
+            step_trace = {"candidate_tokens": candidates_tokens.view(batch_size, 2 * beams, -1).cpu(),
+                          "finishing": finishing.cpu(),
+                          "candidate_scores": (top_scores / length_penalty(float(step + 1), length_penalty_alpha)).cpu()}
+
         # 2. The K best candidates that do not end in EOS continue.
         beam_scores, chosen = top_scores.masked_fill(is_eos, neg_inf).topk(beams, dim=1)  # (B, K)
         chosen_rows = (batch_offsets + top_origin.gather(1, chosen)).view(-1)  # (B*K,)
@@ -238,6 +259,9 @@ def beam_search(
         # 3. Done when no active beam can still beat the n-th best finished one.
         best_possible = beam_scores.max(dim=1).values / bound_penalty  # scores are <= 0 and only fall
         done |= finished_scores[:, nbest - 1] >= best_possible
+        if trace is not None:
+            trace.append({**step_trace, "tokens": history.view(batch_size, beams, -1).cpu(),
+                          "scores": beam_scores.cpu(), "done": done.cpu().clone()})  # done changes in place
         if bool(done.all()):
             break
 

@@ -1,0 +1,142 @@
+// The page's script: asks POST /translate for the translation, its n-best list, attention and beam trace, and
+// draws them. Plain DOM, no libraries, no build step (it must work offline).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined) node.textContent = text;
+  if (className) node.className = className;
+  return node;
+}
+
+function fmt(score) {
+  return score === null || score === undefined ? "n/a" : score.toFixed(3);
+}
+
+async function post(body) {
+  const response = await fetch("/translate", {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body),
+  });
+  const data = await response.json();
+  if (!response.ok) throw new Error(data.error || response.statusText);
+  return data;
+}
+
+function drawNbest(entry) {
+  const table = $("nbest-list");
+  table.replaceChildren();
+  const head = el("tr");
+  ["#", "score", "translation"].forEach((name) => head.appendChild(el("th", name)));
+  table.appendChild(head);
+  (entry.nbest || [entry]).forEach((hyp, rank) => {
+    const row = el("tr");
+    row.append(el("td", String(rank + 1)), el("td", fmt(hyp.score)), el("td", hyp.text));
+    table.appendChild(row);
+  });
+}
+
+function drawHeatmap(entry) {
+  const table = $("heatmap");
+  table.replaceChildren();
+  const weights = entry.attention || [];
+  if (!weights.length) return;
+  const thead = el("thead");
+  const head = el("tr");
+  head.appendChild(el("th", ""));
+  entry.src_pieces.forEach((piece) => head.appendChild(el("th", piece)));
+  thead.appendChild(head);
+  const tbody = el("tbody");
+  weights.forEach((row, i) => {
+    const tr = el("tr");
+    tr.appendChild(el("th", entry.tgt_pieces[i]));
+    row.forEach((weight, j) => {
+      const cell = el("td", weight.toFixed(2));
+      cell.style.background = `rgba(20, 70, 160, ${Math.min(1, weight).toFixed(3)})`;
+      cell.title = `${entry.tgt_pieces[i]} <- ${entry.src_pieces[j]}: ${weight.toFixed(3)}`;
+      tr.appendChild(cell);
+    });
+    tbody.appendChild(tr);
+  });
+  table.append(thead, tbody);
+}
+
+function drawBeam(steps) {
+  const box = $("beam-steps");
+  box.replaceChildren();
+  steps.forEach((step, t) => {
+    const column = el("div", undefined, step.done ? "step done" : "step");
+    const hyps = el("div", undefined, "hyps");
+    step.finished.forEach((hyp) => hyps.appendChild(hypothesis(hyp, "hyp finished")));
+    step.kept.forEach((hyp) => hyps.appendChild(hypothesis(hyp, "hyp kept")));
+    column.append(el("h3", `step ${t + 1}${step.done ? " (done)" : ""}`), hyps);
+    box.appendChild(column);
+  });
+}
+
+function hypothesis(hyp, className) {
+  // the prefix, then the piece this step added in bold (\u2581 marks a word start: shown as a space)
+  const words = (pieces) => pieces.join("").replaceAll("\u2581", " ").trim();
+  const node = el("span", undefined, className);
+  const last = hyp.pieces[hyp.pieces.length - 1] || "";
+  node.append(words(hyp.pieces.slice(0, -1)) + (last.startsWith("\u2581") ? " " : ""), el("b", words([last])));
+  node.appendChild(el("span", fmt(hyp.score), "score"));
+  node.title = hyp.pieces.join(" ");
+  return node;
+}
+
+async function translate(event) {
+  if (event) event.preventDefault();
+  const text = $("source").value;
+  const beamSize = Number($("beam-size").value);
+  const nbest = Math.min(Number($("nbest-size").value), beamSize);
+  $("error").textContent = "";
+  $("translate").disabled = true;
+  document.body.dataset.state = "busy";
+  try {
+    const [rich, greedy] = await Promise.all([
+      post({ text, beam_size: beamSize, nbest, return_scores: true, return_attention: true, return_beam: true }),
+      post({ text, beam_size: 1, return_scores: true }),
+    ]);
+    const entry = rich.translations[0];
+    $("translation").textContent = entry.text;
+    $("greedy").textContent = `greedy search (beam 1): ${greedy.translations[0].text}  (score ${fmt(greedy.translations[0].score)})`;
+    drawNbest(entry);
+    drawHeatmap(entry);
+    drawBeam(entry.beam || []);
+    document.body.dataset.state = "done";
+  } catch (err) {
+    $("error").textContent = `error: ${err.message}`;
+    document.body.dataset.state = "error";
+  } finally {
+    $("translate").disabled = false;
+  }
+}
+
+async function describe() {
+  try {
+    const info = await (await fetch("/info")).json();
+    $("langs").textContent = `(${info.src_lang} \u2192 ${info.tgt_lang})`;
+    $("beam-size").value = info.default_beam_size;
+    $("beam-size").max = info.limits.max_beam_size;
+    $("nbest-size").max = info.limits.max_beam_size;
+    $("nbest-size").value = Math.min(3, info.default_beam_size);
+    const model = info.config.model;
+    const bleu = info.results && Object.entries(info.results)[0];
+    $("model-note").textContent = `${model.rnn_type.toUpperCase()} encoder-decoder, ${model.attention} attention, ` +
+      `vocabularies ${info.src_vocab_size} / ${info.tgt_vocab_size} pieces` +
+      (bleu && bleu[1].beam5 ? `; test BLEU ${bleu[1].beam5.bleu} on ${bleu[0]} (beam 5)` : "") + ".";
+  } catch (err) {
+    $("model-note").textContent = `could not read /info: ${err.message}`;
+  }
+}
+
+$("form").addEventListener("submit", translate);
+describe().then(() => {
+  const preset = new URLSearchParams(window.location.search).get("text");
+  if (preset !== null) {
+    $("source").value = preset;
+    $("form").requestSubmit();
+  }
+});
