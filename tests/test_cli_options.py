@@ -52,12 +52,12 @@ def test_progress_bar_on_stderr_for_a_file_only(tiny_model_dir, tmp_path):
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     args = [sys.executable, "-m", "seq2seq.translate", "--model", str(tiny_model_dir), "--device", "cpu"]
     with open(path, "rb") as stdin:
-        from_file = subprocess.run(args, stdin=stdin, capture_output=True, text=True, timeout=180, env=ENV)
+        from_file = subprocess.run(args, check=False, stdin=stdin, capture_output=True, text=True, timeout=180, env=ENV)
     assert from_file.returncode == 0, from_file.stderr
     assert from_file.stdout.count("\n") == 12
     assert "12/12" in from_file.stderr and "100%" in from_file.stderr, from_file.stderr  # total counted ahead
     with open(path, "rb") as stdin:
-        quiet = subprocess.run([*args, "--no-progress"], stdin=stdin, capture_output=True, text=True, timeout=180,
+        quiet = subprocess.run([*args, "--no-progress"], check=False, stdin=stdin, capture_output=True, text=True, timeout=180,
                                env=ENV)
     assert quiet.stdout == from_file.stdout and "12/12" not in quiet.stderr
     piped = run("seq2seq.translate", "--model", str(tiny_model_dir), "--device", "cpu", stdin=path.read_text())
