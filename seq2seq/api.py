@@ -103,7 +103,7 @@ class Translator:
 
     @classmethod
     def load(cls, model_dir: str | Path | Sequence[str | Path], device: str = "auto", quantize: str | None = None,
-             dtype: str | None = None) -> "Translator":
+             dtype: str | None = None, threads: int | None = None) -> "Translator":
         """Load a model directory (config.yaml, tokenizers, model.safetensors), or several as an ensemble.
 
         Args:
@@ -113,12 +113,18 @@ class Translator:
             quantize: ``int8`` for dynamic int8 quantization of linear layers (CPU inference).
             dtype: compute dtype ``auto`` | ``fp32`` | ``tf32`` | ``bf16`` | ``fp16`` (default: the model's
                 ``decode.dtype``); ``auto`` times decoding in each candidate once per machine and caches the choice.
+            threads: CPU threads for torch (``torch.set_num_threads``, for the whole process; default: torch's).
         """
         from seq2seq.checkpoint import load_model_dir
 
         model_dirs = [model_dir] if isinstance(model_dir, (str, Path)) else list(model_dir)
         if not model_dirs:
             raise ValueError("no model directory given")
+        if threads is not None:
+            if int(threads) < 1:
+                raise ValueError(f"threads must be >= 1, got {threads}")
+            torch.set_num_threads(int(threads))
+
         resolved = resolve_device(device)
         cfg, model, src_tok, tgt_tok = load_model_dir(model_dirs[0], resolved)
         models = [model]

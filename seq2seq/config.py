@@ -48,6 +48,8 @@ class TokenizerConfig:
     character_coverage: float = 1.0
     #: sentences sampled for SentencePiece training (0 = all)
     input_sentence_size: int = 2_000_000
+    #: strings kept as one piece wherever they occur (SentencePiece user_defined_symbols), e.g. ``["<2de>"]``
+    user_symbols: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -125,7 +127,10 @@ class DecodeConfig:
     max_len_b: int = 10
     #: GNMT length penalty exponent alpha in ``((5 + len) / 6) ** alpha`` (0 = raw log-probability)
     length_penalty: float = 1.0
-    min_length: int = 0
+    #: fewer output pieces than this cannot end (EOS is banned): 1 = a non-empty source never gets an empty
+    #: translation; 0 allows one. A model directory's config.yaml keeps the value it was saved with (0 before
+    #: this default became 1): edit its ``decode.min_length`` to change it
+    min_length: int = 1
     no_repeat_ngram: int = 0
     nbest: int = 1
     #: sentences per batch
@@ -201,6 +206,13 @@ class Config:
         for key, ok, allowed in checks:
             if not ok:
                 raise ConfigError(f"config key '{key}' = {_get(self, key)!r} is out of range: must be {allowed}")
+        symbols = self.tokenizer.user_symbols
+        for i, symbol in enumerate(symbols):
+            if not symbol or any(c.isspace() for c in symbol) or symbol in SPECIAL_PIECES or symbol in symbols[:i]:
+                raise ConfigError(
+                    f"config key 'tokenizer.user_symbols[{i}]' = {symbol!r} is not allowed: each symbol must be a "
+                    f"non-empty string without whitespace, listed once, and none of {', '.join(SPECIAL_PIECES)}"
+                )
         if t.scheduler in ("linear", "cosine") and not (t.max_steps or t.max_minutes):
             raise ConfigError(
                 f"train.scheduler = {t.scheduler} anneals the learning rate to the end of the training budget: set "
@@ -225,6 +237,8 @@ class Config:
 
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+#: SentencePiece's special pieces (seq2seq/tokenizer.py fixes their ids)
+SPECIAL_PIECES = ("<pad>", "<unk>", "<s>", "</s>")
 
 
 def _get(cfg: Config, dotted: str) -> Any:

@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="dynamic int8 quantization of the linear layers (CPU inference)")
     parser.add_argument("--dtype", choices=["auto", "fp32", "tf32", "bf16", "fp16"], default=None,
                         help="compute dtype (default: the model's decode.dtype; auto = the faster on this machine, measured once and cached)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, all cores)")
     parser.add_argument("--out", help="write the translations here")
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
     args = parser.parse_args(argv)
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--beam-size must be >= 1, got {args.beam_size}")
     if args.batch_size is not None and args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
 
     try:
         references = read_lines(args.ref)
@@ -107,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             sources = read_lines(args.src)
             if len(sources) != len(references):
                 raise ValueError(f"{args.src} has {len(sources)} lines but {args.ref} has {len(references)}")
-            translator = Translator.load(args.model, device=args.device, quantize=args.quantize, dtype=args.dtype)
+            translator = Translator.load(args.model, device=args.device, quantize=args.quantize, dtype=args.dtype,
+                                         threads=args.threads)
             beam_size = args.beam_size or translator.cfg.decode.beam_size
             hypotheses, result = translate_and_score(translator, sources, references, beam_size, args.batch_size)
             if args.out:

@@ -29,9 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--dtype", choices=["auto", "fp32", "tf32", "bf16", "fp16"], default=None,
                         help="compute dtype (default: the model's decode.dtype)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, all cores)")
     args = parser.parse_args(argv)
     if args.batch_size is not None and args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
 
     from seq2seq.api import Translator
     from seq2seq.checkpoint import CheckpointError
@@ -42,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(sources) != len(targets):
             raise ValueError(f"{args.src} has {len(sources)} lines but {args.tgt} has {len(targets)}: "
                              "they must pair up line by line")
-        translator = Translator.load(args.model, device=args.device, dtype=args.dtype)
+        translator = Translator.load(args.model, device=args.device, dtype=args.dtype, threads=args.threads)
     except (OSError, CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

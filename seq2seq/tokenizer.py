@@ -182,6 +182,7 @@ def _train_one(cfg: TokenizerConfig, lines: Iterable[str], side: str) -> Tokeniz
             unk_piece="<unk>",
             bos_piece="<s>",
             eos_piece="</s>",
+            user_defined_symbols=list(cfg.user_symbols),
             num_threads=os.cpu_count() or 1,
             minloglevel=2,
             # soft limit: a corpus that supports slightly fewer pieces than asked still trains (checked below)

@@ -1,13 +1,16 @@
 """Translate text: a thin command line over :class:`seq2seq.api.Translator`.
 
     python -m seq2seq.translate "a man is riding a bike"          # one line out per argument
-    python -m seq2seq.translate < input.en > output.de            # streams stdin, one line out per line in
+    python -m seq2seq.translate < input.en > output.de            # one line out per line in (progress on stderr)
+    python -m seq2seq.translate                                   # interactive: each line is answered at once
     python -m seq2seq.translate --nbest 3 --beam-size 5 "a dog"   # score<TAB>text per hypothesis
     python -m seq2seq.translate --model A --model B "a dog"       # an ensemble of two models
     python -m seq2seq.translate --prefix "Ein Hund" "a dog runs"  # the translation starts with the prefix
     python -m seq2seq.translate --constraints Hund "a dog runs"   # the translation contains "Hund"
     python -m seq2seq.translate --sampling --top-p 0.9 --nbest 5 --seed 1 "a dog"   # 5 samples
 
+Lines on stdin are translated as they arrive: a batch is whatever input is already there (up to 4 batches of
+``decode.batch_size``), and each output line is flushed, so a program can write one line and wait for its answer.
 Input on stdin must be UTF-8 (a leading byte-order mark is dropped; LF, CRLF and CR end lines); undecodable
 bytes are replaced with U+FFFD (and one warning is printed), so every input line still gets exactly one output
 line. Output is UTF-8 with LF line ends.
@@ -16,14 +19,12 @@ line. Output is UTF-8 with LF line ends.
 from __future__ import annotations
 
 import argparse
-import io
-import itertools
 import json
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 DEFAULT_RUNS_DIR = Path("runs")
 
@@ -34,35 +35,15 @@ def latest_model_dir(runs_dir: Path = DEFAULT_RUNS_DIR) -> Path | None:
     return max(candidates, key=lambda p: (p / "model.safetensors").stat().st_mtime, default=None)
 
 
-def stdin_lines(buffer) -> Iterator[str]:
-    """Lines of a binary stream read as UTF-8, without line ends; undecodable bytes become U+FFFD (one warning)."""
-    warned = False
-    text = io.TextIOWrapper(buffer, encoding="utf-8-sig", errors="surrogateescape", newline=None)
-    for number, line in enumerate(text, start=1):
-        line = line.rstrip("\n")
-        try:
-            line.encode("utf-8")
-        except UnicodeEncodeError:  # escaped undecodable bytes: decode those bytes again, replacing them
-            line = line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-            if not warned:
-                logging.warning("stdin line %d is not valid UTF-8; undecodable bytes were replaced with U+FFFD "
-                                "(warned once)", number)
-                warned = True
-        yield line
-
-
-def chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
-    iterator = iter(lines)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
-
-
-def format_output(entry, args: argparse.Namespace) -> list[str]:
-    """Output lines for one input: the text, or ``score<TAB>text`` per n-best hypothesis, or JSON."""
+def format_output(entry, args: argparse.Namespace, alignments: list[dict] | None = None) -> list[str]:
+    """Output lines for one input: the text, or ``score<TAB>text`` per n-best hypothesis, or JSON (with each
+    hypothesis's ``alignment`` when ``alignments`` are given)."""
     hypotheses = entry if isinstance(entry, list) else [entry]
     if args.json:
-        return [json.dumps({"translations": [{"text": h.text, "score": round(h.score, 4)} for h in hypotheses]},
-                           ensure_ascii=False)]
+        objects = [{"text": h.text, "score": round(h.score, 4)} for h in hypotheses]
+        for obj, alignment in zip(objects, alignments or []):
+            obj["alignment"] = alignment
+        return [json.dumps({"translations": objects}, ensure_ascii=False)]
     if args.nbest > 1:
         return [f"{h.score:.4f}\t{h.text}" for h in hypotheses]
     return [hypotheses[0].text]
@@ -91,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     sampling.add_argument("--top-k", type=int, default=0, help="sample among the k most probable pieces (0 = all)")
     sampling.add_argument("--top-p", type=float, default=1.0, help="nucleus: the fewest pieces reaching p (1 = all)")
     sampling.add_argument("--seed", type=int, default=0, help="random seed (same seed, same samples)")
+    parser.add_argument("--alignments", action="store_true",
+                        help="with --json: hard alignments (per target piece, the most attended source piece and word)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, all cores)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar on stderr (shown when stdin is a file: `< input.en`)")
     parser.add_argument("--plot-attention", metavar="FILE.png", help="save attention heatmaps of the inputs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
@@ -103,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--constraints work with beam search, not with --sampling")
     if args.batch_size is not None and args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    if args.alignments and not args.json:
+        parser.error("--alignments adds alignments to the JSON output: add --json")
     model_dirs = [Path(m) for m in args.model] if args.model else [latest_model_dir()]
     if model_dirs[0] is None:
         print("error: no trained model found under runs/. Train one with\n"
@@ -115,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     from seq2seq.sampling import Sampling
 
     try:
-        translator = Translator.load(model_dirs, device=args.device, quantize=args.quantize, dtype=args.dtype)
+        translator = Translator.load(model_dirs, device=args.device, quantize=args.quantize, dtype=args.dtype,
+                                     threads=args.threads)
         sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed) if args.sampling else None
         if sampling is not None:
             sampling.sampler()  # checks the settings: one clear error before any input is read
@@ -127,24 +118,39 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--nbest {args.nbest} is larger than the beam size {beam_size}")
     rich = args.json or args.nbest > 1 or args.plot_attention
 
+    from seq2seq.stream import count_lines, line_batches
+
+    progress_total = None
     if args.text:
-        inputs: Iterable[str] = args.text
-        chunk_size = len(args.text)
+        batches: Iterable[list[str]] = [args.text]
     else:
-        inputs = stdin_lines(sys.stdin.buffer)
-        chunk_size = translator.cfg.decode.batch_size * 4
+        batches = line_batches(sys.stdin.buffer, translator.cfg.decode.batch_size * 4)
+        if not args.no_progress:
+            progress_total = count_lines(sys.stdin.buffer)  # None unless stdin is a file
+    progress = None
+    if progress_total is not None:
+        from tqdm import tqdm
+
+        progress = tqdm(total=progress_total, unit="line", file=sys.stderr, dynamic_ncols=True, leave=True)
+    attention = bool(args.plot_attention or args.alignments)
 
     attention_plots = []
     out = sys.stdout
     if hasattr(out, "reconfigure"):
         out.reconfigure(encoding="utf-8")  # whatever the locale says, like the input
-    for chunk in chunks(inputs, chunk_size):
+    for chunk in batches:
         results = translator.translate(chunk, beam_size=beam_size, nbest=args.nbest, batch_size=args.batch_size,
-                                       return_scores=bool(rich), return_attention=bool(args.plot_attention),
+                                       return_scores=bool(rich), return_attention=attention,
                                        prefix=args.prefix, constraints=args.constraints or None, sampling=sampling)
-        for entry in results:
+        for source, entry in zip(chunk, results):
             if rich:
-                out.write("".join(line + "\n" for line in format_output(entry, args)))
+                alignments = None
+                if args.alignments:
+                    from seq2seq.alignment import hard_alignment
+
+                    alignments = [hard_alignment(h, source, translator.src_tokenizer)
+                                  for h in (entry if isinstance(entry, list) else [entry])]
+                out.write("".join(line + "\n" for line in format_output(entry, args, alignments)))
                 if args.plot_attention:
                     best = entry[0] if isinstance(entry, list) else entry
                     if best.attention is not None:
@@ -152,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 out.write(entry.replace("\n", " ") + "\n")
         out.flush()
+        if progress is not None:
+            progress.update(len(chunk))
+    if progress is not None:
+        progress.close()
 
     if args.plot_attention and attention_plots:
         from seq2seq.plots import plot_attention

@@ -110,13 +110,17 @@ def test_translator_score_matches_beam_search(tiny_model_dir):
         assert result.score == pytest.approx(hyp.score, abs=1e-5)
 
     best = translator.translate(sources, beam_size=3, nbest=3, return_scores=True)
-    hypotheses = [h for entry in best for h in entry]
-    results = translator.score([s for s in sources for _ in range(3)], [h.text for h in hypotheses])
-    round_trips = [(h, r) for h, r in zip(hypotheses, results) if r.tokens == h.tokens]
-    assert round_trips  # texts whose pieces re-tokenize the same are the same output: the same score
-    for hyp, result in round_trips:
-        assert result.score == pytest.approx(hyp.score, abs=1e-4)
-        assert result.pieces == [translator.tgt_tokenizer.id_to_piece(i) for i in hyp.tokens] + ["</s>"]
+    texts = [h.text for entry in best for h in entry]
+    repeated = [s for s in sources for _ in range(3)]
+    results = translator.score(repeated, texts)
+    retokenized = translator.tgt_tokenizer.encode(texts)  # a text may re-tokenize differently from the beam's ids
+    by_ids = score_ids(translator.models, translator.encode_sources(repeated), retokenized, translator.cfg.decode)
+    for result, ids, expected, hyp in zip(results, retokenized, by_ids, [h for entry in best for h in entry]):
+        assert result.tokens == ids
+        assert result.score == pytest.approx(expected.score, abs=1e-6)
+        assert result.pieces == [translator.tgt_tokenizer.id_to_piece(i) for i in ids] + ["</s>"]
+        if ids == hyp.tokens:  # the same output: the beam's score
+            assert result.score == pytest.approx(hyp.score, abs=1e-4)
     single = translator.score("a man", "ein Mann")
     assert single.log_prob == pytest.approx(sum(single.token_log_probs), abs=ATOL)
     with pytest.raises(ValueError, match="pair up"):
@@ -157,3 +161,6 @@ def test_score_cli_errors_name_the_files(tiny_model_dir, tmp_path):
     missing = run_score("--model", str(tmp_path / "nowhere"), "--src", str(tmp_path / "src.en"),
                         "--tgt", str(tmp_path / "src.en"))
     assert missing.returncode == 2 and "nowhere" in missing.stderr and "Traceback" not in missing.stderr
+    threads = run_score("--model", str(tiny_model_dir), "--src", str(tmp_path / "src.en"), "--tgt",
+                        str(tmp_path / "src.en"), "--threads", "0")
+    assert threads.returncode == 2 and "--threads must be >= 1" in threads.stderr

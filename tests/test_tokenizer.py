@@ -177,3 +177,27 @@ def test_model_with_other_special_ids_is_rejected(tmp_path):
     )
     with pytest.raises(TokenizerError, match="special ids"):
         Tokenizer.from_bytes(model.getvalue())
+
+
+def test_user_symbols_stay_one_piece(tmp_path):
+    """``tokenizer.user_symbols``: a tag such as <2de> is one piece wherever it occurs; without it, SentencePiece
+    cuts it up."""
+    rng = random.Random(0)
+    lines = [("<2de> " if rng.random() < 0.5 else "") + line for line in synthetic_lines(500, seed=3)]
+    plain, _ = train_tokenizers(TokenizerConfig(vocab_size=45), lines, lines, tmp_path / "plain")
+    tagged, _ = train_tokenizers(TokenizerConfig(vocab_size=45, user_symbols=["<2de>", "<2fr>"]), lines, lines,
+                                 tmp_path / "tagged")
+    text = ["<2de> the dog", "x<2fr>y"]
+    assert "<2de>" not in plain.pieces(text)[0]  # the control: cut into pieces
+    de_pieces, fr_pieces = tagged.pieces(text)
+    assert de_pieces[:2] == ["\u2581", "<2de>"] and "".join(de_pieces) == "\u2581<2de>\u2581the\u2581dog"
+    assert fr_pieces == ["\u2581", "x", "<2fr>", "y"]  # inside a word too
+    assert tagged.decode(tagged.encode(text)) == ["<2de> the dog", "\u2047 <2fr>y"]  # x is unknown to the model
+
+
+@pytest.mark.parametrize("symbols", ['["a b"]', '[""]', '["</s>"]', '["<x>", "<x>"]'])
+def test_bad_user_symbols_name_the_key(symbols):
+    from seq2seq.config import load_config
+
+    with pytest.raises(ConfigError, match=r"tokenizer\.user_symbols\[\d\]"):
+        load_config(None, [f"tokenizer.user_symbols={symbols}"])
