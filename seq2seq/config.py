@@ -99,6 +99,9 @@ class TrainConfig:
     #: validate every this many steps, and at the end of the budget (a periodic validation less than half an
     #: interval before the budget's end is skipped: the final one follows)
     valid_every: int = 500
+    #: also save the training state (``last/``) every this many minutes of training, so that a killed run loses
+    #: at most this much work (0 = save only at validation, at the end and on Ctrl-C / SIGTERM)
+    save_every: float = 5.0
     #: validations without a BLEU improvement before stopping (0 = never stop early)
     patience: int = 10
     #: validation sentences decoded for BLEU (0 = all)

@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ import torch
 from seq2seq.api import source_ids
 from seq2seq.checkpoint import (
     CONFIG_FILE,
+    CheckpointError,
     SRC_TOKENIZER_FILE,
     TGT_TOKENIZER_FILE,
     atomic_write_text,
@@ -26,7 +29,7 @@ from seq2seq.checkpoint import (
     load_weight_average,
     save_training_state,
 )
-from seq2seq.config import Config
+from seq2seq.config import Config, load_config
 from seq2seq.data import DataError, TokenBatchSampler, read_split, tokenize_split
 from seq2seq.model import Seq2Seq, build_model
 from seq2seq.optim import LRSchedule, WeightAverage, budget_progress, build_optimizer
@@ -59,6 +62,41 @@ class TrainerState:
     schedule: dict[str, Any] = field(default_factory=dict)
 
 
+#: settings a ``--resume`` may not change: they define the model, its vocabulary, or the order and content of
+#: the batches (an exact resume replays the same batches from the saved position)
+FIXED_ON_RESUME = ("model.", "tokenizer.", "data.src_lang", "data.tgt_lang", "data.train_split", "data.max_length",
+                   "train.seed", "train.max_tokens", "train.accumulate")
+
+
+def trainer_state_from(saved: dict[str, Any], source: Path) -> TrainerState:
+    """The TrainerState in a loaded ``state.json``; a value of the wrong type raises CheckpointError naming it."""
+    values = {}
+    for name, spec in TrainerState.__dataclass_fields__.items():
+        value, kind = saved[name], {"int": int, "float": (int, float), "str": str}.get(str(spec.type), dict)
+        if isinstance(value, bool) or not isinstance(value, kind) or (kind is int and value < 0):
+            raise CheckpointError(f"{source}: '{name}' = {value!r} is not a valid {spec.type}; the training state "
+                                  "is damaged; cannot resume (start a new run)")
+        values[name] = value
+    return TrainerState(**values)
+
+
+def check_resume_config(cfg: Config, saved: dict[str, Any] | None, source: Path) -> None:
+    """Raise TrainingError naming the first key in FIXED_ON_RESUME whose value differs from the saved run's."""
+    if saved is None:
+        return
+    current = cfg.to_dict()
+    for section, values in saved.items():
+        for key, old in (values or {}).items():
+            dotted = f"{section}.{key}"
+            new = current.get(section, {}).get(key)
+            if any(dotted == fixed or (fixed.endswith(".") and dotted.startswith(fixed)) for fixed in FIXED_ON_RESUME) \
+                    and new != old:
+                raise TrainingError(
+                    f"--resume cannot change {dotted} (the run in {source.parent.parent} was trained with {old!r}, "
+                    f"this config says {new!r}): it changes the model or the batches; drop the change, or start a "
+                    "new run with another --out")
+
+
 @dataclass
 class TrainingData:
     """Tokenizers, tokenized training pairs with their batch sampler, and the validation set."""
@@ -86,6 +124,7 @@ class Run:
     average: WeightAverage | None
     state: TrainerState
     segment_start: float = field(default_factory=time.perf_counter)
+    last_save: float = field(default_factory=time.perf_counter)  # perf_counter() of the latest save of last/
     log_file: Any = None
 
     def elapsed(self) -> float:
@@ -107,11 +146,55 @@ class Run:
         self.log_file.write(json.dumps(record) + "\n")
         self.log_file.flush()
 
+    def checkpoint(self) -> None:
+        """Save ``last/`` (at a step boundary: weights, optimizer, RNG and counters agree) and restart the
+        ``train.save_every`` clock."""
+        self.close_segment()
+        self.save_last()
+        self.last_save = time.perf_counter()
+
+    def save_due(self) -> bool:
+        """Whether ``train.save_every`` minutes have passed since the latest save."""
+        every = self.cfg.train.save_every
+        return every > 0 and time.perf_counter() - self.last_save >= every * 60
+
     def save_last(self) -> None:
         self.state.schedule = self.schedule.state_dict()
         self.state.average_updates = self.average.updates if self.average else 0
-        save_training_state(self.out_dir, self.model, self.optimizer, asdict(self.state),
+        save_training_state(self.out_dir, self.model, self.optimizer, {**asdict(self.state), "config": self.cfg.to_dict()},
                             self.average.state_dict() if self.average else None)
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) and SIGTERM ask training to stop; the loop stops at the next step boundary.
+
+    Within the ``with`` block the first signal only sets :attr:`requested` (the loop checks it between steps, so
+    a saved state never holds a half-applied step); a second one raises KeyboardInterrupt at once, without
+    saving (``last/`` keeps the previous complete state). Handlers are installed only in the main thread (Python
+    delivers signals there) and restored afterwards.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested: str | None = None  # the name of the signal that asked
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.requested is not None:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+        logger.warning("%s received: stopping after this step and saving the training state (send it again to stop "
+                       "at once without saving)", self.requested)
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 # ---------------------------------------------------------------------------- setup
@@ -148,6 +231,34 @@ def iterate_rows(dataset, column: str, chunk: int = 4096) -> Iterator[str]:
     """Stream one column of a (memory-mapped) dataset without loading it whole."""
     for start in range(0, len(dataset), chunk):
         yield from dataset[start : start + chunk][column]
+
+
+def check_reused_tokenizers(cfg: Config, out_dir: Path) -> None:
+    """Tokenizer models already in ``out_dir`` are reused; raise TrainingError when they were trained with other
+    ``tokenizer.*`` settings than ``cfg`` asks for (read from ``out_dir/config.yaml``, or, without one, judged by
+    the vocabulary size and whether the vocabulary is joint)."""
+    if not ((out_dir / SRC_TOKENIZER_FILE).is_file() and (out_dir / TGT_TOKENIZER_FILE).is_file()):
+        return
+    advice = (f"delete {out_dir / SRC_TOKENIZER_FILE} and {out_dir / TGT_TOKENIZER_FILE} to train new ones, or "
+              "choose another --out")
+    wanted = asdict(cfg.tokenizer)
+    if (out_dir / CONFIG_FILE).is_file():
+        trained_with = asdict(load_config(out_dir / CONFIG_FILE).tokenizer)
+        for key, value in wanted.items():
+            if trained_with[key] != value:
+                raise TrainingError(f"the tokenizers in {out_dir} were trained with tokenizer.{key} = "
+                                    f"{trained_with[key]!r} ({out_dir / CONFIG_FILE}), but this run asks for "
+                                    f"{value!r}; {advice}")
+        return
+    src_tok, tgt_tok = load_tokenizers(out_dir)
+    for tok in (src_tok, tgt_tok):
+        if tok.vocab_size > cfg.tokenizer.vocab_size:
+            raise TrainingError(f"{tok.source} has {tok.vocab_size} pieces, more than tokenizer.vocab_size = "
+                                f"{cfg.tokenizer.vocab_size}; {advice}")
+    if (src_tok is tgt_tok) != cfg.tokenizer.joint:
+        raise TrainingError(f"the tokenizers in {out_dir} are {'one joint' if src_tok is tgt_tok else 'two separate'} "
+                            f"vocabular{'y' if src_tok is tgt_tok else 'ies'}, but tokenizer.joint = "
+                            f"{cfg.tokenizer.joint}; {advice}")
 
 
 def prepare_data(cfg: Config, out_dir: Path) -> TrainingData:
@@ -194,8 +305,9 @@ def build_run(cfg: Config, out_dir: Path, data: TrainingData, device: torch.devi
               scaler=torch.amp.GradScaler("cuda", enabled=amp == torch.float16),
               average=WeightAverage(model, tcfg.ema_decay) if tcfg.ema_decay > 0 else None, state=TrainerState())
     if state_dir is not None:
-        saved = load_training_state(state_dir, model, optimizer)
-        run.state = TrainerState(**{k: v for k, v in saved.items() if k in TrainerState.__dataclass_fields__})
+        saved = load_training_state(state_dir, model, optimizer, required=tuple(TrainerState.__dataclass_fields__))
+        run.state = trainer_state_from(saved, state_dir / "state.json")
+        check_resume_config(cfg, saved.get("config"), state_dir / "state.json")
         run.schedule.load_state_dict(run.state.schedule)
         if run.average is not None:
             averaged = load_weight_average(state_dir)

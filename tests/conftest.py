@@ -88,22 +88,26 @@ def tiny_model_dir(tiny_corpus, tmp_path_factory) -> Path:
 
 
 def train_until_interrupted(cfg, out: Path, steps_done: int, monkeypatch) -> dict:
-    """Train into ``out`` with a Ctrl-C (KeyboardInterrupt) arriving once ``steps_done`` steps are done (as the
-    learning rate for the next step is set); returns the interrupted run's summary, the schedule restored."""
-    from seq2seq.optim import LRSchedule
+    """Train into ``out`` with a real Ctrl-C (SIGINT sent to this process) arriving inside step ``steps_done``,
+    right after its optimizer update and before the step's counters are advanced (the moment where a state saved
+    on the spot would hold new weights with old counters); returns the interrupted run's summary."""
+    import signal
+
     from seq2seq.train import train
 
-    real_step = LRSchedule.step
+    real_step, calls = torch.amp.GradScaler.step, {"n": 0}
 
-    def interrupting_step(self, step, progress=0.0):
-        if step == steps_done:
-            raise KeyboardInterrupt
-        return real_step(self, step, progress)
+    def interrupting_step(self, optimizer, *args, **kwargs):
+        result = real_step(self, optimizer, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == steps_done:
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs here, mid-step
+        return result
 
-    monkeypatch.setattr(LRSchedule, "step", interrupting_step)
+    monkeypatch.setattr(torch.amp.GradScaler, "step", interrupting_step)
     try:
         summary = train(cfg, out)
     finally:
-        monkeypatch.setattr(LRSchedule, "step", real_step)
+        monkeypatch.setattr(torch.amp.GradScaler, "step", real_step)
     assert summary["interrupted"] is True, "the run was not interrupted"
     return summary

@@ -95,7 +95,8 @@ def test_resume_continues_exactly_where_training_stopped(run_20, tiny_corpus, ca
 
 
 def test_interrupt_saves_state_and_resume_finishes_the_run(run_20, tiny_corpus, cache_dir, tmp_path, monkeypatch):
-    """Ctrl-C (KeyboardInterrupt) as step 15 begins: last/ is saved, and --resume ends where the full run did."""
+    """Ctrl-C (SIGINT) inside step 14, after its update: the step completes, last/ is saved at step 14, and
+    --resume ends where the full run did."""
     _, full_dir, _ = run_20
     cfg = tiny_config(tiny_corpus, cache_dir, *RESUME_OVERRIDES)
     out = tmp_path / "run"
