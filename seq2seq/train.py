@@ -207,6 +207,8 @@ def run_loop(run: Run, data: TrainingData) -> str | None:
         with StopRequest() as stop:
             if state.step == 0 and state.epoch == 0 and state.batch_in_epoch == 0:
                 run.checkpoint()  # a run killed before its first validation can still be resumed
+            if tcfg.max_steps and state.step >= tcfg.max_steps:  # resumed after the final validation's save
+                return f"reached train.max_steps = {tcfg.max_steps}"
             while tcfg.max_epochs == 0 or state.epoch < tcfg.max_epochs:
                 batches = epoch_batches(data.sampler, state.epoch)
                 while state.batch_in_epoch < len(batches):
