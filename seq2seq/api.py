@@ -14,7 +14,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from seq2seq.config import Config, DecodeConfig, apply_overrides
+from seq2seq.config import MAX_BEAM_SIZE, MAX_DECODE_BATCH_SIZE, Config, DecodeConfig, apply_overrides
 from seq2seq.precision import choose_autocast
 from seq2seq.search import Hypothesis, beam_search, greedy_search
 from seq2seq.tokenizer import EOS_ID, PAD_ID, Tokenizer
@@ -207,12 +207,12 @@ class Translator:
             if not isinstance(line, str):
                 raise TypeError(f"translate() takes str or a list of str; item {i} is {type(line).__name__}")
         beam_size = self.cfg.decode.beam_size if beam_size is None else int(beam_size)
-        if beam_size < 1:
-            raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+        if not 1 <= beam_size <= MAX_BEAM_SIZE:
+            raise ValueError(f"beam_size must be in [1, {MAX_BEAM_SIZE}], got {beam_size}")
         if not 1 <= nbest <= max(beam_size, 1):
             raise ValueError(f"nbest must be in [1, beam_size={beam_size}], got {nbest}")
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size is not None and not 1 <= batch_size <= MAX_DECODE_BATCH_SIZE:
+            raise ValueError(f"batch_size must be in [1, {MAX_DECODE_BATCH_SIZE}], got {batch_size}")
         decode = self.cfg.decode if batch_size is None else DecodeConfig(**{**vars(self.cfg.decode), "batch_size": batch_size})
         rich = return_scores or return_attention or nbest > 1
 

@@ -18,6 +18,14 @@ from typing import Any, Literal, Union
 import yaml
 
 
+#: upper limits on decoding work, so that a tampered config.yaml (or a typo) cannot ask for an enormous decode: the
+#: work of one batch grows with batch_size * beam_size * (max_len_a * source length + max_len_b)
+MAX_BEAM_SIZE = 100
+MAX_DECODE_BATCH_SIZE = 4096
+MAX_LEN_A = 10.0
+MAX_LEN_B = 1000
+
+
 class ConfigError(ValueError):
     """A user-facing configuration problem (bad key, bad type, impossible value)."""
 
@@ -192,11 +200,13 @@ class Config:
             ("train.plateau_factor", 0.0 < self.train.plateau_factor < 1.0, "in (0, 1)"),
             ("train.max_bad_steps", self.train.max_bad_steps >= 1, ">= 1"),
             ("train.ema_decay", 0.0 <= self.train.ema_decay < 1.0, "in [0, 1) (0 = off)"),
-            ("decode.beam_size", self.decode.beam_size >= 1, ">= 1"),
+            ("train.save_every", t.save_every >= 0, ">= 0 (minutes; 0 = save only at validation)"),
+            ("decode.beam_size", 1 <= self.decode.beam_size <= MAX_BEAM_SIZE, f"in [1, {MAX_BEAM_SIZE}]"),
             ("decode.nbest", 1 <= self.decode.nbest <= self.decode.beam_size, "in [1, decode.beam_size]"),
-            ("decode.batch_size", self.decode.batch_size >= 1, ">= 1"),
-            ("decode.max_len_a", self.decode.max_len_a >= 0, ">= 0"),
-            ("decode.max_len_b", self.decode.max_len_b >= 1, ">= 1"),
+            ("decode.batch_size", 1 <= self.decode.batch_size <= MAX_DECODE_BATCH_SIZE,
+             f"in [1, {MAX_DECODE_BATCH_SIZE}]"),
+            ("decode.max_len_a", 0 <= self.decode.max_len_a <= MAX_LEN_A, f"in [0, {MAX_LEN_A}]"),
+            ("decode.max_len_b", 1 <= self.decode.max_len_b <= MAX_LEN_B, f"in [1, {MAX_LEN_B}]"),
             ("decode.min_length", self.decode.min_length >= 0, ">= 0"),
             ("decode.no_repeat_ngram", self.decode.no_repeat_ngram >= 0, ">= 0 (0 = off)"),
             ("decode.max_src_length", self.decode.max_src_length >= 1, ">= 1"),

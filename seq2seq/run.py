@@ -80,19 +80,25 @@ def trainer_state_from(saved: dict[str, Any], source: Path) -> TrainerState:
     return TrainerState(**values)
 
 
-def check_resume_config(cfg: Config, saved: dict[str, Any] | None, source: Path) -> None:
-    """Raise TrainingError naming the first key in FIXED_ON_RESUME whose value differs from the saved run's."""
-    if saved is None:
+def check_resume_config(cfg: Config, state_dir: Path) -> None:
+    """Raise TrainingError naming the first key in FIXED_ON_RESUME whose value differs from the one the run in
+    ``state_dir`` was trained with (``state.json`` holds its config; a damaged file is reported on loading)."""
+    source = state_dir / "state.json"
+    try:
+        saved = json.loads(source.read_text(encoding="utf-8")).get("config")
+    except (OSError, ValueError, AttributeError):
+        return
+    if not isinstance(saved, dict):
         return
     current = cfg.to_dict()
     for section, values in saved.items():
-        for key, old in (values or {}).items():
+        for key, old in (values if isinstance(values, dict) else {}).items():
             dotted = f"{section}.{key}"
             new = current.get(section, {}).get(key)
             if any(dotted == fixed or (fixed.endswith(".") and dotted.startswith(fixed)) for fixed in FIXED_ON_RESUME) \
                     and new != old:
                 raise TrainingError(
-                    f"--resume cannot change {dotted} (the run in {source.parent.parent} was trained with {old!r}, "
+                    f"--resume cannot change {dotted} (the run in {state_dir.parent} was trained with {old!r}, "
                     f"this config says {new!r}): it changes the model or the batches; drop the change, or start a "
                     "new run with another --out")
 
@@ -307,7 +313,6 @@ def build_run(cfg: Config, out_dir: Path, data: TrainingData, device: torch.devi
     if state_dir is not None:
         saved = load_training_state(state_dir, model, optimizer, required=tuple(TrainerState.__dataclass_fields__))
         run.state = trainer_state_from(saved, state_dir / "state.json")
-        check_resume_config(cfg, saved.get("config"), state_dir / "state.json")
         run.schedule.load_state_dict(run.state.schedule)
         if run.average is not None:
             averaged = load_weight_average(state_dir)

@@ -35,6 +35,7 @@ from seq2seq.run import (
     TrainingData,
     TrainingError,
     build_run,
+    check_resume_config,
     check_reused_tokenizers,
     prepare_data,
     run_logging,
@@ -158,6 +159,8 @@ def _train(cfg: Config, out_dir: Path, resume: bool) -> dict[str, Any]:
             raise TrainingError(f"no checkpoint yet in {out_dir}: training was stopped before the first save of its "
                                 "state (last/); start again without --resume")
         raise TrainingError(f"nothing to resume in {out_dir}: no last/ training state (train without --resume first)")
+    if state_dir is not None:
+        check_resume_config(cfg, state_dir)
     if not resume and find_training_state(out_dir) is not None:
         raise TrainingError(f"{out_dir} already holds a training run; pass --resume to continue it or choose another --out")
     if not resume:  # written first, so that a run stopped while it prepares the data is recognised as one

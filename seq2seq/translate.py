@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from seq2seq.config import MAX_BEAM_SIZE, MAX_DECODE_BATCH_SIZE
+
 DEFAULT_RUNS_DIR = Path("runs")
 
 
@@ -81,12 +83,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
 
-    if args.beam_size is not None and args.beam_size < 1:
-        parser.error(f"--beam-size must be >= 1, got {args.beam_size}")
+    if args.beam_size is not None and not 1 <= args.beam_size <= MAX_BEAM_SIZE:
+        parser.error(f"--beam-size must be >= 1 and <= {MAX_BEAM_SIZE}, got {args.beam_size}")
     if args.nbest < 1 or (args.beam_size is not None and args.nbest > args.beam_size):
         parser.error(f"--nbest must be between 1 and the beam size, got {args.nbest}")
-    if args.batch_size is not None and args.batch_size < 1:
-        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.batch_size is not None and not 1 <= args.batch_size <= MAX_DECODE_BATCH_SIZE:
+        parser.error(f"--batch-size must be >= 1 and <= {MAX_DECODE_BATCH_SIZE}, got {args.batch_size}")
+    if args.plot_attention:
+        from seq2seq.plots import cannot_write
+
+        problem = cannot_write(args.plot_attention)
+        if problem:
+            print(f"error: cannot write --plot-attention {args.plot_attention}: {problem}", file=sys.stderr)
+            return 2
     model_dir = Path(args.model) if args.model else latest_model_dir()
     if model_dir is None:
         print("error: no trained model found under runs/. Train one with\n"

@@ -89,6 +89,15 @@ class Case:
     result: subprocess.CompletedProcess | None = field(default=None, repr=False)
 
 
+def gzipped(directory: Path, en: list[bytes], de: list[bytes], val: dict, damage) -> Path:
+    """A corpus of .gz files whose train.de.gz is damaged by ``damage(compressed bytes)``."""
+    import gzip
+
+    files = {"train.en.gz": gzip.compress(b"".join(en)), "train.de.gz": damage(gzip.compress(b"".join(de)))}
+    files.update({f"{name}.gz": gzip.compress(b"".join(lines)) for name, lines in val.items()})
+    return write_corpus(directory, files)
+
+
 def train_argv(data: Path, out: Path, cache: Path, *extra: str) -> list:
     sets = [arg for override in SMALL + [f"data.cache_dir={cache}"] for arg in ("--set", override)]
     return ["seq2seq.train", "--data", data, "--out", out, "--max-steps", "2", *sets, *extra]
@@ -128,7 +137,22 @@ def build_cases(base: Path, corpus: Path, model_dir: Path) -> dict[str, Case]:
                                         "--set", "train.bogus=1"),
         "train_wrong_type": train_case("wrong_type", good, ["train.lr", "must be a number", "fast"],
                                        "--set", "train.lr=fast"),
-        "train_beam_size_0": train_case("beam_size_0", good, ["decode.beam_size", ">= 1"], "--set", "decode.beam_size=0"),
+        "train_beam_size_0": train_case("beam_size_0", good, ["decode.beam_size", "in [1, 100]"], "--set",
+                                        "decode.beam_size=0"),
+        "train_beam_size_above_the_limit": train_case(
+            "beam_size_big", good, ["decode.beam_size", "= 101", "in [1, 100]"], "--set", "decode.beam_size=101"),
+        "train_max_len_b_above_the_limit": train_case(
+            "max_len_b", good, ["decode.max_len_b", "in [1, 1000]"], "--set", "decode.max_len_b=100000"),
+        "train_device_cuda_without_gpu": train_case(
+            "cuda", good, ["'cuda'", "no CUDA GPU", "--device cpu"], "--device", "cuda"),
+        "corpus_gzip_truncated": train_case(
+            "gz_truncated", gzipped(base / "gz_truncated", en, de, val, damage=lambda b: b[: len(b) // 2]),
+            [str(base / "gz_truncated" / "train.de.gz"), "damaged"]),
+        "corpus_gzip_garbage": train_case(
+            "gz_garbage", gzipped(base / "gz_garbage", en, de, val, damage=lambda b: b[:10] + b"garbage" * 50),
+            [str(base / "gz_garbage" / "train.de.gz"), "damaged"]),
+        "corpus_missing_validation_split": train_case(
+            "no_val", {"train.en": en, "train.de": de}, ["split 'val' not found", "data.valid_split"]),
         "train_negative_max_steps_flag": train_case("max_steps", good, ["train.max_steps", ">= 0"], "--max-steps", "-1"),
         "train_max_tokens_smaller_than_a_sentence": train_case(
             "max_tokens", good, ["train.max_tokens = 10", "longest pair"], "--set", "train.max_tokens=10"),
@@ -142,6 +166,19 @@ def build_cases(base: Path, corpus: Path, model_dir: Path) -> dict[str, Case]:
                                             "x"], ["--nbest", "beam size"]),
         "translate_batch_size_0": Case(["seq2seq.translate", "--model", model_dir, "--batch-size", "0", "x"],
                                        ["--batch-size", ">= 1"]),
+        "translate_beam_size_above_the_limit": Case(
+            ["seq2seq.translate", "--model", model_dir, "--beam-size", "1000", "x"], ["--beam-size", "<= 100"]),
+        "translate_batch_size_above_the_limit": Case(
+            ["seq2seq.translate", "--model", model_dir, "--batch-size", "100000", "x"], ["--batch-size", "<= 4096"]),
+        "translate_model_nowhere": Case(["seq2seq.translate", "--model", base / "nowhere", "x"],
+                                        [str(base / "nowhere"), "model directory not found"]),
+        "translate_device_cuda_without_gpu": Case(["seq2seq.translate", "--model", model_dir, "--device", "cuda", "x"],
+                                                  ["'cuda'", "no CUDA GPU"]),
+        "translate_fp16_on_cpu": Case(["seq2seq.translate", "--model", model_dir, "--device", "cpu", "--dtype", "fp16",
+                                       "x"], ["fp16", "CUDA", "bf16 or fp32"]),
+        "translate_unwritable_plot_attention": Case(
+            ["seq2seq.translate", "--model", model_dir, "--plot-attention", base / "no_such_dir" / "attn.png", "x"],
+            ["--plot-attention", str(base / "no_such_dir"), "does not exist"]),
         "evaluate_beam_size_0": Case(["seq2seq.evaluate", "--model", model_dir, "--src", corpus / "val.en", "--ref",
                                       corpus / "val.de", "--beam-size", "0"], ["--beam-size", ">= 1"]),
         "evaluate_batch_size_0": Case(["seq2seq.evaluate", "--model", model_dir, "--src", corpus / "val.en", "--ref",
@@ -183,10 +220,14 @@ def cli_faults(tiny_corpus, tiny_model_dir, tmp_path_factory) -> dict[str, Case]
 
 CASE_NAMES = [
     "corpus_missing_directory", "corpus_missing_target_file", "corpus_mismatched_counts", "corpus_invalid_utf8",
-    "corpus_empty_training_split", "corpus_whitespace_only_training_split",
+    "corpus_empty_training_split", "corpus_whitespace_only_training_split", "corpus_gzip_truncated",
+    "corpus_gzip_garbage", "corpus_missing_validation_split",
     "train_unknown_key", "train_wrong_type", "train_beam_size_0", "train_negative_max_steps_flag",
     "train_max_tokens_smaller_than_a_sentence", "train_vocab_larger_than_the_corpus_allows",
+    "train_beam_size_above_the_limit", "train_max_len_b_above_the_limit", "train_device_cuda_without_gpu",
     "translate_beam_size_0", "translate_nbest_above_beam", "translate_batch_size_0",
+    "translate_beam_size_above_the_limit", "translate_batch_size_above_the_limit", "translate_model_nowhere",
+    "translate_device_cuda_without_gpu", "translate_fp16_on_cpu", "translate_unwritable_plot_attention",
     "evaluate_beam_size_0", "evaluate_batch_size_0",
     "translate_truncated_weights", "translate_config_with_python_tag", "evaluate_corrupt_tokenizer",
 ]
@@ -194,6 +235,8 @@ CASE_NAMES = [
 
 @pytest.mark.parametrize("name", CASE_NAMES)
 def test_cli_fault_is_one_clear_error(cli_faults, name):
+    if name.endswith("cuda_without_gpu") and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
     case = cli_faults[name]
     stderr = case.result.stderr.decode("utf-8", "replace")
     assert case.result.returncode == 2, stderr[-3000:]
