@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from seq2seq.api import Translation, Translator
+from seq2seq.tokenizer import BOS_ID, EOS_ID
 
 # Different lengths, so that batching (sorted by length inside) has something to reorder.
 SENTENCES = [
@@ -40,8 +41,14 @@ def test_translate_a_list_returns_a_list_in_order(translator):
     out = translator.translate(SENTENCES)
     assert isinstance(out, list) and len(out) == len(SENTENCES)
     assert all(isinstance(text, str) for text in out)
-    assert out == [translator.translate(s) for s in SENTENCES]
-    assert translator.translate(SENTENCES[::-1]) == out[::-1]
+    # the tiny model may give every sentence the same text, so order is checked on what each result was decoded
+    # from: its attention has one column per source piece (+ EOS) of its own input (the lengths all differ)
+    by_length = {len(ids): line for line, ids in zip(SENTENCES, translator.src_tokenizer.encode(SENTENCES))}
+    distinct = list(by_length.values())
+    assert len(distinct) >= 4
+    for order in (distinct, distinct[::-1]):
+        rich = translator.translate(order, return_attention=True, batch_size=2)
+        assert [t.attention.shape[1] for t in rich] == [len(ids) + 1 for ids in translator.src_tokenizer.encode(order)]
 
 
 def test_empty_inputs_translate_to_empty_strings(translator):
@@ -90,6 +97,26 @@ def test_scores_and_attention(translator, beam_size):
         assert len(t.src_pieces) == n_src + 1 and len(t.tgt_pieces) == len(t.tokens) + 1
     scores_only = translator.translate(SENTENCES[0], beam_size=beam_size, return_scores=True)
     assert scores_only.attention is None and scores_only.text == plain[0]
+
+
+@pytest.mark.parametrize("beam_size, nbest", [(1, 1), (3, 3)])
+def test_scores_equal_the_teacher_forced_log_probability(translator, beam_size, nbest):
+    """Independent reference: each hypothesis' tokens fed back through the model by teacher forcing (the training
+    loss, no search code); the score must be that log-probability over the GNMT penalty ((5 + len) / 6) ** alpha,
+    len counting EOS (an EOS forced at the maximum length keeps its log-probability too)."""
+    alpha, checked = translator.cfg.decode.length_penalty, 0
+    for sentence in SENTENCES:
+        src_ids = translator.encode_sources([sentence])[0]
+        hypotheses = translator.translate(sentence, beam_size=beam_size, nbest=nbest, return_scores=True)
+        for hypothesis in hypotheses if isinstance(hypotheses, list) else [hypotheses]:
+            with torch.no_grad():
+                loss, _ = translator.model.loss(torch.tensor([src_ids]), torch.tensor([len(src_ids)]),
+                                                torch.tensor([[BOS_ID, *hypothesis.tokens]]),
+                                                torch.tensor([[*hypothesis.tokens, EOS_ID]]))
+            expected = -float(loss) / ((5 + len(hypothesis.tokens) + 1) / 6) ** alpha
+            assert hypothesis.score == pytest.approx(expected, abs=1e-4), (sentence, hypothesis.tokens)
+            checked += 1
+    assert checked == len(SENTENCES) * nbest
 
 
 def test_nbest_returns_hypotheses_best_first(translator):

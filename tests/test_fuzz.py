@@ -227,7 +227,10 @@ def test_api_edge_cases(fuzz_translator):
     tr = fuzz_translator
     assert tr.translate([]) == []
     assert tr.translate("") == "" and tr.translate(" \t\u3000\u2028") == ""
-    assert tr.translate("A\nman") == tr.translate("A\nman")  # a string with a newline is still one input
+    # a string with a newline is still one input: decoded from the pieces of both words (a newline is whitespace)
+    one = tr.translate("A\nman", return_attention=True)
+    assert isinstance(one.text, str) and one.src_pieces == expected_src_pieces(tr, "A man")
+    assert expected_src_pieces(tr, "A man") != expected_src_pieces(tr, "A")
     assert "\n" not in tr.translate("A\nman\r\nis\rhere")
     with pytest.raises(TypeError, match="item 1"):
         tr.translate(["ok", b"bytes"])
