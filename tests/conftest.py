@@ -11,6 +11,9 @@ import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: the environment of command-line subprocesses: one torch thread (the CI machine's two cores are shared, and two
+#: threads then run far slower), and no GPU: the tests compare CPU results (tests that need a GPU are marked cuda)
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 MULTI30K = Path(os.environ.get("SEQ2SEQ_MULTI30K", REPO_ROOT.parent / "shared" / "data" / "multi30k"))
 
 

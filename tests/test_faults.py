@@ -25,7 +25,7 @@ import safetensors
 import safetensors.torch
 import torch
 import yaml
-from conftest import REPO_ROOT, TINY_OVERRIDES
+from conftest import REPO_ROOT, SUBPROCESS_ENV, TINY_OVERRIDES
 
 from seq2seq.api import Translator
 from seq2seq.checkpoint import (
@@ -43,8 +43,7 @@ from seq2seq.train import train
 from seq2seq.train import main as train_main
 
 RECIPE = REPO_ROOT / "configs" / "multi30k_en_de.yaml"
-#: one torch thread per process: the CI machine's two cores are shared, and two threads then run far slower
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+ENV = SUBPROCESS_ENV  # one torch thread, no GPU
 #: the smallest model and fastest settings: faults show up before (or regardless of) any real training
 SMALL = ["tokenizer.vocab_size=100", "model.emb_size=8", "model.encoder_hidden_size=8", "model.decoder_hidden_size=8",
          "train.threads=1", "data.test_splits=[]"]

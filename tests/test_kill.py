@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
-from conftest import REPO_ROOT, TINY_OVERRIDES
+from conftest import REPO_ROOT, SUBPROCESS_ENV, TINY_OVERRIDES
 
 from seq2seq.api import Translator
 from seq2seq.checkpoint import CheckpointError, find_training_state
@@ -42,7 +42,7 @@ from seq2seq.train import main as train_main
 from seq2seq.train import train
 
 RECIPE = REPO_ROOT / "configs" / "multi30k_en_de.yaml"
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+ENV = {**SUBPROCESS_ENV, "PYTHONPATH": str(REPO_ROOT)}
 MAX_STEPS = 16
 KILL_OVERRIDES = [
     *TINY_OVERRIDES, "model.dropout=0.1", "train.max_tokens=600", "train.accumulate=2", f"train.max_steps={MAX_STEPS}",

@@ -17,7 +17,7 @@ import pytest
 import safetensors
 import safetensors.torch
 import torch
-from conftest import REPO_ROOT, TINY_OVERRIDES, train_until_interrupted
+from conftest import REPO_ROOT, SUBPROCESS_ENV, TINY_OVERRIDES, train_until_interrupted
 
 from seq2seq.config import load_config
 from seq2seq.train import TrainingError, main, train
@@ -116,6 +116,27 @@ def test_interrupt_saves_state_and_resume_finishes_the_run(run_20, tiny_corpus, 
     for step in range(15, 21):
         assert losses[step] == pytest.approx(full[step], abs=1e-6), f"loss differs at step {step}"
     assert_same_weights(full_dir / "last" / "model.safetensors", out / "last" / "model.safetensors")
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "auto"])
+def test_interrupt_and_resume_are_exact_under_bf16_and_auto(dtype, run_20, tiny_corpus, cache_dir, tmp_path,
+                                                            monkeypatch):
+    """The default compute dtype (auto: fp32 or bf16, measured once and cached) and bf16 autocast: a run
+    interrupted at step 5 and resumed ends bit for bit where the uninterrupted run does (CPU autocast is
+    deterministic), weights and optimizer state alike."""
+    _, tokenizer_dir, _ = run_20
+    cfg = tiny_config(tiny_corpus, cache_dir, "model.dropout=0.1", f"train.dtype={dtype}", "train.max_steps=8",
+                      "train.valid_every=4", "train.log_every=1", "train.valid_bleu_sentences=5")
+    full_dir, out = tmp_path / "full", tmp_path / "resumed"
+    for directory in (full_dir, out):
+        reuse_tokenizers(tokenizer_dir, directory)
+    train(cfg, full_dir)
+    train_until_interrupted(cfg, out, 5, monkeypatch)
+    assert train(cfg, out, resume=True)["step"] == 8
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        assert_same_weights(full_dir / "last" / name, out / "last" / name)
+    if dtype == "bf16":
+        assert "training compute torch.bfloat16" in (out / "train.log").read_text(encoding="utf-8")
 
 
 def test_budget_schedule_and_weight_average_resume_exactly(run_20, tiny_corpus, cache_dir, tmp_path, monkeypatch):
@@ -302,7 +323,7 @@ def test_training_options_run_with_finite_losses(overrides, run_20, tiny_corpus,
 # ---------------------------------------------------------------------------- command line
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "seq2seq.train", *args], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=SUBPROCESS_ENV)
 
 
 def test_cli_help():
