@@ -200,6 +200,40 @@ def test_the_average_is_kept_as_the_model_when_it_validates_higher(run_20, tiny_
     assert (record["weights"], record["raw_bleu"], record["average_bleu"]) == ("average", 1.0, 2.0)
 
 
+class Crash(Exception):
+    """Stands for the process dying (the loop never sees it coming)."""
+
+
+@pytest.mark.parametrize("save_every, saved_step", [(0.0001, 4), (0.0, 0), (5.0, 0)])
+def test_training_state_is_saved_by_time_and_at_the_start(run_20, tiny_corpus, cache_dir, tmp_path, monkeypatch,
+                                                          save_every, saved_step):
+    """No validation before the crash in step 5: last/ holds step 4 when train.save_every minutes have passed
+    since each save (0.0001: after every step), and step 0, saved as the run starts, otherwise (0 = only at
+    validation; 5 = the default, not reached). Either way --resume then finishes the run."""
+    import seq2seq.train as train_module
+
+    _, tokenizer_dir, _ = run_20
+    cfg = tiny_config(tiny_corpus, cache_dir, "train.max_steps=6", "train.valid_every=1000",
+                      "train.valid_bleu_sentences=5", f"train.save_every={save_every}")
+    out = tmp_path / "run"
+    reuse_tokenizers(tokenizer_dir, out)
+    real_step, calls = train_module.train_step, {"n": 0}
+
+    def crashing_step(run, micro_batches):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise Crash
+        return real_step(run, micro_batches)
+
+    monkeypatch.setattr(train_module, "train_step", crashing_step)
+    with pytest.raises(Crash):
+        train(cfg, out)
+    monkeypatch.undo()
+    assert json.loads((out / "last" / "state.json").read_text(encoding="utf-8"))["step"] == saved_step
+    assert not (out / "model.safetensors").exists()  # no validation yet
+    assert train(cfg, out, resume=True)["step"] == 6
+
+
 # ---------------------------------------------------------------------------- what a run leaves behind
 def test_run_directory_holds_the_complete_model_and_its_records(run_20):
     cfg, out, summary = run_20
