@@ -13,7 +13,8 @@ Kills land at moments chosen in two ways:
 
 By default (CI) the plan below is fixed: it covers a kill during start-up, during the very first save (before
 any ``last/`` exists), before the first validation, inside the ``last/`` swap, halfway through writing the best
-model at a validation, halfway through ``state.json``, right after the epoch boundary, and after the final save. With
+model at a validation, halfway through ``state.json``, right after the epoch boundary, and after the final save;
+and one SIGTERM, which must stop at a step boundary with exit status 130 and the state saved. With
 ``SEQ2SEQ_SLOW_TESTS=1`` a further test kills at random moments drawn from a fresh random generator
 (``SEQ2SEQ_KILL_SEED`` replays a failing draw; the seed is in the failure message).
 """
@@ -96,6 +97,7 @@ FIXED_PLAN = [
     ("inside", "swap:2"),  # between last -> last.old and last.tmp -> last
     ("inside", "run/model.safetensors:1"),  # the best model, halfway written, at a validation
     ("inside", "last.tmp/state.json:3"),
+    ("sigterm_after_step", 9),  # SIGTERM (as from a job scheduler): stops at the next step boundary, saved, 130
     ("after_step", 13),  # just after the epoch boundary (12 steps per epoch)
     ("inside", "finished:1"),  # after the final save: --resume must not train past train.max_steps
 ]
@@ -156,14 +158,14 @@ def kill_when(proc: subprocess.Popen, out: Path, what: str, value, started_at_st
     deadline = time.monotonic() + 240
     if what == "after_start":
         time.sleep(value)
-    elif what == "after_step":
+    elif what in ("after_step", "sigterm_after_step"):
         step, delay = value if isinstance(value, tuple) else (value, 0.0)
         while logged_step(out) < max(step, started_at_step + 1) and proc.poll() is None:
             assert time.monotonic() < deadline, "no progress in 240 s"
             time.sleep(0.01)
         time.sleep(delay)
     if proc.poll() is None:
-        proc.send_signal(signal.SIGKILL)
+        proc.send_signal(signal.SIGTERM if what == "sigterm_after_step" else signal.SIGKILL)
 
 
 def user_command(out: Path, corpus: Path, cache: Path) -> list[str]:
@@ -208,11 +210,16 @@ def kill_and_resume(plan, out: Path, corpus: Path, cache: Path, capsys, note: st
         finally:
             proc.kill()
         context = f"{note}; kill {what} {value}: exit {returncode}\n" + log.read_text(errors="replace")[-3000:]
+        stopped = 130 if what == "sigterm_after_step" else -signal.SIGKILL
         if every_kill_lands:
-            assert returncode == -signal.SIGKILL, context
+            assert returncode == stopped, context
         if returncode == 0:
             break  # finished before the kill: nothing left to resume
-        assert returncode == -signal.SIGKILL, context
+        assert returncode == stopped, context
+        if what == "sigterm_after_step":  # saved at the step boundary after the signal
+            saved = json.loads((out / "last" / "state.json").read_text(encoding="utf-8"))["step"]
+            assert saved >= (value[0] if isinstance(value, tuple) else value), context
+            assert saved == logged_step(out), context
         kills += 1
         check_after_kill(out, capsys)
     final = subprocess.run([sys.executable, "-m", "seq2seq.train", *user_command(out, corpus, cache)],
@@ -262,10 +269,10 @@ def test_sigkill_at_random_moments_then_resume_equals_the_uninterrupted_run(refe
     rng = random.Random(seed)  # not the module-level `random`, which an autouse fixture reseeds with 0
     plan = []
     for _ in range(8):
-        kind = rng.choice(["after_start", "after_step", "inside"])
+        kind = rng.choice(["after_start", "after_step", "sigterm_after_step", "inside"])
         if kind == "after_start":
             plan.append((kind, rng.uniform(0.0, 8.0)))
-        elif kind == "after_step":
+        elif kind in ("after_step", "sigterm_after_step"):
             plan.append((kind, (rng.randint(1, MAX_STEPS - 1), rng.uniform(0.0, 0.5))))
         else:
             target = rng.choice(["finished", "swap", "last.tmp/model.safetensors", "last.tmp/optimizer.safetensors",
