@@ -14,7 +14,13 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from seq2seq.config import MAX_BEAM_SIZE, MAX_DECODE_BATCH_SIZE, Config, DecodeConfig, apply_overrides
+from seq2seq.config import (
+    MAX_BEAM_SIZE,
+    MAX_DECODE_BATCH_SIZE,
+    Config,
+    DecodeConfig,
+    apply_overrides,
+)
 from seq2seq.precision import choose_autocast
 from seq2seq.search import Hypothesis, beam_search, greedy_search
 from seq2seq.tokenizer import EOS_ID, PAD_ID, Tokenizer

@@ -17,7 +17,6 @@ from typing import Any, Literal, Union
 
 import yaml
 
-
 #: upper limits on decoding work, so that a tampered config.yaml (or a typo) cannot ask for an enormous decode: the
 #: work of one batch grows with batch_size * beam_size * (max_len_a * source length + max_len_b)
 MAX_BEAM_SIZE = 100

@@ -21,9 +21,9 @@ import torch
 from seq2seq.api import source_ids
 from seq2seq.checkpoint import (
     CONFIG_FILE,
-    CheckpointError,
     SRC_TOKENIZER_FILE,
     TGT_TOKENIZER_FILE,
+    CheckpointError,
     atomic_write_text,
     load_training_state,
     load_weight_average,
@@ -193,10 +193,9 @@ class StopRequest:
         logger.warning("%s received: stopping after this step and saving the training state (send it again to stop "
                        "at once without saving)", self.requested)
 
-    def __enter__(self) -> StopRequest:
+    def __enter__(self) -> None:
         if threading.current_thread() is threading.main_thread():
             self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
-        return self
 
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():

@@ -25,7 +25,13 @@ from typing import Any
 import torch
 
 from seq2seq.api import resolve_device
-from seq2seq.checkpoint import CONFIG_FILE, CheckpointError, atomic_write_text, find_training_state, save_model_dir
+from seq2seq.checkpoint import (
+    CONFIG_FILE,
+    CheckpointError,
+    atomic_write_text,
+    find_training_state,
+    save_model_dir,
+)
 from seq2seq.config import Config, ConfigError, load_config
 from seq2seq.data import Batch, DataError, TokenBatchSampler, collate
 from seq2seq.optim import estimated_total_steps
@@ -206,8 +212,9 @@ def run_loop(run: Run, data: TrainingData) -> str | None:
     bad_steps_in_row = 0
     run.segment_start = run.last_save = time.perf_counter()
     run.model.train()
+    stop = StopRequest()
     try:
-        with StopRequest() as stop:
+        with stop:
             if state.step == 0 and state.epoch == 0 and state.batch_in_epoch == 0:
                 run.checkpoint()  # a run killed before its first validation can still be resumed
             if tcfg.max_steps and state.step >= tcfg.max_steps:  # resumed after the final validation's save

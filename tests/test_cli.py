@@ -4,7 +4,6 @@ run as subprocesses against the real tiny model of ``tiny_model_dir``."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
