@@ -35,17 +35,13 @@ from seq2seq.checkpoint import (
 from seq2seq.config import Config, ConfigError, load_config
 from seq2seq.data import Batch, DataError, TokenBatchSampler, collate
 from seq2seq.optim import estimated_total_steps
-from seq2seq.run import (
-    Run,
+from seq2seq.resume import (
     StopRequest,
-    TrainingData,
     TrainingError,
-    build_run,
     check_resume_config,
     check_reused_tokenizers,
-    prepare_data,
-    run_logging,
 )
+from seq2seq.run import Run, TrainingData, build_run, prepare_data, run_logging
 from seq2seq.tokenizer import TokenizerError
 from seq2seq.validation import evaluate_test_splits, validate
 
