@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -232,6 +234,32 @@ def test_training_state_is_saved_by_time_and_at_the_start(run_20, tiny_corpus, c
     assert json.loads((out / "last" / "state.json").read_text(encoding="utf-8"))["step"] == saved_step
     assert not (out / "model.safetensors").exists()  # no validation yet
     assert train(cfg, out, resume=True)["step"] == 6
+
+
+def test_a_second_ctrl_c_stops_at_once_without_saving(run_20, tiny_corpus, cache_dir, tmp_path, monkeypatch, capsys):
+    """Two SIGINTs inside step 3: the first asks for a stop at the step boundary, the second stops at once (exit
+    130) without saving, so last/ keeps the state saved when the run started (step 0); --resume then finishes."""
+    _, tokenizer_dir, _ = run_20
+    overrides = [*RESUME_OVERRIDES, "train.max_steps=5", f"data.cache_dir={cache_dir}", "data.test_splits=[]"]
+    argv = ["--config", str(RECIPE), "--data", str(tiny_corpus), "--out", str(tmp_path / "run"),
+            *[a for o in TINY_OVERRIDES + overrides for a in ("--set", o)]]
+    reuse_tokenizers(tokenizer_dir, tmp_path / "run")
+    real_step, calls = torch.amp.GradScaler.step, {"n": 0}
+
+    def twice_interrupted_step(self, optimizer, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # raises KeyboardInterrupt here, before the update
+        return real_step(self, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(torch.amp.GradScaler, "step", twice_interrupted_step)
+    assert main(argv) == 130
+    assert "interrupted twice" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "run" / "last" / "state.json").read_text(encoding="utf-8"))["step"] == 0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are restored
+    assert main(["--out", str(tmp_path / "run"), "--resume"]) == 0
 
 
 # ---------------------------------------------------------------------------- what a run leaves behind
