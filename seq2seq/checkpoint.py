@@ -11,7 +11,8 @@ A model directory is self-contained::
                            state.json (step, epoch, schedule, RNG, ...)
 
 Every file is written to a temporary name and renamed into place; ``last/`` is replaced as a whole
-(write ``last.tmp/``, swap), so a process killed at any moment leaves the previous complete state.
+(write ``last.tmp/``, swap), so a process killed at any moment leaves the previous complete state. A directory
+whose run was stopped before its first validation has no ``model.safetensors`` yet; loading it says so.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ The loop reads top to bottom (:func:`_train`): data and tokenizers (:func:`prepa
 schedule, weight average (:func:`build_run`) -> for each token batch: one optimizer step (:func:`train_step`)
 -> every ``valid_every`` steps and at the end of the budget: validation of the raw and the averaged weights,
 the best kept, ``last/`` saved for an exact ``--resume`` (:func:`validate_and_save`) -> test BLEU of the best
-model. Under a budget (``train.max_minutes`` / ``train.max_steps``) the ``linear`` and ``cosine`` schedules
+model. ``last/`` is also saved at step 0, every ``train.save_every`` minutes and on Ctrl-C / SIGTERM, always
+between two steps (:func:`run_loop`). Under a budget (``train.max_minutes`` / ``train.max_steps``) the ``linear`` and ``cosine`` schedules
 anneal the learning rate to its minimum exactly when the budget runs out.
 """
 
