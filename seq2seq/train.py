@@ -216,6 +216,8 @@ def run_loop(run: Run, data: TrainingData) -> str | None:
                 run.checkpoint()  # a run killed before its first validation can still be resumed
             if tcfg.max_steps and state.step >= tcfg.max_steps:  # resumed after the final validation's save
                 return f"reached train.max_steps = {tcfg.max_steps}"
+            if tcfg.max_minutes and state.step > 0 and run.elapsed() >= tcfg.max_minutes * 60:
+                return f"reached the time budget of {tcfg.max_minutes} minutes"
             while tcfg.max_epochs == 0 or state.epoch < tcfg.max_epochs:
                 batches = epoch_batches(data.sampler, state.epoch)
                 while state.batch_in_epoch < len(batches):

@@ -119,10 +119,17 @@ def test_resume_may_change_the_budget_and_the_learning_rate(run_dir, capsys):
 
 
 def test_resuming_a_finished_run_trains_no_further(run_dir, capsys):
-    """The state after the final validation of a 50-step run: --resume stops at once, still at step 50."""
+    """The state after the final validation of a 50-step run: --resume stops at once, still at step 50, under a
+    step budget and under a time budget alike."""
     before = (run_dir / "last" / "model.safetensors").read_bytes()
     assert train_main(["--out", str(run_dir), "--resume"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 50
+    assert (run_dir / "last" / "model.safetensors").read_bytes() == before
+    # the same under a time budget already used up (the run took longer than 0.001 minutes)
+    assert train_main(["--out", str(run_dir), "--resume", "--set", "train.max_steps=0",
+                       "--set", "train.max_minutes=0.001"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["step"] == 50 and summary["stop_reason"] == "reached the time budget of 0.001 minutes"
     assert (run_dir / "last" / "model.safetensors").read_bytes() == before
 
 
