@@ -15,7 +15,13 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from seq2seq.config import Config, DecodeConfig, apply_overrides
+from seq2seq.config import (
+    MAX_BEAM_SIZE,
+    MAX_DECODE_BATCH_SIZE,
+    Config,
+    DecodeConfig,
+    apply_overrides,
+)
 from seq2seq.decoding import score_ids, source_ids, translate_ids  # noqa: F401  (source_ids: re-exported)
 from seq2seq.precision import choose_autocast
 from seq2seq.sampling import Sampling
@@ -164,8 +170,8 @@ class Translator:
         return encoded
 
     def _decode_config(self, batch_size: int | None) -> DecodeConfig:
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size is not None and not 1 <= batch_size <= MAX_DECODE_BATCH_SIZE:
+            raise ValueError(f"batch_size must be in [1, {MAX_DECODE_BATCH_SIZE}], got {batch_size}")
         return self.cfg.decode if batch_size is None else DecodeConfig(**{**vars(self.cfg.decode), "batch_size": batch_size})
 
     def _target_phrases(self, words: str | Sequence[str] | None) -> list[list[int]]:
@@ -211,8 +217,8 @@ class Translator:
             if not isinstance(line, str):
                 raise TypeError(f"translate() takes str or a list of str; item {i} is {type(line).__name__}")
         beam_size = self.cfg.decode.beam_size if beam_size is None else int(beam_size)
-        if beam_size < 1:
-            raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+        if not 1 <= beam_size <= MAX_BEAM_SIZE:
+            raise ValueError(f"beam_size must be in [1, {MAX_BEAM_SIZE}], got {beam_size}")
         if nbest < 1 or (sampling is None and nbest > beam_size):
             raise ValueError(f"nbest must be in [1, beam_size={beam_size}], got {nbest}")
         decode = self._decode_config(batch_size)

@@ -11,7 +11,8 @@ A model directory is self-contained::
                            state.json (step, epoch, schedule, RNG, ...)
 
 Every file is written to a temporary name and renamed into place; ``last/`` is replaced as a whole
-(write ``last.tmp/``, swap), so a process killed at any moment leaves the previous complete state.
+(write ``last.tmp/``, swap), so a process killed at any moment leaves the previous complete state. A directory
+whose run was stopped before its first validation has no ``model.safetensors`` yet; loading it says so.
 """
 
 from __future__ import annotations
@@ -158,6 +159,8 @@ def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu", we
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise CheckpointError(f"model directory not found: {model_dir} (train one with `python -m seq2seq.train`)")
+    if (model_dir / CONFIG_FILE).is_file() and not (model_dir / weights_file).is_file():
+        _no_model_yet(model_dir, weights_file)
     for name in (CONFIG_FILE, SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE, weights_file):
         if not (model_dir / name).is_file():
             raise CheckpointError(f"{model_dir / name} is missing: {model_dir} is not a complete model directory")
@@ -181,6 +184,16 @@ def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu", we
     model = build_model(cfg.model, src_tok.vocab_size, tgt_tok.vocab_size)
     model.load_state_dict(weights, strict=False)  # checked above; strict=False: tied weights are stored once
     return cfg, model.to(device).eval(), src_tok, tgt_tok
+
+
+def _no_model_yet(model_dir: Path, weights_file: str) -> None:
+    """Raise the CheckpointError for a training run that has not written its (best) weights yet."""
+    missing = f"{model_dir / weights_file} is missing: no model yet in {model_dir}"
+    if find_training_state(model_dir) is not None:
+        raise CheckpointError(f"{missing}; training saved its state (last/) but was stopped before its first "
+                              f"validation, which writes the model; continue it with "
+                              f"`python -m seq2seq.train --out {model_dir} --resume`")
+    raise CheckpointError(f"{missing}; training was stopped before the first save; train again (without --resume)")
 
 
 # ---------------------------------------------------------------------------- training state
@@ -279,17 +292,36 @@ def find_training_state(run_dir: str | Path) -> Path | None:
 
 
 def load_training_state(
-    state_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+    state_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, required: tuple[str, ...] = ()
 ) -> dict[str, Any]:
-    """Restore model, optimizer and RNG from ``state_dir``; return the trainer's own state."""
+    """Restore model, optimizer and RNG from ``state_dir``; return the trainer's own state.
+
+    ``state.json`` must hold ``optimizer``, ``rng`` and every key in ``required``; anything missing or damaged
+    is a CheckpointError naming the file and the key (checked before the model is touched, where possible).
+    """
+    path = state_dir / "state.json"
     try:
-        state = json.loads((state_dir / "state.json").read_text(encoding="utf-8"))
+        state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise CheckpointError(f"{state_dir / 'state.json'} is unreadable ({err}); cannot resume") from None
+        raise CheckpointError(f"{path} is unreadable ({err}); cannot resume") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds {type(state).__name__}, not a JSON object; cannot resume")
+    missing = [key for key in ("optimizer", "rng", *required) if key not in state]
+    if missing:
+        raise CheckpointError(f"{path} lacks {', '.join(map(repr, missing))}: the training state is damaged or "
+                              "was not written by this version; cannot resume (start a new run)")
     load_state_into(model, load_weights(state_dir / WEIGHTS_FILE), state_dir / WEIGHTS_FILE)
     opt_tensors = load_weights(state_dir / "optimizer.safetensors")
-    optimizer.load_state_dict(_optimizer_state(opt_tensors, state.pop("optimizer")))
-    set_rng_state(state.pop("rng"))
+    try:
+        optimizer.load_state_dict(_optimizer_state(opt_tensors, state.pop("optimizer")))
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: 'optimizer' does not match {state_dir / 'optimizer.safetensors'} and the "
+                              f"model ({type(err).__name__}: {err}); cannot resume") from None
+    try:
+        set_rng_state(state.pop("rng"))
+    except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as err:
+        raise CheckpointError(f"{path}: 'rng' is not a valid random-number-generator state "
+                              f"({type(err).__name__}: {err}); cannot resume exactly (start a new run)") from None
     return state
 
 

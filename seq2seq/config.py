@@ -17,6 +17,13 @@ from typing import Any, Literal, Union
 
 import yaml
 
+#: upper limits on decoding work, so that a tampered config.yaml (or a typo) cannot ask for an enormous decode: the
+#: work of one batch grows with batch_size * beam_size * (max_len_a * source length + max_len_b)
+MAX_BEAM_SIZE = 100
+MAX_DECODE_BATCH_SIZE = 4096
+MAX_LEN_A = 10.0
+MAX_LEN_B = 1000
+
 
 class ConfigError(ValueError):
     """A user-facing configuration problem (bad key, bad type, impossible value)."""
@@ -101,6 +108,9 @@ class TrainConfig:
     #: validate every this many steps, and at the end of the budget (a periodic validation less than half an
     #: interval before the budget's end is skipped: the final one follows)
     valid_every: int = 500
+    #: also save the training state (``last/``) every this many minutes of training, so that a killed run loses
+    #: at most this much work (0 = save only at validation, at the end and on Ctrl-C / SIGTERM)
+    save_every: float = 5.0
     #: validations without a BLEU improvement before stopping (0 = never stop early)
     patience: int = 10
     #: validation sentences decoded for BLEU (0 = all)
@@ -194,11 +204,13 @@ class Config:
             ("train.plateau_factor", 0.0 < self.train.plateau_factor < 1.0, "in (0, 1)"),
             ("train.max_bad_steps", self.train.max_bad_steps >= 1, ">= 1"),
             ("train.ema_decay", 0.0 <= self.train.ema_decay < 1.0, "in [0, 1) (0 = off)"),
-            ("decode.beam_size", self.decode.beam_size >= 1, ">= 1"),
+            ("train.save_every", t.save_every >= 0, ">= 0 (minutes; 0 = save only at validation)"),
+            ("decode.beam_size", 1 <= self.decode.beam_size <= MAX_BEAM_SIZE, f"in [1, {MAX_BEAM_SIZE}]"),
             ("decode.nbest", 1 <= self.decode.nbest <= self.decode.beam_size, "in [1, decode.beam_size]"),
-            ("decode.batch_size", self.decode.batch_size >= 1, ">= 1"),
-            ("decode.max_len_a", self.decode.max_len_a >= 0, ">= 0"),
-            ("decode.max_len_b", self.decode.max_len_b >= 1, ">= 1"),
+            ("decode.batch_size", 1 <= self.decode.batch_size <= MAX_DECODE_BATCH_SIZE,
+             f"in [1, {MAX_DECODE_BATCH_SIZE}]"),
+            ("decode.max_len_a", 0 <= self.decode.max_len_a <= MAX_LEN_A, f"in [0, {MAX_LEN_A}]"),
+            ("decode.max_len_b", 1 <= self.decode.max_len_b <= MAX_LEN_B, f"in [1, {MAX_LEN_B}]"),
             ("decode.min_length", self.decode.min_length >= 0, ">= 0"),
             ("decode.no_repeat_ngram", self.decode.no_repeat_ngram >= 0, ">= 0 (0 = off)"),
             ("decode.max_src_length", self.decode.max_src_length >= 1, ">= 1"),

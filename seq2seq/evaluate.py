@@ -16,6 +16,8 @@ from typing import Sequence
 
 from sacrebleu.metrics import BLEU, CHRF
 
+from seq2seq.config import MAX_BEAM_SIZE, MAX_DECODE_BATCH_SIZE
+
 
 def score(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
     """Corpus BLEU and chrF of detokenized hypotheses against one reference each.
@@ -86,10 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="write the translations here")
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
     args = parser.parse_args(argv)
-    if args.beam_size is not None and args.beam_size < 1:
-        parser.error(f"--beam-size must be >= 1, got {args.beam_size}")
-    if args.batch_size is not None and args.batch_size < 1:
-        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.beam_size is not None and not 1 <= args.beam_size <= MAX_BEAM_SIZE:
+        parser.error(f"--beam-size must be >= 1 and <= {MAX_BEAM_SIZE}, got {args.beam_size}")
+    if args.batch_size is not None and not 1 <= args.batch_size <= MAX_DECODE_BATCH_SIZE:
+        parser.error(f"--batch-size must be >= 1 and <= {MAX_DECODE_BATCH_SIZE}, got {args.batch_size}")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -14,6 +15,20 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def cannot_write(path: str | Path) -> str | None:
+    """Why a plot could not be written to ``path`` (its directory missing or read-only, a directory in its
+    place), or None when it can be."""
+    path = Path(path).expanduser()
+    parent = path.resolve().parent
+    if path.is_dir():
+        return f"{path} is a directory"
+    if not parent.is_dir():
+        return f"the directory {parent} does not exist"
+    if not os.access(parent, os.W_OK):
+        return f"the directory {parent} is not writable"
+    return None
 
 
 def plot_curves(log_path: str | Path, out_path: str | Path) -> None:

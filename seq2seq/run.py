@@ -21,6 +21,7 @@ from seq2seq.checkpoint import (
     CONFIG_FILE,
     SRC_TOKENIZER_FILE,
     TGT_TOKENIZER_FILE,
+    CheckpointError,
     atomic_write_text,
     load_training_state,
     load_weight_average,
@@ -31,14 +32,11 @@ from seq2seq.data import DataError, TokenBatchSampler, read_split, tokenize_spli
 from seq2seq.model import Seq2Seq, build_model
 from seq2seq.optim import LRSchedule, WeightAverage, budget_progress, build_optimizer
 from seq2seq.precision import choose_autocast
+from seq2seq.resume import TrainingError
 from seq2seq.tokenizer import Tokenizer, load_tokenizers, train_tokenizers
 from seq2seq.validation import ValidationSet
 
 logger = logging.getLogger("seq2seq.train")
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite losses, nothing to resume, ...); the message says why."""
 
 
 @dataclass
@@ -57,6 +55,18 @@ class TrainerState:
     target_tokens: int = 0
     average_updates: int = 0
     schedule: dict[str, Any] = field(default_factory=dict)
+
+
+def trainer_state_from(saved: dict[str, Any], source: Path) -> TrainerState:
+    """The TrainerState in a loaded ``state.json``; a value of the wrong type raises CheckpointError naming it."""
+    values = {}
+    for name, spec in TrainerState.__dataclass_fields__.items():
+        value, kind = saved[name], {"int": int, "float": (int, float), "str": str}.get(str(spec.type), dict)
+        if isinstance(value, bool) or not isinstance(value, kind) or (kind is int and value < 0):
+            raise CheckpointError(f"{source}: '{name}' = {value!r} is not a valid {spec.type}; the training state "
+                                  "is damaged; cannot resume (start a new run)")
+        values[name] = value
+    return TrainerState(**values)
 
 
 @dataclass
@@ -86,6 +96,7 @@ class Run:
     average: WeightAverage | None
     state: TrainerState
     segment_start: float = field(default_factory=time.perf_counter)
+    last_save: float = field(default_factory=time.perf_counter)  # perf_counter() of the latest save of last/
     log_file: Any = None
 
     def elapsed(self) -> float:
@@ -107,10 +118,22 @@ class Run:
         self.log_file.write(json.dumps(record) + "\n")
         self.log_file.flush()
 
+    def checkpoint(self) -> None:
+        """Save ``last/`` (at a step boundary: weights, optimizer, RNG and counters agree) and restart the
+        ``train.save_every`` clock."""
+        self.close_segment()
+        self.save_last()
+        self.last_save = time.perf_counter()
+
+    def save_due(self) -> bool:
+        """Whether ``train.save_every`` minutes have passed since the latest save."""
+        every = self.cfg.train.save_every
+        return every > 0 and time.perf_counter() - self.last_save >= every * 60
+
     def save_last(self) -> None:
         self.state.schedule = self.schedule.state_dict()
         self.state.average_updates = self.average.updates if self.average else 0
-        save_training_state(self.out_dir, self.model, self.optimizer, asdict(self.state),
+        save_training_state(self.out_dir, self.model, self.optimizer, {**asdict(self.state), "config": self.cfg.to_dict()},
                             self.average.state_dict() if self.average else None)
 
 
@@ -194,8 +217,8 @@ def build_run(cfg: Config, out_dir: Path, data: TrainingData, device: torch.devi
               scaler=torch.amp.GradScaler("cuda", enabled=amp == torch.float16),
               average=WeightAverage(model, tcfg.ema_decay) if tcfg.ema_decay > 0 else None, state=TrainerState())
     if state_dir is not None:
-        saved = load_training_state(state_dir, model, optimizer)
-        run.state = TrainerState(**{k: v for k, v in saved.items() if k in TrainerState.__dataclass_fields__})
+        saved = load_training_state(state_dir, model, optimizer, required=tuple(TrainerState.__dataclass_fields__))
+        run.state = trainer_state_from(saved, state_dir / "state.json")
         run.schedule.load_state_dict(run.state.schedule)
         if run.average is not None:
             averaged = load_weight_average(state_dir)

@@ -16,6 +16,8 @@ import argparse
 import json
 import sys
 
+from seq2seq.config import MAX_DECODE_BATCH_SIZE
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m seq2seq.score", description=__doc__,
@@ -31,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="compute dtype (default: the model's decode.dtype)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, all cores)")
     args = parser.parse_args(argv)
-    if args.batch_size is not None and args.batch_size < 1:
-        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.batch_size is not None and not 1 <= args.batch_size <= MAX_DECODE_BATCH_SIZE:
+        parser.error(f"--batch-size must be >= 1 and <= {MAX_DECODE_BATCH_SIZE}, got {args.batch_size}")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
 

@@ -4,7 +4,8 @@ The loop reads top to bottom (:func:`_train`): data and tokenizers (:func:`prepa
 schedule, weight average (:func:`build_run`) -> for each token batch: one optimizer step (:func:`train_step`)
 -> every ``valid_every`` steps and at the end of the budget: validation of the raw and the averaged weights,
 the best kept, ``last/`` saved for an exact ``--resume`` (:func:`validate_and_save`) -> test BLEU of the best
-model. Under a budget (``train.max_minutes`` / ``train.max_steps``) the ``linear`` and ``cosine`` schedules
+model. ``last/`` is also saved at step 0, every ``train.save_every`` minutes and on Ctrl-C / SIGTERM, always
+between two steps (:func:`run_loop`). Under a budget (``train.max_minutes`` / ``train.max_steps``) the ``linear`` and ``cosine`` schedules
 anneal the learning rate to its minimum exactly when the budget runs out.
 """
 
@@ -17,7 +18,6 @@ import logging
 import math
 import os
 import random
-import signal
 import sys
 import time
 from pathlib import Path
@@ -26,11 +26,23 @@ from typing import Any
 import torch
 
 from seq2seq.api import resolve_device
-from seq2seq.checkpoint import CONFIG_FILE, CheckpointError, find_training_state, save_model_dir
+from seq2seq.checkpoint import (
+    CONFIG_FILE,
+    CheckpointError,
+    atomic_write_text,
+    find_training_state,
+    save_model_dir,
+)
 from seq2seq.config import Config, ConfigError, load_config
 from seq2seq.data import Batch, DataError, TokenBatchSampler, collate
 from seq2seq.optim import estimated_total_steps
-from seq2seq.run import Run, TrainingData, TrainingError, build_run, prepare_data, run_logging
+from seq2seq.resume import (
+    StopRequest,
+    TrainingError,
+    check_resume_config,
+    check_reused_tokenizers,
+)
+from seq2seq.run import Run, TrainingData, build_run, prepare_data, run_logging
 from seq2seq.tokenizer import TokenizerError
 from seq2seq.validation import evaluate_test_splits, validate
 
@@ -102,8 +114,7 @@ def validate_and_save(run: Run, data: TrainingData) -> bool:
     logger.info("validation at step %d: loss %.3f ppl %.2f BLEU %.2f chrF %.2f%s%s", state.step, result["loss"],
                 result["ppl"], result["bleu"], result["chrf"], averaged, " (best)" if improved else "")
     model.train()
-    run.close_segment()
-    run.save_last()
+    run.checkpoint()
     return cfg.train.patience > 0 and state.validations_without_improvement >= cfg.train.patience
 
 
@@ -147,9 +158,17 @@ def _train(cfg: Config, out_dir: Path, resume: bool) -> dict[str, Any]:
         torch.set_num_threads(tcfg.threads or os.cpu_count() or 1)
     state_dir = find_training_state(out_dir) if resume else None
     if resume and state_dir is None:
+        if (out_dir / CONFIG_FILE).is_file():
+            raise TrainingError(f"no checkpoint yet in {out_dir}: training was stopped before the first save of its "
+                                "state (last/); start again without --resume")
         raise TrainingError(f"nothing to resume in {out_dir}: no last/ training state (train without --resume first)")
+    if state_dir is not None:
+        check_resume_config(cfg, state_dir)
     if not resume and find_training_state(out_dir) is not None:
         raise TrainingError(f"{out_dir} already holds a training run; pass --resume to continue it or choose another --out")
+    if not resume:  # written first, so that a run stopped while it prepares the data is recognised as one
+        check_reused_tokenizers(cfg, out_dir)
+        atomic_write_text(out_dir / CONFIG_FILE, cfg.to_yaml())
     random.seed(tcfg.seed)
     torch.manual_seed(tcfg.seed)
     data = prepare_data(cfg, out_dir)
@@ -176,74 +195,87 @@ def _train(cfg: Config, out_dir: Path, resume: bool) -> dict[str, Any]:
 
 def run_loop(run: Run, data: TrainingData) -> str | None:
     """Train until a budget, early stopping or the epoch limit ends the run; returns why it stopped, or None
-    when interrupted (Ctrl-C / SIGTERM). ``last/`` is saved either way."""
+    when interrupted (Ctrl-C / SIGTERM, handled at the next step boundary).
+
+    ``last/`` is saved at the start of a new run (step 0), at every validation, every ``train.save_every``
+    minutes and on an interrupt, always between two steps: a process killed at any moment loses at most the
+    steps since the latest save, and ``--resume`` from that save is exact.
+    """
     from tqdm import tqdm
 
     tcfg, state = run.cfg.train, run.state
-    previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # SIGTERM stops like Ctrl-C
     progress = tqdm(total=tcfg.max_steps or None, initial=state.step, unit="step", dynamic_ncols=True, disable=None)
     window = ThroughputWindow()
     bad_steps_in_row = 0
-    run.segment_start = time.perf_counter()
+    run.segment_start = run.last_save = time.perf_counter()
     run.model.train()
+    stop = StopRequest()
     try:
-        while tcfg.max_epochs == 0 or state.epoch < tcfg.max_epochs:
-            batches = epoch_batches(data.sampler, state.epoch)
-            while state.batch_in_epoch < len(batches):
-                group = batches[state.batch_in_epoch : state.batch_in_epoch + tcfg.accumulate]
-                lr = run.schedule.step(state.step, run.progress())
-                micro_batches = [fetch_batch(data.train, indices).to(run.device) for indices in group]
-                loss = train_step(run, micro_batches)
-                if loss is None:
+        with stop:
+            if state.step == 0 and state.epoch == 0 and state.batch_in_epoch == 0:
+                run.checkpoint()  # a run killed before its first validation can still be resumed
+            if tcfg.max_steps and state.step >= tcfg.max_steps:  # resumed after the final validation's save
+                return f"reached train.max_steps = {tcfg.max_steps}"
+            if tcfg.max_minutes and state.step > 0 and run.elapsed() >= tcfg.max_minutes * 60:
+                return f"reached the time budget of {tcfg.max_minutes} minutes"
+            while tcfg.max_epochs == 0 or state.epoch < tcfg.max_epochs:
+                batches = epoch_batches(data.sampler, state.epoch)
+                while state.batch_in_epoch < len(batches):
+                    if stop.requested:  # a step boundary: weights, optimizer, RNG and counters agree
+                        run.checkpoint()
+                        return None
+                    group = batches[state.batch_in_epoch : state.batch_in_epoch + tcfg.accumulate]
+                    lr = run.schedule.step(state.step, run.progress())
+                    micro_batches = [fetch_batch(data.train, indices).to(run.device) for indices in group]
+                    loss = train_step(run, micro_batches)
+                    if loss is None:
+                        state.batch_in_epoch += len(group)
+                        bad_steps_in_row += 1
+                        logger.warning("non-finite loss at step %d: batch skipped (%d in a row)", state.step,
+                                       bad_steps_in_row)
+                        if bad_steps_in_row >= tcfg.max_bad_steps:
+                            raise _too_many_bad_steps(run, bad_steps_in_row)
+                        continue
+                    bad_steps_in_row = 0
+                    state.step += 1
                     state.batch_in_epoch += len(group)
-                    bad_steps_in_row += 1
-                    logger.warning("non-finite loss at step %d: batch skipped (%d in a row)", state.step, bad_steps_in_row)
-                    if bad_steps_in_row >= tcfg.max_bad_steps:
-                        raise _too_many_bad_steps(run, bad_steps_in_row)
-                    continue
-                bad_steps_in_row = 0
-                state.step += 1
-                state.batch_in_epoch += len(group)  # only now: an interrupt mid-step must not skip the group
-                state.target_tokens += sum(b.num_tgt_tokens for b in micro_batches)
-                window.add(loss, micro_batches)
-                progress.update(1)
-                if state.step % tcfg.log_every == 0:
-                    record = {"type": "train", "step": state.step, "epoch": state.epoch, **window.record(), "lr": lr,
-                              "elapsed_min": round(run.elapsed() / 60, 2)}
-                    run.log(record)
-                    show_progress(progress, run, record)
-                    window.reset()
+                    state.target_tokens += sum(b.num_tgt_tokens for b in micro_batches)
+                    window.add(loss, micro_batches)
+                    progress.update(1)
+                    if state.step % tcfg.log_every == 0:
+                        record = {"type": "train", "step": state.step, "epoch": state.epoch, **window.record(),
+                                  "lr": lr, "elapsed_min": round(run.elapsed() / 60, 2)}
+                        run.log(record)
+                        show_progress(progress, run, record)
+                        window.reset()
 
-                used = run.progress()
-                total = estimated_total_steps(state.step, used)
-                out_of_steps = tcfg.max_steps and state.step >= tcfg.max_steps
-                out_of_time = tcfg.max_minutes and run.elapsed() >= tcfg.max_minutes * 60
-                # a periodic validation is skipped when the budget's final one is under half an interval away
-                periodic = state.step % tcfg.valid_every == 0 and (total is None or
-                                                                   total - state.step >= tcfg.valid_every / 2)
-                if periodic or out_of_steps or out_of_time:
-                    validation_start = time.perf_counter()
-                    stop_early = validate_and_save(run, data)
-                    window.start += time.perf_counter() - validation_start  # tokens/s counts training time only
-                    if stop_early:
-                        return f"early stopping: no BLEU improvement in {tcfg.patience} validations"
-                if out_of_steps:
-                    return f"reached train.max_steps = {tcfg.max_steps}"
-                if out_of_time:
-                    return f"reached the time budget of {tcfg.max_minutes} minutes"
-                if total is not None and tcfg.max_minutes:
-                    progress.total = max(total, state.step)
-            state.epoch += 1
-            state.batch_in_epoch = 0
-        validate_and_save(run, data)
-        return f"reached train.max_epochs = {tcfg.max_epochs}"
-    except KeyboardInterrupt:
-        run.close_segment()
-        run.save_last()
-        return None
+                    used = run.progress()
+                    total = estimated_total_steps(state.step, used)
+                    out_of_steps = tcfg.max_steps and state.step >= tcfg.max_steps
+                    out_of_time = tcfg.max_minutes and run.elapsed() >= tcfg.max_minutes * 60
+                    # a periodic validation is skipped when the budget's final one is under half an interval away
+                    periodic = state.step % tcfg.valid_every == 0 and (total is None or
+                                                                       total - state.step >= tcfg.valid_every / 2)
+                    if periodic or out_of_steps or out_of_time:
+                        validation_start = time.perf_counter()
+                        stop_early = validate_and_save(run, data)
+                        window.start += time.perf_counter() - validation_start  # tokens/s counts training time only
+                        if stop_early:
+                            return f"early stopping: no BLEU improvement in {tcfg.patience} validations"
+                    elif run.save_due():
+                        run.checkpoint()
+                    if out_of_steps:
+                        return f"reached train.max_steps = {tcfg.max_steps}"
+                    if out_of_time:
+                        return f"reached the time budget of {tcfg.max_minutes} minutes"
+                    if total is not None and tcfg.max_minutes:
+                        progress.total = max(total, state.step)
+                state.epoch += 1
+                state.batch_in_epoch = 0
+            validate_and_save(run, data)
+            return f"reached train.max_epochs = {tcfg.max_epochs}"
     finally:
         progress.close()
-        signal.signal(signal.SIGTERM, previous_sigterm)
         run.close_segment()
 
 
@@ -273,10 +305,6 @@ def _too_many_bad_steps(run: Run, count: int) -> TrainingError:
             f"The last good state is in {kept} (resume with --resume, perhaps with a lower train.lr)" if kept
             else "No checkpoint had been saved yet; try a lower train.lr")
     )
-
-
-def _raise_keyboard_interrupt(signum, frame):  # noqa: ARG001
-    raise KeyboardInterrupt
 
 
 # ---------------------------------------------------------------------------- command line
@@ -315,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_from_args(args)
         summary = train(cfg, args.out, resume=args.resume)
+    except KeyboardInterrupt:  # a second Ctrl-C / SIGTERM: stopped at once, the latest save is kept
+        kept = find_training_state(args.out)
+        print(f"interrupted twice: stopped without saving; {kept or 'no training state'} holds the latest save",
+              file=sys.stderr)
+        return 130
     except (ConfigError, DataError, TokenizerError, CheckpointError, TrainingError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)  # OSError: a full disk, an unwritable --out, ... (names the file)
         return 2

@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 from typing import Iterable
 
+from seq2seq.config import MAX_BEAM_SIZE, MAX_DECODE_BATCH_SIZE
+
 DEFAULT_RUNS_DIR = Path("runs")
 
 
@@ -81,18 +83,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
 
-    if args.beam_size is not None and args.beam_size < 1:
-        parser.error(f"--beam-size must be >= 1, got {args.beam_size}")
+    if args.beam_size is not None and not 1 <= args.beam_size <= MAX_BEAM_SIZE:
+        parser.error(f"--beam-size must be >= 1 and <= {MAX_BEAM_SIZE}, got {args.beam_size}")
     if args.nbest < 1 or (not args.sampling and args.beam_size is not None and args.nbest > args.beam_size):
         parser.error(f"--nbest must be between 1 and the beam size, got {args.nbest}")
     if args.sampling and args.constraints:
         parser.error("--constraints work with beam search, not with --sampling")
-    if args.batch_size is not None and args.batch_size < 1:
-        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.batch_size is not None and not 1 <= args.batch_size <= MAX_DECODE_BATCH_SIZE:
+        parser.error(f"--batch-size must be >= 1 and <= {MAX_DECODE_BATCH_SIZE}, got {args.batch_size}")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
     if args.alignments and not args.json:
         parser.error("--alignments adds alignments to the JSON output: add --json")
+    if args.plot_attention:
+        from seq2seq.plots import cannot_write
+
+        problem = cannot_write(args.plot_attention)
+        if problem:
+            print(f"error: cannot write --plot-attention {args.plot_attention}: {problem}", file=sys.stderr)
+            return 2
     model_dirs = [Path(m) for m in args.model] if args.model else [latest_model_dir()]
     if model_dirs[0] is None:
         print("error: no trained model found under runs/. Train one with\n"

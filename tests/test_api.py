@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from seq2seq.api import Translation, Translator
+from seq2seq.tokenizer import BOS_ID, EOS_ID
 
 # Different lengths, so that batching (sorted by length inside) has something to reorder.
 SENTENCES = [
@@ -26,6 +27,20 @@ def translator(tiny_model_dir) -> Translator:
     return Translator.load(tiny_model_dir, device="cpu")
 
 
+#: compute dtypes the equivalence tests run under: fp32 (the tiny model's decode.dtype), bf16, and the default
+#: ``auto`` (fp32 or bf16 on a CPU, whichever decodes faster here)
+DTYPES = ["fp32", "bf16", "auto"]
+#: score tolerance per compute dtype (log-probability units): bf16 keeps about 3 significant digits per
+#: step, fp32 differs only by summation order; the tokens must be identical either way
+SCORE_TOLERANCE = {None: 1e-4, torch.bfloat16: 2e-2}
+
+
+@pytest.fixture(scope="module")
+def translators(tiny_model_dir, translator) -> dict[str, Translator]:
+    return {"fp32": translator, **{dtype: Translator.load(tiny_model_dir, device="cpu", dtype=dtype)
+                                   for dtype in ("bf16", "auto")}}
+
+
 def source_pieces(translator: Translator, text: str) -> int:
     return len(translator.src_tokenizer.encode([text])[0])
 
@@ -40,8 +55,14 @@ def test_translate_a_list_returns_a_list_in_order(translator):
     out = translator.translate(SENTENCES)
     assert isinstance(out, list) and len(out) == len(SENTENCES)
     assert all(isinstance(text, str) for text in out)
-    assert out == [translator.translate(s) for s in SENTENCES]
-    assert translator.translate(SENTENCES[::-1]) == out[::-1]
+    # the tiny model may give every sentence the same text, so order is checked on what each result was decoded
+    # from: its attention has one column per source piece (+ EOS) of its own input (the lengths all differ)
+    by_length = {len(ids): line for line, ids in zip(SENTENCES, translator.src_tokenizer.encode(SENTENCES))}
+    distinct = list(by_length.values())
+    assert len(distinct) >= 4
+    for order in (distinct, distinct[::-1]):
+        rich = translator.translate(order, return_attention=True, batch_size=2)
+        assert [t.attention.shape[1] for t in rich] == [len(ids) + 1 for ids in translator.src_tokenizer.encode(order)]
 
 
 def test_empty_inputs_translate_to_empty_strings(translator):
@@ -53,24 +74,30 @@ def test_empty_inputs_translate_to_empty_strings(translator):
     assert isinstance(empty, Translation) and empty.text == "" and empty.tokens == []
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("beam_size", [1, 3])
-def test_batched_translation_equals_one_by_one(translator, beam_size):
+def test_batched_translation_equals_one_by_one(translators, beam_size, dtype):
+    translator = translators[dtype]
+    tolerance = SCORE_TOLERANCE[translator.autocast_dtype]
     batched = translator.translate(SENTENCES, beam_size=beam_size, return_scores=True)
     for sentence, together in zip(SENTENCES, batched):
         alone = translator.translate(sentence, beam_size=beam_size, return_scores=True)
         assert together.text == alone.text
         assert together.tokens == alone.tokens
-        assert together.score == pytest.approx(alone.score, abs=1e-4)
+        assert together.score == pytest.approx(alone.score, abs=tolerance)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("beam_size", [1, 3])
-def test_batch_size_does_not_change_results(translator, beam_size):
+def test_batch_size_does_not_change_results(translators, beam_size, dtype):
+    translator = translators[dtype]
+    tolerance = SCORE_TOLERANCE[translator.autocast_dtype]
     default = translator.translate(SENTENCES, beam_size=beam_size, return_scores=True)
     for batch_size in (1, 2):
         other = translator.translate(SENTENCES, beam_size=beam_size, batch_size=batch_size, return_scores=True)
         assert [t.text for t in other] == [t.text for t in default]
         assert [t.tokens for t in other] == [t.tokens for t in default]
-        assert [t.score for t in other] == pytest.approx([t.score for t in default], abs=1e-4)
+        assert [t.score for t in other] == pytest.approx([t.score for t in default], abs=tolerance)
 
 
 @pytest.mark.parametrize("beam_size", [1, 3])
@@ -90,6 +117,26 @@ def test_scores_and_attention(translator, beam_size):
         assert len(t.src_pieces) == n_src + 1 and len(t.tgt_pieces) == len(t.tokens) + 1
     scores_only = translator.translate(SENTENCES[0], beam_size=beam_size, return_scores=True)
     assert scores_only.attention is None and scores_only.text == plain[0]
+
+
+@pytest.mark.parametrize("beam_size, nbest", [(1, 1), (3, 3)])
+def test_scores_equal_the_teacher_forced_log_probability(translator, beam_size, nbest):
+    """Independent reference: each hypothesis' tokens fed back through the model by teacher forcing (the training
+    loss, no search code); the score must be that log-probability over the GNMT penalty ((5 + len) / 6) ** alpha,
+    len counting EOS (an EOS forced at the maximum length keeps its log-probability too)."""
+    alpha, checked = translator.cfg.decode.length_penalty, 0
+    for sentence in SENTENCES:
+        src_ids = translator.encode_sources([sentence])[0]
+        hypotheses = translator.translate(sentence, beam_size=beam_size, nbest=nbest, return_scores=True)
+        for hypothesis in hypotheses if isinstance(hypotheses, list) else [hypotheses]:
+            with torch.no_grad():
+                loss, _ = translator.model.loss(torch.tensor([src_ids]), torch.tensor([len(src_ids)]),
+                                                torch.tensor([[BOS_ID, *hypothesis.tokens]]),
+                                                torch.tensor([[*hypothesis.tokens, EOS_ID]]))
+            expected = -float(loss) / ((5 + len(hypothesis.tokens) + 1) / 6) ** alpha
+            assert hypothesis.score == pytest.approx(expected, abs=1e-4), (sentence, hypothesis.tokens)
+            checked += 1
+    assert checked == len(SENTENCES) * nbest
 
 
 def test_nbest_returns_hypotheses_best_first(translator):
@@ -154,6 +201,16 @@ def test_compute_dtypes_and_int8_translate_every_input(tiny_model_dir):
         for beam_size in (1, 3):
             out = translator.translate(lines, beam_size=beam_size)
             assert len(out) == 3 and out[1] == "" and all(isinstance(t, str) for t in out)
+    # against fp32: the same tokens (a near-tie may flip one sentence), scores within the stated tolerance
+    # (bf16 as in SCORE_TOLERANCE per piece; int8, dynamic quantization of the linear layers: 0.25 per sentence)
+    exact = reference.translate(SENTENCES, beam_size=1, return_scores=True)
+    for translator, tolerance in ((bf16, lambda t: SCORE_TOLERANCE[torch.bfloat16] * (len(t.tokens) + 1)),
+                                  (int8, lambda t: 0.25)):
+        approximate = translator.translate(SENTENCES, beam_size=1, return_scores=True)
+        same = [(a, b) for a, b in zip(exact, approximate) if a.tokens == b.tokens]
+        assert len(same) >= len(SENTENCES) - 1
+        for a, b in same:
+            assert b.score == pytest.approx(a.score, abs=tolerance(a))
     with pytest.raises(ValueError, match="dtype"):
         Translator.load(tiny_model_dir, device="cpu", dtype="fp8")
     with pytest.raises(ValueError, match="int8"):

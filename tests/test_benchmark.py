@@ -130,9 +130,21 @@ def test_compare_reports_ratios_to_the_first_variant(multi30k_dir, cache_dir, tm
     assert [v["name"] for v in report["variants"]] == ["small", "tiny", "picked"]
     assert report["variants"][1]["dtype"] == "bf16" and report["variants"][1]["train"]["compute"] == "bf16"
     assert report["variants"][2]["train"]["compute"] in ("fp32", "bf16")  # auto: whichever measured faster
-    assert report["ratios"]["train tokens/s"]["small"] == 1.0
-    assert report["ratios"]["train tokens/s"]["tiny"] > 0
+    speeds = [v["train"]["target_tokens_per_s"] for v in report["variants"]]
+    assert report["ratios"]["train tokens/s"] == pytest.approx(
+        {"small": 1.0, "tiny": speeds[1] / speeds[0], "picked": speeds[2] / speeds[0]})
     assert "joeynmt" not in report
+
+
+def test_compare_ratios_by_hand(bench):
+    """Figures over the first variant's, per metric; a metric the baseline lacks is left out."""
+    variants = [
+        {"name": "a", "train": {"target_tokens_per_s": 200.0}, "decode": {"beam": {"latency_p50_ms": 40.0}}},
+        {"name": "b", "train": {"target_tokens_per_s": 300.0}, "decode": {"beam": {"latency_p50_ms": 10.0}}},
+        {"name": "c", "train": {"target_tokens_per_s": 50.0}},
+    ]
+    ratios = bench.compare_ratios(variants)
+    assert ratios == {"train tokens/s": {"a": 1.0, "b": 1.5, "c": 0.25}, "beam p50 latency": {"a": 1.0, "b": 0.25}}
 
 
 def test_training_rounds_alternate_between_variants_and_time_every_step(bench):

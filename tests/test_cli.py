@@ -4,14 +4,13 @@ run as subprocesses against the real tiny model of ``tiny_model_dir``."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, TINY_OVERRIDES
+from conftest import REPO_ROOT, SUBPROCESS_ENV, TINY_OVERRIDES
 
 from seq2seq.api import Translator
 from seq2seq.evaluate import score
@@ -21,8 +20,7 @@ SENTENCES = [
 ]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 BLEU_SIGNATURE = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:"
-# One torch thread per process: the CI machine's two cores are shared, and two threads then run far slower.
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+ENV = SUBPROCESS_ENV  # one torch thread, no GPU
 
 
 def run(module: str, *args: str, cwd: Path | None = None, stdin: str | None = None,
@@ -57,6 +55,17 @@ def test_files(tiny_corpus, tmp_path_factory) -> tuple[Path, Path]:
 def test_translate_arguments_print_one_line_each_equal_to_the_api(tiny_model_dir, translator):
     lines = output_lines(run("seq2seq.translate", "--model", str(tiny_model_dir), *SENTENCES))
     assert lines == translator.translate(SENTENCES)
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "auto"])
+def test_translate_equals_the_api_under_each_compute_dtype(tiny_model_dir, dtype):
+    """Same machine, same dtype (auto: the choice cached in the model's data.cache_dir), one thread each: the
+    command line and the API give identical text and scores (exact: the same computation)."""
+    api = Translator.load(tiny_model_dir, device="cpu", dtype=dtype)
+    lines = output_lines(run("seq2seq.translate", "--model", str(tiny_model_dir), "--device", "cpu", "--dtype", dtype,
+                             "--nbest", "2", "--beam-size", "3", *SENTENCES))
+    expected = [f"{h.score:.4f}\t{h.text}" for entry in api.translate(SENTENCES, beam_size=3, nbest=2) for h in entry]
+    assert lines == expected
 
 
 def test_translate_streams_stdin_line_by_line(tiny_model_dir, translator):

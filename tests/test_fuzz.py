@@ -28,6 +28,7 @@ from unittest import mock
 import pytest
 import torch
 import yaml
+from conftest import SUBPROCESS_ENV
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -44,8 +45,7 @@ SUBPROCESS_FUZZ = settings(FUZZ, max_examples=max(1, EXAMPLES // 200))
 #: decoding limits of the fuzz model: long inputs are still read whole and truncated (to 40 pieces), but every
 #: search is short (at most 8 steps) so that hundreds of examples fit in CI. Search itself is tested elsewhere.
 FUZZ_DECODE = {"max_src_length": 40, "max_len_a": 0.0, "max_len_b": 8}
-#: one torch thread per subprocess: the CI machine's two cores are shared
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+ENV = SUBPROCESS_ENV  # one torch thread, no GPU
 #: what str.splitlines() splits on: none of these may appear inside one translation
 LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 
@@ -195,6 +195,32 @@ def test_api_any_unicode_one_output_per_input_in_order(fuzz_translator, lines, b
         assert tr.translate(lines[0], beam_size=beam_size) == out[0]
 
 
+@pytest.fixture(scope="module")
+def fuzz_translators(fuzz_model_dir) -> dict[str, Translator]:
+    """The fuzz model under bf16 autocast and under the default dtype ``auto`` (fp32 or bf16, measured)."""
+    return {dtype: Translator.load(fuzz_model_dir, device="cpu", dtype=dtype) for dtype in ("bf16", "auto")}
+
+
+#: score tolerance per compute dtype (as in tests/test_api.py): tokens must be identical
+SCORE_TOLERANCE = {None: 1e-4, torch.bfloat16: 2e-2}
+
+
+@settings(FUZZ, max_examples=max(5, EXAMPLES // 10))
+@given(lines=st.lists(texts(), min_size=1, max_size=4), beam_size=st.sampled_from([1, 3]))
+def test_api_batched_equals_alone_under_bf16_and_auto(fuzz_translators, lines, beam_size):
+    """Any Unicode, batched against one at a time, under bf16 and the default ``auto``: the same tokens, scores
+    within the dtype's tolerance, each result decoded from its own input's pieces."""
+    for tr in fuzz_translators.values():
+        tolerance = SCORE_TOLERANCE[tr.autocast_dtype]
+        batched = tr.translate(lines, beam_size=beam_size, return_attention=True)
+        for line, together in zip(lines, batched):
+            alone = tr.translate(line, beam_size=beam_size, return_scores=True)
+            assert together.tokens == alone.tokens and together.text == alone.text
+            assert together.score == pytest.approx(alone.score, abs=tolerance)
+            if line.strip():
+                assert together.attention.shape[1] == len(expected_src_pieces(tr, line))
+
+
 @settings(FUZZ, max_examples=max(5, EXAMPLES // 20))
 @given(line=texts(), nbest=st.integers(1, 3))
 def test_api_nbest_and_scores_any_unicode(fuzz_translator, line, nbest):
@@ -227,7 +253,10 @@ def test_api_edge_cases(fuzz_translator):
     tr = fuzz_translator
     assert tr.translate([]) == []
     assert tr.translate("") == "" and tr.translate(" \t\u3000\u2028") == ""
-    assert tr.translate("A\nman") == tr.translate("A\nman")  # a string with a newline is still one input
+    # a string with a newline is still one input: decoded from the pieces of both words (a newline is whitespace)
+    one = tr.translate("A\nman", return_attention=True)
+    assert isinstance(one.text, str) and one.src_pieces == expected_src_pieces(tr, "A man")
+    assert expected_src_pieces(tr, "A man") != expected_src_pieces(tr, "A")
     assert "\n" not in tr.translate("A\nman\r\nis\rhere")
     with pytest.raises(TypeError, match="item 1"):
         tr.translate(["ok", b"bytes"])

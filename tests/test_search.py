@@ -303,6 +303,52 @@ def test_wide_beam_equals_exhaustive_search(rnn_type, alpha):
         assert [h.score for h in beams[i]] == pytest.approx(scores[:20].tolist(), abs=ATOL)
 
 
+def textbook_beam_search(model: Seq2Seq, src, src_length, beam_size: int, nbest: int, max_pieces: int,
+                         alpha: float) -> list[tuple[list[int], float]]:
+    """Beam search written plainly, one prefix at a time, each prefix's next-piece log-probabilities from a
+    teacher-forced forward pass: every live prefix is expanded by every piece (PAD and BOS never; only EOS once
+    ``max_pieces`` pieces are out); of the best ``2 * beam_size`` candidates, those ending in EOS among the first
+    ``beam_size`` finish (score / ((5 + length with EOS) / 6) ** alpha) and the best ``beam_size`` others live on."""
+    vocab = model.decoder.output_layer.out_features
+    live, finished = [([], 0.0)], []
+    for step in range(max_pieces + 1):
+        candidates = []
+        for prefix, score in live:
+            with torch.no_grad():
+                logits, _ = model(src, src_length, torch.tensor([[BOS_ID, *prefix]]))
+            log_probs = torch.log_softmax(logits[0, -1].float(), dim=-1).tolist()
+            for piece in range(vocab):
+                if piece in (PAD_ID, BOS_ID) or (step == max_pieces and piece != EOS_ID):
+                    continue
+                candidates.append((score + log_probs[piece], prefix, piece))
+        best = sorted(candidates, key=lambda c: -c[0])[: 2 * beam_size]
+        finished += [(prefix, score / lp(step + 1, alpha)) for rank, (score, prefix, piece) in enumerate(best)
+                     if piece == EOS_ID and rank < beam_size]
+        live = [(prefix + [piece], score) for score, prefix, piece in best if piece != EOS_ID][:beam_size]
+        if not live:
+            break
+    return sorted(finished, key=lambda f: -f[1])[:nbest]
+
+
+@pytest.mark.parametrize("rnn_type", ["gru", "lstm"])
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_narrow_beam_equals_a_textbook_beam_search(rnn_type, alpha):
+    """Beam 3 over 5 continuations (UNK, 4 symbols) plus EOS for up to 5 pieces: pruning drops most prefixes at
+    every step, and the kept n-best must be exactly those of the plain reference above."""
+    vocab, max_pieces, beam_size = 9, 5, 3
+    model = random_model(rnn_type, vocab=vocab)
+    with torch.no_grad():
+        model.decoder.output_layer.weight.mul_(4.0)
+    src, src_lengths = random_src([5, 2, 7], vocab=vocab)
+    beams = beam_search(model, src, src_lengths, beam_size=beam_size, nbest=beam_size, max_len_a=0.0,
+                        max_len_b=max_pieces, length_penalty_alpha=alpha)
+    for i, n in enumerate(src_lengths.tolist()):
+        expected = textbook_beam_search(model, src[i : i + 1, :n], src_lengths[i : i + 1], beam_size, beam_size,
+                                        max_pieces, alpha)
+        assert [h.tokens for h in beams[i]] == [tokens for tokens, _ in expected], i
+        assert [h.score for h in beams[i]] == pytest.approx([score for _, score in expected], abs=ATOL)
+
+
 @pytest.mark.parametrize("rnn_type", ["gru", "lstm"])
 def test_batch_equals_each_sentence_alone(rnn_type):
     model = random_model(rnn_type)

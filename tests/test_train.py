@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +19,7 @@ import pytest
 import safetensors
 import safetensors.torch
 import torch
-from conftest import REPO_ROOT, TINY_OVERRIDES, train_until_interrupted
+from conftest import REPO_ROOT, SUBPROCESS_ENV, TINY_OVERRIDES, train_until_interrupted
 
 from seq2seq.config import load_config
 from seq2seq.train import TrainingError, main, train
@@ -95,7 +97,8 @@ def test_resume_continues_exactly_where_training_stopped(run_20, tiny_corpus, ca
 
 
 def test_interrupt_saves_state_and_resume_finishes_the_run(run_20, tiny_corpus, cache_dir, tmp_path, monkeypatch):
-    """Ctrl-C (KeyboardInterrupt) as step 15 begins: last/ is saved, and --resume ends where the full run did."""
+    """Ctrl-C (SIGINT) inside step 14, after its update: the step completes, last/ is saved at step 14, and
+    --resume ends where the full run did."""
     _, full_dir, _ = run_20
     cfg = tiny_config(tiny_corpus, cache_dir, *RESUME_OVERRIDES)
     out = tmp_path / "run"
@@ -115,6 +118,27 @@ def test_interrupt_saves_state_and_resume_finishes_the_run(run_20, tiny_corpus, 
     for step in range(15, 21):
         assert losses[step] == pytest.approx(full[step], abs=1e-6), f"loss differs at step {step}"
     assert_same_weights(full_dir / "last" / "model.safetensors", out / "last" / "model.safetensors")
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "auto"])
+def test_interrupt_and_resume_are_exact_under_bf16_and_auto(dtype, run_20, tiny_corpus, cache_dir, tmp_path,
+                                                            monkeypatch):
+    """The default compute dtype (auto: fp32 or bf16, measured once and cached) and bf16 autocast: a run
+    interrupted at step 5 and resumed ends bit for bit where the uninterrupted run does (CPU autocast is
+    deterministic), weights and optimizer state alike."""
+    _, tokenizer_dir, _ = run_20
+    cfg = tiny_config(tiny_corpus, cache_dir, "model.dropout=0.1", f"train.dtype={dtype}", "train.max_steps=8",
+                      "train.valid_every=4", "train.log_every=1", "train.valid_bleu_sentences=5")
+    full_dir, out = tmp_path / "full", tmp_path / "resumed"
+    for directory in (full_dir, out):
+        reuse_tokenizers(tokenizer_dir, directory)
+    train(cfg, full_dir)
+    train_until_interrupted(cfg, out, 5, monkeypatch)
+    assert train(cfg, out, resume=True)["step"] == 8
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        assert_same_weights(full_dir / "last" / name, out / "last" / name)
+    if dtype == "bf16":
+        assert "training compute torch.bfloat16" in (out / "train.log").read_text(encoding="utf-8")
 
 
 def test_budget_schedule_and_weight_average_resume_exactly(run_20, tiny_corpus, cache_dir, tmp_path, monkeypatch):
@@ -176,6 +200,66 @@ def test_the_average_is_kept_as_the_model_when_it_validates_higher(run_20, tiny_
     assert any(not torch.equal(raw[name], average[name]) for name in raw)
     record = [r for r in train_records(out) if r["type"] == "valid"][-1]
     assert (record["weights"], record["raw_bleu"], record["average_bleu"]) == ("average", 1.0, 2.0)
+
+
+class Crash(Exception):
+    """Stands for the process dying (the loop never sees it coming)."""
+
+
+@pytest.mark.parametrize("save_every, saved_step", [(0.0001, 4), (0.0, 0), (5.0, 0)])
+def test_training_state_is_saved_by_time_and_at_the_start(run_20, tiny_corpus, cache_dir, tmp_path, monkeypatch,
+                                                          save_every, saved_step):
+    """No validation before the crash in step 5: last/ holds step 4 when train.save_every minutes have passed
+    since each save (0.0001: after every step), and step 0, saved as the run starts, otherwise (0 = only at
+    validation; 5 = the default, not reached). Either way --resume then finishes the run."""
+    import seq2seq.train as train_module
+
+    _, tokenizer_dir, _ = run_20
+    cfg = tiny_config(tiny_corpus, cache_dir, "train.max_steps=6", "train.valid_every=1000",
+                      "train.valid_bleu_sentences=5", f"train.save_every={save_every}")
+    out = tmp_path / "run"
+    reuse_tokenizers(tokenizer_dir, out)
+    real_step, calls = train_module.train_step, {"n": 0}
+
+    def crashing_step(run, micro_batches):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise Crash
+        return real_step(run, micro_batches)
+
+    monkeypatch.setattr(train_module, "train_step", crashing_step)
+    with pytest.raises(Crash):
+        train(cfg, out)
+    monkeypatch.undo()
+    assert json.loads((out / "last" / "state.json").read_text(encoding="utf-8"))["step"] == saved_step
+    assert not (out / "model.safetensors").exists()  # no validation yet
+    assert train(cfg, out, resume=True)["step"] == 6
+
+
+def test_a_second_ctrl_c_stops_at_once_without_saving(run_20, tiny_corpus, cache_dir, tmp_path, monkeypatch, capsys):
+    """Two SIGINTs inside step 3: the first asks for a stop at the step boundary, the second stops at once (exit
+    130) without saving, so last/ keeps the state saved when the run started (step 0); --resume then finishes."""
+    _, tokenizer_dir, _ = run_20
+    overrides = [*RESUME_OVERRIDES, "train.max_steps=5", f"data.cache_dir={cache_dir}", "data.test_splits=[]"]
+    argv = ["--config", str(RECIPE), "--data", str(tiny_corpus), "--out", str(tmp_path / "run"),
+            *[a for o in TINY_OVERRIDES + overrides for a in ("--set", o)]]
+    reuse_tokenizers(tokenizer_dir, tmp_path / "run")
+    real_step, calls = torch.amp.GradScaler.step, {"n": 0}
+
+    def twice_interrupted_step(self, optimizer, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # raises KeyboardInterrupt here, before the update
+        return real_step(self, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(torch.amp.GradScaler, "step", twice_interrupted_step)
+    assert main(argv) == 130
+    assert "interrupted twice" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "run" / "last" / "state.json").read_text(encoding="utf-8"))["step"] == 0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are restored
+    assert main(["--out", str(tmp_path / "run"), "--resume"]) == 0
 
 
 # ---------------------------------------------------------------------------- what a run leaves behind
@@ -301,7 +385,7 @@ def test_training_options_run_with_finite_losses(overrides, run_20, tiny_corpus,
 # ---------------------------------------------------------------------------- command line
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "seq2seq.train", *args], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=SUBPROCESS_ENV)
 
 
 def test_cli_help():

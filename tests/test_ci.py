@@ -1,0 +1,29 @@
+"""The test suite itself: under ``CI=true`` a missing Multi30k fails the tests that need it instead of skipping
+them (a CI run must not pass with nearly every integration test skipped)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from conftest import REPO_ROOT
+
+
+def run_corpus_test(tmp_path, ci: str | None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env.update(SEQ2SEQ_MULTI30K=str(tmp_path / "no_corpus_here"), PYTHONPATH=str(REPO_ROOT))
+    if ci is not None:
+        env["CI"] = ci
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+               "tests/test_data.py::test_multi30k_epoch_padding_under_ten_percent"]
+    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=300, check=False)
+
+
+def test_a_missing_corpus_fails_under_ci_and_skips_elsewhere(tmp_path):
+    under_ci = run_corpus_test(tmp_path, "true")
+    assert under_ci.returncode == 1, under_ci.stdout[-2000:]
+    assert "CI=true needs the corpus" in under_ci.stdout and "1 error" in under_ci.stdout, under_ci.stdout[-2000:]
+    local = run_corpus_test(tmp_path, None)
+    assert local.returncode == 0 and "1 skipped" in local.stdout and "Multi30k not found" in local.stdout, \
+        local.stdout[-2000:]
