@@ -21,6 +21,7 @@ from seq2seq.search import (
     length_penalty,
     max_output_lengths,
 )
+from seq2seq.model import Seq2Seq
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 A, B, C = 4, 5, 6  # the scripted vocabulary: <pad> <unk> <s> </s> a b c
