@@ -143,6 +143,7 @@ def constrained_beam_search(
     max_lengths = limits_with_prefix(src_lengths, max_len_a, max_len_b, prefix).to(device)
     max_lengths = max_lengths + torch.tensor(total, device=device)  # room for the constraints
     row_max_lengths = max_lengths.repeat_interleave(beams)
+    shortest_limit = int(max_lengths.min())  # once: no device sync per step
     bound_penalty = length_penalty(max_lengths.float() + 1.0, length_penalty_alpha).tolist()
 
     beam_scores = [[0.0] + [float("-inf")] * (beams - 1) for _ in range(batch_size)]
@@ -156,7 +157,7 @@ def constrained_beam_search(
     for step in range(int(max_lengths.max()) + 1):
         log_probs, state, attn_weights = next_log_probs(
             model, prev_tokens, state, memory, history, row_max_lengths, min_length, no_repeat_ngram,
-            int(row_max_lengths.min()), row_prefix,
+            shortest_limit, row_prefix,
         )
         incomplete = torch.tensor([not s.complete(constraints[r // beams]) for r, s in
                                    enumerate(cs for sentence in beam_states for cs in sentence)], device=device)
