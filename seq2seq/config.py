@@ -127,6 +127,9 @@ class TrainConfig:
     max_bad_steps: int = 5
     #: compile the decoder step with torch.compile (faster steps after a one-off compile of about a minute)
     compile: bool = False
+    #: under torchrun: minutes a rank waits for the others (rank 0's data preparation and validation included)
+    #: before giving up with an error
+    dist_timeout: float = 30.0
 
 
 @dataclass
@@ -197,6 +200,7 @@ class Config:
             ("train.label_smoothing", 0.0 <= self.train.label_smoothing < 1.0, "in [0, 1)"),
             ("train.clip_norm", self.train.clip_norm >= 0, ">= 0 (0 = no clipping)"),
             ("train.accumulate", self.train.accumulate >= 1, ">= 1"),
+            ("train.dist_timeout", 0 < self.train.dist_timeout < float("inf"), "a finite number of minutes > 0"),
             ("train.teacher_forcing_ratio", 0.0 <= self.train.teacher_forcing_ratio <= 1.0, "in [0, 1]"),
             ("train.valid_every", self.train.valid_every >= 1, ">= 1"),
             ("train.max_steps", self.train.max_steps >= 0, ">= 0 (0 = no limit)"),

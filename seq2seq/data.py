@@ -511,6 +511,13 @@ class TokenBatchSampler:
         for batch in self._batches(self.epoch):
             yield batch.tolist()
 
+    def count_tokens(self, batches: list) -> tuple[int, int]:
+        """(target, source) positions of ``batches`` (lists of indices), without padding: the target count is
+        what :attr:`Batch.num_tgt_tokens` gives for them, summed."""
+        target = sum(int(self.tgt_lengths[indices].sum()) for indices in batches)
+        source = sum(int(self.src_lengths[indices].sum()) for indices in batches)
+        return target, source
+
     def __len__(self) -> int:
         """Batches per epoch (the same for every epoch: ties only swap pairs of equal lengths)."""
         return self._num_batches

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import random
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,14 +26,17 @@ from seq2seq.checkpoint import (
     atomic_write_text,
     load_training_state,
     load_weight_average,
+    rng_state,
     save_training_state,
+    set_rng_state,
 )
 from seq2seq.config import Config
 from seq2seq.data import DataError, TokenBatchSampler, read_split, tokenize_split
+from seq2seq.distributed import Distributed, StepAgreement
 from seq2seq.model import Seq2Seq, build_model
 from seq2seq.optim import LRSchedule, WeightAverage, budget_progress, build_optimizer
 from seq2seq.precision import choose_autocast
-from seq2seq.resume import TrainingError
+from seq2seq.resume import StopRequest, TrainingError
 from seq2seq.tokenizer import Tokenizer, load_tokenizers, train_tokenizers
 from seq2seq.validation import ValidationSet
 
@@ -95,13 +99,37 @@ class Run:
     scaler: torch.amp.GradScaler
     average: WeightAverage | None
     state: TrainerState
+    dist: Distributed = field(default_factory=Distributed)
+    #: what a training step calls for the loss: ``model.loss``, wrapped in DistributedDataParallel under torchrun
+    loss_module: torch.nn.Module | None = None
     segment_start: float = field(default_factory=time.perf_counter)
     last_save: float = field(default_factory=time.perf_counter)  # perf_counter() of the latest save of last/
     log_file: Any = None
+    stop: StopRequest = field(default_factory=StopRequest)
+    #: the latest step's agreement between ranks (rank 0's clock, stop and save decisions; see seq2seq/distributed.py)
+    agreed: StepAgreement | None = None
 
     def elapsed(self) -> float:
-        """Seconds of training so far, over every resumed segment (validation included)."""
+        """Seconds of training so far, over every resumed segment (validation included), by this process's clock."""
         return self.state.elapsed_seconds + time.perf_counter() - self.segment_start
+
+    def clock(self) -> float:
+        """Seconds of training as every rank agrees on them: rank 0's, as of the latest step (the local clock
+        before the first step; the same thing in a single process)."""
+        return self.agreed.elapsed if self.agreed is not None else self.elapsed()
+
+    def agree(self, local_loss: float) -> StepAgreement:
+        """Share this step's loss, clock, stop request and save decision with the other ranks (see
+        :meth:`Distributed.agree`); the loop's time and stop decisions read the result."""
+        self.agreed = self.dist.agree(local_loss, self.elapsed(), self.stop.requested is not None, self.save_due())
+        return self.agreed
+
+    def stop_requested(self) -> bool:
+        """Whether to stop at this step boundary: this process was signalled (one process), or some rank was, as
+        agreed after the latest step (several)."""
+        if self.dist.enabled:
+            return self.agreed is not None and self.agreed.stop
+        return self.stop.requested is not None
 
     def close_segment(self) -> None:
         """Fold the time since the segment started into the saved state (before saving or stopping)."""
@@ -112,11 +140,12 @@ class Run:
     def progress(self) -> float:
         """Fraction of the training budget used (0 without a budget)."""
         t = self.cfg.train
-        return budget_progress(self.state.step, self.elapsed(), t.max_steps, t.max_minutes)
+        return budget_progress(self.state.step, self.clock(), t.max_steps, t.max_minutes)
 
     def log(self, record: dict) -> None:
-        self.log_file.write(json.dumps(record) + "\n")
-        self.log_file.flush()
+        if self.log_file is not None:  # rank 0 only
+            self.log_file.write(json.dumps(record) + "\n")
+            self.log_file.flush()
 
     def checkpoint(self) -> None:
         """Save ``last/`` (at a step boundary: weights, optimizer, RNG and counters agree) and restart the
@@ -131,17 +160,45 @@ class Run:
         return every > 0 and time.perf_counter() - self.last_save >= every * 60
 
     def save_last(self) -> None:
+        """Rank 0 writes ``last/``, with every rank's random-number state (all ranks must call this)."""
+        rank_rng = self.dist.gather(rng_state(), "collecting random-number states for last/")
+        if not self.dist.is_main:
+            return
         self.state.schedule = self.schedule.state_dict()
         self.state.average_updates = self.average.updates if self.average else 0
-        save_training_state(self.out_dir, self.model, self.optimizer, {**asdict(self.state), "config": self.cfg.to_dict()},
+        extra = {"config": self.cfg.to_dict(), "world_size": self.dist.world_size}
+        if self.dist.enabled:
+            extra["rank_rng"] = rank_rng
+        save_training_state(self.out_dir, self.model, self.optimizer, {**asdict(self.state), **extra},
                             self.average.state_dict() if self.average else None)
+
+
+def restore_rank_rng(saved: dict[str, Any], dist: Distributed, state_dir: Path) -> None:
+    """Check that a run resumes under as many processes as it was saved with, and give each rank back its own
+    random-number state (``load_training_state`` restored rank 0's)."""
+    saved_world = saved.get("world_size", 1)
+    if saved_world != dist.world_size:
+        raise TrainingError(f"{state_dir} was saved by a run of {saved_world} process(es), and this one has "
+                            f"{dist.world_size}: the batches of a step depend on the number of processes; resume "
+                            f"with torchrun --nproc_per_node (x --nnodes) = {saved_world}, or start a new run")
+    if dist.enabled and dist.rank > 0:
+        rank_rng = saved.get("rank_rng")
+        if not isinstance(rank_rng, list) or len(rank_rng) != dist.world_size:
+            raise CheckpointError(f"{state_dir / 'state.json'}: 'rank_rng' does not hold {dist.world_size} "
+                                  "random-number states; the training state is damaged (start a new run)")
+        try:
+            set_rng_state(rank_rng[dist.rank])
+        except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as err:
+            raise CheckpointError(f"{state_dir / 'state.json'}: rank {dist.rank}'s random-number state is damaged "
+                                  f"({type(err).__name__}: {err}); start a new run") from None
 
 
 # ---------------------------------------------------------------------------- setup
 @contextlib.contextmanager
-def run_logging(log_file: Path) -> Iterator[None]:
+def run_logging(log_file: Path | None, rank_prefix: str = "") -> Iterator[None]:
     """Log the ``seq2seq`` loggers to ``train.log`` and the console (through tqdm so the progress bar stays
-    intact) for the duration of a run; the handlers are removed afterwards."""
+    intact) for the duration of a run; the handlers are removed afterwards. Without ``log_file`` (the ranks other
+    than 0 of a distributed run) only warnings and errors reach the console, each line led by ``rank_prefix``."""
     from tqdm import tqdm
 
     class TqdmHandler(logging.StreamHandler):
@@ -150,12 +207,14 @@ def run_logging(log_file: Path) -> Iterator[None]:
 
     root = logging.getLogger("seq2seq")
     previous_level, previous_propagate = root.level, root.propagate
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    handlers = [logging.FileHandler(log_file, encoding="utf-8"), TqdmHandler()]
+    formatter = logging.Formatter(f"%(asctime)s {rank_prefix}%(levelname)s %(message)s", "%H:%M:%S")
+    handlers: list[logging.Handler] = [TqdmHandler()]
+    if log_file is not None:
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
     for handler in handlers:
         handler.setFormatter(formatter)
         root.addHandler(handler)
-    root.setLevel(logging.INFO)
+    root.setLevel(logging.INFO if log_file is not None else logging.WARNING)
     root.propagate = False
     try:
         yield
@@ -203,21 +262,44 @@ def prepare_data(cfg: Config, out_dir: Path) -> TrainingData:
     return TrainingData(src_tok, tgt_tok, train_data, sampler, ValidationSet(valid_data, valid_src_ids, valid_references))
 
 
-def build_run(cfg: Config, out_dir: Path, data: TrainingData, device: torch.device, state_dir: Path | None) -> Run:
-    """Model, optimizer, schedule, weight average and compute dtypes; restored from ``state_dir`` when resuming."""
-    tcfg = cfg.train
+class TeacherForcedLoss(torch.nn.Module):
+    """``model.loss`` as a module's forward, so that DistributedDataParallel can wrap it (DDP synchronises the
+    gradients of what runs through its wrapped module's forward)."""
+
+    def __init__(self, model: Seq2Seq) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args) -> torch.Tensor:
+        return self.model.loss(*args)[0]
+
+
+def build_run(cfg: Config, out_dir: Path, data: TrainingData, device: torch.device, state_dir: Path | None,
+              dist: Distributed | None = None) -> Run:
+    """Model, optimizer, schedule, weight average and compute dtypes; restored from ``state_dir`` when resuming.
+
+    Under several processes (``dist``) rank 0 picks the compute dtypes for all, and the loss is wrapped in
+    DistributedDataParallel (which averages the gradients over the ranks during the backward pass).
+    """
+    tcfg, dist = cfg.train, dist or Distributed()
     model = build_model(cfg.model, data.src_tok.vocab_size, data.tgt_tok.vocab_size).to(device)
     cache_dir = cfg.data.cache_dir
-    amp = choose_autocast(tcfg.dtype, device, model, "train", cache_dir, tcfg.max_tokens)
-    decode_amp = choose_autocast(cfg.decode.dtype, device, model, "decode", cache_dir, cfg.decode.batch_size,
-                                 beam_size=cfg.decode.beam_size)
+    amp, decode_amp = dist.from_main(lambda: (
+        choose_autocast(tcfg.dtype, device, model, "train", cache_dir, tcfg.max_tokens),
+        choose_autocast(cfg.decode.dtype, device, model, "decode", cache_dir, cfg.decode.batch_size,
+                        beam_size=cfg.decode.beam_size)), "choosing the compute dtype")
     optimizer = build_optimizer(tcfg, model.parameters())
     run = Run(cfg=cfg, out_dir=out_dir, device=device, amp=amp, decode_amp=decode_amp, model=model,
               optimizer=optimizer, schedule=LRSchedule(optimizer, tcfg),
               scaler=torch.amp.GradScaler("cuda", enabled=amp == torch.float16),
-              average=WeightAverage(model, tcfg.ema_decay) if tcfg.ema_decay > 0 else None, state=TrainerState())
+              average=WeightAverage(model, tcfg.ema_decay) if tcfg.ema_decay > 0 else None, state=TrainerState(),
+              dist=dist)
+    if dist.enabled and state_dir is None:  # dropout differs between ranks (the weights came from one seed)
+        torch.manual_seed(tcfg.seed + 1_000_003 * dist.rank)
+        random.seed(tcfg.seed + 1_000_003 * dist.rank)
     if state_dir is not None:
         saved = load_training_state(state_dir, model, optimizer, required=tuple(TrainerState.__dataclass_fields__))
+        restore_rank_rng(saved, dist, state_dir)
         run.state = trainer_state_from(saved, state_dir / "state.json")
         run.schedule.load_state_dict(run.state.schedule)
         if run.average is not None:
@@ -231,7 +313,15 @@ def build_run(cfg: Config, out_dir: Path, data: TrainingData, device: torch.devi
     if tcfg.compile:
         model.compile_decoder_step()
         logger.info("decoder step compiled with torch.compile (the first batches include compile time)")
-    atomic_write_text(out_dir / CONFIG_FILE, cfg.to_yaml())
+    run.loss_module = TeacherForcedLoss(model)
+    if dist.enabled:
+        run.loss_module = torch.nn.parallel.DistributedDataParallel(
+            run.loss_module, device_ids=[device.index] if device.type == "cuda" else None,
+            gradient_as_bucket_view=True)
+        logger.info("data parallel over %d processes (%s): each step trains on %d x %d batches", dist.world_size,
+                    torch.distributed.get_backend(), dist.world_size, tcfg.accumulate)
+    if dist.is_main:
+        atomic_write_text(out_dir / CONFIG_FILE, cfg.to_yaml())
     logger.info("model: %s, %d parameters, device %s, training compute %s, validation decoding %s", cfg.model.rnn_type,
                 model.num_parameters(), device, amp or torch.float32, decode_amp or torch.float32)
     return run

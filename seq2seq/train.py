@@ -1,21 +1,21 @@
-"""Training, on CPU or GPU: ``python -m seq2seq.train --config configs/multi30k_en_de.yaml --data DIR``.
+"""Training, on CPU or GPU: ``python -m seq2seq.train --config configs/multi30k_en_de.yaml --data DIR``, or data
+parallel over several processes: ``torchrun --nproc_per_node N -m seq2seq.train ...`` (:mod:`seq2seq.distributed`).
 
-The loop reads top to bottom (:func:`_train`): data and tokenizers (:func:`prepare_data`) -> model, optimizer,
-schedule, weight average (:func:`build_run`) -> for each token batch: one optimizer step (:func:`train_step`)
--> every ``valid_every`` steps and at the end of the budget: validation of the raw and the averaged weights,
-the best kept, ``last/`` saved for an exact ``--resume`` (:func:`validate_and_save`) -> test BLEU of the best
-model. ``last/`` is also saved at step 0, every ``train.save_every`` minutes and on Ctrl-C / SIGTERM, always
-between two steps (:func:`run_loop`). Under a budget (``train.max_minutes`` / ``train.max_steps``) the ``linear`` and ``cosine`` schedules
-anneal the learning rate to its minimum exactly when the budget runs out.
+The loop reads top to bottom (:func:`_train`): data and tokenizers (:func:`prepare_data`, rank 0 first) -> model,
+optimizer, schedule, weight average (:func:`build_run`) -> for each step's batches: one optimizer step
+(:func:`seq2seq.step.train_step`) -> every ``valid_every`` steps and at the end of the budget: validation of the
+raw and the averaged weights, the best kept, ``last/`` saved for an exact ``--resume`` (:func:`validate_and_save`)
+-> test BLEU of the best model. ``last/`` is also saved at step 0, every ``train.save_every`` minutes and on
+Ctrl-C / SIGTERM, always between two steps (:func:`run_loop`). Under a budget (``train.max_minutes`` /
+``train.max_steps``) the ``linear`` and ``cosine`` schedules anneal the learning rate to its minimum exactly when
+the budget runs out.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
-import math
 import os
 import random
 import sys
@@ -33,65 +33,43 @@ from seq2seq.checkpoint import (
     find_training_state,
     save_model_dir,
 )
-from seq2seq.config import Config, ConfigError, load_config
-from seq2seq.data import Batch, DataError, TokenBatchSampler, collate
+from seq2seq.config import Config, ConfigError
+from seq2seq.data import DataError, TokenBatchSampler
+from seq2seq.distributed import Distributed, from_environment
 from seq2seq.optim import estimated_total_steps
 from seq2seq.resume import (
-    StopRequest,
     TrainingError,
     check_resume_config,
     check_reused_tokenizers,
 )
 from seq2seq.run import Run, TrainingData, build_run, prepare_data, run_logging
+from seq2seq.step import ThroughputWindow, fetch_batch, step_share, train_step
 from seq2seq.tokenizer import TokenizerError
+from seq2seq.train_args import build_parser, config_from_args
 from seq2seq.validation import evaluate_test_splits, validate
 
 logger = logging.getLogger("seq2seq.train")
 
 
-# ---------------------------------------------------------------------------- one step
-def fetch_batch(dataset, indices: list[int]) -> Batch:
-    rows = dataset[indices]
-    return collate(rows["src_ids"], rows["tgt_ids"])
-
-
-def train_step(run: Run, micro_batches: list[Batch]) -> float | None:
-    """One optimizer step over ``micro_batches`` (gradient accumulation); returns the mean loss per target
-    token, or None when the loss was not finite and the step was skipped."""
-    tcfg, model, optimizer = run.cfg.train, run.model, run.optimizer
-    group_tokens = sum(b.num_tgt_tokens for b in micro_batches)
-    optimizer.zero_grad(set_to_none=True)
-    group_loss = 0.0
-    for batch in micro_batches:
-        with torch.autocast(run.device.type, dtype=run.amp, enabled=run.amp is not None):
-            loss, _ = model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out,
-                                 tcfg.label_smoothing, tcfg.teacher_forcing_ratio)
-        run.scaler.scale(loss / group_tokens).backward()
-        group_loss += float(loss.detach())
-    if not math.isfinite(group_loss):
-        optimizer.zero_grad(set_to_none=True)
-        return None
-    if tcfg.clip_norm > 0:
-        run.scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip_norm)
-    run.scaler.step(optimizer)
-    run.scaler.update()
-    if run.average is not None:
-        run.average.update(model)
-    return group_loss / group_tokens
-
-
 # ---------------------------------------------------------------------------- validation and saving
-def validate_and_save(run: Run, data: TrainingData) -> bool:
-    """Validate the raw weights (and the weight average), keep the best as the model directory, save ``last/``.
-
-    Returns True when early stopping says stop.
-    """
-    cfg, state, model = run.cfg, run.state, run.model
+def validate_weights(run: Run, data: TrainingData) -> dict[str, dict[str, float]]:
+    """Validation scores of the raw weights, and of the weight average when one is kept."""
+    cfg, model = run.cfg, run.model
     scored = {"raw": validate(model, data.valid, cfg, data.tgt_tok, run.device, run.amp, run.decode_amp)}
     if run.average is not None:
         with run.average.swapped_in(model):
             scored["average"] = validate(model, data.valid, cfg, data.tgt_tok, run.device, run.amp, run.decode_amp)
+    return scored
+
+
+def validate_and_save(run: Run, data: TrainingData) -> bool:
+    """Validate the raw weights (and the weight average), keep the best as the model directory, save ``last/``.
+
+    Under torchrun rank 0 validates and every rank applies its scores (best score, early stopping, the plateau
+    schedule), so that all ranks stay in step. Returns True when early stopping says stop.
+    """
+    cfg, state, model = run.cfg, run.state, run.model
+    scored = run.dist.from_main(lambda: validate_weights(run, data), "validation")
     chosen = max(scored, key=lambda name: scored[name]["bleu"])  # ties: the raw weights
     result = scored[chosen]
     improved = result["bleu"] > state.best_bleu
@@ -99,14 +77,15 @@ def validate_and_save(run: Run, data: TrainingData) -> bool:
     if improved:
         state.best_bleu, state.best_step, state.best_weights = result["bleu"], state.step, chosen
         state.validations_without_improvement = 0
-        with run.average.swapped_in(model) if chosen == "average" else contextlib.nullcontext():
-            save_model_dir(run.out_dir, cfg, model, data.src_tok, data.tgt_tok)
+        if run.dist.is_main:
+            with run.average.swapped_in(model) if chosen == "average" else contextlib.nullcontext():
+                save_model_dir(run.out_dir, cfg, model, data.src_tok, data.tgt_tok)
     else:
         state.validations_without_improvement += 1
     run.schedule.on_validation(result["bleu"])
     record = {"type": "valid", "step": state.step, "epoch": state.epoch, "val_loss": round(result["loss"], 4),
               "val_ppl": round(result["ppl"], 2), "val_bleu": result["bleu"], "val_chrf": result["chrf"],
-              "weights": chosen, "lr": run.optimizer.param_groups[0]["lr"], "elapsed_min": round(run.elapsed() / 60, 2)}
+              "weights": chosen, "lr": run.optimizer.param_groups[0]["lr"], "elapsed_min": round(run.clock() / 60, 2)}
     if run.average is not None:
         record.update(raw_bleu=scored["raw"]["bleu"], average_bleu=scored["average"]["bleu"])
     run.log(record)
@@ -119,43 +98,29 @@ def validate_and_save(run: Run, data: TrainingData) -> bool:
 
 
 # ---------------------------------------------------------------------------- the loop
-class ThroughputWindow:
-    """Loss and tokens/s over the steps since the last log line (validation time excluded)."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.start, self.target_tokens, self.all_tokens, self.loss, self.steps = time.perf_counter(), 0, 0, 0.0, 0
-
-    def add(self, loss: float, micro_batches: list[Batch]) -> None:
-        tgt = sum(b.num_tgt_tokens for b in micro_batches)
-        self.target_tokens += tgt
-        self.all_tokens += tgt + sum(int(b.src_lengths.sum()) for b in micro_batches)
-        self.loss += loss
-        self.steps += 1
-
-    def record(self) -> dict[str, float]:
-        seconds = max(time.perf_counter() - self.start, 1e-9)
-        mean_loss = self.loss / max(self.steps, 1)
-        return {"loss": round(mean_loss, 4), "ppl": round(math.exp(min(mean_loss, 50)), 2),
-                "tokens_per_s": round(self.target_tokens / seconds, 1),
-                "src_tgt_tokens_per_s": round(self.all_tokens / seconds, 1)}
-
-
 def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> dict[str, Any]:
-    """Train a model into ``out_dir``; returns a summary (best BLEU, steps, test results)."""
+    """Train a model into ``out_dir``; returns a summary (best BLEU, steps, test results).
+
+    Started by ``torchrun`` (``WORLD_SIZE`` > 1), this process is one rank of a data-parallel run
+    (:mod:`seq2seq.distributed`); rank 0 writes the files and logs.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with run_logging(out_dir / "train.log"):
-        return _train(cfg, out_dir, resume)
+    dist, dist_device = from_environment(cfg.train.device, cfg.train.dist_timeout)
+    dist.out_dir = str(out_dir)
+    try:
+        with run_logging(out_dir / "train.log" if dist.is_main else None, f"[rank {dist.rank}] " if dist.enabled else ""):
+            return _train(cfg, out_dir, resume, dist, dist_device)
+    finally:
+        dist.close()
 
 
-def _train(cfg: Config, out_dir: Path, resume: bool) -> dict[str, Any]:
+def _train(cfg: Config, out_dir: Path, resume: bool, dist: Distributed, dist_device: torch.device | None
+           ) -> dict[str, Any]:
     tcfg = cfg.train
-    device = resolve_device(tcfg.device)
-    if device.type == "cpu":
-        torch.set_num_threads(tcfg.threads or os.cpu_count() or 1)
+    device = dist_device or resolve_device(tcfg.device)
+    if device.type == "cpu":  # processes sharing a machine share its cores
+        torch.set_num_threads(tcfg.threads or max(1, (os.cpu_count() or 1) // dist.local_world_size))
     state_dir = find_training_state(out_dir) if resume else None
     if resume and state_dir is None:
         if (out_dir / CONFIG_FILE).is_file():
@@ -166,15 +131,20 @@ def _train(cfg: Config, out_dir: Path, resume: bool) -> dict[str, Any]:
         check_resume_config(cfg, state_dir)
     if not resume and find_training_state(out_dir) is not None:
         raise TrainingError(f"{out_dir} already holds a training run; pass --resume to continue it or choose another --out")
-    if not resume:  # written first, so that a run stopped while it prepares the data is recognised as one
+    if not resume and dist.is_main:  # written first, so that a run stopped while it prepares the data is recognised
         check_reused_tokenizers(cfg, out_dir)
         atomic_write_text(out_dir / CONFIG_FILE, cfg.to_yaml())
     random.seed(tcfg.seed)
     torch.manual_seed(tcfg.seed)
-    data = prepare_data(cfg, out_dir)
-    run = build_run(cfg, out_dir, data, device, state_dir)
-    with open(out_dir / "train_log.jsonl", "a", encoding="utf-8") as run.log_file:
+    with dist.main_first("preparing the data and tokenizers"):  # rank 0 trains the tokenizers and fills the caches
+        data = prepare_data(cfg, out_dir)
+    run = build_run(cfg, out_dir, data, device, state_dir, dist)
+    log_file = open(out_dir / "train_log.jsonl", "a", encoding="utf-8") if dist.is_main else contextlib.nullcontext()
+    with log_file as run.log_file:
         stop_reason = run_loop(run, data)
+    if not dist.is_main:
+        return {"step": run.state.step, "best_bleu": run.state.best_bleu, "rank": dist.rank,
+                **({"interrupted": True} if stop_reason is None else {"stop_reason": stop_reason})}
     if stop_reason is None:
         logger.info("interrupted at step %d; training state saved in %s — continue with --resume", run.state.step,
                     out_dir / "last")
@@ -203,33 +173,36 @@ def run_loop(run: Run, data: TrainingData) -> str | None:
     """
     from tqdm import tqdm
 
-    tcfg, state = run.cfg.train, run.state
-    progress = tqdm(total=tcfg.max_steps or None, initial=state.step, unit="step", dynamic_ncols=True, disable=None)
+    tcfg, state, dist = run.cfg.train, run.state, run.dist
+    progress = tqdm(total=tcfg.max_steps or None, initial=state.step, unit="step", dynamic_ncols=True,
+                    disable=None if dist.is_main else True)
     window = ThroughputWindow()
     bad_steps_in_row = 0
     run.segment_start = run.last_save = time.perf_counter()
     run.model.train()
-    stop = StopRequest()
+    span = tcfg.accumulate * dist.world_size  # batches per optimizer step, over all ranks
     try:
-        with stop:
+        with run.stop:
             if state.step == 0 and state.epoch == 0 and state.batch_in_epoch == 0:
                 run.checkpoint()  # a run killed before its first validation can still be resumed
             if tcfg.max_steps and state.step >= tcfg.max_steps:  # resumed after the final validation's save
                 return f"reached train.max_steps = {tcfg.max_steps}"
-            if tcfg.max_minutes and state.step > 0 and run.elapsed() >= tcfg.max_minutes * 60:
+            if tcfg.max_minutes and state.step > 0 and state.elapsed_seconds >= tcfg.max_minutes * 60:
                 return f"reached the time budget of {tcfg.max_minutes} minutes"
             while tcfg.max_epochs == 0 or state.epoch < tcfg.max_epochs:
                 batches = epoch_batches(data.sampler, state.epoch)
                 while state.batch_in_epoch < len(batches):
-                    if stop.requested:  # a step boundary: weights, optimizer, RNG and counters agree
+                    if run.stop_requested():  # a step boundary: weights, optimizer, RNG and counters agree
                         run.checkpoint()
                         return None
-                    group = batches[state.batch_in_epoch : state.batch_in_epoch + tcfg.accumulate]
+                    group = batches[state.batch_in_epoch : state.batch_in_epoch + span]
                     lr = run.schedule.step(state.step, run.progress())
-                    micro_batches = [fetch_batch(data.train, indices).to(run.device) for indices in group]
-                    loss = train_step(run, micro_batches)
+                    share, counts = step_share(group, dist.rank, tcfg.accumulate)
+                    micro_batches = [fetch_batch(data.train, indices).to(run.device) for indices in share]
+                    target_tokens, source_tokens = data.sampler.count_tokens(group)
+                    loss = train_step(run, micro_batches, target_tokens, counts)
+                    state.batch_in_epoch += len(group)
                     if loss is None:
-                        state.batch_in_epoch += len(group)
                         bad_steps_in_row += 1
                         logger.warning("non-finite loss at step %d: batch skipped (%d in a row)", state.step,
                                        bad_steps_in_row)
@@ -238,36 +211,19 @@ def run_loop(run: Run, data: TrainingData) -> str | None:
                         continue
                     bad_steps_in_row = 0
                     state.step += 1
-                    state.batch_in_epoch += len(group)
-                    state.target_tokens += sum(b.num_tgt_tokens for b in micro_batches)
-                    window.add(loss, micro_batches)
+                    state.target_tokens += target_tokens
+                    window.add(loss, target_tokens, source_tokens)
                     progress.update(1)
                     if state.step % tcfg.log_every == 0:
                         record = {"type": "train", "step": state.step, "epoch": state.epoch, **window.record(),
-                                  "lr": lr, "elapsed_min": round(run.elapsed() / 60, 2)}
+                                  "lr": lr, "elapsed_min": round(run.clock() / 60, 2)}
                         run.log(record)
                         show_progress(progress, run, record)
                         window.reset()
-
-                    used = run.progress()
-                    total = estimated_total_steps(state.step, used)
-                    out_of_steps = tcfg.max_steps and state.step >= tcfg.max_steps
-                    out_of_time = tcfg.max_minutes and run.elapsed() >= tcfg.max_minutes * 60
-                    # a periodic validation is skipped when the budget's final one is under half an interval away
-                    periodic = state.step % tcfg.valid_every == 0 and (total is None or
-                                                                       total - state.step >= tcfg.valid_every / 2)
-                    if periodic or out_of_steps or out_of_time:
-                        validation_start = time.perf_counter()
-                        stop_early = validate_and_save(run, data)
-                        window.start += time.perf_counter() - validation_start  # tokens/s counts training time only
-                        if stop_early:
-                            return f"early stopping: no BLEU improvement in {tcfg.patience} validations"
-                    elif run.save_due():
-                        run.checkpoint()
-                    if out_of_steps:
-                        return f"reached train.max_steps = {tcfg.max_steps}"
-                    if out_of_time:
-                        return f"reached the time budget of {tcfg.max_minutes} minutes"
+                    stop_reason = after_step(run, data, window)
+                    if stop_reason is not None:
+                        return stop_reason
+                    total = estimated_total_steps(state.step, run.progress())
                     if total is not None and tcfg.max_minutes:
                         progress.total = max(total, state.step)
                 state.epoch += 1
@@ -277,6 +233,31 @@ def run_loop(run: Run, data: TrainingData) -> str | None:
     finally:
         progress.close()
         run.close_segment()
+
+
+def after_step(run: Run, data: TrainingData, window: ThroughputWindow) -> str | None:
+    """Validate (periodically and at the end of the budget) or save ``last/`` when due; returns why training
+    stops (the budget ran out, early stopping), or None to go on. Every rank decides alike: the clock is the one
+    the ranks agreed on after the step."""
+    tcfg, state = run.cfg.train, run.state
+    total = estimated_total_steps(state.step, run.progress())
+    out_of_steps = tcfg.max_steps and state.step >= tcfg.max_steps
+    out_of_time = tcfg.max_minutes and run.clock() >= tcfg.max_minutes * 60
+    # a periodic validation is skipped when the budget's final one is under half an interval away
+    periodic = state.step % tcfg.valid_every == 0 and (total is None or total - state.step >= tcfg.valid_every / 2)
+    if periodic or out_of_steps or out_of_time:
+        validation_start = time.perf_counter()
+        stop_early = validate_and_save(run, data)
+        window.start += time.perf_counter() - validation_start  # tokens/s counts training time only
+        if stop_early:
+            return f"early stopping: no BLEU improvement in {tcfg.patience} validations"
+    elif run.agreed is not None and run.agreed.save:
+        run.checkpoint()
+    if out_of_steps:
+        return f"reached train.max_steps = {tcfg.max_steps}"
+    if out_of_time:
+        return f"reached the time budget of {tcfg.max_minutes} minutes"
+    return None
 
 
 def epoch_batches(sampler: TokenBatchSampler, epoch: int) -> list[list[int]]:
@@ -308,36 +289,6 @@ def _too_many_bad_steps(run: Run, count: int) -> TrainingError:
 
 
 # ---------------------------------------------------------------------------- command line
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m seq2seq.train", description="Train an RNN translation model.")
-    parser.add_argument("--config", help="YAML config (default: built-in defaults; with --resume: OUT/config.yaml)")
-    parser.add_argument("--data", help="corpus: directory of {split}.{lang}[.gz] files, local datasets dir, or hub name")
-    parser.add_argument("--src-lang", help="source language code (data.src_lang)")
-    parser.add_argument("--tgt-lang", help="target language code (data.tgt_lang)")
-    parser.add_argument("--out", default="runs/model", help="output directory (default: runs/model)")
-    parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (train.max_steps)")
-    parser.add_argument("--max-minutes", type=float, help="stop after this many minutes (train.max_minutes)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="train.device")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a config value, e.g. --set train.lr=0.0005 (repeatable)")
-    parser.add_argument("extra_overrides", nargs="*", metavar="SECTION.KEY=VALUE", help="more overrides")
-    return parser
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    overrides = list(args.overrides) + list(args.extra_overrides)
-    for flag, key in (("data", "data.path"), ("src_lang", "data.src_lang"), ("tgt_lang", "data.tgt_lang"),
-                      ("max_steps", "train.max_steps"), ("max_minutes", "train.max_minutes"), ("device", "train.device")):
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    config_path = args.config
-    if config_path is None and args.resume and (Path(args.out) / CONFIG_FILE).is_file():
-        config_path = Path(args.out) / CONFIG_FILE
-    return load_config(config_path, overrides)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

@@ -1,0 +1,40 @@
+"""The command line of ``python -m seq2seq.train`` (and of ``torchrun ... -m seq2seq.train``): its flags, and the
+Config they select (a YAML file, flags for the common keys, ``--set section.key=value`` for any other)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from seq2seq.checkpoint import CONFIG_FILE
+from seq2seq.config import Config, load_config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m seq2seq.train", description="Train an RNN translation model.")
+    parser.add_argument("--config", help="YAML config (default: built-in defaults; with --resume: OUT/config.yaml)")
+    parser.add_argument("--data", help="corpus: directory of {split}.{lang}[.gz] files, local datasets dir, or hub name")
+    parser.add_argument("--src-lang", help="source language code (data.src_lang)")
+    parser.add_argument("--tgt-lang", help="target language code (data.tgt_lang)")
+    parser.add_argument("--out", default="runs/model", help="output directory (default: runs/model)")
+    parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (train.max_steps)")
+    parser.add_argument("--max-minutes", type=float, help="stop after this many minutes (train.max_minutes)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="train.device")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config value, e.g. --set train.lr=0.0005 (repeatable)")
+    parser.add_argument("extra_overrides", nargs="*", metavar="SECTION.KEY=VALUE", help="more overrides")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    overrides = list(args.overrides) + list(args.extra_overrides)
+    for flag, key in (("data", "data.path"), ("src_lang", "data.src_lang"), ("tgt_lang", "data.tgt_lang"),
+                      ("max_steps", "train.max_steps"), ("max_minutes", "train.max_minutes"), ("device", "train.device")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    config_path = args.config
+    if config_path is None and args.resume and (Path(args.out) / CONFIG_FILE).is_file():
+        config_path = Path(args.out) / CONFIG_FILE
+    return load_config(config_path, overrides)
