@@ -13,7 +13,8 @@ How the ranks stay in step (the rules :mod:`seq2seq.train` follows):
 - Decisions that depend on a clock or a signal (the time budget, the learning rate under a time budget, periodic
   saves, Ctrl-C / SIGTERM) are rank 0's, shared once per step with the loss in one small all-reduce
   (:meth:`Distributed.agree`).
-- Rank 0 alone prepares the data first (tokenizers, Arrow caches; the others then load them), validates,
+- Rank 0 prepares the data first (tokenizers, Arrow caches), then the first rank of each other node (its
+  node's caches), then the rest, which only read them (:meth:`Distributed.in_turns`). Rank 0 alone validates,
   writes files and logs; the validation scores are broadcast so that every rank keeps the same best score,
   early-stopping count and learning-rate schedule.
 - ``last/`` holds every rank's random-number state, so ``--resume`` under the same number of processes is exact.
@@ -106,14 +107,19 @@ class Distributed:
             with self.reporting(what):
                 dist.barrier()
 
-    @contextlib.contextmanager
-    def main_first(self, what: str) -> Iterator[None]:
-        """Rank 0 runs the block first (it writes caches and tokenizers), then the others (they read them)."""
-        if not self.is_main:
-            self.barrier(f"waiting for rank 0 ({what})")
-        yield
-        if self.is_main:
-            self.barrier(what)
+    def in_turns(self, prepare: Callable[[], T], what: str) -> T:
+        """``prepare()`` on every rank, in three turns: rank 0 (it trains the tokenizers into the output directory
+        and fills its node's caches), then the first rank of every other node (its node's caches, when
+        ``data.cache_dir`` is not shared), then all the others (they only read)."""
+        if not self.enabled:
+            return prepare()
+        turn = 0 if self.is_main else 1 if self.local_rank == 0 else 2
+        result: T | None = None
+        for current in range(3):
+            if current == turn:
+                result = prepare()
+            self.barrier(f"waiting for the ranks that go first ({what})")
+        return result  # type: ignore[return-value]
 
     @contextlib.contextmanager
     def reporting(self, what: str) -> Iterator[None]:

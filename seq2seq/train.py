@@ -136,8 +136,7 @@ def _train(cfg: Config, out_dir: Path, resume: bool, dist: Distributed, dist_dev
         atomic_write_text(out_dir / CONFIG_FILE, cfg.to_yaml())
     random.seed(tcfg.seed)
     torch.manual_seed(tcfg.seed)
-    with dist.main_first("preparing the data and tokenizers"):  # rank 0 trains the tokenizers and fills the caches
-        data = prepare_data(cfg, out_dir)
+    data = dist.in_turns(lambda: prepare_data(cfg, out_dir), "preparing the data and tokenizers")
     run = build_run(cfg, out_dir, data, device, state_dir, dist)
     log_file = open(out_dir / "train_log.jsonl", "a", encoding="utf-8") if dist.is_main else contextlib.nullcontext()
     with log_file as run.log_file:

@@ -92,32 +92,64 @@ def new_run(runs, name: str) -> Path:
     return root / name
 
 
-def test_two_ranks_equal_one_process_accumulating_two_batches(tiny_corpus, runs):
-    """Step by step the same losses, and at the end the same weights, as one process with train.accumulate=2
-    (dropout 0: the ranks' own random streams do not enter). The tolerance is 1e-6 on the losses (the log keeps
-    4 decimals) and 1e-6 on every weight; on this CPU the weights come out bit for bit equal."""
+@pytest.fixture(scope="module")
+def accumulated(tiny_corpus, runs) -> Path:
+    """One process accumulating two batches a step (dropout 0), the reference for the two-rank runs."""
     _, cache, _ = runs
-    one, two = new_run(runs, "one"), new_run(runs, "two")
+    one = new_run(runs, "one")
     single = subprocess.run([sys.executable, *train_args(tiny_corpus, cache, one, f"train.max_steps={STEPS}",
                                                         "train.accumulate=2")],
                             env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
-    double = torchrun(train_args(tiny_corpus, cache, two, f"train.max_steps={STEPS}"))
-    assert double.returncode == 0, double.stderr[-3000:]
+    return one
 
-    assert "data parallel over 2 processes (gloo)" in (two / "train.log").read_text(encoding="utf-8")
-    single_losses, double_losses = losses_by_step(one), losses_by_step(two)
-    assert sorted(double_losses) == list(range(1, STEPS + 1))
-    for step in range(1, STEPS + 1):
-        assert double_losses[step] == pytest.approx(single_losses[step], abs=1e-6), f"loss differs at step {step}"
-    state = json.loads((two / "last" / "state.json").read_text(encoding="utf-8"))
-    assert (state["epoch"], state["world_size"]) == (1, 2)  # the run crossed an epoch end
+
+def assert_same_run(reference: Path, run: Path) -> None:
+    """Step by step the same losses (1e-6; the log keeps 4 decimals) and the same final weights (1e-6 on each;
+    on this CPU they come out bit for bit equal)."""
     import safetensors.torch
 
-    a = safetensors.torch.load_file(str(one / "last" / "model.safetensors"))
-    b = safetensors.torch.load_file(str(two / "last" / "model.safetensors"))
+    expected, losses = losses_by_step(reference), losses_by_step(run)
+    assert sorted(losses) == list(range(1, STEPS + 1))
+    for step in range(1, STEPS + 1):
+        assert losses[step] == pytest.approx(expected[step], abs=1e-6), f"loss differs at step {step}"
+    a = safetensors.torch.load_file(str(reference / "last" / "model.safetensors"))
+    b = safetensors.torch.load_file(str(run / "last" / "model.safetensors"))
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-6, msg=f"{name} differs")
+
+
+def test_two_ranks_equal_one_process_accumulating_two_batches(tiny_corpus, runs, accumulated):
+    """torchrun --nproc_per_node 2 at accumulate 1 = one process at accumulate 2 (dropout 0: the ranks' own random
+    streams do not enter), across the end of an epoch."""
+    _, cache, _ = runs
+    two = new_run(runs, "two")
+    double = torchrun(train_args(tiny_corpus, cache, two, f"train.max_steps={STEPS}"))
+    assert double.returncode == 0, double.stderr[-3000:]
+    assert "data parallel over 2 processes (gloo)" in (two / "train.log").read_text(encoding="utf-8")
+    assert_same_run(accumulated, two)
+    state = json.loads((two / "last" / "state.json").read_text(encoding="utf-8"))
+    assert (state["epoch"], state["world_size"]) == (1, 2)  # the run crossed an epoch end
+
+
+def test_two_nodes_with_their_own_caches_equal_one_process(tiny_corpus, runs, accumulated):
+    """Two torchrun agents on one machine standing in for two nodes (c10d rendezvous, one process each), each
+    node with its own data.cache_dir (filled by its first rank): the same run again."""
+    root, cache, _ = runs
+    out = new_run(runs, "two_nodes")
+    port = free_port()
+    agents = []
+    for node in range(2):
+        args = train_args(tiny_corpus, root / f"node{node}_cache", out, f"train.max_steps={STEPS}")
+        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+                   "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=test", *args]
+        agents.append(subprocess.Popen(command, env=SUBPROCESS_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True))
+    outputs = [agent.communicate(timeout=300) for agent in agents]
+    assert [agent.returncode for agent in agents] == [0, 0], [err[-3000:] for _, err in outputs]
+    assert_same_run(accumulated, out)
+    for node in range(2):  # every node tokenized into its own cache
+        assert list((root / f"node{node}_cache").glob("tokenized-*.arrow"))
 
 
 def test_two_ranks_stopped_by_sigterm_resume_exactly(tiny_corpus, runs):
