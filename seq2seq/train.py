@@ -34,7 +34,7 @@ from seq2seq.checkpoint import (
     save_model_dir,
 )
 from seq2seq.config import Config, ConfigError, load_config
-from seq2seq.data import Batch, DataError, TokenBatchSampler, collate
+from seq2seq.data import Batch, DataError, TokenBatchSampler, batch_view, read_batch
 from seq2seq.optim import estimated_total_steps
 from seq2seq.resume import (
     StopRequest,
@@ -51,8 +51,7 @@ logger = logging.getLogger("seq2seq.train")
 
 # ---------------------------------------------------------------------------- one step
 def fetch_batch(dataset, indices: list[int]) -> Batch:
-    rows = dataset[indices]
-    return collate(rows["src_ids"], rows["tgt_ids"])
+    return read_batch(batch_view(dataset), indices)
 
 
 def train_step(run: Run, micro_batches: list[Batch]) -> float | None:

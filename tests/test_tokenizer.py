@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import pickle
 import random
 from pathlib import Path
 
@@ -156,6 +157,14 @@ def test_save_load_round_trip(small_tokenizer, tmp_path):
     texts = synthetic_lines(20, seed=3)
     assert loaded.encode(texts) == small_tokenizer.encode(texts)
     assert Tokenizer.from_bytes(path.read_bytes()).vocab_size == small_tokenizer.vocab_size
+
+
+def test_pickled_tokenizer_encodes_and_decodes_alike(small_tokenizer):
+    copy = pickle.loads(pickle.dumps(small_tokenizer))  # how tokenizing worker processes receive it
+    texts = ["the small dog runs in the garden", "a red house under a big tree"]
+    assert copy.model_bytes == small_tokenizer.model_bytes and copy.source == small_tokenizer.source
+    assert copy.encode(texts) == small_tokenizer.encode(texts)
+    assert copy.decode(copy.encode(texts)) == small_tokenizer.decode(small_tokenizer.encode(texts))
 
 
 def test_missing_and_corrupt_files(tmp_path):
