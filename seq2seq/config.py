@@ -177,7 +177,8 @@ class Config:
         checks = [
             ("tokenizer.vocab_size", self.tokenizer.vocab_size >= 8, ">= 8"),
             ("tokenizer.character_coverage", 0.0 < self.tokenizer.character_coverage <= 1.0, "in (0, 1]"),
-            ("tokenizer.input_sentence_size", self.tokenizer.input_sentence_size >= 0, ">= 0 (0 = all)"),
+            ("tokenizer.input_sentence_size", self.tokenizer.input_sentence_size == 0
+             or self.tokenizer.input_sentence_size > 100, "0 (all sentences) or > 100 (SentencePiece's minimum)"),
             ("train.log_every", t.log_every >= 1, ">= 1"),
             ("train.warmup_steps", t.warmup_steps >= 0, ">= 0"),
             ("train.weight_decay", t.weight_decay >= 0, ">= 0"),
