@@ -9,8 +9,9 @@ Reading (:func:`read_split`) gives a dataset with string columns ``src`` and ``t
    ``translation`` column of ``{lang: text}`` dicts.
 
 Text files are streamed into an Arrow file under ``data.cache_dir`` (never held in memory), and so is the
-tokenized corpus (:func:`tokenize_split`, columns ``src_ids``, ``tgt_ids``, ``src_len``, ``tgt_len``).
-Both are memory-mapped and cached: a second run with the same files and tokenizers reads the cache.
+tokenized corpus (:func:`tokenize_split`, columns ``src_ids``, ``tgt_ids``, ``src_len``, ``tgt_len``; written by
+``data.num_workers`` processes on large corpora). Both are memory-mapped and cached: a second run with the same
+files and tokenizers reads the cache, and training reads its batches straight from it (:func:`read_batch`).
 
 Batches (:class:`Batch`) are batch-first and padded with ``PAD_ID``::
 
