@@ -249,7 +249,8 @@ def prepare_data(cfg: Config, out_dir: Path) -> TrainingData:
         )
         logger.info("tokenizers trained in %.1f s (vocab %d / %d)", time.perf_counter() - started,
                     src_tok.vocab_size, tgt_tok.vocab_size)
-    train_data = tokenize_split(raw_train, src_tok, tgt_tok, cfg.data.cache_dir, cfg.data.max_length)
+    train_data = tokenize_split(raw_train, src_tok, tgt_tok, cfg.data.cache_dir, cfg.data.max_length,
+                                cfg.data.num_workers)
     valid_data = tokenize_split(raw_valid, src_tok, tgt_tok, cfg.data.cache_dir, None)
     # truncated as the Translator does (src_ids end in EOS): a 1 MB validation line must not stall
     valid_src_ids = [source_ids(ids[:-1], cfg.decode.max_src_length) for ids in valid_data["src_ids"]]

@@ -11,13 +11,13 @@ import time
 
 import torch
 
-from seq2seq.data import Batch, collate
+from seq2seq.data import Batch, batch_view, read_batch
 from seq2seq.run import Run
 
 
 def fetch_batch(dataset, indices: list[int]) -> Batch:
-    rows = dataset[indices]
-    return collate(rows["src_ids"], rows["tgt_ids"])
+    """The batch of ``indices``, padded straight from the memory-mapped Arrow cache."""
+    return read_batch(batch_view(dataset), indices)
 
 
 def step_share(group: list[list[int]], rank: int, accumulate: int) -> tuple[list[list[int]], bool]:

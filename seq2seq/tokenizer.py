@@ -71,6 +71,15 @@ class Tokenizer:
                 "or with spm_train --pad_id=0 --unk_id=1 --bos_id=2 --eos_id=3"
             )
 
+    def __getstate__(self) -> dict:
+        """Pickled as its model bytes (for tokenizing in worker processes): the processor is rebuilt from them."""
+        return {name: value for name, value in self.__dict__.items() if name != "_sp"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._sp = spm.SentencePieceProcessor()
+        self._sp.LoadFromSerializedProto(self.model_bytes)
+
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "<bytes>") -> "Tokenizer":
         """A tokenizer from a serialized SentencePiece model (the content of a ``.model`` file)."""

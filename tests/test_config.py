@@ -197,6 +197,8 @@ def test_choice_error_lists_choices(override, choices):
         (["model.encoder_layers=0"], "model.encoder_layers"),
         (["train.teacher_forcing_ratio=1.2"], "train.teacher_forcing_ratio"),
         (["model.dropout=.nan"], "model.dropout"),
+        (["tokenizer.input_sentence_size=100"], "tokenizer.input_sentence_size"),  # SentencePiece needs > 100
+        (["data.num_workers=-1"], "data.num_workers"),
     ],
 )
 def test_impossible_value_names_key(overrides, key):
@@ -207,6 +209,8 @@ def test_boundary_values_are_accepted():
     cfg = load_config(overrides=["decode.beam_size=4", "decode.nbest=4", "model.dropout=0"])
     assert (cfg.decode.beam_size, cfg.decode.nbest, cfg.model.dropout) == (4, 4, 0.0)
     assert load_config(overrides=["decode.beam_size=1"]).decode.nbest == 1
+    assert load_config(overrides=["tokenizer.input_sentence_size=101"]).tokenizer.input_sentence_size == 101
+    assert load_config(overrides=["tokenizer.input_sentence_size=0"]).tokenizer.input_sentence_size == 0
 
 
 def test_impossible_value_in_yaml_names_key(tmp_path):

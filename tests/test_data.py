@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 import random
 from pathlib import Path
 
@@ -18,13 +19,17 @@ import torch
 
 from seq2seq.config import ConfigError, DataConfig, TokenizerConfig
 from seq2seq.data import (
+    PARALLEL_MIN_PAIRS,
     Batch,
     DataError,
     TokenBatchSampler,
+    batch_view,
     collate,
     iterate_batches,
+    read_batch,
     read_split,
     tokenize_split,
+    tokenize_workers,
 )
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, train_tokenizers
 
@@ -232,6 +237,52 @@ def test_tokenize_split_is_cached(small_tokenizers, tmp_path):
     assert CountingTokenizer.calls == 2
 
 
+class MarkingTokenizer(Tokenizer):
+    """Appends a line to ``marker`` at every encode call, from whichever process makes it."""
+
+    marker: Path
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        with open(self.marker, "a") as f:
+            f.write(f"{len(texts)}\n")
+        return super().encode(texts)
+
+
+def cache_files(cache: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+
+
+def test_parallel_tokenization_matches_one_process_and_its_cache_is_reused(small_tokenizers, tmp_path):
+    src_tok, tgt_tok = small_tokenizers
+    rng = random.Random(1)
+    index = [rng.randrange(len(EN)) for _ in range(400)]
+    write(tmp_path / "train.en", [" ".join([EN[i]] * rng.randint(1, 12)) for i in index])
+    write(tmp_path / "train.de", [DE[i] for i in index])
+    raw = read_split(config(tmp_path, tmp_path), "train")
+    one = tokenize_split(raw, src_tok, tgt_tok, str(tmp_path / "one"), max_length=20, num_workers=1)
+    cache = tmp_path / "two"
+    two = tokenize_split(raw, src_tok, tgt_tok, str(cache), max_length=20, num_workers=2)
+    assert 0 < len(two) < len(raw) and list(two) == list(one)  # the same rows, the same order, the same filter
+    assert sorted(p.name for p in cache.glob("tokenized-*_of_00002.arrow"))[-1].endswith("_00001_of_00002.arrow")
+    before = cache_files(cache)
+    marking = MarkingTokenizer.from_bytes(src_tok.model_bytes)
+    marking.marker = tmp_path / "encode_calls"
+    for workers in (2, 1, 3):  # another number of workers reads the same shards
+        again = tokenize_split(read_split(config(tmp_path, tmp_path), "train"), marking, tgt_tok, str(cache),
+                               max_length=20, num_workers=workers)
+        assert list(again) == list(one)
+    assert not marking.marker.exists()  # no process tokenized again
+    assert cache_files(cache) == before  # nor wrote a cache file again (the max_length filter included)
+    tokenize_split(raw, marking, tgt_tok, str(cache), max_length=10, num_workers=2)  # another limit: filter only
+    assert not marking.marker.exists()
+
+
+def test_tokenize_workers_auto_uses_every_core_only_for_large_corpora():
+    assert tokenize_workers(3, 10) == 3
+    assert tokenize_workers(0, PARALLEL_MIN_PAIRS - 1) == 1
+    assert tokenize_workers(0, PARALLEL_MIN_PAIRS) == (os.cpu_count() or 1)
+
+
 def test_very_long_line_tokenizes(small_tokenizers, tmp_path):
     write(tmp_path / "train.en", [("A dog runs " * 100_000).strip(), "A dog"])
     write(tmp_path / "train.de", ["Ein Hund", "Ein Hund"])
@@ -291,6 +342,56 @@ def test_sampler_order_is_a_function_of_seed_and_epoch():
     assert len(epoch(1, 0)) == len(epoch(1, 1))
     fixed = TokenBatchSampler(src_lengths, tgt_lengths, max_tokens=1000, seed=1, shuffle=False)
     assert list(fixed) == list(fixed)
+
+
+def per_pair_batches(src_lengths, tgt_lengths, max_tokens: int, seed: int, epoch: int, shuffle: bool):
+    """The sampler's documented algorithm, one pair at a time (the implementation before it was vectorized)."""
+    rng = np.random.default_rng((seed, epoch))
+    n = len(src_lengths)
+    tiebreak = rng.permutation(n) if shuffle else np.arange(n)
+    order = np.lexsort((tiebreak, tgt_lengths, src_lengths))
+    batches, start, max_src, max_tgt = [], 0, 0, 0
+    for pos, index in enumerate(order):
+        new_src, new_tgt = max(max_src, src_lengths[index]), max(max_tgt, tgt_lengths[index])
+        if (pos - start + 1) * (new_src + new_tgt) > max_tokens:
+            batches.append(order[start:pos].tolist())
+            start, new_src, new_tgt = pos, src_lengths[index], tgt_lengths[index]
+        max_src, max_tgt = new_src, new_tgt
+    batches.append(order[start:].tolist())
+    return [batches[i] for i in rng.permutation(len(batches))] if shuffle else batches
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sampler_batches_equal_the_per_pair_greedy_cut(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 5000))
+    high = int(rng.choice([4, 30, 200]))  # many ties, typical lengths, long pairs (windows must grow)
+    src_lengths, tgt_lengths = rng.integers(1, high, n), rng.integers(1, high, n)
+    max_tokens = int(rng.integers(2 * high, 60 * high))
+    for shuffle in (True, False):
+        sampler = TokenBatchSampler(src_lengths, tgt_lengths, max_tokens, seed=seed, shuffle=shuffle)
+        for epoch in (0, 5):
+            sampler.set_epoch(epoch)
+            expected = per_pair_batches(src_lengths, tgt_lengths, max_tokens, seed, epoch, shuffle)
+            assert list(sampler) == expected and len(sampler) == len(expected)
+
+
+def test_read_batch_equals_collate_of_the_rows(small_tokenizers, tmp_path):
+    src_tok, tgt_tok = small_tokenizers
+    raw = datasets.Dataset.from_dict({"src": EN * 5, "tgt": DE * 5})
+    limit = int(np.median([len(ids) for ids in src_tok.encode(EN)]))
+    kept = tokenize_split(raw, src_tok, tgt_tok, str(tmp_path), max_length=limit)  # an indices mapping
+    assert 0 < len(kept) < len(raw)
+    indices = [len(kept) - 1, 0, 2, 2]
+    rows = [kept[i] for i in indices]
+    expected = collate([r["src_ids"] for r in rows], [r["tgt_ids"] for r in rows])
+    batch = read_batch(batch_view(kept), indices)
+    for name in ("src", "src_lengths", "tgt_in", "tgt_out", "tgt_lengths"):
+        assert torch.equal(getattr(batch, name), getattr(expected, name)), name
+    assert batch_view(kept) is batch_view(kept)
+    sampler = TokenBatchSampler.from_dataset(kept, max_tokens=1000, seed=0)  # lengths through the mapping
+    assert sampler.src_lengths.tolist() == [r["src_len"] for r in kept]
+    assert sampler.tgt_lengths.tolist() == [r["tgt_len"] for r in kept]
 
 
 def test_pair_larger_than_budget_names_the_key():

@@ -1,5 +1,6 @@
 """scripts/sweep.py (a real two-variant sweep of the tiny recipe, read back on a second call) and
-scripts/plot_time_to_quality.py (a PNG from a real run)."""
+scripts/plot_time_to_quality.py (a PNG from a real run) and scripts/make_big_corpus.py (aligned pairs, the splits
+beside them)."""
 
 from __future__ import annotations
 
@@ -91,3 +92,56 @@ def test_shipped_sweep_files_give_valid_configs(name):
     for variant in variants:
         cfg = load_config(base, common + variant.overrides + ["train.max_minutes=20"])  # sweep.py's --minutes
         assert cfg.train.scheduler in ("linear", "plateau")
+
+
+def split_into_pairs(src_line: str, tgt_line: str, translations: dict[str, set[str]], most: int) -> bool:
+    """Whether the two lines are 1..``most`` Multi30k pairs joined with spaces, side by side (backtracking)."""
+    if not src_line and not tgt_line:
+        return True
+    if most == 0 or not src_line or not tgt_line:
+        return False
+    words = src_line.split(" ")
+    for cut in range(1, len(words) + 1):
+        head, rest = " ".join(words[:cut]), " ".join(words[cut:])
+        for tgt in translations.get(head, ()):
+            if tgt_line == tgt or tgt_line.startswith(tgt + " "):
+                if split_into_pairs(rest, tgt_line[len(tgt):].lstrip(" "), translations, most - 1):
+                    return True
+    return False
+
+
+def test_make_big_corpus_joins_aligned_multi30k_pairs_and_is_a_training_directory(multi30k_dir, tmp_path):
+    import gzip
+
+    from seq2seq.config import DataConfig
+    from seq2seq.data import read_split
+
+    def run(out, seed: int) -> subprocess.CompletedProcess:
+        command = [sys.executable, "scripts/make_big_corpus.py", "--pairs", "3000", "--seed", str(seed), "--out",
+                   str(out), "--source", str(multi30k_dir)]
+        return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+
+    assert run(tmp_path / "a", seed=1).returncode == 0 and run(tmp_path / "b", seed=1).returncode == 0
+    assert run(tmp_path / "c", seed=2).returncode == 0
+    out = tmp_path / "a"
+    src_lines = (out / "train.en").read_text(encoding="utf-8").splitlines()
+    tgt_lines = (out / "train.de").read_text(encoding="utf-8").splitlines()
+    assert len(src_lines) == len(tgt_lines) == 3000
+    assert (tmp_path / "b" / "train.de").read_bytes() == (out / "train.de").read_bytes()  # a function of the seed
+    assert (tmp_path / "c" / "train.de").read_bytes() != (out / "train.de").read_bytes()
+    translations: dict[str, set[str]] = {}
+    with gzip.open(multi30k_dir / "train.en.gz", "rt", encoding="utf-8") as en, \
+            gzip.open(multi30k_dir / "train.de.gz", "rt", encoding="utf-8") as de:
+        for src, tgt in zip(en, de):
+            translations.setdefault(src.strip(), set()).add(tgt.strip())
+    assert all(split_into_pairs(s, t, translations, most=3) for s, t in zip(src_lines, tgt_lines))
+    joined = sum(line not in translations for line in src_lines)
+    assert 1500 < joined < 2500  # 1, 2 or 3 pairs a line, equally often: about two thirds are joined
+    for split in ("val", "test_2016_flickr", "test_2017_flickr"):
+        for lang in ("en", "de"):
+            assert (out / f"{split}.{lang}.gz").read_bytes() == (multi30k_dir / f"{split}.{lang}.gz").read_bytes()
+    cfg = DataConfig(path=str(out), cache_dir=str(tmp_path / "cache"))
+    assert len(read_split(cfg, "train")) == 3000 and len(read_split(cfg, "val")) == 1014
+    bad = subprocess.run([sys.executable, "scripts/make_big_corpus.py", "--out", str(tmp_path / "e"), "--source",
+                          str(tmp_path / "nowhere")], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "train.en" in bad.stderr

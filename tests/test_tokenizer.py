@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import pickle
 import random
 from pathlib import Path
 
@@ -156,6 +157,26 @@ def test_save_load_round_trip(small_tokenizer, tmp_path):
     texts = synthetic_lines(20, seed=3)
     assert loaded.encode(texts) == small_tokenizer.encode(texts)
     assert Tokenizer.from_bytes(path.read_bytes()).vocab_size == small_tokenizer.vocab_size
+
+
+def test_training_sees_only_the_sampled_sentences(tmp_path):
+    # 2,000 lines, each with its own CJK character: character_coverage = 1.0 keeps every character SentencePiece
+    # sees, so a sample of 150 lines can put at most 150 of them into the vocabulary (all 2,000 would not fit in 180)
+    rare = [chr(0x4E00 + i) for i in range(2000)]
+    lines = [f"the small dog {char} runs in the garden" for char in rare]
+    cfg = TokenizerConfig(vocab_size=180, input_sentence_size=150, character_coverage=1.0)
+    src, _ = train_tokenizers(cfg, lines, lines, tmp_path)
+    pieces = {src.id_to_piece(i) for i in range(src.vocab_size)}
+    seen = sum(any(char in piece for piece in pieces) for char in rare)
+    assert 0 < seen <= 150
+
+
+def test_pickled_tokenizer_encodes_and_decodes_alike(small_tokenizer):
+    copy = pickle.loads(pickle.dumps(small_tokenizer))  # how tokenizing worker processes receive it
+    texts = ["the small dog runs in the garden", "a red house under a big tree"]
+    assert copy.model_bytes == small_tokenizer.model_bytes and copy.source == small_tokenizer.source
+    assert copy.encode(texts) == small_tokenizer.encode(texts)
+    assert copy.decode(copy.encode(texts)) == small_tokenizer.decode(small_tokenizer.encode(texts))
 
 
 def test_missing_and_corrupt_files(tmp_path):
