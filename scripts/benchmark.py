@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import platform
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,7 +42,11 @@ from seq2seq.data import TokenBatchSampler, iterate_batches, read_split, tokeniz
 from seq2seq.model import Seq2Seq, build_model
 from seq2seq.optim import build_optimizer
 from seq2seq.precision import choose_autocast
-from seq2seq.tokenizer import Tokenizer, TokenizerError, load_tokenizers, train_tokenizers
+from seq2seq.run import cached_tokenizers
+from seq2seq.tokenizer import (
+    Tokenizer,
+    load_tokenizers,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "multi30k"
@@ -225,26 +226,9 @@ class Workload:
     test_sources: list[str]
 
 
-def cached_tokenizers(cfg: Config, raw_train) -> tuple[Tokenizer, Tokenizer]:
-    """Train the tokenizers once per (training corpus, tokenizer config); reuse them from the data cache."""
-    key = hashlib.sha256(json.dumps([raw_train._fingerprint, dataclasses.asdict(cfg.tokenizer)]).encode()).hexdigest()
-    directory = Path(cfg.data.cache_dir).expanduser() / "benchmark-tokenizers" / key[:24]
-    try:
-        return load_tokenizers(directory)
-    except TokenizerError:  # not cached yet: train into a fresh directory, then move it into place
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        fresh = Path(tempfile.mkdtemp(dir=directory.parent))
-        tokenizers = train_tokenizers(cfg.tokenizer, raw_train["src"], raw_train["tgt"], fresh)
-        try:
-            fresh.rename(directory)
-        except OSError:  # another run cached them meanwhile
-            shutil.rmtree(fresh, ignore_errors=True)
-        return tokenizers
-
-
 def load_workload(cfg: Config, model_dir: Path | None) -> Workload:
     raw_train = read_split(cfg.data, cfg.data.train_split)
-    src_tok, tgt_tok = load_tokenizers(model_dir) if model_dir else cached_tokenizers(cfg, raw_train)
+    src_tok, tgt_tok = load_tokenizers(model_dir or cached_tokenizers(cfg, raw_train))
     train_data = tokenize_split(raw_train, src_tok, tgt_tok, cfg.data.cache_dir, cfg.data.max_length)
     test_split = cfg.data.test_splits[0] if cfg.data.test_splits else cfg.data.valid_split
     test_sources = list(read_split(cfg.data, test_split)["src"])
@@ -459,7 +443,8 @@ def decoding_translator(cfg: Config, work: Workload, device: torch.device, model
 def profile(cfg: Config, work: Workload, model: Seq2Seq, device: torch.device, sources: list[str], rows: int) -> None:
     """Print torch.profiler's top ops (self time) for one training step and one beam batch."""
     amp = choose_autocast(cfg.train.dtype, device, model, "train", cfg.data.cache_dir, cfg.train.max_tokens)
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"

@@ -6,10 +6,13 @@ it changes, the counters an exact ``--resume`` restores, and the log it writes. 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import random
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +26,7 @@ from seq2seq.checkpoint import (
     SRC_TOKENIZER_FILE,
     TGT_TOKENIZER_FILE,
     CheckpointError,
+    atomic_write,
     atomic_write_text,
     load_training_state,
     load_weight_average,
@@ -232,23 +236,47 @@ def iterate_rows(dataset, column: str, chunk: int = 4096) -> Iterator[str]:
         yield from dataset[start : start + chunk][column]
 
 
+def cached_tokenizers(cfg: Config, raw_train) -> Path:
+    """The directory under ``data.cache_dir`` holding tokenizers trained on ``raw_train`` with ``cfg.tokenizer``:
+    trained there the first time (into a fresh directory moved into place, so a killed or concurrent run never
+    leaves half a pair), found there by every later run on the same corpus files with the same settings."""
+    key = hashlib.sha256(json.dumps([raw_train._fingerprint, asdict(cfg.tokenizer)], sort_keys=True).encode())
+    directory = Path(cfg.data.cache_dir).expanduser() / "tokenizers" / key.hexdigest()[:32]
+    if (directory / SRC_TOKENIZER_FILE).is_file() and (directory / TGT_TOKENIZER_FILE).is_file():
+        logger.info("tokenizers trained earlier on this corpus with these tokenizer.* settings: %s", directory)
+        return directory
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(prefix=".training-", dir=directory.parent))
+    try:
+        started = time.perf_counter()
+        src_tok, tgt_tok = train_tokenizers(cfg.tokenizer, iterate_rows(raw_train, "src"),
+                                            iterate_rows(raw_train, "tgt"), fresh)
+        logger.info("tokenizers trained in %.1f s (vocab %d / %d), cached in %s", time.perf_counter() - started,
+                    src_tok.vocab_size, tgt_tok.vocab_size, directory)
+        fresh.rename(directory)
+    except OSError:
+        if not (directory / SRC_TOKENIZER_FILE).is_file():  # not another run's pair moved in meanwhile
+            raise
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
+    return directory
+
+
 def prepare_data(cfg: Config, out_dir: Path) -> TrainingData:
-    """Read the corpus, train (or reuse) the tokenizers in ``out_dir``, tokenize, build the batch sampler."""
+    """Read the corpus, get the tokenizers (those in ``out_dir``, else trained, or found in the cache, and copied
+    there), tokenize (or find the tokenized corpus in the cache), build the batch sampler."""
     logger.info("reading corpus %s (%s -> %s)", cfg.data.path, cfg.data.src_lang, cfg.data.tgt_lang)
     raw_train = read_split(cfg.data, cfg.data.train_split)
     raw_valid = read_split(cfg.data, cfg.data.valid_split)
     if len(raw_train) == 0:
         raise DataError(f"the training split '{cfg.data.train_split}' of {cfg.data.path} has no sentence pairs")
     if (out_dir / SRC_TOKENIZER_FILE).is_file() and (out_dir / TGT_TOKENIZER_FILE).is_file():
-        src_tok, tgt_tok = load_tokenizers(out_dir)
         logger.info("tokenizers loaded from %s", out_dir)
     else:
-        started = time.perf_counter()
-        src_tok, tgt_tok = train_tokenizers(
-            cfg.tokenizer, iterate_rows(raw_train, "src"), iterate_rows(raw_train, "tgt"), out_dir
-        )
-        logger.info("tokenizers trained in %.1f s (vocab %d / %d)", time.perf_counter() - started,
-                    src_tok.vocab_size, tgt_tok.vocab_size)
+        cached = cached_tokenizers(cfg, raw_train)
+        for name in (SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE):
+            atomic_write(out_dir / name, lambda path, name=name: shutil.copyfile(cached / name, path))
+    src_tok, tgt_tok = load_tokenizers(out_dir)
     train_data = tokenize_split(raw_train, src_tok, tgt_tok, cfg.data.cache_dir, cfg.data.max_length,
                                 cfg.data.num_workers)
     valid_data = tokenize_split(raw_valid, src_tok, tgt_tok, cfg.data.cache_dir, None)

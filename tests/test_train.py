@@ -356,6 +356,24 @@ def test_training_into_an_existing_run_needs_resume(run_20, tiny_corpus, cache_d
         train(tiny_config(tiny_corpus, cache_dir), out)
 
 
+def test_a_new_run_on_the_same_corpus_reuses_the_cached_tokenizers(tiny_corpus, tmp_path):
+    """Tokenizers are trained once per corpus and tokenizer.* settings (cached under data.cache_dir): a second run
+    into a new --out gets the same models without training, so it also finds its tokenized corpus in the cache;
+    another vocabulary size trains anew."""
+    cache = tmp_path / "cache"
+    runs = [tmp_path / name for name in ("first", "second", "other_vocab")]
+    for out, overrides in zip(runs, ([], [], ["tokenizer.vocab_size=300"])):
+        train(tiny_config(tiny_corpus, cache, "train.max_steps=1", "train.valid_bleu_sentences=2", *overrides), out)
+    logs = [(out / "train.log").read_text(encoding="utf-8") for out in runs]
+    assert "tokenizers trained in" in logs[0] and "trained earlier on this corpus" not in logs[0]
+    assert "tokenizers trained in" not in logs[1] and "trained earlier on this corpus" in logs[1]
+    assert "tokenizers trained in" in logs[2]
+    for name in ("tokenizer.src.model", "tokenizer.tgt.model"):
+        assert (runs[1] / name).read_bytes() == (runs[0] / name).read_bytes()
+        assert (runs[2] / name).read_bytes() != (runs[0] / name).read_bytes()
+    assert len(list((cache / "tokenizers").iterdir())) == 2  # one pair per setting; no half-written leftovers
+
+
 # ---------------------------------------------------------------------------- options
 @pytest.mark.parametrize("overrides", [
     ["train.accumulate=2", "train.teacher_forcing_ratio=0.5"],
