@@ -36,9 +36,10 @@ import numpy as np
 import torch
 
 from seq2seq.api import Translator, resolve_device, translate_ids
+from seq2seq.batches import TokenBatchSampler, iterate_batches
 from seq2seq.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_state_into, load_weights
 from seq2seq.config import Config, ConfigError, ModelConfig, load_config
-from seq2seq.data import TokenBatchSampler, iterate_batches, read_split, tokenize_split
+from seq2seq.data import read_split, tokenize_split
 from seq2seq.model import Seq2Seq, build_model
 from seq2seq.optim import build_optimizer
 from seq2seq.precision import choose_autocast

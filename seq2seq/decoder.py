@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seq2seq.attention import build_attention
-import torch.nn.functional as F
-
 from seq2seq.cells import make_rnn, rnn_step, run_rnn
 from seq2seq.encoder import EncoderOutput
 

@@ -21,6 +21,7 @@ from typing import Any, Iterator
 import torch
 
 from seq2seq.api import source_ids
+from seq2seq.batches import TokenBatchSampler
 from seq2seq.checkpoint import (
     CONFIG_FILE,
     SRC_TOKENIZER_FILE,
@@ -35,7 +36,7 @@ from seq2seq.checkpoint import (
     set_rng_state,
 )
 from seq2seq.config import Config
-from seq2seq.data import DataError, TokenBatchSampler, read_split, tokenize_split
+from seq2seq.data import DataError, read_split, tokenize_split
 from seq2seq.distributed import Distributed, StepAgreement
 from seq2seq.model import Seq2Seq, build_model
 from seq2seq.optim import LRSchedule, WeightAverage, budget_progress, build_optimizer

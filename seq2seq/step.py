@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from seq2seq.data import Batch, batch_view, read_batch
+from seq2seq.batches import Batch, batch_view, read_batch
 from seq2seq.run import Run
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from seq2seq.api import resolve_device
+from seq2seq.batches import TokenBatchSampler
 from seq2seq.checkpoint import (
     CONFIG_FILE,
     CheckpointError,
@@ -34,7 +35,7 @@ from seq2seq.checkpoint import (
     save_model_dir,
 )
 from seq2seq.config import Config, ConfigError
-from seq2seq.data import DataError, TokenBatchSampler
+from seq2seq.data import DataError
 from seq2seq.distributed import Distributed, from_environment
 from seq2seq.optim import estimated_total_steps
 from seq2seq.resume import (

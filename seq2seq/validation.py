@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from seq2seq.api import Translator, translate_ids
+from seq2seq.batches import TokenBatchSampler, collate
 from seq2seq.checkpoint import WEIGHTS_FILE, atomic_write_text
 from seq2seq.config import Config, DecodeConfig
-from seq2seq.data import TokenBatchSampler, collate, read_split, DataError
+from seq2seq.data import DataError, read_split
 from seq2seq.evaluate import score
 from seq2seq.model import Seq2Seq
 from seq2seq.tokenizer import Tokenizer

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from seq2seq.batches import collate
 from seq2seq.config import ConfigError, ModelConfig
-from seq2seq.data import collate
 from seq2seq.model import build_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -17,16 +17,18 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from seq2seq.config import ConfigError, DataConfig, TokenizerConfig
-from seq2seq.data import (
-    PARALLEL_MIN_PAIRS,
+from seq2seq.batches import (
     Batch,
-    DataError,
     TokenBatchSampler,
     batch_view,
     collate,
     iterate_batches,
     read_batch,
+)
+from seq2seq.config import ConfigError, DataConfig, TokenizerConfig
+from seq2seq.data import (
+    PARALLEL_MIN_PAIRS,
+    DataError,
     read_split,
     tokenize_split,
     tokenize_workers,
