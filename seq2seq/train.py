@@ -142,6 +142,9 @@ def _train(cfg: Config, out_dir: Path, resume: bool, dist: Distributed, dist_dev
     log_file = open(out_dir / "train_log.jsonl", "a", encoding="utf-8") if dist.is_main else contextlib.nullcontext()
     with log_file as run.log_file:
         stop_reason = run_loop(run, data)
+    # every rank is past its last collective before any leaves (a rank that exits while another still talks to it
+    # can abort in gloo's teardown); rank 0 then evaluates the test splits alone
+    dist.barrier("finishing the run")
     if not dist.is_main:
         return {"step": run.state.step, "best_bleu": run.state.best_bleu, "rank": dist.rank,
                 **({"interrupted": True} if stop_reason is None else {"stop_reason": stop_reason})}

@@ -200,11 +200,12 @@ def test_a_rank_that_dies_stops_the_others_with_a_clear_error(tiny_corpus, runs)
 
 
 def test_a_rank_that_hangs_times_out_with_a_clear_error(tiny_corpus, runs):
-    """Rank 1 frozen (SIGSTOP): rank 0 gives up after train.dist_timeout minutes (0.2 here) with the same
-    clear error instead of waiting for ever."""
+    """Rank 1 frozen (SIGSTOP): rank 0 gives up after train.dist_timeout minutes with the same
+    clear error instead of waiting for ever (0.3 minutes here: long enough for rank 0 to prepare the tiny corpus on a
+    loaded machine while rank 1 waits)."""
     _, cache, _ = runs
     out = new_run(runs, "frozen")
-    ranks = start_ranks(train_args(tiny_corpus, cache, out, "train.max_steps=100000", "train.dist_timeout=0.2"))
+    ranks = start_ranks(train_args(tiny_corpus, cache, out, "train.max_steps=100000", "train.dist_timeout=0.3"))
     try:
         wait_for_step(out, 2, ranks)
         os.kill(ranks[1].pid, signal.SIGSTOP)
