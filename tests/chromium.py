@@ -30,7 +30,8 @@ class Chromium:
     """One headless browser with one page: ``with Chromium(binary) as browser: browser.navigate(url) ...``."""
 
     def __init__(self, binary: str, width: int = 1150, height: int = 1300) -> None:
-        self.profile = tempfile.TemporaryDirectory(prefix="seq2seq-chromium-")
+        # Chromium's helper processes may still write to the profile for a moment after the browser has gone
+        self.profile = tempfile.TemporaryDirectory(prefix="seq2seq-chromium-", ignore_cleanup_errors=True)
         to_browser, self._write = os.pipe()
         self._read, from_browser = os.pipe()
         args = ["--headless", "--remote-debugging-pipe", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -55,6 +56,12 @@ class Chromium:
         self.close()
 
     def close(self) -> None:
+        if self.process.poll() is None:
+            try:  # a clean shutdown ends the helper processes too
+                self.call("Browser.close", timeout=10)
+                self.process.wait(timeout=10)
+            except Exception:
+                pass
         if self.process.poll() is None:
             self.process.terminate()
             try:
