@@ -169,24 +169,38 @@ def constrained_beam_search(
         if return_attention:
             attn_history_ext = torch.cat([attn_history, attn_weights.unsqueeze(1)], dim=1)
 
+        pairs_of, may_finish_of = [set()] * batch_size, [set()] * batch_size
+        for b in range(batch_size):
+            if done[b]:
+                continue
+            phrases = constraints[b]
+            pairs = {(i // vocab_size, i % vocab_size) for i in top_ids[b]}
+            may_finish = {(i // vocab_size, EOS_ID) for i in top_ids[b][:beams] if i % vocab_size == EOS_ID}
+            if phrases:  # with constraints, a hypothesis that has met them all may always end
+                may_finish |= {(k, EOS_ID) for k in range(beams) if beam_scores[b][k] > float("-inf")
+                               and beam_states[b][k].complete(phrases)}
+                pairs |= may_finish
+            for k in range(beams):
+                if beam_scores[b][k] > float("-inf"):
+                    pairs.add((k, best_tokens[b * beams + k]))
+                    pairs |= {(k, t) for t in beam_states[b][k].wanted(phrases)}
+            pairs_of[b], may_finish_of[b] = sorted(pairs), may_finish
+        # every candidate's score in one read (not one device read per candidate)
+        flat = [(b * beams + k, token) for b in range(batch_size) for k, token in pairs_of[b]]
+        flat_scores = totals[[r for r, _ in flat], [t for _, t in flat]].tolist() if flat else []
+        scores_of, start = [], 0
+        for b in range(batch_size):
+            scores_of.append(flat_scores[start : start + len(pairs_of[b])])
+            start += len(pairs_of[b])
+
         origins, tokens = [], []
         for b in range(batch_size):
             phrases, chosen = constraints[b], []
             if not done[b]:
-                pairs = {(i // vocab_size, i % vocab_size) for i in top_ids[b]}
-                may_finish = {(i // vocab_size, EOS_ID) for i in top_ids[b][:beams] if i % vocab_size == EOS_ID}
-                if phrases:  # with constraints, a hypothesis that has met them all may always end
-                    may_finish |= {(k, EOS_ID) for k in range(beams) if beam_scores[b][k] > float("-inf")
-                                   and beam_states[b][k].complete(phrases)}
-                    pairs |= may_finish
-                for k in range(beams):
-                    if beam_scores[b][k] > float("-inf"):
-                        pairs.add((k, best_tokens[b * beams + k]))
-                        pairs |= {(k, t) for t in beam_states[b][k].wanted(phrases)}
+                may_finish = may_finish_of[b]
                 candidates = []
-                for k, token in pairs:
+                for (k, token), score in zip(pairs_of[b], scores_of[b]):
                     row = b * beams + k
-                    score = float(totals[row, token])
                     if score == float("-inf"):
                         continue
                     new_state = beam_states[b][k].advance(token, phrases)
