@@ -29,7 +29,7 @@ from torch import Tensor
 
 from seq2seq.ensemble import as_ensemble
 from seq2seq.logits import length_penalty, next_log_probs
-from seq2seq.search import Hypothesis, _strip, limits_with_prefix
+from seq2seq.search import Hypothesis, _strip, limits_with_prefix, start_beams
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
@@ -136,10 +136,7 @@ def constrained_beam_search(
     rows = batch_size * beams
     total = [sum(len(p) for p in phrases) for phrases in constraints]
     src_len = src_lengths.tolist()
-    state, memory = model.start(src, src_lengths)
-    state = state.select(torch.arange(batch_size, device=device).repeat_interleave(beams))
-    memory = memory.repeat_interleave(beams)
-    row_prefix = prefix.repeat_interleave(beams, dim=0) if prefix is not None else None
+    state, memory, row_prefix = start_beams(model, src, src_lengths, beams, prefix)
     max_lengths = limits_with_prefix(src_lengths, max_len_a, max_len_b, prefix).to(device)
     max_lengths = max_lengths + torch.tensor(total, device=device)  # room for the constraints
     row_max_lengths = max_lengths.repeat_interleave(beams)

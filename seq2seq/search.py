@@ -148,6 +148,18 @@ def greedy_search(
 
 
 # ---------------------------------------------------------------------------- beam
+def start_beams(model, src: Tensor, src_lengths: Tensor, beams: int, prefix: Tensor | None):
+    """Encode the batch once and give each sentence ``beams`` rows (sentence b: rows b*K .. b*K + K - 1).
+
+    Returns:
+        the decoder state and memory for B*K rows, and the (B*K, P) forced prefix (or None).
+    """
+    state, memory = model.start(src, src_lengths)
+    flat_index = torch.arange(src.size(0), device=src.device).repeat_interleave(beams)  # (B*K,)
+    row_prefix = prefix.repeat_interleave(beams, dim=0) if prefix is not None else None
+    return state.select(flat_index), memory.repeat_interleave(beams), row_prefix
+
+
 @torch.inference_mode()
 def beam_search(
     model,
@@ -186,10 +198,7 @@ def beam_search(
     device = src.device
     neg_inf = float("-inf")
     model = as_ensemble(model)
-    state, memory = model.start(src, src_lengths)
-    flat_index = torch.arange(batch_size, device=device).repeat_interleave(beams)  # (B*K,)
-    state, memory = state.select(flat_index), memory.repeat_interleave(beams)
-    row_prefix = prefix.repeat_interleave(beams, dim=0) if prefix is not None else None  # (B*K, P)
+    state, memory, row_prefix = start_beams(model, src, src_lengths, beams, prefix)
     max_lengths = limits_with_prefix(src_lengths, max_len_a, max_len_b, prefix).to(device)  # (B,)
     max_steps = int(max_lengths.max()) + 1
     shortest_limit = int(max_lengths.min())
