@@ -77,14 +77,21 @@ def test_scores_nbest_and_attention_are_the_python_apis(client, translator):
         assert torch.allclose(attention.sum(dim=1), torch.ones(len(attention)), atol=1e-3)  # rows are distributions
 
 
-def teacher_forced_log_prob(translator: Translator, source: str, pieces: list[str]) -> float:
-    """Summed log-probability of a target piece sequence under the model, by one teacher-forced forward pass."""
+def teacher_forced_logits(translator: Translator, source: str, pieces: list[str]) -> tuple[list[int], torch.Tensor]:
+    """The ids of a target piece sequence (``</s>`` = EOS) and the model's (1, T, V) logits for them, from one
+    teacher-forced forward pass."""
     tgt = translator.tgt_tokenizer
     lookup = {tgt.id_to_piece(i): i for i in range(tgt.vocab_size)}
     ids = [EOS_ID if p == "</s>" else lookup[p] for p in pieces]
     src = torch.tensor([translator.encode_sources([source])[0]])
     with torch.inference_mode():
         logits, _ = translator.model(src, torch.tensor([src.size(1)]), torch.tensor([[BOS_ID] + ids[:-1]]))
+    return ids, logits
+
+
+def teacher_forced_log_prob(translator: Translator, source: str, pieces: list[str]) -> float:
+    """Summed log-probability of a target piece sequence under the model, by one teacher-forced forward pass."""
+    ids, logits = teacher_forced_logits(translator, source, pieces)
     log_probs = torch.log_softmax(logits.float(), dim=-1)[0]
     return float(sum(log_probs[t, token] for t, token in enumerate(ids)))
 
@@ -119,12 +126,7 @@ def test_beam_one_trace_is_greedy_search(client, translator):
     steps = post(client, {"text": source, "beam_size": 1, "return_beam": True}).json()["translations"][0]["beam"]
     assert all(len(step["kept"]) == 1 for step in steps[:-1])
     pieces = steps[-1]["finished"][0]["pieces"]
-    tgt = translator.tgt_tokenizer
-    lookup = {tgt.id_to_piece(i): i for i in range(tgt.vocab_size)}
-    ids = [EOS_ID if p == "</s>" else lookup[p] for p in pieces]
-    src = torch.tensor([translator.encode_sources([source])[0]])
-    with torch.inference_mode():
-        logits, _ = translator.model(src, torch.tensor([src.size(1)]), torch.tensor([[BOS_ID] + ids[:-1]]))
+    ids, logits = teacher_forced_logits(translator, source, pieces)
     logits = logits.clone()
     logits[:, :, [PAD_ID, BOS_ID]] = float("-inf")
     assert ids[-1] == EOS_ID  # chosen, or forced at the maximum length
