@@ -45,7 +45,7 @@ def train_step(run: Run, micro_batches: list[Batch], step_tokens: int, counts: b
             with torch.autocast(run.device.type, dtype=run.amp, enabled=run.amp is not None):
                 loss = run.loss_module(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out,
                                        tcfg.label_smoothing, tcfg.teacher_forcing_ratio)
-            with dist.reporting("averaging gradients") if dist.enabled else contextlib.nullcontext():
+            with dist.reporting("averaging gradients"):
                 run.scaler.scale(loss * factor).backward()
         local_loss += float(loss.detach()) if counts else 0.0
     step_loss = run.agree(local_loss).loss
