@@ -36,7 +36,7 @@ from seq2seq.checkpoint import (
 )
 from seq2seq.config import Config, ConfigError
 from seq2seq.data import DataError
-from seq2seq.distributed import Distributed, from_environment
+from seq2seq.distributed import Distributed, exit_process, from_environment
 from seq2seq.optim import estimated_total_steps
 from seq2seq.resume import (
     TrainingError,
@@ -312,4 +312,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -277,3 +277,25 @@ def test_one_process_agrees_with_itself():
     dist = Distributed()
     assert dist.agree(2.5, 7.0, stop=True, save=False) == StepAgreement(2.5, 7.0, True, False)
     assert dist.from_main(lambda: 3, "x") == 3 and dist.gather("a", "x") == ["a"]
+
+
+_EXIT_SCRIPT = """
+import atexit, logging, sys
+from seq2seq.distributed import exit_process
+atexit.register(lambda: print("interpreter teardown ran", flush=True))
+logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+logging.getLogger("x").info("logged before the end")
+print("printed before the end", end="")  # unflushed: exit_process must flush it
+exit_process(3)
+"""
+
+
+@pytest.mark.parametrize("world_size", ["1", "2"])
+def test_a_rank_ends_without_the_interpreters_teardown(world_size):
+    """Under torchrun (WORLD_SIZE > 1) the process ends without interpreter teardown (where a leftover gloo worker
+    thread can abort it), its output flushed and its exit code kept; one process ends normally."""
+    env = {**SUBPROCESS_ENV, "WORLD_SIZE": world_size}
+    ended = subprocess.run([sys.executable, "-c", _EXIT_SCRIPT], env=env, capture_output=True, text=True, timeout=60)
+    assert ended.returncode == 3, ended.stderr
+    assert ended.stdout.startswith("printed before the end") and "logged before the end" in ended.stderr
+    assert ("interpreter teardown ran" in ended.stdout) == (world_size == "1")
