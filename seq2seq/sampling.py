@@ -94,10 +94,9 @@ def sample_search(
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    repeated = [t.repeat_interleave(num_samples, dim=0) if t is not None else None for t in (src, src_lengths, prefix)]
     hypotheses = greedy_search(
-        model, repeated[0], repeated[1], max_len_a, max_len_b, min_length, no_repeat_ngram, length_penalty_alpha,
-        return_attention, prefix=repeated[2], pick=sampler,
+        model, src, src_lengths, max_len_a, max_len_b, min_length, no_repeat_ngram, length_penalty_alpha,
+        return_attention, prefix=prefix, pick=sampler, copies=num_samples,
     )
     return [hypotheses[i : i + num_samples] for i in range(0, len(hypotheses), num_samples)]
 

@@ -85,6 +85,7 @@ def greedy_search(
     prefix: Tensor | None = None,
     pick: Callable[[Tensor], Tensor] = argmax_tokens,
     trace: list | None = None,
+    copies: int = 1,
 ) -> list[Hypothesis]:
     """Batched left-to-right decoding, one token per sentence and step; each stops at EOS or its maximum length.
 
@@ -96,14 +97,17 @@ def greedy_search(
             a :class:`~seq2seq.sampling.Sampler` for sampling.
         trace: if a list, receives one dict per step in :func:`beam_search`'s format with a beam of one
             (K = 1, and one candidate: the piece chosen).
+        copies: decode each sentence this many times (rows b*copies .. b*copies + copies - 1), encoding it once;
+            :func:`~seq2seq.sampling.sample_search` draws several samples this way.
     Returns:
-        one Hypothesis per sentence, in input order; its score is the model's log-probability of the output
+        one Hypothesis per sentence and copy (B * copies), in input order; its score is the model's log-probability of the output
         (EOS included) divided by the length penalty.
     """
     model = as_ensemble(model)
-    batch_size = src.size(0)
+    state, memory, prefix = start_beams(model, src, src_lengths, copies, prefix)
+    src_lengths = src_lengths.repeat_interleave(copies) if copies > 1 else src_lengths
+    batch_size = src_lengths.size(0)
     device = src.device
-    state, memory = model.start(src, src_lengths)
     max_lengths = limits_with_prefix(src_lengths, max_len_a, max_len_b, prefix).to(device)
     shortest_limit, longest_limit = int(max_lengths.min()), int(max_lengths.max())
     history = torch.empty(batch_size, 0, dtype=torch.long, device=device)
@@ -155,6 +159,8 @@ def start_beams(model, src: Tensor, src_lengths: Tensor, beams: int, prefix: Ten
         the decoder state and memory for B*K rows, and the (B*K, P) forced prefix (or None).
     """
     state, memory = model.start(src, src_lengths)
+    if beams == 1:
+        return state, memory, prefix
     flat_index = torch.arange(src.size(0), device=src.device).repeat_interleave(beams)  # (B*K,)
     row_prefix = prefix.repeat_interleave(beams, dim=0) if prefix is not None else None
     return state.select(flat_index), memory.repeat_interleave(beams), row_prefix
