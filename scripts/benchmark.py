@@ -43,7 +43,7 @@ from seq2seq.data import read_split, tokenize_split
 from seq2seq.model import Seq2Seq, build_model
 from seq2seq.optim import build_optimizer
 from seq2seq.precision import choose_autocast
-from seq2seq.run import cached_tokenizers
+from seq2seq.prepare import cached_tokenizers
 from seq2seq.tokenizer import (
     Tokenizer,
     load_tokenizers,

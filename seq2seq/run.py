@@ -1,18 +1,15 @@
-"""A training run's parts and their setup: the data it reads, the model, optimizer, schedule and weight average
-it changes, the counters an exact ``--resume`` restores, and the log it writes. The loop itself is in
-:mod:`seq2seq.train`.
+"""A training run's parts and their setup: the model, optimizer, schedule and weight average it changes, the
+counters an exact ``--resume`` restores, and the log it writes. The data it reads is prepared by
+:mod:`seq2seq.prepare`; the loop itself is in :mod:`seq2seq.train`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import random
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,14 +17,9 @@ from typing import Any, Iterator
 
 import torch
 
-from seq2seq.api import source_ids
-from seq2seq.batches import TokenBatchSampler
 from seq2seq.checkpoint import (
     CONFIG_FILE,
-    SRC_TOKENIZER_FILE,
-    TGT_TOKENIZER_FILE,
     CheckpointError,
-    atomic_write,
     atomic_write_text,
     load_training_state,
     load_weight_average,
@@ -36,14 +28,12 @@ from seq2seq.checkpoint import (
     set_rng_state,
 )
 from seq2seq.config import Config
-from seq2seq.data import DataError, read_split, tokenize_split
 from seq2seq.distributed import Distributed, StepAgreement
 from seq2seq.model import Seq2Seq, build_model
 from seq2seq.optim import LRSchedule, WeightAverage, budget_progress, build_optimizer
 from seq2seq.precision import choose_autocast
+from seq2seq.prepare import TrainingData
 from seq2seq.resume import StopRequest, TrainingError
-from seq2seq.tokenizer import Tokenizer, load_tokenizers, train_tokenizers
-from seq2seq.validation import ValidationSet
 
 logger = logging.getLogger("seq2seq.train")
 
@@ -76,17 +66,6 @@ def trainer_state_from(saved: dict[str, Any], source: Path) -> TrainerState:
                                   "is damaged; cannot resume (start a new run)")
         values[name] = value
     return TrainerState(**values)
-
-
-@dataclass
-class TrainingData:
-    """Tokenizers, tokenized training pairs with their batch sampler, and the validation set."""
-
-    src_tok: Tokenizer
-    tgt_tok: Tokenizer
-    train: Any  # datasets.Dataset with src_ids / tgt_ids / src_len / tgt_len
-    sampler: TokenBatchSampler
-    valid: ValidationSet
 
 
 @dataclass
@@ -229,67 +208,6 @@ def run_logging(log_file: Path | None, rank_prefix: str = "") -> Iterator[None]:
             handler.close()
         root.setLevel(previous_level)
         root.propagate = previous_propagate
-
-
-def iterate_rows(dataset, column: str, chunk: int = 4096) -> Iterator[str]:
-    """Stream one column of a (memory-mapped) dataset without loading it whole."""
-    for start in range(0, len(dataset), chunk):
-        yield from dataset[start : start + chunk][column]
-
-
-def cached_tokenizers(cfg: Config, raw_train) -> Path:
-    """The directory under ``data.cache_dir`` holding tokenizers trained on ``raw_train`` with ``cfg.tokenizer``:
-    trained there the first time (into a fresh directory moved into place, so a killed or concurrent run never
-    leaves half a pair), found there by every later run on the same corpus files with the same settings."""
-    key = hashlib.sha256(json.dumps([raw_train._fingerprint, asdict(cfg.tokenizer)], sort_keys=True).encode())
-    directory = Path(cfg.data.cache_dir).expanduser() / "tokenizers" / key.hexdigest()[:32]
-    if (directory / SRC_TOKENIZER_FILE).is_file() and (directory / TGT_TOKENIZER_FILE).is_file():
-        logger.info("tokenizers trained earlier on this corpus with these tokenizer.* settings: %s", directory)
-        return directory
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    fresh = Path(tempfile.mkdtemp(prefix=".training-", dir=directory.parent))
-    try:
-        started = time.perf_counter()
-        src_tok, tgt_tok = train_tokenizers(cfg.tokenizer, iterate_rows(raw_train, "src"),
-                                            iterate_rows(raw_train, "tgt"), fresh)
-        logger.info("tokenizers trained in %.1f s (vocab %d / %d), cached in %s", time.perf_counter() - started,
-                    src_tok.vocab_size, tgt_tok.vocab_size, directory)
-        fresh.rename(directory)
-    except OSError:
-        if not (directory / SRC_TOKENIZER_FILE).is_file():  # not another run's pair moved in meanwhile
-            raise
-    finally:
-        shutil.rmtree(fresh, ignore_errors=True)
-    return directory
-
-
-def prepare_data(cfg: Config, out_dir: Path) -> TrainingData:
-    """Read the corpus, get the tokenizers (those in ``out_dir``, else trained, or found in the cache, and copied
-    there), tokenize (or find the tokenized corpus in the cache), build the batch sampler."""
-    logger.info("reading corpus %s (%s -> %s)", cfg.data.path, cfg.data.src_lang, cfg.data.tgt_lang)
-    raw_train = read_split(cfg.data, cfg.data.train_split)
-    raw_valid = read_split(cfg.data, cfg.data.valid_split)
-    if len(raw_train) == 0:
-        raise DataError(f"the training split '{cfg.data.train_split}' of {cfg.data.path} has no sentence pairs")
-    if (out_dir / SRC_TOKENIZER_FILE).is_file() and (out_dir / TGT_TOKENIZER_FILE).is_file():
-        logger.info("tokenizers loaded from %s", out_dir)
-    else:
-        cached = cached_tokenizers(cfg, raw_train)
-        for name in (SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE):
-            atomic_write(out_dir / name, lambda path, name=name: shutil.copyfile(cached / name, path))
-    src_tok, tgt_tok = load_tokenizers(out_dir)
-    train_data = tokenize_split(raw_train, src_tok, tgt_tok, cfg.data.cache_dir, cfg.data.max_length,
-                                cfg.data.num_workers)
-    valid_data = tokenize_split(raw_valid, src_tok, tgt_tok, cfg.data.cache_dir, None)
-    # truncated as the Translator does (src_ids end in EOS): a 1 MB validation line must not stall
-    valid_src_ids = [source_ids(ids[:-1], cfg.decode.max_src_length) for ids in valid_data["src_ids"]]
-    valid_references = list(valid_data["tgt"]) if "tgt" in valid_data.column_names else list(raw_valid["tgt"])
-    if cfg.train.valid_bleu_sentences:
-        valid_src_ids = valid_src_ids[: cfg.train.valid_bleu_sentences]
-        valid_references = valid_references[: cfg.train.valid_bleu_sentences]
-    sampler = TokenBatchSampler.from_dataset(train_data, cfg.train.max_tokens, cfg.train.seed)
-    logger.info("train %d pairs (%d batches/epoch), valid %d pairs", len(train_data), len(sampler), len(valid_data))
-    return TrainingData(src_tok, tgt_tok, train_data, sampler, ValidationSet(valid_data, valid_src_ids, valid_references))
 
 
 class TeacherForcedLoss(torch.nn.Module):

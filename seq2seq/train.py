@@ -38,12 +38,13 @@ from seq2seq.config import Config, ConfigError
 from seq2seq.data import DataError
 from seq2seq.distributed import Distributed, exit_process, from_environment
 from seq2seq.optim import estimated_total_steps
+from seq2seq.prepare import TrainingData, prepare_data
 from seq2seq.resume import (
     TrainingError,
     check_resume_config,
     check_reused_tokenizers,
 )
-from seq2seq.run import Run, TrainingData, build_run, prepare_data, run_logging
+from seq2seq.run import Run, build_run, run_logging
 from seq2seq.step import ThroughputWindow, fetch_batch, step_share, train_step
 from seq2seq.tokenizer import TokenizerError
 from seq2seq.train_args import build_parser, config_from_args
