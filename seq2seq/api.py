@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 
@@ -194,6 +194,7 @@ class Translator:
         prefix: str | Sequence[str | None] | None = None,
         constraints: Sequence[str] | Sequence[Sequence[str]] | None = None,
         sampling: Sampling | None = None,
+        progress: Callable[[int], None] | None = None,
     ):
         """Translate one string or a list of strings.
 
@@ -205,6 +206,8 @@ class Translator:
             constraints: words/phrases every translation must contain (a list for all inputs, or one list per
                 input): lexically constrained beam search.
             sampling: draw ``nbest`` samples per input (temperature, top-k, top-p, seed) instead of searching.
+            progress: called with the number of inputs done as they finish (empty inputs first, then each
+                decoded batch), e.g. a tqdm bar's ``update``; the counts add up to the number of inputs.
         Returns:
             with no options: ``str`` for a string, ``list[str]`` for a list (same order, same count).
             with ``return_scores`` / ``return_attention`` / ``nbest > 1``: per input a :class:`Translation`
@@ -227,6 +230,8 @@ class Translator:
 
         nonempty = [i for i, line in enumerate(lines) if line.strip()]
         translations: list[list[Translation]] = [[Translation(text="", tokens=[], score=0.0)] for _ in lines]
+        if progress is not None and len(nonempty) < len(lines):
+            progress(len(lines) - len(nonempty))
         if nonempty:
             src_ids = self.encode_sources([lines[i] for i in nonempty], [i + 1 for i in nonempty])
             prefix_ids = [self.tgt_tokenizer.encode([prefixes[i]])[0] if prefixes[i] else [] for i in nonempty]
@@ -234,7 +239,7 @@ class Translator:
             hypotheses = translate_ids(
                 self.models, src_ids, decode, beam_size, nbest, return_attention, self.device, self.autocast_dtype,
                 prefixes=prefix_ids, constraints=phrases,
-                sampler=sampling.sampler(self.device) if sampling is not None else None,
+                sampler=sampling.sampler(self.device) if sampling is not None else None, progress=progress,
             )
             texts = self.tgt_tokenizer.decode([h.tokens for hyps in hypotheses for h in hyps])
             position = 0

@@ -8,7 +8,7 @@ constrained beam search (any constraints), greedy (beam 1, one output) or beam s
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -66,6 +66,7 @@ def translate_ids(
     constraints: Sequence[Sequence[Sequence[int]]] | None = None,
     sampler: Sampler | None = None,
     trace: list | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> list[list[Hypothesis]]:
     """Decode source id sequences (each ending in EOS) in length-sorted batches; results in input order.
 
@@ -78,6 +79,7 @@ def translate_ids(
         sampler: draw ``nbest`` samples per sentence with it instead of searching.
         trace: a list that receives greedy or beam search's per-step record (see :func:`beam_search`); its batch
             rows follow the length-sorted batches, so trace one sentence at a time.
+        progress: called after each batch with the number of sentences it decoded (a progress bar's update).
     """
     beam_size = decode.beam_size if beam_size is None else beam_size
     device = torch.device(device)
@@ -102,6 +104,8 @@ def translate_ids(
                 hypotheses = beam_search(model, src, src_lengths, beam_size, nbest=nbest, trace=trace, **common)
         for index, hyps in zip(indices, hypotheses):
             results[index] = hyps or [Hypothesis(tokens=[], score=float("-inf"))]
+        if progress is not None:
+            progress(len(indices))
     return results
 
 

@@ -55,10 +55,21 @@ def read_lines(path: str | Path) -> list[str]:
 
 
 def translate_and_score(translator, sources: Sequence[str], references: Sequence[str], beam_size: int,
-                        batch_size: int | None = None) -> tuple[list[str], dict]:
-    """Translate ``sources`` and score against ``references``; adds decoding time and speed to the result."""
+                        batch_size: int | None = None, show_progress: bool = False) -> tuple[list[str], dict]:
+    """Translate ``sources`` and score against ``references``; adds decoding time and speed to the result.
+    ``show_progress``: a progress bar on stderr while translating."""
+    progress = None
+    if show_progress:
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(sources), unit="sentence", file=sys.stderr, dynamic_ncols=True, leave=False)
     start = time.perf_counter()
-    hypotheses = translator.translate(list(sources), beam_size=beam_size, batch_size=batch_size)
+    try:
+        hypotheses = translator.translate(list(sources), beam_size=beam_size, batch_size=batch_size,
+                                          progress=progress.update if progress is not None else None)
+    finally:
+        if progress is not None:
+            progress.close()
     seconds = time.perf_counter() - start
     result = score(hypotheses, references)
     result.update(
@@ -87,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, all cores)")
     parser.add_argument("--out", help="write the translations here")
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr while translating")
     args = parser.parse_args(argv)
     if args.beam_size is not None and not 1 <= args.beam_size <= MAX_BEAM_SIZE:
         parser.error(f"--beam-size must be >= 1 and <= {MAX_BEAM_SIZE}, got {args.beam_size}")
@@ -115,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             translator = Translator.load(args.model, device=args.device, quantize=args.quantize, dtype=args.dtype,
                                          threads=args.threads)
             beam_size = args.beam_size or translator.cfg.decode.beam_size
-            hypotheses, result = translate_and_score(translator, sources, references, beam_size, args.batch_size)
+            hypotheses, result = translate_and_score(translator, sources, references, beam_size, args.batch_size,
+                                                     show_progress=not args.no_progress)
             if args.out:
                 Path(args.out).write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
     except (OSError, ValueError) as err:

@@ -74,6 +74,17 @@ def test_empty_inputs_translate_to_empty_strings(translator):
     assert isinstance(empty, Translation) and empty.text == "" and empty.tokens == []
 
 
+def test_progress_counts_every_input_once_as_batches_finish(translator):
+    """Two empty inputs are done at once; the 5 others decode in length-sorted batches of 2: 2, 2, 1."""
+    lines = ["", *SENTENCES[:3], "  ", *SENTENCES[3:5]]
+    counts: list[int] = []
+    assert translator.translate(lines, batch_size=2, progress=counts.append) == translator.translate(lines)
+    assert counts == [2, 2, 2, 1]
+    counts.clear()
+    translator.translate(SENTENCES[:3], beam_size=2, batch_size=5, progress=counts.append)
+    assert counts == [3]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("beam_size", [1, 3])
 def test_batched_translation_equals_one_by_one(translators, beam_size, dtype):

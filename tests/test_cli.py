@@ -127,14 +127,16 @@ def test_evaluate_a_model_prints_bleu_and_signature(tiny_model_dir, test_files):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "BLEU = " in result.stdout
     assert BLEU_SIGNATURE in result.stdout
+    assert "/10 [" in result.stderr  # the progress bar (tqdm), on stderr
 
 
 def test_evaluate_json_matches_scoring_the_api_output(tiny_model_dir, translator, test_files, tmp_path):
     src, ref = test_files
     hyp_file = tmp_path / "hyp.de"
     result = run("seq2seq.evaluate", "--model", str(tiny_model_dir), "--src", str(src), "--ref", str(ref),
-                 "--beam-size", "2", "--json", "--out", str(hyp_file))
+                 "--beam-size", "2", "--json", "--out", str(hyp_file), "--no-progress")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "/10 [" not in result.stderr
     report = json.loads(result.stdout)
     hypotheses = translator.translate(src.read_text(encoding="utf-8").splitlines(), beam_size=2)
     assert hyp_file.read_text(encoding="utf-8").split("\n")[:-1] == hypotheses
