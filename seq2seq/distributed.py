@@ -158,8 +158,9 @@ def exit_process(code: int) -> NoReturn:
     """
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
         logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream: nothing left to flush to
+                stream.flush()
         os._exit(code)
     sys.exit(code)
 
