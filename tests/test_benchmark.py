@@ -1,9 +1,8 @@
-"""scripts/benchmark.py: the analytic FLOP count against FlopCounterMode, variant parsing, and a quick run on
-Multi30k that writes a complete JSON report."""
+"""seq2seq/bench (what scripts/benchmark.py runs): the analytic FLOP count against FlopCounterMode, variant
+parsing, and a quick run of scripts/benchmark.py on Multi30k that writes a complete JSON report."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,23 +12,15 @@ import pytest
 import torch
 
 from seq2seq.batches import collate
+from seq2seq.bench.flops import counted_training_flops, training_flops
+from seq2seq.bench.report import compare_ratios
+from seq2seq.bench.training import bench_training
+from seq2seq.bench.variants import parse_variants
 from seq2seq.config import ConfigError, ModelConfig
 from seq2seq.model import build_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "scripts" / "benchmark.py"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 MODELS = {
@@ -43,7 +34,7 @@ MODELS = {
 
 
 @pytest.mark.parametrize("overrides", MODELS.values(), ids=MODELS.keys())
-def test_training_flops_matches_flop_counter(bench, overrides):
+def test_training_flops_matches_flop_counter(overrides):
     cfg = ModelConfig(**{"emb_size": 16, "encoder_hidden_size": 16, "decoder_hidden_size": 24, "dropout": 0.0,
                          **overrides})
     src_vocab, tgt_vocab = 50, 70
@@ -53,34 +44,34 @@ def test_training_flops_matches_flop_counter(bench, overrides):
     src = [torch.randint(4, src_vocab, (n - 1,), generator=generator).tolist() + [3] for n in src_lengths]
     tgt = [torch.randint(4, tgt_vocab, (n,), generator=generator).tolist() for n in tgt_pieces]
     batch = collate(src, tgt)
-    counted, _ = bench.counted_training_flops(model, batch)
+    counted, _ = counted_training_flops(model, batch)
     b, s, t = batch.size, batch.src.size(1), batch.tgt_in.size(1)
     src_positions = sum(src_lengths) if cfg.rnn_impl == "fused" else b * s  # packed vs stepped over padding
-    analytic = bench.training_flops(cfg, src_vocab, tgt_vocab, src_positions, b * t, b * s * t, b, key_positions=b * s)
+    analytic = training_flops(cfg, src_vocab, tgt_vocab, src_positions, b * t, b * s * t, b, key_positions=b * s)
     assert analytic == pytest.approx(counted, rel=0.15)
 
 
-def test_training_flops_reference_workload_is_about_47_mflop_per_target_token(bench):
+def test_training_flops_reference_workload_is_about_47_mflop_per_target_token():
     from seq2seq.config import load_config
 
     cfg = load_config(REPO_ROOT / "configs" / "multi30k_en_de.yaml").model
-    flops = bench.training_flops(cfg, 8000, 8000, src_tokens=14, tgt_tokens=15)  # one typical sentence
+    flops = training_flops(cfg, 8000, 8000, src_tokens=14, tgt_tokens=15)  # one typical sentence
     assert 40e6 < flops / 15 < 55e6
 
 
-def test_parse_variants(bench):
-    assert [(v.name, v.dtype, v.overrides) for v in bench.parse_variants(None, "bf16")] == [("baseline", "bf16", [])]
-    assert [(v.name, v.dtype) for v in bench.parse_variants("fp32,bf16", "fp32")] == [("fp32", "fp32"), ("bf16", "bf16")]
-    variants = bench.parse_variants("ref:model.rnn_impl=fused,text:model.rnn_impl=reference;dtype=bf16;"
-                                    "data.test_splits=[a,b]", "fp32")
+def test_parse_variants():
+    assert [(v.name, v.dtype, v.overrides) for v in parse_variants(None, "bf16")] == [("baseline", "bf16", [])]
+    assert [(v.name, v.dtype) for v in parse_variants("fp32,bf16", "fp32")] == [("fp32", "fp32"), ("bf16", "bf16")]
+    variants = parse_variants("ref:model.rnn_impl=fused,text:model.rnn_impl=reference;dtype=bf16;"
+                              "data.test_splits=[a,b]", "fp32")
     assert [(v.name, v.dtype, v.overrides) for v in variants] == [
         ("ref", "fp32", ["model.rnn_impl=fused"]),
         ("text", "bf16", ["model.rnn_impl=reference", "data.test_splits=[a,b]"]),
     ]
     with pytest.raises(ConfigError, match="names must differ"):
-        bench.parse_variants("fp32,fp32", "fp32")
+        parse_variants("fp32,fp32", "fp32")
     with pytest.raises(ConfigError, match="dtype"):
-        bench.parse_variants("x:dtype=fp8", "fp32")
+        parse_variants("x:dtype=fp8", "fp32")
 
 
 @pytest.fixture(scope="module")
@@ -136,18 +127,18 @@ def test_compare_reports_ratios_to_the_first_variant(multi30k_dir, cache_dir, tm
     assert "joeynmt" not in report
 
 
-def test_compare_ratios_by_hand(bench):
+def test_compare_ratios_by_hand():
     """Figures over the first variant's, per metric; a metric the baseline lacks is left out."""
     variants = [
         {"name": "a", "train": {"target_tokens_per_s": 200.0}, "decode": {"beam": {"latency_p50_ms": 40.0}}},
         {"name": "b", "train": {"target_tokens_per_s": 300.0}, "decode": {"beam": {"latency_p50_ms": 10.0}}},
         {"name": "c", "train": {"target_tokens_per_s": 50.0}},
     ]
-    ratios = bench.compare_ratios(variants)
+    ratios = compare_ratios(variants)
     assert ratios == {"train tokens/s": {"a": 1.0, "b": 1.5, "c": 0.25}, "beam p50 latency": {"a": 1.0, "b": 0.25}}
 
 
-def test_training_rounds_alternate_between_variants_and_time_every_step(bench):
+def test_training_rounds_alternate_between_variants_and_time_every_step():
     """7 steps in 3 rounds: each variant runs 2, 2, 3 steps, taking turns A B A B A B."""
     calls = []
 
@@ -158,8 +149,8 @@ def test_training_rounds_alternate_between_variants_and_time_every_step(bench):
         def run(self, steps):
             calls.append((self.name, steps))
 
-    bench.bench_training([Recorder("A"), Recorder("B")], steps=7, rounds=3)
+    bench_training([Recorder("A"), Recorder("B")], steps=7, rounds=3)
     assert calls == [("A", 2), ("B", 2), ("A", 2), ("B", 2), ("A", 3), ("B", 3)]
     calls.clear()
-    bench.bench_training([Recorder("A")], steps=2, rounds=5)  # never more rounds than steps, never a 0-step turn
+    bench_training([Recorder("A")], steps=2, rounds=5)  # never more rounds than steps, never a 0-step turn
     assert calls == [("A", 1), ("A", 1)]

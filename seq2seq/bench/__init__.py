@@ -1,0 +1,12 @@
+"""Speed of training and decoding, measured by ``scripts/benchmark.py`` (its command line).
+
+    flops.py      analytic matmul FLOPs of a training step, and FlopCounterMode's count to check them
+    machine.py    the machine's GEMM peak (fp32, bf16), its CPU's name, device sync around timings
+    variants.py   ``--compare`` variants: config overrides and a compute dtype each
+    workload.py   tokenizers, tokenized training split and test sources, shared by variants that agree on them
+    training.py   training throughput, peak memory, achieved GFLOP/s against the GEMM peak
+    decoding.py   greedy and beam throughput, batch-1 latency
+    profiling.py  ``--profile``: torch.profiler's top ops for a training step and a beam batch
+    joeynmt.py    ``--joeynmt``: JoeyNMT 2.3.0 trained here in the same run, our speed over its
+    report.py     the printed tables and the ratios between variants
+"""

@@ -1,0 +1,44 @@
+"""``--profile``: torch.profiler's top ops (self time) for one training step and one beam batch."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from seq2seq.api import Translator, translate_ids
+from seq2seq.batches import TokenBatchSampler, iterate_batches
+from seq2seq.bench.workload import Workload
+from seq2seq.config import Config
+from seq2seq.model import Seq2Seq
+from seq2seq.optim import build_optimizer
+from seq2seq.precision import choose_autocast
+
+
+def profile(cfg: Config, work: Workload, model: Seq2Seq, device: torch.device, sources: list[str], rows: int) -> None:
+    """Print torch.profiler's top ops (self time) for one training step and one beam batch."""
+    amp = choose_autocast(cfg.train.dtype, device, model, "train", cfg.data.cache_dir, cfg.train.max_tokens)
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    sampler = TokenBatchSampler.from_dataset(work.train_data, cfg.train.max_tokens, cfg.train.seed)
+    batch = next(iterate_batches(work.train_data, sampler)).to(device)
+    optimizer = build_optimizer(cfg.train, model.parameters())
+    model.train()
+    with torch_profile(activities=activities) as prof:
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            loss, _ = model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, cfg.train.label_smoothing)
+        (loss / batch.num_tgt_tokens).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_norm)
+        optimizer.step()
+    print(f"\nprofile: one training step ({batch.size} sentences, {batch.num_tgt_tokens} target tokens)")
+    print(prof.key_averages().table(sort_by=sort, row_limit=rows))
+    translator = Translator(cfg, model, work.src_tok, work.tgt_tok, device)
+    src_ids = translator.encode_sources(sources[:64])
+    with torch_profile(activities=activities) as prof:
+        translate_ids(translator.model, src_ids, dataclasses.replace(cfg.decode, batch_size=64),
+                      cfg.decode.beam_size, device=device, autocast_dtype=amp)
+    print(f"\nprofile: beam {cfg.decode.beam_size} over {len(src_ids)} sentences (one batch)")
+    print(prof.key_averages().table(sort_by=sort, row_limit=rows))

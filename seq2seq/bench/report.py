@@ -1,0 +1,63 @@
+"""The printed tables: one variant's training and decoding figures, and each variant's figures over the first's
+(``--compare``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def print_variant(v: dict[str, Any], peaks: dict[str, float]) -> None:
+    print(f"\n== {v['name']}: dtype {v['dtype']}, overrides {v['overrides'] or 'none'}")
+    tr = v.get("train")
+    if tr:
+        check = tr["flop_check"]
+        print(f"training ({tr['steps']} steps after warmup, {v['config']['train']['max_tokens']}-position batches, "
+              f"compute {tr['compute']})")
+        print(f"  target tokens/s          {tr['target_tokens_per_s']:10.1f}   (pieces + EOS)")
+        print(f"  source+target tokens/s   {tr['src_tgt_tokens_per_s']:10.1f}")
+        print(f"  sentence pairs/s         {tr['sentences_per_s']:10.1f}")
+        print(f"  step time                {tr['step_seconds'] * 1000:10.1f} ms")
+        print(f"  peak memory              {tr['peak_memory_mib']:10.1f} MiB ({tr['peak_memory_kind']})")
+        print(f"  FLOPs / target token     {tr['mflop_per_target_token']:10.1f} MFLOP (analytic, real tokens, 3 x fwd)")
+        print(f"  achieved                 {tr['achieved_gflops']:10.1f} GFLOP/s = "
+              f"{100 * tr['fraction_of_gemm_peak']:.1f}% of the {tr['compute']} GEMM peak "
+              f"({peaks['fp32' if tr['compute'] == 'fp32' else 'bf16']:.1f})")
+        print(f"  FLOP check, one batch    analytic {check['analytic'] / 1e9:.2f} GFLOP vs FlopCounterMode "
+              f"{check['counted'] / 1e9:.2f} GFLOP (ratio {check['ratio']:.3f}; padded positions, fwd + bwd)"
+              + (f"\n  note: {check['note']}" if check["note"] else ""))
+    dec = v.get("decode")
+    if dec:
+        print(f"decoding {dec['split']} ({dec['sentences']} sentences, batch {dec['batch_size']}, compute "
+              f"{dec['compute']}; model: {dec['model']})")
+        print(f"  {'':8} {'sent/s':>9} {'tokens/s':>10} {'words/s':>9} {'tok/sent':>9} {'hyp-steps/s':>12} "
+              f"{'p50 ms':>8} {'p95 ms':>8}  (latency: batch 1, {dec['greedy']['latency_sentences']} sentences)")
+        for name in ("greedy", "beam"):
+            d = dec[name]
+            label = "greedy" if name == "greedy" else f"beam {d['beam_size']}"
+            p50, p95 = (f"{d[k]:8.1f}" if d[k] is not None else f"{'-':>8}" for k in ("latency_p50_ms", "latency_p95_ms"))
+            print(f"  {label:8} {d['sentences_per_s']:9.1f} {d['tokens_per_s']:10.1f} {d['words_per_s']:9.1f} "
+                  f"{d['mean_output_tokens']:9.1f} {d['hypothesis_steps_per_s']:12.0f} {p50} {p95}")
+        print(f"  tokens = {dec['tokens_counted']}; hyp-steps = hypotheses advanced by decoder.step")
+
+
+def compare_ratios(variants: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per variant, figure / baseline figure (the first variant is the baseline)."""
+    metrics = {
+        "train tokens/s": lambda v: v.get("train", {}).get("target_tokens_per_s"),
+        "greedy tokens/s": lambda v: v.get("decode", {}).get("greedy", {}).get("tokens_per_s"),
+        "beam tokens/s": lambda v: v.get("decode", {}).get("beam", {}).get("tokens_per_s"),
+        "greedy hyp-steps/s": lambda v: v.get("decode", {}).get("greedy", {}).get("hypothesis_steps_per_s"),
+        "beam hyp-steps/s": lambda v: v.get("decode", {}).get("beam", {}).get("hypothesis_steps_per_s"),
+        "greedy p50 latency": lambda v: v.get("decode", {}).get("greedy", {}).get("latency_p50_ms"),
+        "beam p50 latency": lambda v: v.get("decode", {}).get("beam", {}).get("latency_p50_ms"),
+    }
+    base = variants[0]
+    table: dict[str, dict[str, float]] = {}
+    for name, get in metrics.items():
+        if get(base):
+            table[name] = {v["name"]: get(v) / get(base) for v in variants if get(v) is not None}
+    print(f"\nratios to '{base['name']}' (> 1 = more; for latency > 1 = slower)")
+    print(f"  {'':20}" + "".join(f"{v['name']:>14}" for v in variants))
+    for name, row in table.items():
+        print(f"  {name:20}" + "".join(f"{row.get(v['name'], float('nan')):14.2f}" for v in variants))
+    return table
