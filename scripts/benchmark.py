@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         print_variant(variant, peaks)
     if args.joeynmt:
         try:
-            peer = measure_joeynmt(args.joeynmt, next(iter(workloads.values())), base_cfg, PEER_SCRIPT)
+            peer = measure_joeynmt(args.joeynmt, base_cfg, PEER_SCRIPT)
         except (RuntimeError, OSError) as err:
             print(f"error: JoeyNMT could not be measured: {err}", file=sys.stderr)
             return 2

@@ -9,12 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from seq2seq.bench.workload import Workload
 from seq2seq.config import Config
 from seq2seq.data import read_split
 
 
-def measure_joeynmt(seconds: int, work: Workload, cfg: Config, peer_script: Path) -> dict[str, Any]:
+def measure_joeynmt(seconds: int, cfg: Config, peer_script: Path) -> dict[str, Any]:
     """JoeyNMT 2.3.0's training throughput on this machine now (``peer_script``:
     ``../shared/peers/joeynmt/speed.sh``), on its reference workload (unigram 8k per language), with its target
     pieces per training sentence so that speeds under different tokenizations compare per sentence."""
