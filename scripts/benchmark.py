@@ -30,7 +30,7 @@ from typing import Any
 import datasets
 import torch
 
-from seq2seq.api import resolve_device
+from seq2seq.precision import resolve_device
 from seq2seq.bench.decoding import bench_decoding, decoding_translator
 from seq2seq.bench.joeynmt import measure_joeynmt, print_joeynmt
 from seq2seq.bench.machine import PEAK_DTYPES, cpu_name, gemm_peak

@@ -1,27 +1,33 @@
 """seq2seq: recurrent encoder-decoder neural machine translation.
 
-The public surface is light to import: torch and friends load only when a Translator is used.
+The public surface is light to import: torch and friends load only when one of these names is first used.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Translator", "load_config", "__version__"]
+
+#: public name -> the module that defines it
+_PUBLIC = {
+    "Translator": "seq2seq.api",
+    "Translation": "seq2seq.api",
+    "Sampling": "seq2seq.decoding.sampling",
+    "hard_alignment": "seq2seq.decoding.alignment",
+    "load_config": "seq2seq.config",
+}
+__all__ = [*_PUBLIC, "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from seq2seq.api import Translator
+    from seq2seq.api import Translation, Translator
     from seq2seq.config import load_config
+    from seq2seq.decoding.alignment import hard_alignment
+    from seq2seq.decoding.sampling import Sampling
 
 
 def __getattr__(name: str) -> Any:
-    if name == "Translator":
-        from seq2seq.api import Translator
-
-        return Translator
-    if name == "load_config":
-        from seq2seq.config import load_config
-
-        return load_config
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
     raise AttributeError(f"module 'seq2seq' has no attribute {name!r}")

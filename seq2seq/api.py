@@ -1,6 +1,6 @@
 """Python API: ``Translator.load(model_dir).translate(text_or_lines, beam_size=..., nbest=...)``.
 
-Layers (each usable alone): :func:`seq2seq.decoding.translate_ids` / :func:`~seq2seq.decoding.score_ids` (ids in,
+Layers (each usable alone): :func:`seq2seq.decoding.batched.translate_ids` / :func:`~seq2seq.decoding.batched.score_ids` (ids in,
 hypotheses or scores out, batched and sorted by length internally, results in input order) -> :class:`Translator`
 (text in, text or :class:`Translation` out; ``score`` for given translations). ``Translator.load([A, B])`` loads an
 ensemble. The command-line tools are thin layers over this module.
@@ -22,10 +22,10 @@ from seq2seq.config import (
     DecodeConfig,
     apply_overrides,
 )
-from seq2seq.decoding import score_ids, source_ids, translate_ids  # noqa: F401  (source_ids: re-exported)
-from seq2seq.precision import choose_autocast
-from seq2seq.sampling import Sampling
-from seq2seq.scoring import TargetScore
+from seq2seq.decoding.batched import score_ids, source_ids, translate_ids
+from seq2seq.precision import choose_autocast, resolve_device
+from seq2seq.decoding.sampling import Sampling
+from seq2seq.decoding.forced import TargetScore
 from seq2seq.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -50,16 +50,6 @@ class Translation:
     attention: Optional[torch.Tensor] = field(default=None, repr=False)
     src_pieces: list[str] = field(default_factory=list, repr=False)
     tgt_pieces: list[str] = field(default_factory=list, repr=False)
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto")
-    return device
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
@@ -266,7 +256,7 @@ class Translator:
         """How probable the model finds given translations (forced decoding).
 
         Returns:
-            per pair a :class:`~seq2seq.scoring.TargetScore` (``score``: length-normalized as beam search ranks,
+            per pair a :class:`~seq2seq.decoding.forced.TargetScore` (``score``: length-normalized as beam search ranks,
             ``log_prob``: the sum, ``token_log_probs``: per target piece then EOS, ``pieces``: their names); one
             for a single string pair.
         """

@@ -29,12 +29,10 @@ import safetensors.torch
 import torch
 
 from seq2seq.config import Config, ConfigError, load_config
-from seq2seq.tokenizer import Tokenizer, TokenizerError
+from seq2seq.tokenizer import SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE, Tokenizer, TokenizerError
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "model.safetensors"
-SRC_TOKENIZER_FILE = "tokenizer.src.model"
-TGT_TOKENIZER_FILE = "tokenizer.tgt.model"
 LAST_DIR = "last"
 AVERAGE_FILE = "average.safetensors"
 

@@ -9,75 +9,49 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
-import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
-from sacrebleu.metrics import BLEU, CHRF
+from seq2seq.config import MAX_BEAM_SIZE, MAX_DECODE_BATCH_SIZE, Config
+from seq2seq.lines import read_lines
+from seq2seq.metrics import score, translate_and_score
 
-from seq2seq.config import MAX_BEAM_SIZE, MAX_DECODE_BATCH_SIZE
+logger = logging.getLogger("seq2seq.train")
 
 
-def score(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
-    """Corpus BLEU and chrF of detokenized hypotheses against one reference each.
+def evaluate_test_splits(cfg: Config, out_dir: Path, device) -> dict[str, Any]:
+    """Greedy and beam BLEU/chrF of the best model on each test split -> ``results.json`` (none without test splits).
 
-    Returns a dict with ``bleu``, ``chrf`` (floats), ``bleu_signature``, ``chrf_signature`` and ``sentences``.
+    Training calls this at its end, on the model directory it wrote, exactly as a user would evaluate it.
     """
-    if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references: they must pair up line by line")
-    bleu, chrf = BLEU(), CHRF()
-    bleu_score = bleu.corpus_score(list(hypotheses), [list(references)])
-    chrf_score = chrf.corpus_score(list(hypotheses), [list(references)])
-    return {
-        "bleu": round(bleu_score.score, 2),
-        "chrf": round(chrf_score.score, 2),
-        "bleu_signature": str(bleu.get_signature()),
-        "chrf_signature": str(chrf.get_signature()),
-        "bleu_detail": str(bleu_score),
-        "sentences": len(hypotheses),
-    }
+    from seq2seq.api import Translator
+    from seq2seq.checkpoint import WEIGHTS_FILE, atomic_write_text
+    from seq2seq.data import DataError, read_split
 
-
-def read_lines(path: str | Path) -> list[str]:
-    """Lines of a UTF-8 text file (``.gz`` allowed), without line endings."""
-    import gzip
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"file not found: {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8", newline=None) as handle:
-            return [line.rstrip("\n").rstrip("\r") for line in handle]
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path} is not valid UTF-8 ({err.reason} at byte {err.start})") from None
-
-
-def translate_and_score(translator, sources: Sequence[str], references: Sequence[str], beam_size: int,
-                        batch_size: int | None = None, show_progress: bool = False) -> tuple[list[str], dict]:
-    """Translate ``sources`` and score against ``references``; adds decoding time and speed to the result.
-    ``show_progress``: a progress bar on stderr while translating."""
-    progress = None
-    if show_progress:
-        from tqdm import tqdm
-
-        progress = tqdm(total=len(sources), unit="sentence", file=sys.stderr, dynamic_ncols=True, leave=False)
-    start = time.perf_counter()
-    try:
-        hypotheses = translator.translate(list(sources), beam_size=beam_size, batch_size=batch_size,
-                                          progress=progress.update if progress is not None else None)
-    finally:
-        if progress is not None:
-            progress.close()
-    seconds = time.perf_counter() - start
-    result = score(hypotheses, references)
-    result.update(
-        beam_size=beam_size,
-        decode_seconds=round(seconds, 2),
-        sentences_per_second=round(len(sources) / max(seconds, 1e-9), 1),
-    )
-    return hypotheses, result
+    if not cfg.data.test_splits:
+        return {}
+    if not (out_dir / WEIGHTS_FILE).is_file():
+        logger.warning("no best model was saved (no validation ran); skipping the test evaluation")
+        return {}
+    translator = Translator.load(out_dir, device=str(device))
+    results: dict[str, Any] = {}
+    for split in cfg.data.test_splits:
+        try:
+            raw = read_split(cfg.data, split)
+        except DataError as err:
+            logger.warning("test split '%s' skipped: %s", split, err)
+            continue
+        sources, references = list(raw["src"]), list(raw["tgt"])
+        results[split] = {}
+        for name, beam in (("greedy", 1), (f"beam{cfg.decode.beam_size}", cfg.decode.beam_size)):
+            _, result = translate_and_score(translator, sources, references, beam)
+            results[split][name] = result
+            logger.info("test %s %s: BLEU %.2f chrF %.2f (%.1f sentences/s) %s", split, name, result["bleu"],
+                        result["chrf"], result["sentences_per_second"], result["bleu_signature"])
+    atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2, ensure_ascii=False))
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:

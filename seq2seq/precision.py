@@ -222,3 +222,13 @@ def _decoding_work(model: torch.nn.Module, device: torch.device, amp: torch.dtyp
                 tokens = torch.log_softmax(logits.float(), dim=-1).argmax(dim=-1)
 
     return decode
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto")
+    return device

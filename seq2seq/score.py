@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from seq2seq.api import Translator
     from seq2seq.checkpoint import CheckpointError
-    from seq2seq.evaluate import read_lines
+    from seq2seq.lines import read_lines
 
     try:
         sources, targets = read_lines(args.src), read_lines(args.tgt)

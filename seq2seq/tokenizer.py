@@ -34,8 +34,8 @@ from seq2seq.config import ConfigError, TokenizerConfig
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 SPECIAL_IDS = frozenset({PAD_ID, UNK_ID, BOS_ID, EOS_ID})
-SRC_MODEL_FILE = "tokenizer.src.model"
-TGT_MODEL_FILE = "tokenizer.tgt.model"
+SRC_TOKENIZER_FILE = "tokenizer.src.model"
+TGT_TOKENIZER_FILE = "tokenizer.tgt.model"
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +98,8 @@ class Tokenizer:
         path = Path(path).expanduser()
         if not path.is_file():
             raise TokenizerError(
-                f"tokenizer model not found: {path}; a model directory must contain {SRC_MODEL_FILE} and "
-                f"{TGT_MODEL_FILE} (written by training), or pass the path of a SentencePiece .model file"
+                f"tokenizer model not found: {path}; a model directory must contain {SRC_TOKENIZER_FILE} and "
+                f"{TGT_TOKENIZER_FILE} (written by training), or pass the path of a SentencePiece .model file"
             )
         return cls.from_bytes(path.read_bytes(), source=str(path))
 
@@ -240,10 +240,10 @@ def train_tokenizers(
         src_tok = _train_one(cfg, src_lines, "source")
         tgt_tok = _train_one(cfg, tgt_lines, "target")
     out_dir = Path(out_dir)
-    src_tok.save(out_dir / SRC_MODEL_FILE)
-    tgt_tok.save(out_dir / TGT_MODEL_FILE)
+    src_tok.save(out_dir / SRC_TOKENIZER_FILE)
+    tgt_tok.save(out_dir / TGT_TOKENIZER_FILE)
     if not cfg.joint:
-        src_tok.source, tgt_tok.source = str(out_dir / SRC_MODEL_FILE), str(out_dir / TGT_MODEL_FILE)
+        src_tok.source, tgt_tok.source = str(out_dir / SRC_TOKENIZER_FILE), str(out_dir / TGT_TOKENIZER_FILE)
     logger.info(
         "trained %s %s tokenizers (vocab %d / %d) in %.1fs -> %s",
         "joint" if cfg.joint else "separate", cfg.type, src_tok.vocab_size, tgt_tok.vocab_size,
@@ -260,7 +260,7 @@ def _chain(*iterables: Iterable[str]) -> Iterator[str]:
 def load_tokenizers(model_dir: str | os.PathLike) -> tuple[Tokenizer, Tokenizer]:
     """The ``(source, target)`` tokenizers saved in a model directory."""
     model_dir = Path(model_dir).expanduser()
-    src_path, tgt_path = model_dir / SRC_MODEL_FILE, model_dir / TGT_MODEL_FILE
+    src_path, tgt_path = model_dir / SRC_TOKENIZER_FILE, model_dir / TGT_TOKENIZER_FILE
     missing = [str(p) for p in (src_path, tgt_path) if not p.is_file()]
     if missing:
         raise TokenizerError(

@@ -1,9 +1,9 @@
 """Training, on CPU or GPU: ``python -m seq2seq.train --config configs/multi30k_en_de.yaml --data DIR``, or data
-parallel over several processes: ``torchrun --nproc_per_node N -m seq2seq.train ...`` (:mod:`seq2seq.distributed`).
+parallel over several processes: ``torchrun --nproc_per_node N -m seq2seq.train ...`` (:mod:`seq2seq.training.distributed`).
 
 The loop reads top to bottom (:func:`_train`): data and tokenizers (:func:`prepare_data`, rank 0 first) -> model,
 optimizer, schedule, weight average (:func:`build_run`) -> for each step's batches: one optimizer step
-(:func:`seq2seq.step.train_step`) -> every ``valid_every`` steps and at the end of the budget: validation of the
+(:func:`seq2seq.training.step.train_step`) -> every ``valid_every`` steps and at the end of the budget: validation of the
 raw and the averaged weights, the best kept, ``last/`` saved for an exact ``--resume`` (:func:`validate_and_save`)
 -> test BLEU of the best model. ``last/`` is also saved at step 0, every ``train.save_every`` minutes and on
 Ctrl-C / SIGTERM, always between two steps (:func:`run_loop`). Under a budget (``train.max_minutes`` /
@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 
-from seq2seq.api import resolve_device
 from seq2seq.batches import TokenBatchSampler
 from seq2seq.checkpoint import (
     CONFIG_FILE,
@@ -36,19 +35,21 @@ from seq2seq.checkpoint import (
 )
 from seq2seq.config import Config, ConfigError
 from seq2seq.data import DataError
-from seq2seq.distributed import Distributed, exit_process, from_environment
-from seq2seq.optim import estimated_total_steps
-from seq2seq.prepare import TrainingData, prepare_data
-from seq2seq.resume import (
+from seq2seq.evaluate import evaluate_test_splits
+from seq2seq.precision import resolve_device
+from seq2seq.tokenizer import TokenizerError
+from seq2seq.training.arguments import build_parser, config_from_args
+from seq2seq.training.distributed import Distributed, exit_process, from_environment
+from seq2seq.training.optimizer import estimated_total_steps
+from seq2seq.training.prepare import TrainingData, prepare_data
+from seq2seq.training.resume import (
     TrainingError,
     check_resume_config,
     check_reused_tokenizers,
 )
-from seq2seq.run import Run, build_run, run_logging
-from seq2seq.step import ThroughputWindow, fetch_batch, step_share, train_step
-from seq2seq.tokenizer import TokenizerError
-from seq2seq.train_args import build_parser, config_from_args
-from seq2seq.validation import evaluate_test_splits, validate
+from seq2seq.training.run import Run, build_run, run_logging
+from seq2seq.training.step import ThroughputWindow, fetch_batch, step_share, train_step
+from seq2seq.training.validation import validate
 
 logger = logging.getLogger("seq2seq.train")
 
@@ -104,7 +105,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> dict[str, A
     """Train a model into ``out_dir``; returns a summary (best BLEU, steps, test results).
 
     Started by ``torchrun`` (``WORLD_SIZE`` > 1), this process is one rank of a data-parallel run
-    (:mod:`seq2seq.distributed`); rank 0 writes the files and logs.
+    (:mod:`seq2seq.training.distributed`); rank 0 writes the files and logs.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from seq2seq.api import Translator
     from seq2seq.checkpoint import CheckpointError
-    from seq2seq.sampling import Sampling
+    from seq2seq.decoding.sampling import Sampling
 
     try:
         translator = Translator.load(model_dirs, device=args.device, quantize=args.quantize, dtype=args.dtype,
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--nbest {args.nbest} is larger than the beam size {beam_size}")
     rich = args.json or args.nbest > 1 or args.plot_attention
 
-    from seq2seq.stream import count_lines, line_batches
+    from seq2seq.lines import count_lines, line_batches
 
     progress_total = None
     if args.text:
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             if rich:
                 alignments = None
                 if args.alignments:
-                    from seq2seq.alignment import hard_alignment
+                    from seq2seq.decoding.alignment import hard_alignment
 
                     alignments = [hard_alignment(h, source, translator.src_tokenizer)
                                   for h in (entry if isinstance(entry, list) else [entry])]

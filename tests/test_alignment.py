@@ -1,4 +1,4 @@
-"""Hard alignments (seq2seq/alignment.py, ``translate --json --alignments``) against hand-computed mappings."""
+"""Hard alignments (seq2seq/decoding/alignment.py, ``translate --json --alignments``) against hand-computed mappings."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from test_cli import SENTENCES, output_lines, run
 
-from seq2seq.alignment import hard_alignment, piece_words
+from seq2seq.decoding.alignment import hard_alignment, piece_words
 from seq2seq.api import Translation, Translator
 from seq2seq.config import TokenizerConfig
 from seq2seq.tokenizer import train_tokenizers

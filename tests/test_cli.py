@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO_ROOT, SUBPROCESS_ENV, TINY_OVERRIDES
 
 from seq2seq.api import Translator
-from seq2seq.evaluate import score
+from seq2seq.metrics import score
 
 SENTENCES = [
     "A man is riding a bike.", "Two dogs play in the snow.", "A girl in a red dress is walking down the street.",

@@ -17,8 +17,8 @@ from tiny_models import (
     teacher_forced_scores,
 )
 
-from seq2seq.constrained import ConstraintState, allocate, constrained_beam_search
-from seq2seq.search import beam_search, greedy_search
+from seq2seq.decoding.constrained import ConstraintState, allocate, constrained_beam_search
+from seq2seq.decoding.search import beam_search, greedy_search
 from seq2seq.tokenizer import PAD_ID, UNK_ID
 
 ATOL = 1e-5

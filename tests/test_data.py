@@ -402,7 +402,7 @@ def test_pair_larger_than_budget_names_the_key():
 
 
 def test_sentence_batches_cover_every_index_once():
-    from seq2seq.decoding import sentence_batches
+    from seq2seq.decoding.batched import sentence_batches
 
     lengths = [3, 9, 1, 9, 4, 7, 2]
     batches = sentence_batches(lengths, batch_size=3)

@@ -26,7 +26,7 @@ from test_train import (
     tiny_config,
 )
 
-from seq2seq.distributed import Distributed, StepAgreement
+from seq2seq.training.distributed import Distributed, StepAgreement
 from seq2seq.train import train
 
 pytestmark = pytest.mark.slow
@@ -281,7 +281,7 @@ def test_one_process_agrees_with_itself():
 
 _EXIT_SCRIPT = """
 import atexit, logging, sys
-from seq2seq.distributed import exit_process
+from seq2seq.training.distributed import exit_process
 atexit.register(lambda: print("interpreter teardown ran", flush=True))
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 logging.getLogger("x").info("logged before the end")

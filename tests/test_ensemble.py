@@ -18,9 +18,9 @@ from tiny_models import (
     teacher_forced_scores,
 )
 
-from seq2seq.ensemble import Ensemble
-from seq2seq.scoring import score_targets
-from seq2seq.search import beam_search, greedy_search
+from seq2seq.decoding.ensemble import Ensemble
+from seq2seq.decoding.forced import score_targets
+from seq2seq.decoding.search import beam_search, greedy_search
 from seq2seq.tokenizer import BOS_ID, UNK_ID
 
 ATOL = 1e-5

@@ -38,7 +38,7 @@ from seq2seq.checkpoint import (
 )
 from seq2seq.config import load_config
 from seq2seq.model import Seq2Seq
-from seq2seq.optim import build_optimizer
+from seq2seq.training.optimizer import build_optimizer
 from seq2seq.train import main as train_main
 from seq2seq.train import train
 

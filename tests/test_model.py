@@ -16,7 +16,7 @@ from seq2seq.config import Config, ConfigError, ModelConfig
 from seq2seq.decoder import AttnDecoder
 from seq2seq.encoder import merge_directions
 from seq2seq.model import Seq2Seq, build_model
-from seq2seq.search import greedy_search
+from seq2seq.decoding.search import greedy_search
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 SRC_VOCAB, TGT_VOCAB = 11, 13

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from seq2seq.config import ConfigError, TrainConfig, load_config
-from seq2seq.optim import LRSchedule, WeightAverage, budget_progress, estimated_total_steps
+from seq2seq.training.optimizer import LRSchedule, WeightAverage, budget_progress, estimated_total_steps
 
 
 def schedule(**train_keys) -> LRSchedule:

@@ -12,7 +12,7 @@ import torch
 from conftest import REPO_ROOT
 from tiny_models import all_outputs, random_src, sharp_model, teacher_forced_scores
 
-from seq2seq.sampling import Sampler, Sampling, make_generator, sample_search
+from seq2seq.decoding.sampling import Sampler, Sampling, make_generator, sample_search
 from seq2seq.tokenizer import BOS_ID, EOS_ID, UNK_ID
 
 VOCAB, MAX_PIECES = 6, 2  # pieces UNK, 4, 5: 1 + 3 + 9 = 13 possible outputs

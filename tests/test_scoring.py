@@ -19,9 +19,9 @@ from tiny_models import (
 )
 
 from seq2seq.config import DecodeConfig
-from seq2seq.decoding import pad_batch, score_ids, source_ids
-from seq2seq.scoring import score_targets
-from seq2seq.search import beam_search
+from seq2seq.decoding.batched import pad_batch, score_ids, source_ids
+from seq2seq.decoding.forced import score_targets
+from seq2seq.decoding.search import beam_search
 from seq2seq.tokenizer import EOS_ID, PAD_ID, UNK_ID
 
 ATOL = 1e-5
@@ -97,7 +97,7 @@ def test_source_ids_and_padding_helpers():
 def test_translator_score_matches_beam_search(tiny_model_dir):
     """On a trained model: every n-best hypothesis scored back (ids), and through text where it re-tokenizes."""
     from seq2seq.api import Translator
-    from seq2seq.decoding import translate_ids
+    from seq2seq.decoding.batched import translate_ids
 
     translator = Translator.load(tiny_model_dir, device="cpu", dtype="fp32")
     sources = ["a man is riding a bike", "two dogs play in the snow", "a woman sings"]

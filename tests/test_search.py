@@ -11,7 +11,7 @@ import pytest
 import torch
 from tiny_models import random_model, random_src, teacher_forced_scores
 
-from seq2seq.search import (
+from seq2seq.decoding.search import (
     Hypothesis,
     ban_eos_before_min_length,
     ban_repeated_ngrams,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_search import lp, random_model, random_src
 
-from seq2seq.search import beam_search, greedy_search
+from seq2seq.decoding.search import beam_search, greedy_search
 from seq2seq.tokenizer import BOS_ID, EOS_ID
 
 ALPHA = 1.0

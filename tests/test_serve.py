@@ -16,8 +16,8 @@ import httpx
 from fastapi.testclient import TestClient
 
 from seq2seq.api import Translator
-from seq2seq.serve import create_app
-from seq2seq.serve_io import Limits
+from seq2seq.serving.app import create_app
+from seq2seq.serving.schema import Limits
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 SENTENCES = ["A man is riding a bike.", "Two dogs play in the snow.", "People.",

@@ -1,4 +1,4 @@
-"""Dynamic batching (``seq2seq.batcher``) alone and through the service, a client that leaves, and the service as
+"""Dynamic batching (``seq2seq.serving.batcher``) alone and through the service, a client that leaves, and the service as
 a process: ``python -m seq2seq.serve`` on a loopback port, stopped with SIGTERM; the package without FastAPI."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO_ROOT
 from serving import ENV, http_json, start_server
 
-from seq2seq.batcher import BatcherBusy, DynamicBatcher
+from seq2seq.serving.batcher import BatcherBusy, DynamicBatcher
 
 SENTENCES = ["A man is riding a bike.", "Two dogs play in the snow.", "People.", "A boy eats an ice cream.",
              "A girl in a red dress is walking down the street with her mother.", "Three men sit on a bench."]
@@ -112,7 +112,7 @@ async def post_all(app, bodies: list[dict]) -> list[dict]:
 
 @pytest.mark.parametrize("beam_sizes", [(3,), (1, 3)])
 def test_concurrent_requests_share_a_decode_and_equal_translations_alone(translator, tiny_model_dir, beam_sizes):
-    from seq2seq.serve import create_app
+    from seq2seq.serving.app import create_app
 
     bodies = [{"text": text, "beam_size": beam_sizes[i % len(beam_sizes)], "return_scores": True}
               for i, text in enumerate(SENTENCES)]
@@ -129,7 +129,7 @@ def test_concurrent_requests_share_a_decode_and_equal_translations_alone(transla
 
 def test_a_client_that_disconnects_frees_its_place(translator, tiny_model_dir):
     """A raw ASGI call whose client is gone right after sending the body: no decode, no answer, nothing pending."""
-    from seq2seq.serve import create_app
+    from seq2seq.serving.app import create_app
 
     app = create_app(translator, tiny_model_dir, batch_wait_ms=200)
     body = json.dumps({"text": SENTENCES[0], "beam_size": 3}).encode()
@@ -190,7 +190,7 @@ def test_serve_with_a_missing_model_exits_2_with_one_message(tmp_path):
 
 def test_the_package_imports_without_fastapi():
     code = ("import sys; sys.modules['fastapi'] = None; sys.modules['uvicorn'] = None\n"
-            "import seq2seq, seq2seq.api, seq2seq.batcher, seq2seq.search, seq2seq.translate\n"
+            "import seq2seq, seq2seq.api, seq2seq.serving.batcher, seq2seq.decoding.search, seq2seq.translate\n"
             "try:\n    import seq2seq.serve\nexcept ImportError as err:\n    print(err)\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=ENV, capture_output=True, text=True,
                             timeout=120, check=False)

@@ -1,4 +1,4 @@
-"""stdin in batches that follow the writer (seq2seq/stream.py), and the translate command line as a filter that
+"""stdin in batches that follow the writer (seq2seq/lines.py), and the translate command line as a filter that
 answers each line before the next one is written."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from test_cli import ENV, SENTENCES
 
 from seq2seq.api import Translator
-from seq2seq.stream import count_lines, line_batches
+from seq2seq.lines import count_lines, line_batches
 
 WAIT = 60  # seconds before a read that should return at once counts as stuck (a guard, not a measurement)
 

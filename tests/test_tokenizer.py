@@ -19,8 +19,8 @@ from seq2seq.tokenizer import (
     BOS_ID,
     EOS_ID,
     PAD_ID,
-    SRC_MODEL_FILE,
-    TGT_MODEL_FILE,
+    SRC_TOKENIZER_FILE,
+    TGT_TOKENIZER_FILE,
     UNK_ID,
     Tokenizer,
     TokenizerError,
@@ -60,7 +60,7 @@ def test_multi30k_bpe_separate_vocabularies_round_trip(multi30k_dir, tmp_path):
         cfg, read_lines(multi30k_dir, "train", "en"), read_lines(multi30k_dir, "train", "de"), tmp_path
     )
     assert src_tok is not tgt_tok and src_tok.vocab_size == tgt_tok.vocab_size == 8000
-    assert (tmp_path / SRC_MODEL_FILE).read_bytes() != (tmp_path / TGT_MODEL_FILE).read_bytes()
+    assert (tmp_path / SRC_TOKENIZER_FILE).read_bytes() != (tmp_path / TGT_TOKENIZER_FILE).read_bytes()
     for tok, lang in [(src_tok, "en"), (tgt_tok, "de")]:
         assert roundtrip_rate(tok, read_lines(multi30k_dir, "val", lang)) >= 0.999
     loaded_src, loaded_tgt = load_tokenizers(tmp_path)
@@ -73,7 +73,7 @@ def test_multi30k_unigram_joint_vocabulary_round_trip(multi30k_dir, tmp_path):
         cfg, read_lines(multi30k_dir, "train", "en"), read_lines(multi30k_dir, "train", "de"), tmp_path
     )
     assert src_tok is tgt_tok and src_tok.vocab_size == 8000
-    assert (tmp_path / SRC_MODEL_FILE).read_bytes() == (tmp_path / TGT_MODEL_FILE).read_bytes()
+    assert (tmp_path / SRC_TOKENIZER_FILE).read_bytes() == (tmp_path / TGT_TOKENIZER_FILE).read_bytes()
     for lang in ("en", "de"):
         assert roundtrip_rate(src_tok, read_lines(multi30k_dir, "val", lang)) >= 0.999
     loaded_src, loaded_tgt = load_tokenizers(tmp_path)
@@ -187,7 +187,7 @@ def test_missing_and_corrupt_files(tmp_path):
     corrupt.write_bytes(b"this is not a protobuf")
     with pytest.raises(TokenizerError, match=f"{corrupt}: not a SentencePiece model"):
         Tokenizer.load(corrupt)
-    with pytest.raises(TokenizerError, match=f"{tmp_path / SRC_MODEL_FILE}"):
+    with pytest.raises(TokenizerError, match=f"{tmp_path / SRC_TOKENIZER_FILE}"):
         load_tokenizers(tmp_path)
 
 

@@ -12,12 +12,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from seq2seq.api import Translator, translate_ids
+from seq2seq.api import Translator
 from seq2seq.bench.machine import sync
 from seq2seq.bench.training import dtype_name
 from seq2seq.bench.workload import Workload
 from seq2seq.checkpoint import WEIGHTS_FILE, load_state_into, load_weights
 from seq2seq.config import Config
+from seq2seq.decoding.batched import translate_ids
 from seq2seq.model import Seq2Seq, build_model
 
 

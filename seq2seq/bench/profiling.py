@@ -6,12 +6,13 @@ import dataclasses
 
 import torch
 
-from seq2seq.api import Translator, translate_ids
+from seq2seq.api import Translator
 from seq2seq.batches import TokenBatchSampler, iterate_batches
 from seq2seq.bench.workload import Workload
 from seq2seq.config import Config
+from seq2seq.decoding.batched import translate_ids
 from seq2seq.model import Seq2Seq
-from seq2seq.optim import build_optimizer
+from seq2seq.training.optimizer import build_optimizer
 from seq2seq.precision import choose_autocast
 
 

@@ -18,7 +18,7 @@ from seq2seq.bench.machine import sync
 from seq2seq.bench.workload import Workload
 from seq2seq.config import Config
 from seq2seq.model import Seq2Seq, build_model
-from seq2seq.optim import build_optimizer
+from seq2seq.training.optimizer import build_optimizer
 from seq2seq.precision import choose_autocast
 
 

@@ -11,7 +11,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from seq2seq.api import Translation, Translator, translate_ids
+from seq2seq.api import Translation, Translator
+from seq2seq.decoding.batched import translate_ids
 from seq2seq.tokenizer import EOS_ID, PAD_ID
 
 

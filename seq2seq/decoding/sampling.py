@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from seq2seq.search import Hypothesis, greedy_search
+from seq2seq.decoding.search import Hypothesis, greedy_search
 
 
 @dataclass

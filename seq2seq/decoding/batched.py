@@ -13,10 +13,10 @@ from typing import Callable, Sequence
 import torch
 
 from seq2seq.config import DecodeConfig
-from seq2seq.constrained import constrained_beam_search
-from seq2seq.sampling import Sampler, sample_search
-from seq2seq.scoring import TargetScore, score_targets
-from seq2seq.search import Hypothesis, beam_search, greedy_search
+from seq2seq.decoding.constrained import constrained_beam_search
+from seq2seq.decoding.sampling import Sampler, sample_search
+from seq2seq.decoding.forced import TargetScore, score_targets
+from seq2seq.decoding.search import Hypothesis, beam_search, greedy_search
 from seq2seq.tokenizer import EOS_ID, PAD_ID
 
 

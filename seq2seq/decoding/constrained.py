@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from seq2seq.ensemble import as_ensemble
-from seq2seq.logits import length_penalty, next_log_probs
-from seq2seq.search import Hypothesis, _strip, limits_with_prefix, start_beams
+from seq2seq.decoding.ensemble import as_ensemble
+from seq2seq.decoding.logits import length_penalty, next_log_probs
+from seq2seq.decoding.search import Hypothesis, _strip, limits_with_prefix, start_beams
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 

@@ -1,4 +1,4 @@
-"""Scoring a model during and after training: validation loss, validation BLEU/chrF, test-split results.
+"""Scoring a model during training: validation loss and validation BLEU/chrF.
 
 Validation decodes greedily (the fastest search) and scores detokenized output with sacreBLEU, so the BLEU
 that picks the best model is measured exactly as users' scores are. With a weight average (EMA) the trainer
@@ -7,22 +7,18 @@ validates both the raw and the averaged weights and keeps whichever scores highe
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from seq2seq.api import Translator, translate_ids
 from seq2seq.batches import TokenBatchSampler, collate
-from seq2seq.checkpoint import WEIGHTS_FILE, atomic_write_text
 from seq2seq.config import Config, DecodeConfig
-from seq2seq.data import DataError, read_split
-from seq2seq.evaluate import score
+from seq2seq.decoding.batched import translate_ids
+from seq2seq.metrics import score
 from seq2seq.model import Seq2Seq
 from seq2seq.tokenizer import Tokenizer
 
@@ -80,31 +76,3 @@ def validate(model: Seq2Seq, valid: ValidationSet, cfg: Config, tgt_tok: Tokeniz
     loss = validation_loss(model, valid.data, cfg.train.max_tokens, device, train_amp)
     result = validation_bleu(model, cfg.decode, valid.src_ids, valid.references, tgt_tok, device, decode_amp)
     return {"loss": loss, "ppl": math.exp(min(loss, 50)), "bleu": result["bleu"], "chrf": result["chrf"]}
-
-
-def evaluate_test_splits(cfg: Config, out_dir: Path, device: torch.device) -> dict[str, Any]:
-    """Greedy and beam BLEU/chrF of the best model on each test split -> ``results.json`` (none without test splits)."""
-    if not cfg.data.test_splits:
-        return {}
-    if not (out_dir / WEIGHTS_FILE).is_file():
-        logger.warning("no best model was saved (no validation ran); skipping the test evaluation")
-        return {}
-    from seq2seq.evaluate import translate_and_score
-
-    translator = Translator.load(out_dir, device=str(device))
-    results: dict[str, Any] = {}
-    for split in cfg.data.test_splits:
-        try:
-            raw = read_split(cfg.data, split)
-        except DataError as err:
-            logger.warning("test split '%s' skipped: %s", split, err)
-            continue
-        sources, references = list(raw["src"]), list(raw["tgt"])
-        results[split] = {}
-        for name, beam in (("greedy", 1), (f"beam{cfg.decode.beam_size}", cfg.decode.beam_size)):
-            _, result = translate_and_score(translator, sources, references, beam)
-            results[split][name] = result
-            logger.info("test %s %s: BLEU %.2f chrF %.2f (%.1f sentences/s) %s", split, name, result["bleu"],
-                        result["chrf"], result["sentences_per_second"], result["bleu_signature"])
-    atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2, ensure_ascii=False))
-    return results

@@ -13,15 +13,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from seq2seq.checkpoint import CONFIG_FILE, SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE
+from seq2seq.checkpoint import CONFIG_FILE
 from seq2seq.config import Config, load_config
-from seq2seq.tokenizer import load_tokenizers
+from seq2seq.training import TrainingError
+from seq2seq.tokenizer import SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE, load_tokenizers
 
 logger = logging.getLogger("seq2seq.train")
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite losses, nothing to resume, ...); the message says why."""
 
 
 class StopRequest:

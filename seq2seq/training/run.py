@@ -1,6 +1,6 @@
 """A training run's parts and their setup: the model, optimizer, schedule and weight average it changes, the
 counters an exact ``--resume`` restores, and the log it writes. The data it reads is prepared by
-:mod:`seq2seq.prepare`; the loop itself is in :mod:`seq2seq.train`.
+:mod:`seq2seq.training.prepare`; the loop itself is in :mod:`seq2seq.train`.
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ from seq2seq.checkpoint import (
     set_rng_state,
 )
 from seq2seq.config import Config
-from seq2seq.distributed import Distributed, StepAgreement
+from seq2seq.training.distributed import Distributed, StepAgreement
 from seq2seq.model import Seq2Seq, build_model
-from seq2seq.optim import LRSchedule, WeightAverage, budget_progress, build_optimizer
+from seq2seq.training.optimizer import LRSchedule, WeightAverage, budget_progress, build_optimizer
 from seq2seq.precision import choose_autocast
-from seq2seq.prepare import TrainingData
-from seq2seq.resume import StopRequest, TrainingError
+from seq2seq.training.prepare import TrainingData
+from seq2seq.training import TrainingError
+from seq2seq.training.resume import StopRequest
 
 logger = logging.getLogger("seq2seq.train")
 
@@ -90,7 +91,7 @@ class Run:
     last_save: float = field(default_factory=time.perf_counter)  # perf_counter() of the latest save of last/
     log_file: Any = None
     stop: StopRequest = field(default_factory=StopRequest)
-    #: the latest step's agreement between ranks (rank 0's clock, stop and save decisions; see seq2seq/distributed.py)
+    #: the latest step's agreement between ranks (rank 0's clock, stop and save decisions; see seq2seq/training/distributed.py)
     agreed: StepAgreement | None = None
 
     def elapsed(self) -> float:

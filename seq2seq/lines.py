@@ -1,4 +1,6 @@
-"""Input lines from stdin in batches that follow the writer: as many lines as are already there, never waiting for more.
+"""Text lines in: a file read whole (:func:`read_lines`), or stdin in batches that follow the writer.
+
+From stdin, :func:`line_batches` yields as many lines as are already there, never waiting for more.
 
 A file piped in is read in full batches (throughput); a person at a terminal, or a program that writes one line
 and waits for its answer, gets each line translated as soon as it arrives: a batch ends where no further input is
@@ -11,18 +13,33 @@ two reads); undecodable bytes become U+FFFD, with one warning naming the first s
 from __future__ import annotations
 
 import codecs
+import gzip
 import io
 import logging
 import os
 import select
 import stat
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import BinaryIO
 
 #: bytes asked for per read: a pipe holds 64 KiB, a terminal hands over one line per read whatever is asked
 READ_SIZE = 1 << 16
 
 logger = logging.getLogger(__name__)
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """Lines of a UTF-8 text file (``.gz`` allowed), without line endings."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"file not found: {path}")
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8", newline=None) as handle:
+            return [line.rstrip("\n").rstrip("\r") for line in handle]
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not valid UTF-8 ({err.reason} at byte {err.start})") from None
 
 
 def input_ready(fd: int) -> bool:

@@ -99,7 +99,7 @@ def next_log_probs(
     """One ensemble step followed by the constraints. Returns (log_probs (N, V) fp32, state, attn (N, S)).
 
     Args:
-        model: an :class:`~seq2seq.ensemble.Ensemble`; history: (N, t) ids generated so far.
+        model: an :class:`~seq2seq.decoding.ensemble.Ensemble`; history: (N, t) ids generated so far.
         max_lengths: (N,) per row; shortest_limit: its minimum as a Python int (no device sync per step).
         prefix: (N, P) forced ids (PAD = free), see :func:`force_prefix`.
     """

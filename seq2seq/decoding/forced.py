@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from seq2seq.ensemble import as_ensemble
-from seq2seq.logits import length_penalty
+from seq2seq.decoding.ensemble import as_ensemble
+from seq2seq.decoding.logits import length_penalty
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 

@@ -1,6 +1,6 @@
 """Greedy and beam search, both driven only by ``Ensemble.start`` / ``Ensemble.step`` / ``state.select``.
 
-Both take a forced target ``prefix``; greedy search with another ``pick`` rule is sampling (seq2seq/sampling.py).
+Both take a forced target ``prefix``; greedy search with another ``pick`` rule is sampling (seq2seq/decoding/sampling.py).
 
 Beam search keeps a fixed ``[batch, beam]`` layout flattened to ``B * K`` rows: each step scores
 ``beam x vocab`` candidates per sentence with one ``topk``, reorders the state by index, and moves
@@ -18,8 +18,8 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from seq2seq.ensemble import as_ensemble
-from seq2seq.logits import (  # noqa: F401  (re-exported: the search API in one place)
+from seq2seq.decoding.ensemble import as_ensemble
+from seq2seq.decoding.logits import (  # noqa: F401  (re-exported: the search API in one place)
     ban_eos_before_min_length,
     ban_repeated_ngrams,
     force_eos_at_max_length,
@@ -90,15 +90,15 @@ def greedy_search(
     """Batched left-to-right decoding, one token per sentence and step; each stops at EOS or its maximum length.
 
     Args:
-        model: a Seq2Seq, a list of them, or an :class:`~seq2seq.ensemble.Ensemble`.
+        model: a Seq2Seq, a list of them, or an :class:`~seq2seq.decoding.ensemble.Ensemble`.
         src: (B, S) source ids; src_lengths: (B,).
         prefix: (B, P) target ids every output must start with (PAD past each row's prefix), or None.
         pick: (B, V) constrained log-probabilities -> (B,) next tokens; the argmax (greedy) by default,
-            a :class:`~seq2seq.sampling.Sampler` for sampling.
+            a :class:`~seq2seq.decoding.sampling.Sampler` for sampling.
         trace: if a list, receives one dict per step in :func:`beam_search`'s format with a beam of one
             (K = 1, and one candidate: the piece chosen).
         copies: decode each sentence this many times (rows b*copies .. b*copies + copies - 1), encoding it once;
-            :func:`~seq2seq.sampling.sample_search` draws several samples this way.
+            :func:`~seq2seq.decoding.sampling.sample_search` draws several samples this way.
     Returns:
         one Hypothesis per sentence and copy (B * copies), in input order; its score is the model's log-probability of the output
         (EOS included) divided by the length penalty.
@@ -185,7 +185,7 @@ def beam_search(
     """Batched beam search.
 
     Args:
-        model: a Seq2Seq, a list of them, or an :class:`~seq2seq.ensemble.Ensemble`.
+        model: a Seq2Seq, a list of them, or an :class:`~seq2seq.decoding.ensemble.Ensemble`.
         src: (B, S) source ids; src_lengths: (B,).
         prefix: (B, P) target ids every output must start with (PAD past each row's prefix), or None.
         beam_size: K hypotheses kept per sentence; nbest: how many finished ones to return (<= K).

@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator, NoReturn, TypeVar
 import torch
 import torch.distributed as dist
 
-from seq2seq.resume import TrainingError
+from seq2seq.training import TrainingError
 
 T = TypeVar("T")
 

@@ -13,13 +13,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from seq2seq.api import source_ids
+from seq2seq.decoding.batched import source_ids
 from seq2seq.batches import TokenBatchSampler
-from seq2seq.checkpoint import SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE, atomic_write
+from seq2seq.checkpoint import atomic_write
 from seq2seq.config import Config
 from seq2seq.data import DataError, read_split, tokenize_split
-from seq2seq.tokenizer import Tokenizer, load_tokenizers, train_tokenizers
-from seq2seq.validation import ValidationSet
+from seq2seq.tokenizer import SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE, Tokenizer, load_tokenizers, train_tokenizers
+from seq2seq.training.validation import ValidationSet
 
 logger = logging.getLogger("seq2seq.train")
 

@@ -12,7 +12,7 @@ import time
 import torch
 
 from seq2seq.batches import Batch, batch_view, read_batch
-from seq2seq.run import Run
+from seq2seq.training.run import Run
 
 
 def fetch_batch(dataset, indices: list[int]) -> Batch:

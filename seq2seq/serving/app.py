@@ -1,0 +1,215 @@
+"""The FastAPI application: ``POST /translate``, ``GET /health``, ``GET /info``, ``GET /`` (the page), ``/docs``.
+
+Concurrent requests are gathered for ``batch_wait_ms`` into one decode (:mod:`seq2seq.serving.batcher`). Errors are
+JSON ``{"error": "..."}``: 413 over a size limit, 422 for bad input, 503 when too many requests wait. The command
+line that starts it is :mod:`seq2seq.serve`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+try:
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import FileResponse, JSONResponse, Response
+    from fastapi.staticfiles import StaticFiles
+    from starlette.exceptions import HTTPException
+except ImportError as _err:  # the package itself must work without the serve extra
+    raise ImportError('seq2seq.serving needs FastAPI and uvicorn: pip install -e ".[serve]"') from _err
+
+import torch
+
+from seq2seq.api import Translator
+from seq2seq.serving.batcher import BatcherBusy, DynamicBatcher
+from seq2seq.serving.schema import (
+    LimitExceeded,
+    Limits,
+    TranslateRequest,
+    check_limits,
+    translate_batch,
+)
+
+logger = logging.getLogger("seq2seq.serve")
+STATIC_DIR = Path(str(files("seq2seq.serving") / "static"))
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``max_bytes`` gets 413 before the app parses it (declared
+    Content-Length or counted while reading); the body read here is handed on to the app unchanged."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_large = error(413, f"request body over {self.max_bytes} bytes (--max-body-bytes)")
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            return await too_large(scope, receive, send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None  # the client left before sending its body
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                return await too_large(scope, receive, send)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()  # after the body: waits for the client to disconnect
+
+        return await self.app(scope, replay, send)
+
+
+def validation_message(err: RequestValidationError, content_type: str) -> str:
+    """pydantic's errors as one line: ``body.beam_size: Input should be greater than or equal to 1; ...``."""
+    parts = []
+    for item in err.errors():
+        loc = [str(x) for x in item.get("loc", ())]
+        if item.get("type") == "json_invalid":
+            reason = (item.get("ctx") or {}).get("error", "")
+            parts.append(f"the body is not valid JSON ({reason}, at character {loc[-1]})")
+            continue
+        location = ".".join(x for x in loc if not x.startswith(("function-", "union")))
+        parts.append(f"{location}: {item.get('msg', 'invalid')}" if location else str(item.get("msg", "invalid")))
+    if "json" not in content_type:
+        parts.append(f"send the body as JSON with the header Content-Type: application/json (got {content_type!r})")
+    return "; ".join(parts) or "invalid request"
+
+
+def dtype_name(translator: Translator) -> str:
+    names = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+    if translator.autocast_dtype in names:
+        return names[translator.autocast_dtype]
+    return "tf32" if translator.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32 else "fp32"
+
+
+async def wait_for_disconnect(request: Request) -> None:
+    """Returns once the client has gone (the body is already read, so only ``http.disconnect`` can come)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def create_app(translator: Translator, model_dir: str | Path | None = None, limits: Limits | None = None,
+               batch_wait_ms: float = 5.0, batching: bool = True, max_pending: int = 256,
+               max_batch_texts: int | None = None) -> FastAPI:
+    """The service for a loaded :class:`Translator` (the batcher starts and stops with the app's lifespan).
+
+    ``max_batch_texts``: a batch closes early with this many texts (default: the larger of ``decode.batch_size``
+    and ``limits.max_texts``).
+    """
+    limits = Limits() if limits is None else limits
+    default_beam = translator.cfg.decode.beam_size
+    max_batch_texts = max(translator.cfg.decode.batch_size, limits.max_texts) if max_batch_texts is None else max_batch_texts
+    batcher = DynamicBatcher(lambda key, texts: translate_batch(translator, key, texts), max_wait_ms=batch_wait_ms,
+                             max_batch_texts=max_batch_texts,
+                             max_requests=None if batching else 1, max_pending=max_pending)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.stop()
+
+    app = FastAPI(title="seq2seq translation service", lifespan=lifespan,
+                  description="Translate text with a trained seq2seq model; the page at / shows how it translates.")
+    app.state.batcher = batcher
+    app.state.translator = translator
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        return error(422, validation_message(err, request.headers.get("content-type", "")))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException) -> JSONResponse:
+        if err.status_code == 400 and request.url.path == "/translate":  # FastAPI could not decode the body
+            return error(422, f"the body could not be read ({err.detail}); send UTF-8 JSON")
+        return error(err.status_code, str(err.detail))
+
+    @app.exception_handler(LimitExceeded)
+    async def over_limit(request: Request, err: LimitExceeded) -> JSONResponse:
+        return error(err.status, str(err))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, err: Exception) -> JSONResponse:  # logged here, never sent as a traceback
+        logger.exception("error while answering %s %s", request.method, request.url.path)
+        return error(500, f"internal error ({type(err).__name__}); the server log has the details")
+
+    @app.post("/translate")
+    async def translate(body: TranslateRequest, request: Request) -> Any:
+        """Translate ``text`` (one string or a list); ``translations`` holds one entry per text, in order."""
+        beam_size = check_limits(body, limits, default_beam)
+        if body.return_beam and len(body.texts()) != 1:
+            raise LimitExceeded("return_beam traces one text at a time; send a single text", status=422)
+        key = (beam_size, body.nbest, body.return_scores, body.return_attention, body.return_beam)
+        job = asyncio.ensure_future(batcher.submit(body.texts(), key))
+        gone = asyncio.ensure_future(wait_for_disconnect(request))
+        await asyncio.wait({job, gone}, return_when=asyncio.FIRST_COMPLETED)
+        gone.cancel()
+        if not job.done():  # the client left: free its place in the queue; nobody reads an answer
+            job.cancel()
+            await asyncio.gather(job, return_exceptions=True)
+            return Response(status_code=499)
+        try:
+            translations = job.result()
+        except BatcherBusy as err:
+            return error(503, f"server busy: {err}; retry later")
+        except RuntimeError as err:
+            return error(503, str(err))
+        return {"translations": translations, "beam_size": beam_size}
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        """Model loaded, where it runs, and the queue."""
+        return {"status": "ok", "model": None if model_dir is None else str(model_dir),
+                "device": str(translator.device), "dtype": dtype_name(translator),
+                "pending": batcher.pending, "stats": {k: v for k, v in asdict(batcher.stats).items()
+                                                       if k != "batch_sizes"}}
+
+    results_path = Path(model_dir) / "results.json" if model_dir is not None else None
+
+    @app.get("/info")
+    async def info() -> dict[str, Any]:
+        """Languages, vocabularies, the model's config, its sacreBLEU scores (results.json) and the limits."""
+        results = None
+        if results_path is not None and results_path.is_file():
+            try:
+                results = json.loads(results_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                results = None
+        cfg = translator.cfg
+        return {"src_lang": cfg.data.src_lang, "tgt_lang": cfg.data.tgt_lang,
+                "src_vocab_size": translator.src_tokenizer.vocab_size, "tgt_vocab_size": translator.tgt_tokenizer.vocab_size,
+                "default_beam_size": default_beam, "limits": asdict(limits),
+                "batching": {"enabled": batching, "wait_ms": batch_wait_ms}, "config": cfg.to_dict(), "results": results}
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
