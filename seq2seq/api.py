@@ -103,7 +103,8 @@ class Translator:
         """Load a model directory (config.yaml, tokenizers, model.safetensors), or several as an ensemble.
 
         Args:
-            model_dir: one directory, or a list of them: an ensemble averaging the models' log-probabilities per
+            model_dir: one directory (or ``hf:ORG/NAME[@REVISION]``, a model on the Hugging Face Hub: see
+                :mod:`seq2seq.hub`), or a list of them: an ensemble averaging the models' log-probabilities per
                 step (they must share both tokenizers; the first one's ``decode`` settings apply).
             device: ``auto`` | ``cpu`` | ``cuda``.
             quantize: ``int8`` for dynamic int8 quantization of linear layers (CPU inference).
@@ -112,10 +113,12 @@ class Translator:
             threads: CPU threads for torch (``torch.set_num_threads``, for the whole process; default: torch's).
         """
         from seq2seq.checkpoint import load_model_dir
+        from seq2seq.hub import resolve_model_dir
 
         model_dirs = [model_dir] if isinstance(model_dir, (str, Path)) else list(model_dir)
         if not model_dirs:
             raise ValueError("no model directory given")
+        model_dirs = [resolve_model_dir(location) for location in model_dirs]  # hf:ORG/NAME -> its cached snapshot
         if threads is not None:
             if int(threads) < 1:
                 raise ValueError(f"threads must be >= 1, got {threads}")

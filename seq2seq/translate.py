@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m seq2seq.translate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("text", nargs="*", help="sentences to translate (none: read stdin line by line)")
-    parser.add_argument("--model", action="append", help="model directory (default: the most recently trained under "
+    parser.add_argument("--model", action="append", help="model directory or hf:ORG/NAME[@REVISION] (default: the most recently trained under "
                         "runs/); give it several times for an ensemble (models sharing their tokenizers)")
     parser.add_argument("--beam-size", type=int, default=None, help="beam size (1 = greedy; default: the model's config)")
     parser.add_argument("--nbest", type=int, default=1, help="print this many hypotheses per input: score<TAB>text")
