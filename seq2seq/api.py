@@ -99,7 +99,7 @@ class Translator:
 
     @classmethod
     def load(cls, model_dir: str | Path | Sequence[str | Path], device: str = "auto", quantize: str | None = None,
-             dtype: str | None = None, threads: int | None = None) -> "Translator":
+             dtype: str | None = None, threads: int | None = None, backend: str = "torch") -> "Translator":
         """Load a model directory (config.yaml, tokenizers, model.safetensors), or several as an ensemble.
 
         Args:
@@ -111,6 +111,8 @@ class Translator:
             dtype: compute dtype ``auto`` | ``fp32`` | ``tf32`` | ``bf16`` | ``fp16`` (default: the model's
                 ``decode.dtype``); ``auto`` times decoding in each candidate once per machine and caches the choice.
             threads: CPU threads for torch (``torch.set_num_threads``, for the whole process; default: torch's).
+            backend: ``torch``, or ``onnx``: the encoder and decoder step exported to ``MODEL_DIR/onnx/`` by
+                ``python -m seq2seq.onnx_export`` run in onnxruntime on the CPU (fp32; see docs/onnx.md).
         """
         from seq2seq.checkpoint import load_model_dir
         from seq2seq.hub import resolve_model_dir
@@ -143,6 +145,15 @@ class Translator:
             models = [quantize_int8(m) for m in models]
         elif quantize not in (None, "none"):
             raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+        if backend == "onnx":
+            from seq2seq.onnx_runtime import load_onnx_model
+
+            if resolved.type != "cpu" or quantize == "int8":
+                raise ValueError("backend='onnx' runs fp32 on the CPU: use device='cpu' and no quantize")
+            cfg.decode.dtype = "fp32"
+            models = [load_onnx_model(Path(d) / "onnx", cfg.model.rnn_type, threads) for d in model_dirs]
+        elif backend != "torch":
+            raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
         return cls(cfg, models[0], src_tok, tgt_tok, resolved, models[1:])
 
     def encode_sources(self, lines: Sequence[str], numbers: Sequence[int] | None = None) -> list[list[int]]:
