@@ -1,0 +1,104 @@
+"""onnxruntime against torch on the CPU, side by side: translations compared line by line, batch-1 latency and
+batch-64 throughput, greedy and beam 5 (the numbers of docs/onnx.md).
+
+    PYTHONPATH=. python scripts/onnx_benchmark.py --model runs/ref3 \
+        --src ../shared/data/multi30k/test_2016_flickr.en.gz [--threads 1] [--latency-sentences 100]
+
+The model directory is only read: the graphs are exported into a temporary directory (or --onnx-dir). Both backends
+run fp32 with the same number of threads (torch.set_num_threads / onnxruntime intra_op_num_threads); every timing
+is preceded by a warm-up on the same sentences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from seq2seq.api import Translator  # noqa: E402
+from seq2seq.bench.machine import cpu_name  # noqa: E402
+from seq2seq.checkpoint import load_model_dir  # noqa: E402
+from seq2seq.lines import read_lines  # noqa: E402
+from seq2seq.onnx_export import export_onnx  # noqa: E402
+from seq2seq.onnx_runtime import load_onnx_model  # noqa: E402
+
+MODES = {"greedy": 1, "beam5": 5}
+
+
+def translators(model_dir: Path, onnx_dir: Path, threads: int) -> dict[str, Translator]:
+    torch.set_num_threads(threads)
+    cfg, model, src_tok, tgt_tok = load_model_dir(model_dir)
+    cfg.decode.dtype = "fp32"
+    start = time.perf_counter()
+    export_onnx(model, onnx_dir)
+    print(f"exported {onnx_dir} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    cpu = torch.device("cpu")
+    onnx_model = load_onnx_model(onnx_dir, cfg.model.rnn_type, threads)
+    return {"torch": Translator(cfg, model, src_tok, tgt_tok, cpu), "onnxruntime": Translator(cfg, onnx_model, src_tok,
+                                                                                              tgt_tok, cpu)}
+
+
+def latency_ms(translator: Translator, lines: list[str], beam_size: int) -> dict[str, float]:
+    """Per-sentence milliseconds, one sentence per call (batch 1)."""
+    translator.translate(lines[:5], beam_size=beam_size, batch_size=1)  # warm-up
+    times = []
+    for line in lines:
+        start = time.perf_counter()
+        translator.translate(line, beam_size=beam_size, batch_size=1)
+        times.append((time.perf_counter() - start) * 1000)
+    return {"median_ms": round(statistics.median(times), 2), "mean_ms": round(statistics.fmean(times), 2)}
+
+
+def throughput(translator: Translator, lines: list[str], beam_size: int) -> tuple[float, list[str]]:
+    """Sentences per second over all ``lines`` in batches of 64, and the translations."""
+    translator.translate(lines[:64], beam_size=beam_size, batch_size=64)  # warm-up
+    start = time.perf_counter()
+    out = translator.translate(lines, beam_size=beam_size, batch_size=64)
+    return round(len(lines) / (time.perf_counter() - start), 1), out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--src", required=True, help="source sentences (gzip is fine)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--latency-sentences", type=int, default=100)
+    parser.add_argument("--onnx-dir", help="where to export (default: a temporary directory)")
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args()
+    lines = list(read_lines(args.src))
+    with tempfile.TemporaryDirectory() as tmp:
+        backends = translators(Path(args.model), Path(args.onnx_dir or tmp), args.threads)
+        report = {"cpu": cpu_name(), "threads": args.threads, "sentences": len(lines), "modes": {}}
+        for mode, beam in MODES.items():
+            row, outputs = {}, {}
+            for name, translator in backends.items():
+                sent_per_s, outputs[name] = throughput(translator, lines, beam)
+                row[name] = {"batch64_sentences_per_s": sent_per_s,
+                             "batch1": latency_ms(translator, lines[: args.latency_sentences], beam)}
+            row["differing_lines"] = sum(a != b for a, b in zip(outputs["torch"], outputs["onnxruntime"]))
+            report["modes"][mode] = row
+    print(f"{report['cpu']}, {args.threads} thread(s), {len(lines)} sentences "
+          f"(batch-1 latency on the first {args.latency_sentences})")
+    print(f"{'mode':8} {'backend':12} {'batch-1 median ms':>18} {'batch-1 mean ms':>16} {'batch-64 sent/s':>16}")
+    for mode, row in report["modes"].items():
+        for name in backends:
+            r = row[name]
+            print(f"{mode:8} {name:12} {r['batch1']['median_ms']:>18} {r['batch1']['mean_ms']:>16} "
+                  f"{r['batch64_sentences_per_s']:>16}")
+        print(f"{mode:8} differing lines torch vs onnxruntime: {row['differing_lines']} / {len(lines)}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
