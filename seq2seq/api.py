@@ -126,7 +126,7 @@ class Translator:
                 raise ValueError(f"threads must be >= 1, got {threads}")
             torch.set_num_threads(int(threads))
 
-        resolved = resolve_device(device)
+        resolved = resolve_device("cpu" if backend == "onnx" and device == "auto" else device)
         cfg, model, src_tok, tgt_tok = load_model_dir(model_dirs[0], resolved)
         models = [model]
         for other in model_dirs[1:]:
