@@ -27,9 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from seq2seq.api import Translator  # noqa: E402
 from seq2seq.bench.machine import cpu_name  # noqa: E402
 from seq2seq.checkpoint import load_model_dir  # noqa: E402
+from seq2seq.decoding.batched import pad_batch  # noqa: E402
 from seq2seq.lines import read_lines  # noqa: E402
 from seq2seq.onnx_export import export_onnx  # noqa: E402
 from seq2seq.onnx_runtime import load_onnx_model  # noqa: E402
+from seq2seq.tokenizer import BOS_ID  # noqa: E402
 
 MODES = {"greedy": 1, "beam5": 5}
 
@@ -45,6 +47,30 @@ def translators(model_dir: Path, onnx_dir: Path, threads: int) -> dict[str, Tran
     onnx_model = load_onnx_model(onnx_dir, cfg.model.rnn_type, threads)
     return {"torch": Translator(cfg, model, src_tok, tgt_tok, cpu), "onnxruntime": Translator(cfg, onnx_model, src_tok,
                                                                                               tgt_tok, cpu)}
+
+
+def step_differences(backends: dict[str, Translator], lines: list[str], steps: int = 10) -> list[dict]:
+    """The largest |onnxruntime - torch| over the encoder's memory and ``steps`` decoder steps (logits, attention,
+    hidden state; each fed its own state and torch's argmax), at batch sizes 1, 8 and 64."""
+    torch_model, onnx_model = backends["torch"].model, backends["onnxruntime"].model
+    rows = []
+    for batch in (1, 8, 64):
+        src, lengths = pad_batch(backends["torch"].encode_sources(lines[:batch]), "cpu")
+        with torch.no_grad():
+            state, memory = torch_model.decoder.start(torch_model.encode(src, lengths))
+        onnx_state, onnx_memory = onnx_model.decoder.start(onnx_model.encode(src, lengths))
+        worst = max(float((getattr(onnx_memory, n) - getattr(memory, n)).abs().max()) for n in ("values", "keys"))
+        tokens = torch.full((batch,), BOS_ID)
+        for _ in range(steps):
+            with torch.no_grad():
+                logits, state, attn = torch_model.decoder.step(tokens, state, memory)
+            onnx_logits, onnx_state, onnx_attn = onnx_model.decoder.step(tokens, onnx_state, onnx_memory)
+            worst = max(worst, float((onnx_logits - logits).abs().max()), float((onnx_attn - attn).abs().max()),
+                        float((onnx_state.hidden - state.hidden).abs().max()))
+            tokens = logits.argmax(-1)
+        rows.append({"batch": batch, "source_lengths": [int(lengths.min()), int(lengths.max())],
+                     "max_abs_difference": worst})
+    return rows
 
 
 def latency_ms(backends: dict[str, Translator], lines: list[str], beam_size: int) -> dict[str, dict[str, float]]:
@@ -91,7 +117,8 @@ def main() -> int:
     lines = list(read_lines(args.src))
     with tempfile.TemporaryDirectory() as tmp:
         backends = translators(Path(args.model), Path(args.onnx_dir or tmp), args.threads)
-        report = {"cpu": cpu_name(), "threads": args.threads, "sentences": len(lines), "modes": {}}
+        report = {"cpu": cpu_name(), "threads": args.threads, "sentences": len(lines),
+                  "step_differences": step_differences(backends, lines), "modes": {}}
         for mode, beam in MODES.items():
             speeds, outputs = throughput(backends, lines, beam, args.rounds)
             latencies = latency_ms(backends, lines[: args.latency_sentences], beam)
@@ -100,6 +127,9 @@ def main() -> int:
             report["modes"][mode] = row
     print(f"{report['cpu']}, {args.threads} thread(s), {len(lines)} sentences "
           f"(batch-1 latency on the first {args.latency_sentences})")
+    for row in report["step_differences"]:
+        print(f"batch {row['batch']:2d}, source lengths {row['source_lengths'][0]}-{row['source_lengths'][1]}: max "
+              f"|onnxruntime - torch| over the encoder and 10 decoder steps = {row['max_abs_difference']:.1e}")
     print(f"{'mode':8} {'backend':12} {'batch-1 median ms':>18} {'batch-1 mean ms':>16} {'batch-64 sent/s':>16}")
     for mode, row in report["modes"].items():
         for name in backends:

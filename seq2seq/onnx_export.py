@@ -91,7 +91,14 @@ def export_onnx(model: Seq2Seq, out_dir: str | Path) -> tuple[Path, Path]:
                          "over time); the weights are the same: load the model with rnn_impl fused and export it")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = model.float().cpu().eval()
+    was_training = model.training
+    try:
+        return _export(model.float().cpu().eval(), out_dir)
+    finally:  # the exporter restores its wrapper's mode on the model; leave it as the caller had it
+        model.train(was_training)
+
+
+def _export(model: Seq2Seq, out_dir: Path) -> tuple[Path, Path]:
     rnn_type = model.decoder.rnn_type
     states = state_names(rnn_type)
     src = torch.tensor([[5, 6, 7, 8, 9], [5, 6, 7, 0, 0]])  # two rows of different lengths: the packed path
@@ -100,14 +107,14 @@ def export_onnx(model: Seq2Seq, out_dir: str | Path) -> tuple[Path, Path]:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
         torch.onnx.export(
-            EncoderGraph(model), (src, src_lengths), str(encoder_path), dynamo=False, opset_version=OPSET,
+            EncoderGraph(model).eval(), (src, src_lengths), str(encoder_path), dynamo=False, opset_version=OPSET,
             input_names=["src", "src_lengths"], output_names=states + MEMORY_NAMES,
             dynamic_axes={"src": {0: "batch", 1: "src_len"}, "src_lengths": {0: "batch"},
                           **_axes(states + MEMORY_NAMES, "batch")})
         start = EncoderGraph(model)(src, src_lengths)
         prev_tokens = torch.tensor([1, 1])
         torch.onnx.export(
-            StepGraph(model), (prev_tokens, *start), str(step_path), dynamo=False, opset_version=OPSET,
+            StepGraph(model).eval(), (prev_tokens, *start), str(step_path), dynamo=False, opset_version=OPSET,
             input_names=["prev_tokens"] + states + MEMORY_NAMES,
             output_names=["logits"] + [f"new_{name}" for name in states] + ["attn_weights"],
             dynamic_axes={"prev_tokens": {0: "rows"}, "logits": {0: "rows"}, "attn_weights": {0: "rows", 1: "src_len"},

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from seq2seq.config import ModelConfig
+from seq2seq.model import build_model
 from tests.tiny_models import random_model, random_src
 
 pytest.importorskip("onnx")
@@ -19,17 +21,21 @@ VOCAB = 14
 @pytest.fixture(scope="module", params=[
     dict(rnn_type="lstm", encoder_layers=2, decoder_layers=2),
     dict(rnn_type="gru", attention="luong_general", input_feeding=False),
-], ids=["lstm-2layer-bahdanau", "gru-luong-no-feeding"])
+    dict(rnn_type="gru", bridge="zero", tie_embeddings=True, emb_size=10),
+], ids=["lstm-2layer-bahdanau", "gru-luong-no-feeding", "gru-feeding-tied"])
 def exported(request, tmp_path_factory):
     from seq2seq.onnx_export import export_onnx
     from seq2seq.onnx_runtime import load_onnx_model
 
     torch.manual_seed(3)
-    model = random_model(vocab=VOCAB, **request.param)
+    cfg = ModelConfig(**{"emb_size": 8, "encoder_hidden_size": 6, "decoder_hidden_size": 10, "dropout": 0.3,
+                         **request.param})
+    model = build_model(cfg, VOCAB, VOCAB).eval()  # with dropout: a model left in training mode decodes differently
     with torch.no_grad():
         model.decoder.output_layer.weight.mul_(3.0)  # peaked distributions: search decisions are not near-ties
     out = tmp_path_factory.mktemp("onnx")
     export_onnx(model, out)
+    assert not any(m.training for m in model.modules()), "the export left the model in training mode"
     return model, load_onnx_model(out, model.decoder.rnn_type, threads=1)
 
 
