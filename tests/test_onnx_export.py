@@ -88,14 +88,13 @@ def test_translator_onnx_backend_translates_as_torch(tiny_model_dir, tiny_corpus
     import shutil
 
     from seq2seq.api import Translator
-    from seq2seq.checkpoint import load_model_dir
-    from seq2seq.onnx_export import export_onnx
+    from seq2seq.onnx_export import main as onnx_export_main
 
     model_dir = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model_dir, ignore=shutil.ignore_patterns("last"))
     with pytest.raises(ValueError, match="seq2seq.onnx_export"):
         Translator.load(model_dir, device="cpu", backend="onnx")
-    export_onnx(load_model_dir(model_dir)[1], model_dir / "onnx")
+    assert onnx_export_main(["--model", str(model_dir)]) == 0  # python -m seq2seq.onnx_export: into MODEL/onnx
     lines = (tiny_corpus / "test_2016_flickr.en").read_text(encoding="utf-8").splitlines()[:40]
     torch_out = Translator.load(model_dir, device="cpu").translate(lines, beam_size=3)
     onnx_out = Translator.load(model_dir, device="cpu", backend="onnx", threads=1).translate(lines, beam_size=3)
