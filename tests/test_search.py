@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from tiny_models import random_model, random_src, teacher_forced_scores
+from support.tiny_models import random_model, random_src, teacher_forced_scores
 
 from seq2seq.decoding.search import (
     Hypothesis,
