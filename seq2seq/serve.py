@@ -5,8 +5,9 @@
 
 Endpoints: ``POST /translate``, ``GET /health``, ``GET /info``, ``GET /`` (the page), ``/docs`` and ``/openapi.json``.
 Concurrent requests are gathered for ``--batch-wait-ms`` into one decode (:mod:`seq2seq.serving.batcher`). Errors are JSON
-``{"error": "..."}``: 413 over a size limit, 422 for bad input, 503 when too many requests wait; SIGTERM or
-Ctrl-C stop the service after the requests in flight are answered.
+``{"error": "..."}``: 413 over a size limit (texts, characters, body, hypotheses, reply), 422 for bad input, 503
+when too many requests wait or the service is stopping, 500 (a generic message; the log has the details) for
+anything unexpected. SIGTERM or Ctrl-C stop the service after the requests in flight are answered.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import signal
 import sys
 
 from seq2seq.serving.app import create_app, dtype_name  # raises ImportError naming the serve extra
+from seq2seq.config import MAX_BEAM_SIZE
 from seq2seq.serving.schema import Limits
 
 logger = logging.getLogger("seq2seq.serve")
@@ -41,11 +43,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-chars", type=int, default=defaults.max_chars, help="characters per text")
     parser.add_argument("--max-texts", type=int, default=defaults.max_texts, help="texts per request")
     parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes, help="request body size")
-    parser.add_argument("--max-beam-size", type=int, default=defaults.max_beam_size, help="largest beam a request may ask for")
+    parser.add_argument("--max-beam-size", type=int, default=defaults.max_beam_size,
+                        help=f"largest beam a request may ask for (at most {MAX_BEAM_SIZE})")
+    parser.add_argument("--max-hypotheses", type=int, default=defaults.max_hypotheses,
+                        help="hypotheses in one reply (texts x nbest)")
+    parser.add_argument("--max-reply-bytes", type=int, default=defaults.max_reply_bytes,
+                        help="reply size; a request whose worst-case reply is larger gets 413 before decoding")
     args = parser.parse_args(argv)
-    for name in ("port", "max_chars", "max_texts", "max_body_bytes", "max_beam_size", "max_pending"):
+    for name in ("port", "max_pending"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    limits = Limits(args.max_chars, args.max_texts, args.max_body_bytes, args.max_beam_size, args.max_hypotheses,
+                    args.max_reply_bytes)
+    try:
+        limits.check()
+    except ValueError as err:
+        parser.error(str(err))
     if args.batch_wait_ms < 0:
         parser.error(f"--batch-wait-ms must be >= 0, got {args.batch_wait_ms}")
     if args.beam_size is not None and not 1 <= args.beam_size <= args.max_beam_size:
@@ -56,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     if args.threads is not None:
-        torch.set_num_threads(max(1, args.threads))
+        torch.set_num_threads(args.threads)
 
     import uvicorn
 
@@ -70,7 +85,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.beam_size is not None:
         translator.cfg.decode.beam_size = args.beam_size
-    limits = Limits(args.max_chars, args.max_texts, args.max_body_bytes, args.max_beam_size)
     app = create_app(translator, args.model, limits, args.batch_wait_ms, not args.no_batching, args.max_pending)
     logger.info("serving %s on http://%s:%d/ (device %s, dtype %s, batching %s)", args.model, args.host, args.port,
                 translator.device, dtype_name(translator), "off" if args.no_batching else f"{args.batch_wait_ms} ms")

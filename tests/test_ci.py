@@ -16,7 +16,7 @@ def run_corpus_test(tmp_path, ci: str | None) -> subprocess.CompletedProcess:
     if ci is not None:
         env["CI"] = ci
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
-               "tests/test_data.py::test_multi30k_epoch_padding_under_ten_percent"]
+               "tests/test_batches.py::test_multi30k_epoch_padding_under_ten_percent"]
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=300, check=False)
 
 
@@ -27,3 +27,13 @@ def test_a_missing_corpus_fails_under_ci_and_skips_elsewhere(tmp_path):
     local = run_corpus_test(tmp_path, None)
     assert local.returncode == 0 and "1 skipped" in local.stdout and "Multi30k not found" in local.stdout, \
         local.stdout[-2000:]
+
+
+def test_the_page_test_fails_under_ci_without_a_browser(tmp_path):
+    """.ci/run installs Chromium; where none is found, the browser test fails under CI=true instead of skipping."""
+    env = {k: v for k, v in os.environ.items() if k != "SEQ2SEQ_CHROMIUM"}
+    env.update(CI="true", PATH=str(tmp_path), PYTHONPATH=str(REPO_ROOT), CUDA_VISIBLE_DEVICES="")  # no chromium
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_serve_browser.py"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert result.returncode == 1, result.stdout[-2000:]
+    assert "no Chromium found" in result.stdout and "CI=true needs it" in result.stdout, result.stdout[-2000:]

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT
-from tiny_models import (
+from conftest import REPO_ROOT, SUBPROCESS_ENV
+from support.tiny_models import (
     all_outputs,
     gnmt_penalty,
     random_src,
@@ -160,7 +160,7 @@ def test_translate_cli_prefix_and_constraints(tiny_model_dir):
     result = subprocess.run(
         [sys.executable, "-m", "seq2seq.translate", "--model", str(tiny_model_dir), "--device", "cpu", "--dtype",
          "fp32", "--prefix", "Ein Hund", "--constraints", "Schnee", "--constraints", "spielt", "a dog plays"],
-        cwd=REPO_ROOT, capture_output=True, text=True, encoding="utf-8", timeout=180,
+        cwd=REPO_ROOT, capture_output=True, text=True, encoding="utf-8", timeout=180, env=SUBPROCESS_ENV,
     )
     assert result.returncode == 0, result.stderr
     [line] = result.stdout.splitlines()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import SUBPROCESS_ENV, TINY_OVERRIDES
-from test_train import (
+from support.runs import (
     assert_same_weights,
     losses_by_step,
     reuse_tokenizers,
@@ -105,14 +105,15 @@ def accumulated(tiny_corpus, runs) -> Path:
 
 
 def assert_same_run(reference: Path, run: Path) -> None:
-    """Step by step the same losses (1e-6; the log keeps 4 decimals) and the same final weights (1e-6 on each;
-    on this CPU they come out bit for bit equal)."""
+    """Step by step the same logged losses, and the same final weights (1e-6 on each; on this CPU they come out bit
+    for bit equal). The log keeps a loss to 4 decimals (training/step.py), so the losses are compared as logged:
+    equal after rounding, which shows the runs agree to about 1e-4 at every step; the weights are the exact check."""
     import safetensors.torch
 
     expected, losses = losses_by_step(reference), losses_by_step(run)
     assert sorted(losses) == list(range(1, STEPS + 1))
     for step in range(1, STEPS + 1):
-        assert losses[step] == pytest.approx(expected[step], abs=1e-6), f"loss differs at step {step}"
+        assert losses[step] == expected[step], f"logged loss differs at step {step}"
     a = safetensors.torch.load_file(str(reference / "last" / "model.safetensors"))
     b = safetensors.torch.load_file(str(run / "last" / "model.safetensors"))
     for name in a:

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT
-from tiny_models import (
+from conftest import REPO_ROOT, SUBPROCESS_ENV
+from support.tiny_models import (
     all_outputs,
     gnmt_penalty,
     random_src,
@@ -97,6 +97,7 @@ def test_translator_loads_an_ensemble_and_checks_tokenizers(tiny_model_dir, tmp_
     with pytest.raises(ValueError, match="target tokenizers differ"):
         Translator.load([tiny_model_dir, other], device="cpu")
     result = subprocess.run([sys.executable, "-m", "seq2seq.translate", "--model", str(tiny_model_dir), "--model",
-                             str(other), "a dog"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+                             str(other), "a dog"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=180,
+                            env=SUBPROCESS_ENV)
     assert result.returncode == 2
     assert "cannot ensemble" in result.stderr and "Traceback" not in result.stderr

@@ -9,8 +9,8 @@ from collections import Counter
 
 import pytest
 import torch
-from conftest import REPO_ROOT
-from tiny_models import all_outputs, random_src, sharp_model, teacher_forced_scores
+from conftest import REPO_ROOT, SUBPROCESS_ENV
+from support.tiny_models import all_outputs, random_src, sharp_model, teacher_forced_scores
 
 from seq2seq.decoding.sampling import Sampler, Sampling, make_generator, sample_search
 from seq2seq.tokenizer import BOS_ID, EOS_ID, UNK_ID
@@ -116,7 +116,7 @@ def test_sampler_rejects_bad_settings(settings, message):
 
 def run_translate(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "seq2seq.translate", *args], cwd=REPO_ROOT, capture_output=True,
-                          text=True, encoding="utf-8", timeout=180)
+                          text=True, encoding="utf-8", timeout=180, env=SUBPROCESS_ENV)
 
 
 def test_sampling_cli_is_seeded_and_equals_the_api(tiny_model_dir):

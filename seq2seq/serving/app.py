@@ -28,16 +28,22 @@ except ImportError as _err:  # the package itself must work without the serve ex
 import torch
 
 from seq2seq.api import Translator
-from seq2seq.serving.batcher import BatcherBusy, DynamicBatcher
+from seq2seq.serving.batcher import BatcherBusy, BatcherStopped, DynamicBatcher
 from seq2seq.serving.schema import (
     LimitExceeded,
     Limits,
     TranslateRequest,
     check_limits,
+    check_reply_size,
     translate_batch,
 )
 
 logger = logging.getLogger("seq2seq.serve")
+#: what a client sees of an unexpected error (a bug, an out-of-memory): the server's log has the traceback
+INTERNAL_ERROR = "internal error; the server log has the details"
+#: the decode settings a client may want to know (the others describe training or local files)
+DECODE_INFO = ("beam_size", "max_len_a", "max_len_b", "length_penalty", "min_length", "no_repeat_ngram",
+               "max_src_length")
 STATIC_DIR = Path(str(files("seq2seq.serving") / "static"))
 
 
@@ -98,6 +104,22 @@ def validation_message(err: RequestValidationError, content_type: str) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def reply_json(reply: dict[str, Any]) -> bytes:
+    """The reply as FastAPI's ``JSONResponse`` writes it (UTF-8, compact, no NaN)."""
+    return json.dumps(reply, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
+
+def scores_json(results: Any) -> dict[str, Any] | None:
+    """The sacreBLEU scores of ``results.json`` (split -> search -> bleu, chrf, their signatures, sentences), nothing
+    else (a model directory's results.json is the model author's file)."""
+    if not isinstance(results, dict):
+        return None
+    keep = ("bleu", "chrf", "bleu_signature", "chrf_signature", "sentences")
+    return {split: {search: {k: v for k, v in result.items() if k in keep}
+                    for search, result in searches.items() if isinstance(result, dict)}
+            for split, searches in results.items() if isinstance(searches, dict)}
+
+
 def dtype_name(translator: Translator) -> str:
     names = {torch.bfloat16: "bf16", torch.float16: "fp16"}
     if translator.autocast_dtype in names:
@@ -156,15 +178,14 @@ def create_app(translator: Translator, model_dir: str | Path | None = None, limi
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception) -> JSONResponse:  # logged here, never sent as a traceback
-        logger.exception("error while answering %s %s", request.method, request.url.path)
-        return error(500, f"internal error ({type(err).__name__}); the server log has the details")
+        logger.error("error while answering %s %s", request.method, request.url.path, exc_info=err)
+        return error(500, INTERNAL_ERROR)
 
     @app.post("/translate")
     async def translate(body: TranslateRequest, request: Request) -> Any:
         """Translate ``text`` (one string or a list); ``translations`` holds one entry per text, in order."""
         beam_size = check_limits(body, limits, default_beam)
-        if body.return_beam and len(body.texts()) != 1:
-            raise LimitExceeded("return_beam traces one text at a time; send a single text", status=422)
+        check_reply_size(body, beam_size, translator, limits)
         key = (beam_size, body.nbest, body.return_scores, body.return_attention, body.return_beam)
         job = asyncio.ensure_future(batcher.submit(body.texts(), key))
         gone = asyncio.ensure_future(wait_for_disconnect(request))
@@ -176,16 +197,24 @@ def create_app(translator: Translator, model_dir: str | Path | None = None, limi
             return Response(status_code=499)
         try:
             translations = job.result()
-        except BatcherBusy as err:
+        except BatcherBusy as err:  # overload, or stopping: the only errors a client should retry
             return error(503, f"server busy: {err}; retry later")
-        except RuntimeError as err:
-            return error(503, str(err))
-        return {"translations": translations, "beam_size": beam_size}
+        except BatcherStopped:
+            return error(503, "the server is shutting down; retry later")
+        except Exception as err:  # a bug or an out-of-memory: in full in the log (the batcher logged the decode's)
+            logger.error("POST /translate of %d texts answered 500: %s: %s", len(body.texts()), type(err).__name__, err)
+            return error(500, INTERNAL_ERROR)
+        content = reply_json({"translations": translations, "beam_size": beam_size})
+        if len(content) > limits.max_reply_bytes:  # not reached while worst_case_reply_bytes is an upper bound
+            logger.error("a reply of %d bytes exceeded the worst-case bound", len(content))
+            return error(413, f"the reply has {len(content)} bytes; the limit is {limits.max_reply_bytes} bytes "
+                              f"(--max-reply-bytes)")
+        return Response(content, media_type="application/json")
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
         """Model loaded, where it runs, and the queue."""
-        return {"status": "ok", "model": None if model_dir is None else str(model_dir),
+        return {"status": "ok", "model": None if model_dir is None else Path(model_dir).name,  # the name, not where
                 "device": str(translator.device), "dtype": dtype_name(translator),
                 "pending": batcher.pending, "stats": {k: v for k, v in asdict(batcher.stats).items()
                                                        if k != "batch_sizes"}}
@@ -194,18 +223,21 @@ def create_app(translator: Translator, model_dir: str | Path | None = None, limi
 
     @app.get("/info")
     async def info() -> dict[str, Any]:
-        """Languages, vocabularies, the model's config, its sacreBLEU scores (results.json) and the limits."""
+        """What a client needs: languages, vocabulary sizes, the model's settings, the decode settings, its
+        sacreBLEU scores (from results.json), where it runs, the limits and batching; no local paths."""
         results = None
         if results_path is not None and results_path.is_file():
             try:
-                results = json.loads(results_path.read_text(encoding="utf-8"))
+                results = scores_json(json.loads(results_path.read_text(encoding="utf-8")))
             except (OSError, ValueError):
                 results = None
         cfg = translator.cfg
         return {"src_lang": cfg.data.src_lang, "tgt_lang": cfg.data.tgt_lang,
                 "src_vocab_size": translator.src_tokenizer.vocab_size, "tgt_vocab_size": translator.tgt_tokenizer.vocab_size,
-                "default_beam_size": default_beam, "limits": asdict(limits),
-                "batching": {"enabled": batching, "wait_ms": batch_wait_ms}, "config": cfg.to_dict(), "results": results}
+                "model": asdict(cfg.model), "decode": {name: getattr(cfg.decode, name) for name in DECODE_INFO},
+                "default_beam_size": default_beam, "device": str(translator.device), "dtype": dtype_name(translator),
+                "limits": asdict(limits), "batching": {"enabled": batching, "wait_ms": batch_wait_ms},
+                "results": results}
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

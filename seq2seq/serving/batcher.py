@@ -7,7 +7,9 @@ key with one call of ``decode(key, texts) -> results`` (one result per text, in 
 so the event loop keeps accepting requests while the model runs. Each caller gets back its own slice.
 
 Requests whose caller went away (the awaiting task was cancelled, e.g. the client disconnected) are dropped before
-decoding. ``max_requests = 1`` turns batching off: one request per decode, in arrival order.
+decoding. ``max_requests = 1`` turns batching off: one request per decode, in arrival order. Every caller gets an
+answer: its results, the decode's error, or :class:`BatcherStopped` when :meth:`DynamicBatcher.stop` came first
+(whether its request was queued, being gathered, or being decoded).
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ DecodeFn = Callable[[Hashable, list[str]], Sequence[Any]]
 
 class BatcherBusy(Exception):
     """Too many requests are waiting (``max_pending``); the caller should retry later."""
+
+
+class BatcherStopped(RuntimeError):
+    """The batcher stopped (the server is shutting down) before this request was answered."""
 
 
 @dataclass
@@ -74,23 +80,25 @@ class DynamicBatcher:
         self._queue: asyncio.Queue[_Request] | None = None
         self._worker: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._stopped = False
 
     # ------------------------------------------------------------------ lifecycle (inside the running loop)
     async def start(self) -> None:
+        self._stopped = False
         self._queue = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
         self._worker = asyncio.create_task(self._run(), name="dynamic-batcher")
 
     async def stop(self) -> None:
-        """Stop the worker; requests still waiting fail with ``RuntimeError``; the running decode finishes."""
+        """Stop the worker: every request not yet answered (queued, being gathered or being decoded) fails with
+        :class:`BatcherStopped`, and so does any submitted from now on; a running decode finishes its thread."""
+        self._stopped = True
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
             self._worker = None
         while self._queue is not None and not self._queue.empty():
-            request = self._queue.get_nowait()
-            if not request.future.done():
-                request.future.set_exception(RuntimeError("the server is shutting down"))
+            self._fail([self._queue.get_nowait()])
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
@@ -100,6 +108,8 @@ class DynamicBatcher:
         """Queue ``texts`` for decoding with options ``key``; returns one result per text, in order."""
         if self._queue is None:
             raise RuntimeError("the batcher is not running (call start() inside the event loop first)")
+        if self._stopped:
+            raise BatcherStopped("the server is shutting down")
         if self.pending >= self.max_pending:
             raise BatcherBusy(f"{self.pending} requests are already waiting (max_pending={self.max_pending})")
         future = asyncio.get_running_loop().create_future()
@@ -118,19 +128,23 @@ class DynamicBatcher:
         texts = len(batch[0].texts)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_wait
-        while texts < self.max_batch_texts and (self.max_requests is None or len(batch) < self.max_requests):
-            if not self._queue.empty():
-                request = self._queue.get_nowait()
-            else:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    request = await asyncio.wait_for(self._queue.get(), remaining)
-                except asyncio.TimeoutError:
-                    break
-            batch.append(request)
-            texts += len(request.texts)
+        try:
+            while texts < self.max_batch_texts and (self.max_requests is None or len(batch) < self.max_requests):
+                if not self._queue.empty():
+                    request = self._queue.get_nowait()
+                else:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        request = await asyncio.wait_for(self._queue.get(), remaining)
+                    except asyncio.TimeoutError:
+                        break
+                batch.append(request)
+                texts += len(request.texts)
+        except asyncio.CancelledError:  # stopped in the wait window: the requests taken from the queue are ours
+            self._fail(batch)
+            raise
         return batch
 
     async def _run(self) -> None:
@@ -139,10 +153,14 @@ class DynamicBatcher:
             try:
                 await self._decode_batch(batch)
             except asyncio.CancelledError:  # stopping: nobody will answer these callers any more
-                for request in batch:
-                    if not request.future.done():
-                        request.future.set_exception(RuntimeError("the server is shutting down"))
+                self._fail(batch)
                 raise
+
+    @staticmethod
+    def _fail(requests: list[_Request]) -> None:
+        for request in requests:
+            if not request.future.done():
+                request.future.set_exception(BatcherStopped("the server is shutting down"))
 
     async def _decode_batch(self, batch: list[_Request]) -> None:
         loop = asyncio.get_running_loop()

@@ -5,13 +5,15 @@ Needs the ``serve`` extra (pydantic comes with FastAPI); :mod:`seq2seq.serve` is
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from seq2seq.api import Translation, Translator
+from seq2seq.config import MAX_BEAM_SIZE, DecodeConfig
 from seq2seq.decoding.batched import translate_ids
 from seq2seq.tokenizer import EOS_ID, PAD_ID
 
@@ -24,6 +26,17 @@ class Limits:
     max_texts: int = 64  #: texts per request (--max-texts)
     max_body_bytes: int = 1_000_000  #: request body size (--max-body-bytes)
     max_beam_size: int = 16  #: largest beam_size a request may ask for (--max-beam-size)
+    max_hypotheses: int = 64  #: hypotheses in one reply, texts x nbest (--max-hypotheses)
+    max_reply_bytes: int = 8_000_000  #: reply size, checked before decoding on the worst case (--max-reply-bytes)
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the flag of a limit below 1 or a beam over the API's maximum."""
+        for name, value in asdict(self).items():
+            if value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if self.max_beam_size > MAX_BEAM_SIZE:
+            raise ValueError(f"--max-beam-size must be at most {MAX_BEAM_SIZE} (the largest beam the search "
+                             f"accepts), got {self.max_beam_size}")
 
 
 class LimitExceeded(Exception):
@@ -45,7 +58,8 @@ class TranslateRequest(BaseModel):
     beam_size: int | None = Field(None, ge=1, description="1 = greedy search; default: the model's decode.beam_size")
     nbest: int = Field(1, ge=1, description="hypotheses per text, best first (at most beam_size)")
     return_scores: bool = Field(False, description="add score (length-normalized log-probability) and tokens")
-    return_attention: bool = Field(False, description="add the attention matrix with its source and target pieces")
+    return_attention: bool = Field(False, description="add the attention matrix (target x source) with its source and "
+                                   "target pieces, once per hypothesis: on each nbest entry when nbest > 1")
     return_beam: bool = Field(False, description="add the search step by step (the hypotheses kept at each step)")
 
     def texts(self) -> list[str]:
@@ -68,7 +82,61 @@ def check_limits(request: TranslateRequest, limits: Limits, default_beam_size: i
     if request.nbest > beam_size:
         raise LimitExceeded(f"nbest {request.nbest} is larger than beam_size {beam_size}; ask for at most "
                             f"beam_size hypotheses", status=422)
+    if request.return_beam and len(texts) != 1:
+        raise LimitExceeded("return_beam traces one text at a time; send a single text", status=422)
+    hypotheses = len(texts) * request.nbest
+    if hypotheses > limits.max_hypotheses:
+        raise LimitExceeded(f"{len(texts)} texts x nbest {request.nbest} = {hypotheses} hypotheses in one reply; "
+                            f"the limit is {limits.max_hypotheses} (--max-hypotheses): send fewer texts or a "
+                            f"smaller nbest")
     return beam_size
+
+
+#: bytes one item takes at most in the reply's JSON (compact separators): an attention weight rounded to 5
+#: decimals (``0.12345,``), a token id (``12345,``), a hypothesis's score and field names
+WEIGHT_BYTES, TOKEN_BYTES, HYPOTHESIS_BYTES = 8, 6, 160
+
+
+def worst_case_reply_bytes(request: TranslateRequest, beam_size: int, src_lengths: list[int], decode: DecodeConfig,
+                           piece_bytes: int) -> int:
+    """An upper bound on the reply's size, before decoding: every hypothesis as long as the search allows
+    (``max_len_a * source pieces + max_len_b``, what an untrained model produces), each piece ``piece_bytes``
+    long (the longest target piece as JSON, with its separator).
+
+    ``src_lengths``: source pieces per text, EOS included (what the search sees). Text, tokens and pieces, the
+    attention (target x source weights) and the beam trace (per step up to ``beam_size`` kept and as many finished
+    hypotheses, one per kept parent, each as long as the step) are counted when the request asks for them.
+    """
+    total = 64
+    for src_length in src_lengths:
+        steps = int(src_length * decode.max_len_a + decode.max_len_b)
+        hypothesis = HYPOTHESIS_BYTES + steps * piece_bytes  # the text
+        if request.return_scores or request.nbest > 1:
+            hypothesis += steps * TOKEN_BYTES
+        if request.return_attention:
+            hypothesis += steps * (piece_bytes + src_length * WEIGHT_BYTES)
+        total += (request.nbest + (request.nbest > 1)) * hypothesis  # the entry, plus its n-best list
+        if request.return_attention:
+            total += src_length * piece_bytes
+        if request.return_beam:
+            trace_pieces = steps * (steps + 3) // 2 * 2 * beam_size  # kept and finished ones (+ </s>), per step
+            total += trace_pieces * piece_bytes + steps * 2 * beam_size * HYPOTHESIS_BYTES
+    return total
+
+
+def check_reply_size(request: TranslateRequest, beam_size: int, translator: Translator, limits: Limits) -> None:
+    """Raise :class:`LimitExceeded` (413) when the worst-case reply (:func:`worst_case_reply_bytes`) is over
+    ``limits.max_reply_bytes``; the decode never starts."""
+    src_lengths = [len(ids) for ids in translator.encode_sources(request.texts())]
+    tgt = translator.tgt_tokenizer
+    piece_bytes = max(len(json.dumps(tgt.id_to_piece(i), ensure_ascii=False).encode()) for i in range(tgt.vocab_size))
+    bound = worst_case_reply_bytes(request, beam_size, src_lengths, translator.cfg.decode, piece_bytes + 1)
+    if bound > limits.max_reply_bytes:
+        asked = ", ".join(name for name in ("return_attention", "return_beam") if getattr(request, name))
+        raise LimitExceeded(
+            f"the reply could reach {bound} bytes ({len(src_lengths)} texts of up to {max(src_lengths)} source pieces, "
+            f"nbest {request.nbest}{', ' + asked if asked else ''}); the limit is {limits.max_reply_bytes} bytes "
+            f"(--max-reply-bytes): send fewer or shorter texts, a smaller nbest, or leave out the attention or beam")
 
 
 # ---------------------------------------------------------------------------- results as JSON
@@ -78,16 +146,29 @@ def finite_or_none(x: float) -> float | None:
 
 
 def hypothesis_json(t: Translation, return_scores: bool, return_attention: bool) -> dict[str, Any]:
-    """One :class:`Translation` as the API's fields: text [, score, tokens] [, attention, src/tgt pieces]."""
+    """One :class:`Translation` as the API's fields: text [, score, tokens] [, attention, tgt_pieces]."""
     out: dict[str, Any] = {"text": t.text}
     if return_scores:
         out["score"] = finite_or_none(t.score)
         out["tokens"] = list(t.tokens)
     if return_attention:
         out["attention"] = [] if t.attention is None else [[round(w, 5) for w in row] for row in t.attention.tolist()]
-        out["src_pieces"] = list(t.src_pieces)
         out["tgt_pieces"] = list(t.tgt_pieces)
     return out
+
+
+def entry_json(hypotheses: list[Translation], nbest: int, return_scores: bool, return_attention: bool) -> dict[str, Any]:
+    """One text's reply: the best hypothesis's text [, score, tokens]; with ``nbest > 1`` also ``nbest``, every
+    hypothesis best first with text, score and tokens. The attention is sent once per hypothesis: with
+    ``return_attention``, ``src_pieces`` (the text's) is on the entry, and ``attention`` (target x source) with
+    ``tgt_pieces`` on the entry when ``nbest == 1``, else on each ``nbest`` hypothesis (never twice for the best)."""
+    best = hypotheses[0]
+    entry = hypothesis_json(best, return_scores, return_attention and nbest == 1)
+    if return_attention:
+        entry["src_pieces"] = list(best.src_pieces)
+    if nbest > 1:
+        entry["nbest"] = [hypothesis_json(h, True, return_attention) for h in hypotheses]
+    return entry
 
 
 def beam_steps(translator: Translator, text: str, beam_size: int, nbest: int) -> list[dict[str, Any]]:
@@ -124,17 +205,13 @@ def beam_steps(translator: Translator, text: str, beam_size: int, nbest: int) ->
 
 def translate_batch(translator: Translator, key: tuple, texts: list[str]) -> list[dict[str, Any]]:
     """The batcher's decode: ``key`` = (beam_size, nbest, return_scores, return_attention, return_beam); one JSON
-    entry per text: the best hypothesis's fields, plus ``nbest`` (all hypotheses) when nbest > 1 and ``beam``
-    (:func:`beam_steps`) when asked for."""
+    entry per text (:func:`entry_json`), plus ``beam`` (:func:`beam_steps`) when asked for."""
     beam_size, nbest, return_scores, return_attention, return_beam = key
     results = translator.translate(texts, beam_size=beam_size, nbest=nbest, return_scores=True,
                                    return_attention=return_attention)
     entries = []
     for text, result in zip(texts, results):
-        hypotheses = result if isinstance(result, list) else [result]
-        entry = hypothesis_json(hypotheses[0], return_scores, return_attention)
-        if nbest > 1:
-            entry["nbest"] = [hypothesis_json(h, True, return_attention) for h in hypotheses]
+        entry = entry_json(result if isinstance(result, list) else [result], nbest, return_scores, return_attention)
         if return_beam:
             entry["beam"] = beam_steps(translator, text, beam_size, nbest)
         entries.append(entry)

@@ -40,7 +40,8 @@ function drawNbest(entry) {
 function drawHeatmap(entry) {
   const table = $("heatmap");
   table.replaceChildren();
-  const weights = entry.attention || [];
+  const best = entry.nbest ? entry.nbest[0] : entry; // with an n-best list, each hypothesis has its attention
+  const weights = best.attention || [];
   if (!weights.length) return;
   const thead = el("thead");
   const head = el("tr");
@@ -50,11 +51,11 @@ function drawHeatmap(entry) {
   const tbody = el("tbody");
   weights.forEach((row, i) => {
     const tr = el("tr");
-    tr.appendChild(el("th", entry.tgt_pieces[i]));
+    tr.appendChild(el("th", best.tgt_pieces[i]));
     row.forEach((weight, j) => {
       const cell = el("td", weight.toFixed(2));
       cell.style.background = `rgba(20, 70, 160, ${Math.min(1, weight).toFixed(3)})`;
-      cell.title = `${entry.tgt_pieces[i]} <- ${entry.src_pieces[j]}: ${weight.toFixed(3)}`;
+      cell.title = `${best.tgt_pieces[i]} <- ${entry.src_pieces[j]}: ${weight.toFixed(3)}`;
       tr.appendChild(cell);
     });
     tbody.appendChild(tr);
@@ -122,7 +123,7 @@ async function describe() {
     $("beam-size").max = info.limits.max_beam_size;
     $("nbest-size").max = info.limits.max_beam_size;
     $("nbest-size").value = Math.min(3, info.default_beam_size);
-    const model = info.config.model;
+    const model = info.model;
     const bleu = info.results && Object.entries(info.results)[0];
     $("model-note").textContent = `${model.rnn_type.toUpperCase()} encoder-decoder, ${model.attention} attention, ` +
       `vocabularies ${info.src_vocab_size} / ${info.tgt_vocab_size} pieces` +

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 from conftest import REPO_ROOT
-from serving import ENV, http_json, start_server
+from support.serving import ENV, http_json, start_server
 
 from seq2seq.serving.batcher import BatcherBusy, DynamicBatcher
 
@@ -87,6 +87,28 @@ def test_batching_off_decodes_one_request_at_a_time():
 
     assert asyncio.run(scenario()) == [["0"], ["1"], ["2"], ["3"]]
     assert calls == [["0"], ["1"], ["2"], ["3"]]
+
+
+def test_stop_in_the_wait_window_answers_every_caller():
+    """Requests the worker has taken from the queue and is gathering with, one still queued, and one submitted
+    after stop(): each gets an error naming the shutdown (the service answers 503), none waits forever."""
+    async def scenario():
+        batcher = DynamicBatcher(lambda key, texts: texts, max_wait_ms=60_000, max_batch_texts=3)
+        await batcher.start()
+        gathered = [asyncio.ensure_future(batcher.submit([text], 0)) for text in ("a", "b")]
+        while batcher._queue.qsize():  # the worker holds both and waits up to a minute for more
+            await asyncio.sleep(0.001)
+        queued = asyncio.ensure_future(batcher.submit(["c", "d"], 1))  # would close the batch: not yet gathered
+        await asyncio.sleep(0)
+        await batcher.stop()
+        late = asyncio.ensure_future(batcher.submit(["e"], 0))
+        outcomes = await asyncio.wait_for(asyncio.gather(*gathered, queued, late, return_exceptions=True), 10)
+        return batcher, outcomes
+
+    batcher, outcomes = asyncio.run(scenario())
+    assert [type(o).__name__ for o in outcomes] == ["BatcherStopped"] * 4, outcomes
+    assert all(isinstance(o, RuntimeError) and "shutting down" in str(o) for o in outcomes)
+    assert batcher.pending == 0 and batcher.stats.decodes == 0
 
 
 # ---------------------------------------------------------------------------- through the service
@@ -165,17 +187,38 @@ def test_a_client_that_disconnects_frees_its_place(translator, tiny_model_dir):
 
 
 # ---------------------------------------------------------------------------- the process
-def test_serve_process_answers_on_loopback_and_stops_cleanly_on_sigterm(tiny_model_dir):
+def test_serve_process_answers_and_on_sigterm_finishes_the_decode_in_flight(tiny_model_dir):
+    """``python -m seq2seq.serve`` on loopback answers; a slow decode (64 texts, beam 16: seconds on one thread) is
+    in flight; a second request finds --max-pending 1 taken and gets 503; SIGTERM then arrives, and the service
+    answers the first request in full before it exits 0."""
+    import urllib.error
+
     pytest.importorskip("uvicorn", reason='the service needs the serve extra: pip install -e ".[serve]"')
-    process, url = start_server(tiny_model_dir)
+    process, url = start_server(tiny_model_dir, "--max-pending", "1", "--batch-wait-ms", "0")
+    slow = {"text": [SENTENCES[4] * 3] * 64, "beam_size": 16}
+    answers: list = []
+    client = threading.Thread(target=lambda: answers.append(http_json(url + "/translate", slow)))
     try:
         answer = http_json(url + "/translate", {"text": ["A dog runs.", ""]})
         assert len(answer["translations"]) == 2 and answer["translations"][1]["text"] == ""
-        assert http_json(url + "/health")["status"] == "ok"
-    finally:
+        health = http_json(url + "/health")
+        assert health["status"] == "ok" and health["device"] == "cpu"  # --device auto: the tests hide any GPU
+        client.start()
+        while http_json(url + "/health")["pending"] == 0:  # the slow request is being decoded
+            assert client.is_alive(), "the slow request was answered before the test could look"
+        with pytest.raises(urllib.error.HTTPError) as busy:
+            http_json(url + "/translate", {"text": "A dog."})
+        assert busy.value.code == 503 and "server busy" in json.loads(busy.value.read())["error"]
         process.send_signal(signal.SIGTERM)
+        client.join(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=60)
+    assert len(answers) == 1 and len(answers[0]["translations"]) == 64
     assert process.returncode == 0, output
+    # uvicorn waited for the open request: the shutdown began before the slow request was answered
+    assert output.index("Shutting down") < output.rindex('"POST /translate HTTP/1.1" 200'), output
     assert "Finished server process" in output and "Traceback" not in output
     assert "127.0.0.1" in output
 
@@ -200,7 +243,7 @@ def test_the_package_imports_without_fastapi():
 
 # ---------------------------------------------------------------------------- scripts/load_test.py
 def test_load_test_percentiles_are_nearest_rank():
-    from test_scripts import load_script
+    from support.scripts import load_script
 
     load_test = load_script("load_test")
     values = [5.0, 1.0, 4.0, 2.0, 3.0, 10.0, 9.0, 8.0, 7.0, 6.0]  # 1..10: p50 = 5, p95 = 10, p10 = 1 (by hand)

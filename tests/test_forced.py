@@ -9,8 +9,8 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT
-from tiny_models import (
+from conftest import REPO_ROOT, SUBPROCESS_ENV
+from support.tiny_models import (
     all_outputs,
     gnmt_penalty,
     random_src,
@@ -129,7 +129,7 @@ def test_translator_score_matches_beam_search(tiny_model_dir):
 
 def run_score(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "seq2seq.score", *args], cwd=REPO_ROOT, capture_output=True,
-                          text=True, encoding="utf-8", timeout=180)
+                          text=True, encoding="utf-8", timeout=180, env=SUBPROCESS_ENV)
 
 
 def test_score_cli_matches_the_api(tiny_model_dir, tmp_path):

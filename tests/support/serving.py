@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -11,9 +10,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, SUBPROCESS_ENV
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+ENV = {**SUBPROCESS_ENV, "PYTHONPATH": str(REPO_ROOT)}  # one torch thread, no GPU
 
 
 def free_port() -> int:

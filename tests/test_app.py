@@ -22,7 +22,8 @@ from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 SENTENCES = ["A man is riding a bike.", "Two dogs play in the snow.", "People.",
              "A girl in a red dress is walking down the street with her mother."]
-LIMITS = Limits(max_chars=120, max_texts=6, max_body_bytes=3000, max_beam_size=5)
+LIMITS = Limits(max_chars=120, max_texts=6, max_body_bytes=3000, max_beam_size=5, max_hypotheses=12,
+                max_reply_bytes=400_000)
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +71,14 @@ def test_scores_nbest_and_attention_are_the_python_apis(client, translator):
         assert entry["text"] == hypotheses[0].text and entry["tokens"] == hypotheses[0].tokens
         assert [h["text"] for h in entry["nbest"]] == [h.text for h in hypotheses]
         assert [h["score"] for h in entry["nbest"]] == pytest.approx([h.score for h in hypotheses], abs=1e-4)
-        assert entry["src_pieces"] == hypotheses[0].src_pieces and entry["tgt_pieces"] == hypotheses[0].tgt_pieces
-        attention = torch.tensor(entry["attention"])
-        assert attention.shape == (len(entry["tgt_pieces"]), len(entry["src_pieces"]))
-        assert torch.allclose(attention, hypotheses[0].attention, atol=1e-4)
-        assert torch.allclose(attention.sum(dim=1), torch.ones(len(attention)), atol=1e-3)  # rows are distributions
+        assert entry["src_pieces"] == hypotheses[0].src_pieces
+        assert "attention" not in entry and "tgt_pieces" not in entry  # once per hypothesis: in the n-best list
+        for sent, hypothesis in zip(entry["nbest"], hypotheses):
+            assert sent["tgt_pieces"] == hypothesis.tgt_pieces and "src_pieces" not in sent
+            attention = torch.tensor(sent["attention"])
+            assert attention.shape == (len(sent["tgt_pieces"]), len(entry["src_pieces"]))
+            assert torch.allclose(attention, hypothesis.attention, atol=1e-4)
+            assert torch.allclose(attention.sum(dim=1), torch.ones(len(attention)), atol=1e-3)  # distributions
 
 
 def teacher_forced_logits(translator: Translator, source: str, pieces: list[str]) -> tuple[list[int], torch.Tensor]:
@@ -135,14 +139,33 @@ def test_beam_one_trace_is_greedy_search(client, translator):
         "translations"][0]["tgt_pieces"]
 
 
-def test_health_and_info(client, tiny_model_dir):
+def strings_in(value) -> list[str]:
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in strings_in(k) + strings_in(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in strings_in(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_health_and_info(client, translator, tiny_model_dir):
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["device"] == "cpu" and health["dtype"] == "fp32"
     info = client.get("/info").json()
     assert (info["src_lang"], info["tgt_lang"]) == ("en", "de")
-    assert info["config"]["decode"]["beam_size"] == info["default_beam_size"] == 3
-    assert info["limits"]["max_texts"] == LIMITS.max_texts
-    assert info["results"] == json.loads((tiny_model_dir / "results.json").read_text(encoding="utf-8"))
+    assert (info["src_vocab_size"], info["tgt_vocab_size"]) == (400, 400)  # tokenizer.vocab_size in TINY_OVERRIDES
+    assert info["decode"]["beam_size"] == info["default_beam_size"] == 3
+    assert info["model"] == {"rnn_type": "gru", "rnn_impl": "fused", "emb_size": 32, "encoder_hidden_size": 32,
+                             "encoder_layers": 1, "bidirectional": True, "decoder_hidden_size": 48, "decoder_layers": 1,
+                             "attention": "bahdanau", "input_feeding": True, "bridge": "bridge", "dropout": 0.0,
+                             "tie_embeddings": False}  # the recipe (configs/multi30k_en_de.yaml) with TINY_OVERRIDES
+    assert info["limits"]["max_texts"] == LIMITS.max_texts and info["limits"]["max_reply_bytes"] == 400_000
+    results = json.loads((tiny_model_dir / "results.json").read_text(encoding="utf-8"))
+    keep = ("bleu", "chrf", "bleu_signature", "chrf_signature", "sentences")
+    assert info["results"] == {split: {search: {k: r[k] for k in keep} for search, r in scores.items()}
+                               for split, scores in results.items()}
+    # nothing about the filesystem: no path (the model's, the corpus's, the cache's) in any key or value
+    paths = [str(tiny_model_dir), translator.cfg.data.path, translator.cfg.data.cache_dir]
+    assert not [s for s in strings_in(info) + strings_in(health) if "/" in s or any(p in s for p in paths)]
     assert "/translate" in client.get("/openapi.json").json()["paths"]
     assert_error(client.get("/nowhere"), 404, "Not Found")
     assert_error(client.get("/translate"), 405, "Method Not Allowed")
@@ -171,6 +194,89 @@ def test_size_limits_answer_413_naming_the_limit(client, translator):
     assert "content-length" not in response.request.headers
     assert_error(response, 413, "--max-body-bytes")
     assert_still_serving(client, translator)
+
+
+def test_too_many_hypotheses_answer_413_naming_the_limit(client, translator):
+    """texts x nbest is bounded: 5 texts x nbest 3 = 15 > 12 hypotheses (LIMITS.max_hypotheses)."""
+    assert_error(post(client, {"text": ["a dog"] * 5, "beam_size": 3, "nbest": 3}), 413, "15 hypotheses",
+                 "--max-hypotheses")
+    assert post(client, {"text": ["a dog"] * 4, "beam_size": 3, "nbest": 3}).status_code == 200  # 12: allowed
+    assert_still_serving(client, translator)
+
+
+@pytest.fixture(scope="module")
+def endless(tiny_model_dir) -> Translator:
+    """The tiny model unable to end a hypothesis (EOS logit -1e4): every output runs to the longest the search
+    allows, as an untrained model's do; the largest reply any request can make."""
+    model = Translator.load(tiny_model_dir, device="cpu")
+    with torch.no_grad():
+        model.model.decoder.output_layer.bias[EOS_ID] = -1e4
+    return model
+
+
+@pytest.mark.parametrize(("body", "slack"), [
+    ({"text": SENTENCES, "beam_size": 3, "nbest": 3, "return_scores": True, "return_attention": True}, 2),
+    ({"text": SENTENCES[3], "beam_size": 4, "nbest": 2, "return_attention": True, "return_beam": True}, 6),
+    ({"text": SENTENCES[:2] + ["x" * 120]}, None),  # text only: the bound takes every piece as the longest one
+])
+def test_a_reply_over_max_reply_bytes_is_refused_before_decoding(endless, tiny_model_dir, body, slack):
+    """The reply of the worst-case model (``endless``) measured with no limit is ``size`` bytes; with the limit one
+    byte below, the request gets 413 naming the flag and nothing is decoded (the bound holds before the work); at
+    ``slack`` times the size it is answered (the bound is not so loose that it refuses what fits; the attention's
+    weights are counted exactly, the pieces at the longest piece's length)."""
+    def answer(max_reply_bytes: int) -> tuple[httpx.Response, int]:
+        limits = Limits(max_chars=120, max_texts=6, max_beam_size=5, max_reply_bytes=max_reply_bytes)
+        with TestClient(create_app(endless, tiny_model_dir, limits, batch_wait_ms=0)) as test_client:
+            response = post(test_client, body)
+            return response, test_client.app.state.batcher.stats.decodes
+
+    response, _ = answer(10**9)
+    assert response.status_code == 200, response.text
+    size = len(response.content)
+    entries = response.json()["translations"]
+    longest = max(len(h["tgt_pieces"]) for e in entries for h in e.get("nbest", [e]) if "tgt_pieces" in h) \
+        if body.get("return_attention") else None
+    assert longest is None or longest > 20  # the outputs did run long: the worst case is the one measured
+    refused, decodes = answer(size - 1)
+    assert_error(refused, 413, f"the limit is {size - 1} bytes", "--max-reply-bytes")
+    assert decodes == 0
+    if slack is not None:
+        accepted, _ = answer(slack * size)
+        assert accepted.status_code == 200 and accepted.content == response.content
+
+
+def test_an_unexpected_error_answers_500_without_details_and_is_logged(tiny_model_dir, monkeypatch, caplog):
+    """A bug or an out-of-memory is not "retry later" (503) and its message (paths, internals) stays in the log."""
+    broken = Translator.load(tiny_model_dir, device="cpu")
+    secret = "CUDA out of memory; model at /home/someone/models/secret"
+
+    def fail(*args, **kwargs):
+        raise RuntimeError(secret)
+
+    monkeypatch.setattr(broken, "translate", fail)
+    with TestClient(create_app(broken, tiny_model_dir, LIMITS, batch_wait_ms=0)) as test_client:
+        response = post(test_client, {"text": "a dog"})
+        assert_error(response, 500, "internal error", "server log")
+        assert "secret" not in response.text and "memory" not in response.text
+        assert test_client.get("/health").json()["status"] == "ok"
+    assert secret in caplog.text and "Traceback" in caplog.text  # the server side has it in full
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--max-beam-size", "200"], ["--max-beam-size", "at most 100", "200"]),
+    (["--threads", "0"], ["--threads must be >= 1", "got 0"]),
+    (["--max-reply-bytes", "0"], ["--max-reply-bytes must be >= 1"]),
+    (["--max-hypotheses", "0"], ["--max-hypotheses must be >= 1"]),
+])
+def test_serve_refuses_impossible_settings_at_start_up(tmp_path, capsys, args, words):
+    from seq2seq.serve import main
+
+    with pytest.raises(SystemExit) as exit_info:  # before any model is loaded (this one does not exist)
+        main(["--model", str(tmp_path / "no_model"), *args])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    for word in words:
+        assert word in message, message
 
 
 @pytest.mark.parametrize(("body", "words"), [
