@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT, SUBPROCESS_ENV
+from conftest import REPO_ROOT, SUBPROCESS_ENV
 
 pytest.importorskip("huggingface_hub")
 

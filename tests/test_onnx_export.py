@@ -8,7 +8,7 @@ import torch
 
 from seq2seq.config import ModelConfig
 from seq2seq.model import build_model
-from tests.tiny_models import random_model, random_src
+from support.tiny_models import random_model, random_src
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT, TINY_OVERRIDES
+from support.runs import tiny_config, train_records
 
 pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
 
@@ -22,17 +21,12 @@ def read_events(log_dir) -> dict[str, list[tuple[int, float]]]:
 
 
 def test_event_files_hold_the_train_log_scalars(tiny_corpus, tmp_path):
-    from seq2seq.config import load_config
     from seq2seq.train import train
 
     out = tmp_path / "run"
-    cfg = load_config(REPO_ROOT / "configs" / "multi30k_en_de.yaml", [
-        f"data.path={tiny_corpus}", f"data.cache_dir={tmp_path / 'cache'}", "data.test_splits=[]", *TINY_OVERRIDES,
-        "train.max_steps=8", "train.log_every=2", "train.valid_every=4", "train.valid_bleu_sentences=20",
-        "train.ema_decay=0.9", "train.tensorboard=true",
-    ])
-    train(cfg, out)
-    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    train(tiny_config(tiny_corpus, tmp_path / "cache", "train.max_steps=8", "train.log_every=2", "train.valid_every=4",
+                      "train.valid_bleu_sentences=20", "train.ema_decay=0.9", "train.tensorboard=true"), out)
+    records = train_records(out)
     train_records = [r for r in records if r["type"] == "train"]
     valid_records = [r for r in records if r["type"] == "valid"]
     assert len(train_records) == 4 and len(valid_records) == 2

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from conftest import REPO_ROOT
 
 TUTORIAL = REPO_ROOT / "docs" / "tutorial.md"
 BLOCK = re.compile(r"^```(python|output)\n(.*?)^```$", re.S | re.M)
