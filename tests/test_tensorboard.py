@@ -27,9 +27,9 @@ def test_event_files_hold_the_train_log_scalars(tiny_corpus, tmp_path):
     train(tiny_config(tiny_corpus, tmp_path / "cache", "train.max_steps=8", "train.log_every=2", "train.valid_every=4",
                       "train.valid_bleu_sentences=20", "train.ema_decay=0.9", "train.tensorboard=true"), out)
     records = train_records(out)
-    train_records = [r for r in records if r["type"] == "train"]
+    train_logged = [r for r in records if r["type"] == "train"]
     valid_records = [r for r in records if r["type"] == "valid"]
-    assert len(train_records) == 4 and len(valid_records) == 2
+    assert len(train_logged) == 4 and len(valid_records) == 2
 
     scalars = read_events(out / "tensorboard")
     expected = {  # tag -> (record type, key): the names users of JoeyNMT / fairseq look for, written out here
