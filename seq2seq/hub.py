@@ -24,8 +24,8 @@ from seq2seq.tokenizer import SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE
 HUB_PREFIX = "hf:"
 #: what a model directory needs (downloaded, and required to push)
 MODEL_FILES = (CONFIG_FILE, SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE, WEIGHTS_FILE)
-#: pushed too when present: the test scores and the training curves
-EXTRA_FILES = (RESULTS_FILE, "train_log.jsonl", "curves.png")
+#: pushed too when present: the test scores, the training curves, the ONNX graphs (python -m seq2seq.onnx_export)
+EXTRA_FILES = (RESULTS_FILE, "train_log.jsonl", "curves.png", "onnx/encoder.onnx", "onnx/decoder_step.onnx")
 CARD_FILE = "README.md"
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 

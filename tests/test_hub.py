@@ -134,6 +134,19 @@ def test_push_operations_are_the_model_files_and_the_card(tiny_model_dir):
     assert pushed["README.md"].decode("utf-8").startswith("---\n")
 
 
+def test_exported_onnx_graphs_are_pushed_too(tiny_model_dir, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from seq2seq.checkpoint import load_model_dir
+    from seq2seq.hub import push_operations
+    from seq2seq.onnx_export import export_onnx
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir, ignore=shutil.ignore_patterns("last"))
+    export_onnx(load_model_dir(model_dir)[1], model_dir / "onnx")
+    pushed = {op.path_in_repo for op in push_operations(model_dir, "org/tiny")}
+    assert {"onnx/encoder.onnx", "onnx/decoder_step.onnx"} <= pushed and "model.safetensors" in pushed
+
+
 def test_push_refuses_a_damaged_directory(tiny_model_dir, tmp_path):
     from seq2seq.checkpoint import CheckpointError
     from seq2seq.hub import push_operations
