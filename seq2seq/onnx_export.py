@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from seq2seq.cells import ReferenceRNN
 from seq2seq.decoder import DecoderState, Memory
 from seq2seq.model import Seq2Seq
+from seq2seq.tokenizer import BOS_ID
 
 ENCODER_FILE = "encoder.onnx"
 STEP_FILE = "decoder_step.onnx"
@@ -112,7 +113,7 @@ def _export(model: Seq2Seq, out_dir: Path) -> tuple[Path, Path]:
             dynamic_axes={"src": {0: "batch", 1: "src_len"}, "src_lengths": {0: "batch"},
                           **_axes(states + MEMORY_NAMES, "batch")})
         start = EncoderGraph(model)(src, src_lengths)
-        prev_tokens = torch.tensor([1, 1])
+        prev_tokens = torch.full((2,), BOS_ID)
         torch.onnx.export(
             StepGraph(model).eval(), (prev_tokens, *start), str(step_path), dynamo=False, opset_version=OPSET,
             input_names=["prev_tokens"] + states + MEMORY_NAMES,
