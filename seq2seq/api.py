@@ -99,29 +99,34 @@ class Translator:
 
     @classmethod
     def load(cls, model_dir: str | Path | Sequence[str | Path], device: str = "auto", quantize: str | None = None,
-             dtype: str | None = None, threads: int | None = None) -> "Translator":
+             dtype: str | None = None, threads: int | None = None, backend: str = "torch") -> "Translator":
         """Load a model directory (config.yaml, tokenizers, model.safetensors), or several as an ensemble.
 
         Args:
-            model_dir: one directory, or a list of them: an ensemble averaging the models' log-probabilities per
+            model_dir: one directory (or ``hf:ORG/NAME[@REVISION]``, a model on the Hugging Face Hub: see
+                :mod:`seq2seq.hub`), or a list of them: an ensemble averaging the models' log-probabilities per
                 step (they must share both tokenizers; the first one's ``decode`` settings apply).
             device: ``auto`` | ``cpu`` | ``cuda``.
             quantize: ``int8`` for dynamic int8 quantization of linear layers (CPU inference).
             dtype: compute dtype ``auto`` | ``fp32`` | ``tf32`` | ``bf16`` | ``fp16`` (default: the model's
                 ``decode.dtype``); ``auto`` times decoding in each candidate once per machine and caches the choice.
             threads: CPU threads for torch (``torch.set_num_threads``, for the whole process; default: torch's).
+            backend: ``torch``, or ``onnx``: the encoder and decoder step exported to ``MODEL_DIR/onnx/`` by
+                ``python -m seq2seq.onnx_export`` run in onnxruntime on the CPU (fp32; see docs/onnx.md).
         """
         from seq2seq.checkpoint import load_model_dir
+        from seq2seq.hub import resolve_model_dir
 
         model_dirs = [model_dir] if isinstance(model_dir, (str, Path)) else list(model_dir)
         if not model_dirs:
             raise ValueError("no model directory given")
+        model_dirs = [resolve_model_dir(location) for location in model_dirs]  # hf:ORG/NAME -> its cached snapshot
         if threads is not None:
             if int(threads) < 1:
                 raise ValueError(f"threads must be >= 1, got {threads}")
             torch.set_num_threads(int(threads))
 
-        resolved = resolve_device(device)
+        resolved = resolve_device("cpu" if backend == "onnx" and device == "auto" else device)
         cfg, model, src_tok, tgt_tok = load_model_dir(model_dirs[0], resolved)
         models = [model]
         for other in model_dirs[1:]:
@@ -140,6 +145,15 @@ class Translator:
             models = [quantize_int8(m) for m in models]
         elif quantize not in (None, "none"):
             raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+        if backend == "onnx":
+            from seq2seq.onnx_runtime import load_onnx_model
+
+            if resolved.type != "cpu" or quantize == "int8":
+                raise ValueError("backend='onnx' runs fp32 on the CPU: use device='cpu' and no quantize")
+            cfg.decode.dtype = "fp32"
+            models = [load_onnx_model(Path(d) / "onnx", cfg.model.rnn_type, threads) for d in model_dirs]
+        elif backend != "torch":
+            raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
         return cls(cfg, models[0], src_tok, tgt_tok, resolved, models[1:])
 
     def encode_sources(self, lines: Sequence[str], numbers: Sequence[int] | None = None) -> list[list[int]]:

@@ -153,6 +153,9 @@ class TrainConfig:
     max_bad_steps: int = 5
     #: compile the decoder step with torch.compile (faster steps after a one-off compile of about a minute)
     compile: bool = False
+    #: also write the train_log.jsonl scalars as TensorBoard event files under OUT/tensorboard/ (needs the
+    #: ``tensorboard`` extra; seq2seq/training/tensorboard.py)
+    tensorboard: bool = False
     #: under torchrun: minutes a rank waits for the others (rank 0's data preparation and validation included)
     #: before giving up with an error
     dist_timeout: float = 30.0

@@ -50,6 +50,7 @@ from seq2seq.training.resume import (
 from seq2seq.training.run import Run, build_run, run_logging
 from seq2seq.training.step import ThroughputWindow, step_share, train_step
 from seq2seq.training.validation import validate
+from seq2seq.training.tensorboard import TensorBoardLog
 
 logger = logging.getLogger("seq2seq.train")
 
@@ -139,10 +140,11 @@ def _train(cfg: Config, out_dir: Path, resume: bool, dist: Distributed, dist_dev
         atomic_write_text(out_dir / CONFIG_FILE, cfg.to_yaml())
     random.seed(tcfg.seed)
     torch.manual_seed(tcfg.seed)
+    tensorboard = TensorBoardLog(out_dir, tcfg.tensorboard and dist.is_main)  # before the data: fails fast
     data = dist.in_turns(lambda: prepare_data(cfg, out_dir), "preparing the data and tokenizers")
     run = build_run(cfg, out_dir, data, device, state_dir, dist)
     log_file = open(out_dir / "train_log.jsonl", "a", encoding="utf-8") if dist.is_main else contextlib.nullcontext()
-    with log_file as run.log_file:
+    with log_file as run.log_file, tensorboard as run.tensorboard:
         stop_reason = run_loop(run, data)
     # every rank is past its last collective before any leaves (a rank that exits while another still talks to it
     # can abort in gloo's teardown); rank 0 then evaluates the test splits alone

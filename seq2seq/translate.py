@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m seq2seq.translate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("text", nargs="*", help="sentences to translate (none: read stdin line by line)")
-    parser.add_argument("--model", action="append", help="model directory (default: the most recently trained under "
+    parser.add_argument("--model", action="append", help="model directory or hf:ORG/NAME[@REVISION] (default: the most recently trained under "
                         "runs/); give it several times for an ensemble (models sharing their tokenizers)")
     parser.add_argument("--beam-size", type=int, default=None, help="beam size (1 = greedy; default: the model's config)")
     parser.add_argument("--nbest", type=int, default=1, help="print this many hypotheses per input: score<TAB>text")
@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alignments", action="store_true",
                         help="with --json: hard alignments (per target piece, the most attended source piece and word)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, all cores)")
+    parser.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                        help="onnx: run MODEL/onnx/ (written by python -m seq2seq.onnx_export) in onnxruntime, CPU fp32")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar on stderr (shown when stdin is a file: `< input.en`)")
     parser.add_argument("--plot-attention", metavar="FILE.png", help="save attention heatmaps of the inputs")
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         translator = Translator.load(model_dirs, device=args.device, quantize=args.quantize, dtype=args.dtype,
-                                     threads=args.threads)
+                                     threads=args.threads, backend=args.backend)
         sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed) if args.sampling else None
         if sampling is not None:
             sampling.sampler()  # checks the settings: one clear error before any input is read

@@ -20,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (train.max_steps)")
     parser.add_argument("--max-minutes", type=float, help="stop after this many minutes (train.max_minutes)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="train.device")
+    parser.add_argument("--tensorboard", action="store_true", default=None,
+                        help="also log the scalars for TensorBoard under OUT/tensorboard/ (train.tensorboard)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value, e.g. --set train.lr=0.0005 (repeatable)")
@@ -30,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> Config:
     overrides = list(args.overrides) + list(args.extra_overrides)
     for flag, key in (("data", "data.path"), ("src_lang", "data.src_lang"), ("tgt_lang", "data.tgt_lang"),
-                      ("max_steps", "train.max_steps"), ("max_minutes", "train.max_minutes"), ("device", "train.device")):
+                      ("max_steps", "train.max_steps"), ("max_minutes", "train.max_minutes"), ("device", "train.device"),
+                      ("tensorboard", "train.tensorboard")):
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")

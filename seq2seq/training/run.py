@@ -90,6 +90,7 @@ class Run:
     segment_start: float = field(default_factory=time.perf_counter)
     last_save: float = field(default_factory=time.perf_counter)  # perf_counter() of the latest save of last/
     log_file: Any = None
+    tensorboard: Any = None  # a seq2seq.training.tensorboard.TensorBoardLog on rank 0 with train.tensorboard
     stop: StopRequest = field(default_factory=StopRequest)
     #: the latest step's agreement between ranks (rank 0's clock, stop and save decisions; see seq2seq/training/distributed.py)
     agreed: StepAgreement | None = None
@@ -131,6 +132,8 @@ class Run:
         if self.log_file is not None:  # rank 0 only
             self.log_file.write(json.dumps(record) + "\n")
             self.log_file.flush()
+        if self.tensorboard is not None:
+            self.tensorboard.write(record)
 
     def checkpoint(self) -> None:
         """Save ``last/`` (at a step boundary: weights, optimizer, RNG and counters agree) and restart the

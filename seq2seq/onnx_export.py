@@ -1,0 +1,152 @@
+"""Export a model to ONNX as two graphs: the encoder (with the decoder's start) and one decoder step.
+
+``encoder.onnx``  ``src (B, S) int64, src_lengths (B,) int64`` -> the decoder's initial ``hidden (L, B, H)``,
+                  [``cell (L, B, H)``, LSTM only], ``attn_vector (B, A)``, and the attention memory ``values (B, S, M)``,
+                  ``keys (B, S, K)``, ``pad_mask (B, S) bool``: :meth:`AttnDecoder.start` after the encoder.
+``decoder_step.onnx``  ``prev_tokens (N,) int64``, the state and the memory of N rows -> ``logits (N, V)``, the new
+                  state, ``attn_weights (N, S)``: :meth:`AttnDecoder.step`.
+
+Every search mode loops over steps in Python and reorders the state between them, so exporting these two graphs
+(and not a whole search) keeps greedy, beam, sampling, constrained search and scoring unchanged: they run on
+:class:`seq2seq.onnx_runtime.OnnxSeq2Seq`, which has the model's ``encode`` / ``decoder.start`` / ``decoder.step``.
+
+The TorchScript exporter (``dynamo=False``) is used on purpose: the dynamo exporter freezes the time axis of
+bidirectional recurrences (pytorch#191855), writes nn.GRU with the wrong ``linear_before_reset`` (pytorch#189225),
+and torch.export fails on RNNs with a dynamic length (pytorch#126339). The TorchScript exporter turns the packed
+bidirectional encoder into ONNX LSTM/GRU nodes with ``sequence_lens``, dynamic in batch and source length.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from seq2seq.cells import ReferenceRNN
+from seq2seq.decoder import DecoderState, Memory
+from seq2seq.model import Seq2Seq
+from seq2seq.tokenizer import BOS_ID
+
+ENCODER_FILE = "encoder.onnx"
+STEP_FILE = "decoder_step.onnx"
+#: ONNX opset of the exported graphs (onnxruntime >= 1.14 runs it)
+OPSET = 17
+
+
+def state_names(rnn_type: str) -> list[str]:
+    return ["hidden", "cell", "attn_vector"] if rnn_type == "lstm" else ["hidden", "attn_vector"]
+
+
+MEMORY_NAMES = ["values", "keys", "pad_mask"]
+
+
+class EncoderGraph(nn.Module):
+    """``(src, src_lengths)`` -> initial state tensors + memory tensors (see the module docstring)."""
+
+    def __init__(self, model: Seq2Seq) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, ...]:
+        state, memory = self.model.decoder.start(self.model.encode(src, src_lengths))
+        cell = (state.cell,) if state.cell is not None else ()
+        return (state.hidden, *cell, state.attn_vector, memory.values, memory.keys, memory.pad_mask)
+
+
+class StepGraph(nn.Module):
+    """``(prev_tokens, *state, *memory)`` -> ``(logits, *new state, attn_weights)``."""
+
+    def __init__(self, model: Seq2Seq) -> None:
+        super().__init__()
+        self.model = model
+        self.lstm = model.decoder.rnn_type == "lstm"
+
+    def forward(self, prev_tokens: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
+        if self.lstm:
+            hidden, cell, attn_vector, values, keys, pad_mask = tensors
+        else:
+            (hidden, attn_vector, values, keys, pad_mask), cell = tensors, None
+        logits, state, attn_weights = self.model.decoder.step(
+            prev_tokens, DecoderState(hidden, cell, attn_vector), Memory(values, keys, pad_mask))
+        new_cell = (state.cell,) if self.lstm else ()
+        return (logits, state.hidden, *new_cell, state.attn_vector, attn_weights)
+
+
+def _axes(names: list[str], rows: str) -> dict[str, dict[int, str]]:
+    """Dynamic axes of state/memory tensors: rows (batch) everywhere, the source length in the memory."""
+    axes = {"hidden": {1: rows}, "cell": {1: rows}, "attn_vector": {0: rows}, "values": {0: rows, 1: "src_len"},
+            "keys": {0: rows, 1: "src_len"}, "pad_mask": {0: rows, 1: "src_len"}}
+    return {name: axes[name] for name in names}
+
+
+def export_onnx(model: Seq2Seq, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``encoder.onnx`` and ``decoder_step.onnx`` for ``model`` (fp32, CPU) into ``out_dir``; returns their paths.
+
+    Raises ValueError for a model built with ``model.rnn_impl: reference`` (its Python loop over time would be
+    traced at one length): rebuild it with ``fused``, which has the same weights.
+    """
+    if any(isinstance(m, ReferenceRNN) for m in model.modules()):
+        raise ValueError("ONNX export needs model.rnn_impl: fused (the textbook cells of 'reference' loop in Python "
+                         "over time); the weights are the same: load the model with rnn_impl fused and export it")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    try:
+        return _export(model.float().cpu().eval(), out_dir)
+    finally:  # the exporter restores its wrapper's mode on the model; leave it as the caller had it
+        model.train(was_training)
+
+
+def _export(model: Seq2Seq, out_dir: Path) -> tuple[Path, Path]:
+    rnn_type = model.decoder.rnn_type
+    states = state_names(rnn_type)
+    src = torch.tensor([[5, 6, 7, 8, 9], [5, 6, 7, 0, 0]])  # two rows of different lengths: the packed path
+    src_lengths = torch.tensor([5, 3])
+    encoder_path, step_path = out_dir / ENCODER_FILE, out_dir / STEP_FILE
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+        torch.onnx.export(
+            EncoderGraph(model).eval(), (src, src_lengths), str(encoder_path), dynamo=False, opset_version=OPSET,
+            input_names=["src", "src_lengths"], output_names=states + MEMORY_NAMES,
+            dynamic_axes={"src": {0: "batch", 1: "src_len"}, "src_lengths": {0: "batch"},
+                          **_axes(states + MEMORY_NAMES, "batch")})
+        start = EncoderGraph(model)(src, src_lengths)
+        prev_tokens = torch.full((2,), BOS_ID)
+        torch.onnx.export(
+            StepGraph(model).eval(), (prev_tokens, *start), str(step_path), dynamo=False, opset_version=OPSET,
+            input_names=["prev_tokens"] + states + MEMORY_NAMES,
+            output_names=["logits"] + [f"new_{name}" for name in states] + ["attn_weights"],
+            dynamic_axes={"prev_tokens": {0: "rows"}, "logits": {0: "rows"}, "attn_weights": {0: "rows", 1: "src_len"},
+                          **_axes(states + MEMORY_NAMES, "rows"),
+                          **{f"new_{name}": axes for name, axes in _axes(states, "rows").items()}})
+    return encoder_path, step_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m seq2seq.onnx_export --model DIR [--out DIR/onnx]``."""
+    import argparse
+    import sys
+
+    from seq2seq.checkpoint import CheckpointError, load_model_dir
+    from seq2seq.hub import resolve_model_dir
+
+    parser = argparse.ArgumentParser(prog="python -m seq2seq.onnx_export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="model directory (or hf:ORG/NAME)")
+    parser.add_argument("--out", help="where to write the two graphs (default: MODEL/onnx)")
+    args = parser.parse_args(argv)
+    try:
+        model_dir = resolve_model_dir(args.model)
+        _, model, _, _ = load_model_dir(model_dir)
+        paths = export_onnx(model, args.out or model_dir / "onnx")
+    except (CheckpointError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print("\n".join(str(p) for p in paths))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
