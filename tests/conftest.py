@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from support.corpus import DE, EN
+
+from seq2seq.config import TokenizerConfig
+from seq2seq.tokenizer import Tokenizer, train_tokenizers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: the environment of command-line subprocesses: one torch thread (the CI machine's two cores are shared, and two
@@ -123,3 +127,12 @@ def train_until_interrupted(cfg, out: Path, steps_done: int, monkeypatch) -> dic
         monkeypatch.setattr(torch.amp.GradScaler, "step", real_step)
     assert summary["interrupted"] is True, "the run was not interrupted"
     return summary
+
+
+@pytest.fixture(scope="module")
+def small_tokenizers(tmp_path_factory) -> tuple[Tokenizer, Tokenizer]:
+    """Source and target tokenizers (vocabulary 40) trained on 300 short lines drawn from ``support.corpus``."""
+    rng = random.Random(0)
+    en_lines = [" ".join(rng.choice(EN).split()[: rng.randint(1, 6)]) for _ in range(300)]
+    de_lines = [" ".join(rng.choice(DE).split()[: rng.randint(1, 6)]) for _ in range(300)]
+    return train_tokenizers(TokenizerConfig(vocab_size=40), en_lines, de_lines, tmp_path_factory.mktemp("tok"))

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from test_cli import SENTENCES, output_lines, run
+from support.cli import SENTENCES, output_lines, run
 
 from seq2seq.decoding.alignment import hard_alignment, piece_words
 from seq2seq.api import Translation, Translator

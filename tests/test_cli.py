@@ -10,30 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, SUBPROCESS_ENV, TINY_OVERRIDES
+from conftest import REPO_ROOT, TINY_OVERRIDES
+from support.cli import ENV, SENTENCES, output_lines, run
 
 from seq2seq.api import Translator
 from seq2seq.metrics import score
 
-SENTENCES = [
-    "A man is riding a bike.", "Two dogs play in the snow.", "A girl in a red dress is walking down the street.",
-]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 BLEU_SIGNATURE = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:"
-ENV = SUBPROCESS_ENV  # one torch thread, no GPU
-
-
-def run(module: str, *args: str, cwd: Path | None = None, stdin: str | None = None,
-        timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or REPO_ROOT, input=stdin,
-                          capture_output=True, text=True, encoding="utf-8", timeout=timeout, env=ENV)
-
-
-def output_lines(result: subprocess.CompletedProcess) -> list[str]:
-    """stdout split into lines, keeping empty lines and trailing spaces."""
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.endswith("\n")
-    return result.stdout[:-1].split("\n")
 
 
 @pytest.fixture(scope="module")

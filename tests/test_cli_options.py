@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from test_cli import ENV, SENTENCES, run
+from support.cli import ENV, SENTENCES, run
 
 from seq2seq.api import Translator
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import SUBPROCESS_ENV, TINY_OVERRIDES
-from test_train import (
+from support.runs import (
     assert_same_weights,
     losses_by_step,
     reuse_tokenizers,

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 from conftest import REPO_ROOT
-from tiny_models import (
+from support.tiny_models import (
     all_outputs,
     gnmt_penalty,
     random_src,

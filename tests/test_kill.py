@@ -35,6 +35,7 @@ import pytest
 import safetensors.torch
 import torch
 from conftest import REPO_ROOT, SUBPROCESS_ENV, TINY_OVERRIDES
+from support.faults import SMALL, corpus_lines, write_corpus
 
 from seq2seq.api import Translator
 from seq2seq.checkpoint import CheckpointError, find_training_state
@@ -282,3 +283,65 @@ def test_sigkill_at_random_moments_then_resume_equals_the_uninterrupted_run(refe
     out = with_tokenizers(tiny_model_dir, tmp_path / "run")
     kill_and_resume(plan, out, kill_corpus, tmp_path / "cache", capsys, note, every_kill_lands=False)
     assert_same_run(reference, out, note)
+
+
+# ============================================================================ SIGKILL and --resume
+def saved_step(run_dir: Path) -> int:
+    try:
+        return json.loads((run_dir / "last" / "state.json").read_text())["step"]
+    except (OSError, ValueError):  # not there yet, or replaced while being read
+        return -1
+
+
+def test_sigkill_leaves_a_loadable_checkpoint_and_resume_finishes(tiny_corpus, tmp_path):
+    """A real training process killed with SIGKILL a quarter second after its first validation: the model
+    directory loads and ``--resume`` runs to the end (exactness after kills: tests/test_kill.py). The corpus also has the documented odd lines: CRLF line ends,
+    whitespace-only lines (dropped) and a 1 MB line in training (dropped by data.max_length) and in validation
+    (left out of the validation loss, truncated for validation BLEU)."""
+    en, de = corpus_lines(tiny_corpus, "train", "en", 300), corpus_lines(tiny_corpus, "train", "de", 300)
+    crlf = lambda lines: [line.rstrip(b"\n") + b"\r\n" for line in lines]  # noqa: E731
+    huge_en, huge_de = b"a man " * 175_000 + b"\r\n", b"ein Mann " * 117_000 + b"\r\n"
+    data = write_corpus(tmp_path / "corpus", {
+        "train.en": crlf(en[:150]) + [b"  \t\r\n", huge_en] + crlf(en[150:]) + [b"\r\n"],
+        "train.de": crlf(de[:150]) + [b"\r\n", huge_de] + crlf(de[150:]) + [b" \r\n"],
+        "val.en": crlf(corpus_lines(tiny_corpus, "val", "en", 20)) + [huge_en],
+        "val.de": crlf(corpus_lines(tiny_corpus, "val", "de", 20)) + [b"Ein Mann.\r\n"],  # short: BLEU stays quick
+    })
+    out = tmp_path / "run"
+    sets = [a for o in SMALL + [f"data.cache_dir={tmp_path / 'cache'}", "train.max_tokens=600", "train.valid_every=2",
+                                "train.log_every=1", "decode.max_src_length=20", "train.patience=0"]
+            for a in ("--set", o)]
+    command = [sys.executable, "-m", "seq2seq.train", "--data", str(data), "--out", str(out), "--max-steps", "40", *sets]
+    log = (tmp_path / "first.log").open("wb")
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 240
+        while saved_step(out) < 2:  # the first validation's checkpoint (last/ also holds step 0)
+            assert proc.poll() is None, (tmp_path / "first.log").read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint after 240 s"
+            time.sleep(0.05)
+        time.sleep(0.25)  # in the next steps or checkpoints; tests/test_kill.py kills at chosen and random moments
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        proc.kill()
+        log.close()
+
+    killed_at = json.loads((find_training_state(out) / "state.json").read_text())["step"]
+    assert 2 <= killed_at < 40
+    Translator.load(out, device="cpu").translate(["A man.", ""])
+    resumed = subprocess.run([sys.executable, "-m", "seq2seq.train", "--out", str(out), "--resume"],
+                             capture_output=True, text=True, timeout=300, env=ENV, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Traceback" not in resumed.stderr
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["step"] == 40
+    assert f"resumed from {out / 'last'}" in resumed.stderr or f"resumed from {out / 'last.old'}" in resumed.stderr
+    translator = Translator.load(out, device="cpu")
+    assert len(translator.translate(["A man.", "Zwei Hunde."])) == 2
+    # the documented handling of the odd lines
+    train_log = (out / "train.log").read_text(encoding="utf-8")
+    assert "dropped 2 pairs with an empty side" in train_log  # whitespace-only lines
+    assert "longer than data.max_length" in train_log  # the 1 MB training line
+    assert "validation loss leaves out 1 pairs" in train_log  # the 1 MB validation line
+    vocabulary = [translator.src_tokenizer.id_to_piece(i) for i in range(translator.src_tokenizer.vocab_size)]
+    assert not any("\r" in piece for piece in vocabulary)  # CRLF line ends never reach the tokenizer

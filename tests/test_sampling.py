@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 import torch
 from conftest import REPO_ROOT
-from tiny_models import all_outputs, random_src, sharp_model, teacher_forced_scores
+from support.tiny_models import all_outputs, random_src, sharp_model, teacher_forced_scores
 
 from seq2seq.decoding.sampling import Sampler, Sampling, make_generator, sample_search
 from seq2seq.tokenizer import BOS_ID, EOS_ID, UNK_ID

@@ -4,23 +4,15 @@ beside them)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 
 import pytest
 from conftest import REPO_ROOT, TINY_OVERRIDES
+from support.scripts import load_script
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_sweep_trains_each_variant_ranks_by_validation_bleu_and_reuses_finished_runs(tiny_corpus, tmp_path):

@@ -1,5 +1,5 @@
 """Greedy and beam search: scripted step probabilities with hand-computed answers, exhaustive search on a
-tiny model, beam 1 == greedy, batch == alone, and the logit-constraint helpers against brute force."""
+tiny model, beam 1 == greedy, batch == alone. (The logit constraints themselves: test_logits.py.)"""
 
 from __future__ import annotations
 
@@ -9,17 +9,12 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from tiny_models import random_model, random_src, teacher_forced_scores
+from support.tiny_models import random_model, random_src, teacher_forced_scores
 
 from seq2seq.decoding.search import (
     Hypothesis,
-    ban_eos_before_min_length,
-    ban_repeated_ngrams,
     beam_search,
-    force_eos_at_max_length,
     greedy_search,
-    length_penalty,
-    max_output_lengths,
 )
 from seq2seq.model import Seq2Seq
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
@@ -419,68 +414,6 @@ def test_beam_search_rejects_nbest_above_beam_size():
     src, src_lengths = random_src([3])
     with pytest.raises(ValueError, match="nbest"):
         beam_search(random_model(), src, src_lengths, beam_size=2, nbest=3)
-
-
-# ---------------------------------------------------------------------------- helpers against brute force
-def banned_by_brute_force(history: list[int], ngram_size: int, vocab: int) -> set[int]:
-    if ngram_size == 1:
-        return set(history)
-    seen = set(ngrams(history, ngram_size))
-    prefix = tuple(history[len(history) - ngram_size + 1 :]) if len(history) >= ngram_size - 1 else None
-    return {v for v in range(vocab) if prefix is not None and prefix + (v,) in seen}
-
-
-@pytest.mark.parametrize("ngram_size", [0, 1, 2, 3, 4])
-@pytest.mark.parametrize("length", [0, 1, 2, 3, 5, 12])
-def test_ban_repeated_ngrams_matches_brute_force(ngram_size, length):
-    vocab = 5  # small, so repeats are common
-    history = torch.randint(0, vocab, (64, length))
-    log_probs = torch.randn(64, vocab)
-    out = ban_repeated_ngrams(log_probs.clone(), history, ngram_size)
-    for row in range(64):
-        banned = banned_by_brute_force(history[row].tolist(), ngram_size, vocab) if ngram_size > 0 else set()
-        for v in range(vocab):
-            if v in banned:
-                assert out[row, v] == float("-inf")
-            else:
-                assert out[row, v] == log_probs[row, v]
-
-
-@pytest.mark.parametrize("length", [0, 1, 2, 3, 4])
-def test_ban_eos_before_min_length(length):
-    log_probs = torch.randn(3, 8)
-    out = ban_eos_before_min_length(log_probs.clone(), torch.full((3, length), 5), min_length=3)
-    expected = log_probs.clone()
-    if length < 3:
-        expected[:, EOS_ID] = float("-inf")
-    assert torch.equal(out, expected)
-
-
-def test_force_eos_at_max_length():
-    log_probs = torch.randn(4, 8)
-    out = force_eos_at_max_length(log_probs.clone(), step=3, max_lengths=torch.tensor([2, 3, 4, 10]))
-    for row, at_limit in enumerate([True, True, False, False]):
-        for v in range(8):
-            expected = float("-inf") if at_limit and v != EOS_ID else float(log_probs[row, v])
-            assert float(out[row, v]) == expected
-
-
-@pytest.mark.parametrize("a,b", [(1.5, 10), (0.0, 4), (1.2, 0), (0.5, 1), (0.0, 0)])
-def test_max_output_lengths(a, b):
-    lengths = torch.tensor([1, 2, 3, 7, 10, 33])
-    expected = [max(1, math.floor(a * n + b)) for n in lengths.tolist()]
-    assert max_output_lengths(lengths, a, b).tolist() == expected
-
-
-@pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0, 2.0])
-def test_length_penalty(alpha):
-    lengths = torch.arange(1, 30)
-    expected = torch.tensor([((5 + n) / 6) ** alpha for n in lengths.tolist()])
-    torch.testing.assert_close(length_penalty(lengths.float(), alpha), expected, rtol=1e-6, atol=0)
-    assert length_penalty(1.0, alpha) == 1.0  # a one-token hypothesis is never rescaled
-    assert length_penalty(7.0, alpha) == pytest.approx(2.0**alpha)
-    if alpha == 0.0:
-        assert torch.all(length_penalty(lengths.float(), alpha) == 1.0)
 
 
 def test_max_length_wins_over_min_length():

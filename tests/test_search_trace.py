@@ -8,7 +8,8 @@ import math
 
 import pytest
 import torch
-from test_search import lp, random_model, random_src
+from support.tiny_models import gnmt_penalty as lp
+from support.tiny_models import random_model, random_src
 
 from seq2seq.decoding.search import beam_search, greedy_search
 from seq2seq.tokenizer import BOS_ID, EOS_ID

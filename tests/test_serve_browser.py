@@ -10,8 +10,8 @@ import os
 import signal
 
 import pytest
-from chromium import Chromium, find_chromium
-from serving import http_json, start_server
+from support.chromium import Chromium, find_chromium
+from support.serving import http_json, start_server
 
 SENTENCE = "Two dogs play in the snow."
 

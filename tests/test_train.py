@@ -20,11 +20,11 @@ import safetensors
 import safetensors.torch
 import torch
 from conftest import REPO_ROOT, SUBPROCESS_ENV, TINY_OVERRIDES, train_until_interrupted
+from support.runs import RECIPE, assert_same_weights, losses_by_step, reuse_tokenizers, tiny_config, train_records
 
 from seq2seq.config import load_config
 from seq2seq.train import TrainingError, main, train
 
-RECIPE = REPO_ROOT / "configs" / "multi30k_en_de.yaml"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # Dropout > 0 makes the RNG state part of what resume has to restore; a validation at step 10 lands mid-run.
@@ -37,36 +37,6 @@ RESUME_OVERRIDES = [
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("train_cache")
-
-
-def tiny_config(corpus: Path, cache: Path, *overrides: str, test_splits: str = "[]"):
-    return load_config(RECIPE, [
-        f"data.path={corpus}", f"data.cache_dir={cache}", f"data.test_splits={test_splits}",
-        *TINY_OVERRIDES, *overrides,
-    ])
-
-
-def train_records(run_dir: Path) -> list[dict]:
-    lines = (run_dir / "train_log.jsonl").read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
-
-
-def losses_by_step(run_dir: Path) -> dict[int, float]:
-    return {r["step"]: r["loss"] for r in train_records(run_dir) if r["type"] == "train"}
-
-
-def assert_same_weights(path_a: Path, path_b: Path) -> None:
-    a, b = safetensors.torch.load_file(str(path_a)), safetensors.torch.load_file(str(path_b))
-    assert a.keys() == b.keys()
-    for name in a:
-        assert torch.equal(a[name], b[name]), f"{name} differs between {path_a} and {path_b}"
-
-
-def reuse_tokenizers(source_run: Path, out: Path) -> None:
-    """Copy trained tokenizers into a fresh run directory (train() loads them instead of training again)."""
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("tokenizer.src.model", "tokenizer.tgt.model"):
-        shutil.copy(source_run / name, out / name)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 from conftest import REPO_ROOT
-from serving import ENV, http_json, start_server
+from support.serving import ENV, http_json, start_server
 
 from seq2seq.serving.batcher import BatcherBusy, DynamicBatcher
 
@@ -200,7 +200,7 @@ def test_the_package_imports_without_fastapi():
 
 # ---------------------------------------------------------------------------- scripts/load_test.py
 def test_load_test_percentiles_are_nearest_rank():
-    from test_scripts import load_script
+    from support.scripts import load_script
 
     load_test = load_script("load_test")
     values = [5.0, 1.0, 4.0, 2.0, 3.0, 10.0, 9.0, 8.0, 7.0, 6.0]  # 1..10: p50 = 5, p95 = 10, p10 = 1 (by hand)

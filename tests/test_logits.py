@@ -1,10 +1,13 @@
-"""decode.min_length defaults to 1: a non-empty source never gets an empty translation unless min_length is 0.
+"""The logit constraints of decoding/logits.py against brute force (n-gram bans, EOS before min_length, EOS at
+the length limit, the length limits, the GNMT penalty), and decode.min_length end to end: it defaults to 1, so a
+non-empty source never gets an empty translation unless min_length is 0.
 
-Checked on the real tiny model with its output bias pushed towards EOS, so that EOS is the argmax at every step
-(as in a barely trained model that translates `a man is riding a bike` to an empty line)."""
+The end-to-end tests run the real tiny model with its output bias pushed towards EOS, so that EOS is the argmax at
+every step (as in a barely trained model that translates `a man is riding a bike` to an empty line)."""
 
 from __future__ import annotations
 
+import math
 import shutil
 
 import pytest
@@ -14,6 +17,13 @@ import yaml
 from seq2seq.api import Translator
 from seq2seq.checkpoint import WEIGHTS_FILE, load_weights, save_weights
 from seq2seq.config import Config, DecodeConfig
+from seq2seq.decoding.logits import (
+    ban_eos_before_min_length,
+    ban_repeated_ngrams,
+    force_eos_at_max_length,
+    length_penalty,
+    max_output_lengths,
+)
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 SENTENCES = ["A man is riding a bike.", "Two dogs play in the snow.", "People."]
@@ -83,3 +93,69 @@ def test_the_bias_makes_eos_the_argmax_at_the_first_step(eos_model_dir):
         state, memory = tr.model.decoder.start(tr.model.encode(src, lengths))
         logits, _, _ = tr.model.decoder.step(torch.full((len(SENTENCES),), BOS_ID), state, memory)
     assert logits.argmax(dim=-1).tolist() == [EOS_ID] * len(SENTENCES)
+
+
+# ---------------------------------------------------------------------------- helpers against brute force
+def ngrams(tokens: list[int], n: int) -> list[tuple[int, ...]]:
+    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+
+
+def banned_by_brute_force(history: list[int], ngram_size: int, vocab: int) -> set[int]:
+    if ngram_size == 1:
+        return set(history)
+    seen = set(ngrams(history, ngram_size))
+    prefix = tuple(history[len(history) - ngram_size + 1 :]) if len(history) >= ngram_size - 1 else None
+    return {v for v in range(vocab) if prefix is not None and prefix + (v,) in seen}
+
+
+@pytest.mark.parametrize("ngram_size", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("length", [0, 1, 2, 3, 5, 12])
+def test_ban_repeated_ngrams_matches_brute_force(ngram_size, length):
+    vocab = 5  # small, so repeats are common
+    history = torch.randint(0, vocab, (64, length))
+    log_probs = torch.randn(64, vocab)
+    out = ban_repeated_ngrams(log_probs.clone(), history, ngram_size)
+    for row in range(64):
+        banned = banned_by_brute_force(history[row].tolist(), ngram_size, vocab) if ngram_size > 0 else set()
+        for v in range(vocab):
+            if v in banned:
+                assert out[row, v] == float("-inf")
+            else:
+                assert out[row, v] == log_probs[row, v]
+
+
+@pytest.mark.parametrize("length", [0, 1, 2, 3, 4])
+def test_ban_eos_before_min_length(length):
+    log_probs = torch.randn(3, 8)
+    out = ban_eos_before_min_length(log_probs.clone(), torch.full((3, length), 5), min_length=3)
+    expected = log_probs.clone()
+    if length < 3:
+        expected[:, EOS_ID] = float("-inf")
+    assert torch.equal(out, expected)
+
+
+def test_force_eos_at_max_length():
+    log_probs = torch.randn(4, 8)
+    out = force_eos_at_max_length(log_probs.clone(), step=3, max_lengths=torch.tensor([2, 3, 4, 10]))
+    for row, at_limit in enumerate([True, True, False, False]):
+        for v in range(8):
+            expected = float("-inf") if at_limit and v != EOS_ID else float(log_probs[row, v])
+            assert float(out[row, v]) == expected
+
+
+@pytest.mark.parametrize("a,b", [(1.5, 10), (0.0, 4), (1.2, 0), (0.5, 1), (0.0, 0)])
+def test_max_output_lengths(a, b):
+    lengths = torch.tensor([1, 2, 3, 7, 10, 33])
+    expected = [max(1, math.floor(a * n + b)) for n in lengths.tolist()]
+    assert max_output_lengths(lengths, a, b).tolist() == expected
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0, 2.0])
+def test_length_penalty(alpha):
+    lengths = torch.arange(1, 30)
+    expected = torch.tensor([((5 + n) / 6) ** alpha for n in lengths.tolist()])
+    torch.testing.assert_close(length_penalty(lengths.float(), alpha), expected, rtol=1e-6, atol=0)
+    assert length_penalty(1.0, alpha) == 1.0  # a one-token hypothesis is never rescaled
+    assert length_penalty(7.0, alpha) == pytest.approx(2.0**alpha)
+    if alpha == 0.0:
+        assert torch.all(length_penalty(lengths.float(), alpha) == 1.0)

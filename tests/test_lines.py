@@ -11,7 +11,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from test_cli import ENV, SENTENCES
+from support.cli import ENV, SENTENCES
 
 from seq2seq.api import Translator
 from seq2seq.lines import count_lines, line_batches

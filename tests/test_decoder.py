@@ -1,0 +1,174 @@
+"""The attention decoder: state select and memory repeat commute with a step, the bridges (linear, last, zero)
+from the encoder state, and the parallel (teacher-forced) decoder equal to the step loop, also under bf16."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from support.model_inputs import (
+    ATOL,
+    ATTENTIONS,
+    DEC_HIDDEN,
+    EMB,
+    RNN_DIRS,
+    RNN_DIRS_IDS,
+    SRC_LENGTHS,
+    TGT_LENGTHS,
+    TGT_VOCAB,
+    make_model,
+    random_batch,
+    state_tensors,
+    stepped_logits,
+    summed_nll,
+)
+
+from seq2seq.config import Config, ConfigError, ModelConfig
+from seq2seq.decoder import AttnDecoder
+
+
+# ---------------------------------------------------------------------------- state values
+@pytest.mark.parametrize("rnn_type", ["gru", "lstm"])
+def test_state_select_and_memory_repeat_commute_with_step(rnn_type):
+    """Expanding to beams (select + repeat_interleave) then stepping == stepping then expanding."""
+    model = make_model(rnn_type, decoder_layers=2)
+    src, src_lengths, tgt_in, _ = random_batch(SRC_LENGTHS, TGT_LENGTHS)
+    enc = model.encode(src, src_lengths)
+    state, memory = model.decoder.start(enc)
+    logits, next_state, attn = model.decoder.step(tgt_in[:, 0], state, memory)
+
+    index = torch.arange(len(SRC_LENGTHS)).repeat_interleave(3)
+    state_k, memory_k = model.decoder.start(enc.repeat_interleave(3))
+    logits_k, next_state_k, attn_k = model.decoder.step(tgt_in[:, 0][index], state_k, memory_k)
+    torch.testing.assert_close(logits_k, logits[index], atol=ATOL, rtol=0)
+    torch.testing.assert_close(attn_k, attn[index], atol=ATOL, rtol=0)
+    for expanded, plain in zip(state_tensors(next_state_k), state_tensors(next_state.select(index))):
+        torch.testing.assert_close(expanded, plain, atol=ATOL, rtol=0)
+
+    reorder = torch.tensor([2, 0, 0, 3])
+    selected = next_state.select(reorder)
+    for new, old in zip(state_tensors(selected), state_tensors(next_state)):
+        assert torch.equal(new, old[:, reorder])
+    assert torch.equal(selected.attn_vector, next_state.attn_vector[reorder])
+
+
+# ---------------------------------------------------------------------------- bridge
+LAYER_PAIRS = [(1, 1), (2, 1), (1, 2), (2, 2)]
+
+
+def source_layer(decoder_layer: int, encoder_layers: int, decoder_layers: int) -> int:
+    """Equal depths map layer to layer; otherwise the top encoder layer starts every decoder layer."""
+    return decoder_layer if encoder_layers == decoder_layers else encoder_layers - 1
+
+
+@pytest.mark.parametrize("rnn_type,bidirectional", RNN_DIRS, ids=RNN_DIRS_IDS)
+@pytest.mark.parametrize("encoder_layers,decoder_layers", LAYER_PAIRS)
+def test_bridge_linear(rnn_type, bidirectional, encoder_layers, decoder_layers):
+    # encoder output 2*7 or 7 differs from the decoder hidden 10: a linear bridge maps any size
+    model = make_model(
+        rnn_type, bidirectional, encoder_hidden_size=7, encoder_layers=encoder_layers, decoder_layers=decoder_layers
+    )
+    src, src_lengths, _, _ = random_batch(SRC_LENGTHS, TGT_LENGTHS)
+    enc = model.encode(src, src_lengths)
+    state, _ = model.decoder.start(enc)
+    finals = [(state.hidden, enc.final_hidden, model.decoder.bridge_hidden)]
+    if rnn_type == "lstm":
+        finals.append((state.cell, enc.final_cell, model.decoder.bridge_cell))
+    else:
+        assert state.cell is None and model.decoder.bridge_cell is None
+    for initial, final, layer in finals:
+        assert initial.shape == (decoder_layers, len(SRC_LENGTHS), DEC_HIDDEN)
+        for d in range(decoder_layers):
+            expected = torch.tanh(layer(final[source_layer(d, encoder_layers, decoder_layers)]))
+            torch.testing.assert_close(initial[d], expected, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("rnn_type,bidirectional", RNN_DIRS, ids=RNN_DIRS_IDS)
+@pytest.mark.parametrize("encoder_layers,decoder_layers", LAYER_PAIRS)
+def test_bridge_last(rnn_type, bidirectional, encoder_layers, decoder_layers):
+    model = make_model(
+        rnn_type, bidirectional, bridge="last", encoder_layers=encoder_layers, decoder_layers=decoder_layers
+    )
+    assert not hasattr(model.decoder, "bridge_hidden")
+    src, src_lengths, _, _ = random_batch(SRC_LENGTHS, TGT_LENGTHS)
+    enc = model.encode(src, src_lengths)
+    state, _ = model.decoder.start(enc)
+    pairs = [(state.hidden, enc.final_hidden)] + ([(state.cell, enc.final_cell)] if rnn_type == "lstm" else [])
+    for initial, final in pairs:
+        assert initial.shape == (decoder_layers, len(SRC_LENGTHS), DEC_HIDDEN)
+        for d in range(decoder_layers):
+            assert torch.equal(initial[d], final[source_layer(d, encoder_layers, decoder_layers)])
+    logits, _ = model(src, src_lengths, random_batch(SRC_LENGTHS, TGT_LENGTHS)[2])
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("rnn_type,bidirectional", RNN_DIRS, ids=RNN_DIRS_IDS)
+@pytest.mark.parametrize("encoder_layers,decoder_layers", [(2, 1), (1, 2)])
+def test_bridge_zero(rnn_type, bidirectional, encoder_layers, decoder_layers):
+    model = make_model(
+        rnn_type, bidirectional, encoder_hidden_size=7, bridge="zero", encoder_layers=encoder_layers,
+        decoder_layers=decoder_layers,
+    )
+    src, src_lengths, _, _ = random_batch(SRC_LENGTHS, TGT_LENGTHS)
+    state, _ = model.decoder.start(model.encode(src, src_lengths))
+    for tensor in state_tensors(state) + [state.attn_vector]:
+        assert torch.count_nonzero(tensor) == 0
+    assert len(state_tensors(state)) == (2 if rnn_type == "lstm" else 1)
+    assert state.hidden.shape == (decoder_layers, len(SRC_LENGTHS), DEC_HIDDEN)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_bridge_last_needs_matching_sizes(bidirectional):
+    memory_size = 6 * (2 if bidirectional else 1)
+    with pytest.raises(ValueError, match="bridge 'last'"):
+        AttnDecoder(
+            vocab_size=TGT_VOCAB, emb_size=EMB, hidden_size=DEC_HIDDEN, memory_size=memory_size,
+            encoder_final_size=memory_size, bridge="last",
+        )
+    sizes = dict(encoder_hidden_size=6, bidirectional=bidirectional, decoder_hidden_size=10)
+    cfg = Config(model=ModelConfig(bridge="last", **sizes))
+    with pytest.raises(ConfigError, match="model.bridge"):
+        cfg.validate()
+    cfg.model.bridge = "bridge"
+    cfg.validate()  # the same sizes are fine with a linear bridge
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
+@pytest.mark.parametrize("rnn_type", ["gru", "lstm"])
+@pytest.mark.parametrize("decoder_layers", [1, 2])
+def test_parallel_decoder_equals_stepped(attention, rnn_type, decoder_layers):
+    model = make_model(rnn_type, attention=attention, input_feeding=False, decoder_layers=decoder_layers)
+    assert model.decoder.can_run_parallel
+    src, src_lengths, tgt_in, tgt_out = random_batch(SRC_LENGTHS, TGT_LENGTHS)
+    enc = model.encode(src, src_lengths)
+    parallel_logits, parallel_attn = model.decoder(tgt_in, enc, parallel=True)
+    loop_logits, loop_attn = model.decoder(tgt_in, enc, parallel=False)
+    torch.testing.assert_close(parallel_logits, loop_logits, atol=ATOL, rtol=0)
+    torch.testing.assert_close(parallel_attn, loop_attn, atol=ATOL, rtol=0)
+    torch.testing.assert_close(stepped_logits(model, src, src_lengths, tgt_in), loop_logits, atol=ATOL, rtol=0)
+    loss, _ = model.loss(src, src_lengths, tgt_in, tgt_out)  # the model uses the parallel path
+    torch.testing.assert_close(loss, summed_nll(loop_logits, tgt_out), atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("rnn_type", ["gru", "lstm"])
+def test_forward_equals_step_loop_with_input_feeding(rnn_type):
+    model = make_model(rnn_type, input_feeding=True, decoder_layers=2)
+    assert not model.decoder.can_run_parallel
+    src, src_lengths, tgt_in, _ = random_batch(SRC_LENGTHS, TGT_LENGTHS)
+    logits, _ = model(src, src_lengths, tgt_in)
+    torch.testing.assert_close(stepped_logits(model, src, src_lengths, tgt_in), logits, atol=ATOL, rtol=0)
+
+
+def test_bf16_forward_equals_the_step_loop_and_casts_the_feed_weight_once(monkeypatch):
+    """Under bf16 autocast the teacher-forced forward (feed weight cast once per sequence) gives the logits of
+    stepping position by position (where autocast casts the slice at every step): the same bf16 values."""
+    import seq2seq.decoder as decoder_module
+
+    model = make_model("gru", input_feeding=True, decoder_layers=1)
+    src, src_lengths, tgt_in, _ = random_batch(SRC_LENGTHS, TGT_LENGTHS)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        weight = decoder_module.autocast_once(model.decoder.feed_weight(), "cpu")
+        logits, _ = model(src, src_lengths, tgt_in)
+        stepped = stepped_logits(model, src, src_lengths, tgt_in)
+    assert weight.dtype == torch.bfloat16
+    assert decoder_module.autocast_once(model.decoder.feed_weight(), "cpu").dtype == torch.float32  # autocast off
+    torch.testing.assert_close(logits.float(), stepped.float(), atol=0, rtol=0)
