@@ -48,6 +48,10 @@ class DataConfig:
     num_workers: int = 0
 
 
+#: tokenizer.* keys that change how training text is segmented, not the trained SentencePiece models
+SEGMENTATION_SAMPLING_KEYS = ("sample_alpha", "bpe_dropout")
+
+
 @dataclass
 class TokenizerConfig:
     type: Literal["unigram", "bpe"] = "unigram"
@@ -60,6 +64,25 @@ class TokenizerConfig:
     input_sentence_size: int = 500_000
     #: strings kept as one piece wherever they occur (SentencePiece user_defined_symbols), e.g. ``["<2de>"]``
     user_symbols: list[str] = field(default_factory=list)
+    #: subword regularization for ``type: unigram`` (Kudo 2018, arXiv 1804.10959): every training epoch samples
+    #: each sentence's segmentation from the unigram lattice with this smoothing exponent (SentencePiece
+    #: ``enable_sampling``, ``nbest_size=-1``; smaller is more random, the paper used 0.1-0.5). 0 = off: the best
+    #: segmentation. Validation, test and translation always use the best segmentation (seq2seq/segmentation.py)
+    sample_alpha: float = 0.0
+    #: BPE-dropout for ``type: bpe`` (Provilkov et al. 2020, arXiv 1910.13267): the probability of skipping each
+    #: merge when a training sentence is segmented, drawn anew every epoch (the paper used 0.1). 0 = off
+    bpe_dropout: float = 0.0
+
+    @property
+    def sampling(self) -> float:
+        """The SentencePiece ``alpha`` that training batches are segmented with (unigram smoothing or BPE
+        dropout probability, by ``type``); 0 when every segmentation is the best one."""
+        return self.sample_alpha if self.type == "unigram" else self.bpe_dropout
+
+    def training_settings(self) -> dict[str, Any]:
+        """The settings the SentencePiece models are trained with (what keys cached or reused tokenizers):
+        everything but the segmentation sampling, which only changes how training text is segmented."""
+        return {k: v for k, v in asdict(self).items() if k not in SEGMENTATION_SAMPLING_KEYS}
 
 
 @dataclass
@@ -191,6 +214,9 @@ class Config:
             ("tokenizer.character_coverage", 0.0 < self.tokenizer.character_coverage <= 1.0, "in (0, 1]"),
             ("tokenizer.input_sentence_size", self.tokenizer.input_sentence_size == 0
              or self.tokenizer.input_sentence_size > 100, "0 (all sentences) or > 100 (SentencePiece's minimum)"),
+            ("tokenizer.sample_alpha", 0.0 <= self.tokenizer.sample_alpha < float("inf"),
+             "a finite number >= 0 (0 = off)"),
+            ("tokenizer.bpe_dropout", 0.0 <= self.tokenizer.bpe_dropout < 1.0, "in [0, 1) (0 = off)"),
             ("train.log_every", t.log_every >= 1, ">= 1"),
             ("train.warmup_steps", t.warmup_steps >= 0, ">= 0"),
             ("train.weight_decay", t.weight_decay >= 0, ">= 0"),
@@ -248,6 +274,13 @@ class Config:
                     f"config key 'tokenizer.user_symbols[{i}]' = {symbol!r} is not allowed: each symbol must be a "
                     f"non-empty string without whitespace, listed once, and none of {', '.join(SPECIAL_PIECES)}"
                 )
+        tok = self.tokenizer
+        if tok.sample_alpha > 0 and tok.type != "unigram":
+            raise ConfigError(f"tokenizer.sample_alpha = {tok.sample_alpha} samples unigram segmentations, but "
+                              f"tokenizer.type = {tok.type}; for BPE set tokenizer.bpe_dropout (e.g. 0.1) instead")
+        if tok.bpe_dropout > 0 and tok.type != "bpe":
+            raise ConfigError(f"tokenizer.bpe_dropout = {tok.bpe_dropout} drops BPE merges, but tokenizer.type = "
+                              f"{tok.type}; for unigram set tokenizer.sample_alpha (e.g. 0.1) instead")
         if t.scheduler in ("linear", "cosine") and not (t.max_steps or t.max_minutes):
             raise ConfigError(
                 f"train.scheduler = {t.scheduler} anneals the learning rate to the end of the training budget: set "

@@ -1,4 +1,5 @@
-"""Scoring with sacreBLEU (BLEU and chrF with their signatures) on detokenized output.
+"""Scoring with sacreBLEU (BLEU and chrF with their signatures) on detokenized output, and beside it lowercased,
+Moses-tokenized BLEU (the legacy metric of older papers, with its own signature; seq2seq/metrics.py).
 
     python -m seq2seq.evaluate --model runs/multi30k_en_de --src test.en --ref test.de [--beam-size 5]
     python -m seq2seq.evaluate --hyp output.de --ref test.de
@@ -46,12 +47,22 @@ def evaluate_test_splits(cfg: Config, out_dir: Path, device) -> dict[str, Any]:
         sources, references = list(raw["src"]), list(raw["tgt"])
         results[split] = {}
         for name, beam in (("greedy", 1), (f"beam{cfg.decode.beam_size}", cfg.decode.beam_size)):
-            _, result = translate_and_score(translator, sources, references, beam)
+            _, result = translate_and_score(translator, sources, references, beam, legacy_lang=cfg.data.tgt_lang)
             results[split][name] = result
-            logger.info("test %s %s: BLEU %.2f chrF %.2f (%.1f sentences/s) %s", split, name, result["bleu"],
-                        result["chrf"], result["sentences_per_second"], result["bleu_signature"])
+            logger.info("test %s %s: BLEU %.2f chrF %.2f (%.1f sentences/s) %s; lowercased Moses-tokenized BLEU "
+                        "%.2f %s", split, name, result["bleu"], result["chrf"], result["sentences_per_second"],
+                        result["bleu_signature"], result["bleu_lc_moses"], result["bleu_lc_moses_signature"])
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2, ensure_ascii=False))
     return results
+
+
+def _language_of(path: str) -> str | None:
+    """The language code a file name ends in (``test.de``, ``test.de.gz`` -> ``de``), or None."""
+    parts = Path(path).name.split(".")
+    if parts[-1] == "gz":
+        parts = parts[:-1]
+    code = parts[-1] if len(parts) > 1 else ""
+    return code.lower() if len(code) == 2 and code.isalpha() else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=["auto", "fp32", "tf32", "bf16", "fp16"], default=None,
                         help="compute dtype (default: the model's decode.dtype; auto = the faster on this machine, measured once and cached)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, all cores)")
+    parser.add_argument("--lang", help="target language of the Moses tokenizer for the lowercased, Moses-tokenized "
+                        "BLEU (default: the model's data.tgt_lang; with --hyp, the --ref file's extension, e.g. .de)")
     parser.add_argument("--out", help="write the translations here")
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr while translating")
@@ -89,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             hypotheses = read_lines(args.hyp)
             if len(hypotheses) != len(references):
                 raise ValueError(f"{args.hyp} has {len(hypotheses)} lines but {args.ref} has {len(references)}")
-            result = score(hypotheses, references)
+            result = score(hypotheses, references, args.lang or _language_of(args.ref))
         else:
             if not (args.model and args.src):
                 parser.error("give --model DIR and --src FILE to translate, or --hyp FILE to score existing output")
@@ -102,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                                          threads=args.threads)
             beam_size = args.beam_size or translator.cfg.decode.beam_size
             hypotheses, result = translate_and_score(translator, sources, references, beam_size, args.batch_size,
-                                                     show_progress=not args.no_progress)
+                                                     show_progress=not args.no_progress,
+                                                     legacy_lang=args.lang or translator.cfg.data.tgt_lang)
             if args.out:
                 Path(args.out).write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
     except (OSError, ValueError) as err:
@@ -116,6 +130,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {result['bleu_detail']}")
         print(f"  BLEU signature: {result['bleu_signature']}")
         print(f"  chrF signature: {result['chrf_signature']}")
+        if "bleu_lc_moses" in result:
+            print(f"lowercased, Moses-tokenized BLEU = {result['bleu_lc_moses']:.2f}  (the legacy metric of older "
+                  "papers; not comparable with the sacreBLEU score above)")
+            print(f"  {result['bleu_lc_moses_detail']}")
+            print(f"  lowercased Moses-tokenized BLEU signature: {result['bleu_lc_moses_signature']}")
+        else:
+            print("  (no lowercased, Moses-tokenized BLEU: give the target language with --lang)")
         if "sentences_per_second" in result:
             print(f"  decoding: beam {result['beam_size']}, {result['decode_seconds']} s, "
                   f"{result['sentences_per_second']} sentences/s")

@@ -1,8 +1,12 @@
-"""Corpus metrics on detokenized text: sacreBLEU BLEU and chrF with their signatures.
+"""Corpus metrics on detokenized text: sacreBLEU BLEU and chrF with their signatures, and beside them the legacy
+BLEU that older papers report.
 
 :func:`score` compares hypotheses with references; :func:`translate_and_score` translates first (any object with
 a ``translate(list[str], beam_size=, batch_size=, progress=)`` method, such as :class:`seq2seq.api.Translator`) and
-adds the decoding speed.
+adds the decoding speed. :func:`legacy_bleu` is lowercased, Moses-tokenized BLEU (the ``tokenizer.perl -l LANG |
+lowercase.perl | multi-bleu.perl`` pipeline of much of the NMT literature, e.g. the Multi30k results): a different
+metric from sacreBLEU's (usually a few points higher), with its own signature, reported only to place a score
+against such papers.
 """
 
 from __future__ import annotations
@@ -13,18 +17,49 @@ from typing import Sequence
 
 from sacrebleu.metrics import BLEU, CHRF
 
+#: the keys :func:`legacy_bleu` adds to a score
+LEGACY_BLEU_KEYS = ("bleu_lc_moses", "bleu_lc_moses_signature", "bleu_lc_moses_detail")
 
-def score(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
+
+def legacy_bleu(hypotheses: Sequence[str], references: Sequence[str], lang: str) -> dict:
+    """Lowercased, Moses-tokenized corpus BLEU of detokenized text against one reference each.
+
+    Hypotheses and references are tokenized by sacremoses' port of ``tokenizer.perl`` for ``lang`` (the target
+    language; default options, no escaping: escaping maps tokens one to one, which leaves BLEU unchanged), then
+    scored by sacreBLEU without further tokenization, lowercased. Returns ``bleu_lc_moses`` (float),
+    ``bleu_lc_moses_signature`` (sacreBLEU's signature with ``tok:moses-LANG`` and the sacremoses version) and
+    ``bleu_lc_moses_detail``.
+    """
+    import sacremoses
+    from sacremoses import MosesTokenizer
+
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references: they must pair up line by line")
+    moses = MosesTokenizer(lang=lang)
+
+    def tokenized(texts: Sequence[str]) -> list[str]:
+        return [moses.tokenize(text, escape=False, return_str=True) for text in texts]
+
+    bleu = BLEU(tokenize="none", lowercase=True)
+    result = bleu.corpus_score(tokenized(hypotheses), [tokenized(references)])
+    version = getattr(sacremoses, "__version__", "unknown")
+    signature = str(bleu.get_signature()).replace("tok:none", f"tok:moses-{lang}+sacremoses-{version}")
+    return {"bleu_lc_moses": round(result.score, 2), "bleu_lc_moses_signature": signature,
+            "bleu_lc_moses_detail": str(result)}
+
+
+def score(hypotheses: Sequence[str], references: Sequence[str], legacy_lang: str | None = None) -> dict:
     """Corpus BLEU and chrF of detokenized hypotheses against one reference each.
 
-    Returns a dict with ``bleu``, ``chrf`` (floats), ``bleu_signature``, ``chrf_signature`` and ``sentences``.
+    Returns a dict with ``bleu``, ``chrf`` (floats), ``bleu_signature``, ``chrf_signature`` and ``sentences``;
+    with ``legacy_lang`` (the target language) also :func:`legacy_bleu`'s keys.
     """
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references: they must pair up line by line")
     bleu, chrf = BLEU(), CHRF()
     bleu_score = bleu.corpus_score(list(hypotheses), [list(references)])
     chrf_score = chrf.corpus_score(list(hypotheses), [list(references)])
-    return {
+    result = {
         "bleu": round(bleu_score.score, 2),
         "chrf": round(chrf_score.score, 2),
         "bleu_signature": str(bleu.get_signature()),
@@ -32,12 +67,17 @@ def score(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
         "bleu_detail": str(bleu_score),
         "sentences": len(hypotheses),
     }
+    if legacy_lang is not None:
+        result.update(legacy_bleu(hypotheses, references, legacy_lang))
+    return result
 
 
 def translate_and_score(translator, sources: Sequence[str], references: Sequence[str], beam_size: int,
-                        batch_size: int | None = None, show_progress: bool = False) -> tuple[list[str], dict]:
-    """Translate ``sources`` and score against ``references``; adds decoding time and speed to the result.
-    ``show_progress``: a progress bar on stderr while translating."""
+                        batch_size: int | None = None, show_progress: bool = False,
+                        legacy_lang: str | None = None) -> tuple[list[str], dict]:
+    """Translate ``sources`` and score against ``references`` (:func:`score`; ``legacy_lang`` adds the legacy
+    BLEU); adds decoding time and speed to the result. ``show_progress``: a progress bar on stderr while
+    translating."""
     progress = None
     if show_progress:
         from tqdm import tqdm
@@ -51,7 +91,7 @@ def translate_and_score(translator, sources: Sequence[str], references: Sequence
         if progress is not None:
             progress.close()
     seconds = time.perf_counter() - start
-    result = score(hypotheses, references)
+    result = score(hypotheses, references, legacy_lang)
     result.update(
         beam_size=beam_size,
         decode_seconds=round(seconds, 2),

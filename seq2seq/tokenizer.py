@@ -125,6 +125,23 @@ class Tokenizer:
         """Piece ids of each text, without BOS/EOS. Never fails on odd unicode (lone surrogates become U+FFFD)."""
         return self._sp.encode([_clean(t) for t in texts], out_type=int)
 
+    def sample(self, texts: list[str], alpha: float, seeds: Iterable[int]) -> list[list[int]]:
+        """One sampled segmentation (piece ids, without BOS/EOS) of each text, for subword regularization:
+        unigram lattice sampling with smoothing ``alpha`` (``nbest_size=-1``) or BPE-dropout with merge-dropout
+        probability ``alpha``, whichever this model's type is.
+
+        Text i is segmented right after SentencePiece's generator is seeded with ``seeds[i]`` (each in
+        ``[0, 2**32 - 2]``), so its segmentation is a pure function of (model, text, alpha, seed): the same
+        whatever else is sampled before, after or in which chunks. Raises :class:`TokenizerError` when the
+        installed SentencePiece cannot be reseeded so (checked once per process).
+        """
+        _check_reseedable(self)
+        out = []
+        for text, seed in zip(texts, seeds):
+            spm.set_random_generator_seed(int(seed))
+            out.append(self._sp.encode(_clean(text), out_type=int, enable_sampling=True, alpha=alpha, nbest_size=-1))
+        return out
+
     def decode(self, ids: list[list[int]]) -> list[str]:
         """Text of each id sequence: cut at the first EOS, PAD and BOS dropped (lists, arrays or tensors)."""
         cleaned = []
@@ -146,6 +163,29 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer(source={self.source!r}, vocab_size={self.vocab_size})"
+
+
+_reseedable: bool | None = None
+
+
+def _check_reseedable(tokenizer: Tokenizer) -> None:
+    """Raise TokenizerError unless seeding SentencePiece's generator makes the next sampled segmentation
+    repeatable in this thread (sentencepiece 0.2.3 reseeds it; a build whose per-thread generator is seeded only
+    once, at its first use, would make sampled training batches, and so ``--resume``, irreproducible)."""
+    global _reseedable
+    if _reseedable is None:
+        probe = "subword regularization samples another segmentation of this sentence every epoch"
+        draws = []
+        for _ in range(2):
+            spm.set_random_generator_seed(12345)
+            draws.append([tokenizer._sp.encode(probe, out_type=int, enable_sampling=True, alpha=0.5, nbest_size=-1)
+                          for _ in range(4)])
+        _reseedable = draws[0] == draws[1]
+    if not _reseedable:
+        raise TokenizerError(
+            f"sentencepiece {getattr(spm, '__version__', '?')} does not restart its sampling generator when seeded, "
+            "so sampled segmentations (tokenizer.sample_alpha / tokenizer.bpe_dropout) could not be reproduced on "
+            "--resume; upgrade it (pip install -U sentencepiece) or set the sampling key to 0")
 
 
 class _Sentences:

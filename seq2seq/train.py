@@ -48,7 +48,7 @@ from seq2seq.training.resume import (
     check_reused_tokenizers,
 )
 from seq2seq.training.run import Run, build_run, run_logging
-from seq2seq.training.step import ThroughputWindow, fetch_batch, step_share, train_step
+from seq2seq.training.step import ThroughputWindow, step_share, train_step
 from seq2seq.training.validation import validate
 
 logger = logging.getLogger("seq2seq.train")
@@ -203,7 +203,7 @@ def run_loop(run: Run, data: TrainingData) -> str | None:
                     group = batches[state.batch_in_epoch : state.batch_in_epoch + span]
                     lr = run.schedule.step(state.step, run.progress())
                     share, counts = step_share(group, dist.rank, tcfg.accumulate)
-                    micro_batches = [fetch_batch(data.train, indices).to(run.device) for indices in share]
+                    micro_batches = [data.batch(indices).to(run.device) for indices in share]
                     target_tokens, source_tokens = data.sampler.count_tokens(group)
                     loss = train_step(run, micro_batches, target_tokens, counts)
                     state.batch_in_epoch += len(group)

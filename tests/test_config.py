@@ -289,3 +289,22 @@ def test_scientific_floats_and_verbatim_string_overrides(tmp_path):
                                       "tokenizer.character_coverage=0", "train.lr=.inf", "train.patience=-2"])
 def test_more_impossible_values(override):
     assert override.split("=")[0] in error_message(overrides=[override])
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["tokenizer.sample_alpha=-0.1"], "tokenizer.sample_alpha"),
+    (["tokenizer.bpe_dropout=1.0"], "tokenizer.bpe_dropout"),
+    (["tokenizer.type=bpe", "tokenizer.sample_alpha=0.1"], "tokenizer.bpe_dropout"),  # the key BPE needs
+    (["tokenizer.bpe_dropout=0.1"], "tokenizer.sample_alpha"),  # unigram by default
+])
+def test_segmentation_sampling_keys_are_checked_against_the_model_type(overrides, key):
+    assert key in error_message(overrides=overrides)
+
+
+def test_segmentation_sampling_does_not_change_the_trained_tokenizers():
+    plain, sampled = load_config(), load_config(overrides=["tokenizer.sample_alpha=0.2"])
+    assert sampled.tokenizer.sampling == 0.2 and plain.tokenizer.sampling == 0.0
+    assert load_config(overrides=["tokenizer.type=bpe", "tokenizer.bpe_dropout=0.1"]).tokenizer.sampling == 0.1
+    assert sampled.tokenizer.training_settings() == plain.tokenizer.training_settings()
+    assert load_config(overrides=["tokenizer.vocab_size=100"]).tokenizer.training_settings() != \
+        plain.tokenizer.training_settings()

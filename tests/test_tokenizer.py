@@ -222,3 +222,26 @@ def test_bad_user_symbols_name_the_key(symbols):
 
     with pytest.raises(ConfigError, match=r"tokenizer\.user_symbols\[\d\]"):
         load_config(None, [f"tokenizer.user_symbols={symbols}"])
+
+
+# ---------------------------------------------------------------------------- sampled segmentations
+@pytest.mark.parametrize("model_type,alpha", [("unigram", 0.1), ("bpe", 0.3)])
+def test_sampled_segmentation_is_a_function_of_text_and_seed_alone(model_type, alpha, tmp_path):
+    """Unigram sampling and BPE-dropout: each text's sample depends on its own seed only (not on the order or the
+    chunks it is sampled in), other seeds give other segmentations, and every sample spells the text."""
+    lines = synthetic_lines(400, seed=3)
+    tok, _ = train_tokenizers(TokenizerConfig(type=model_type, vocab_size=40), lines, lines, tmp_path)
+    texts, seeds = synthetic_lines(60, seed=4), list(range(1000, 1060))
+    texts = [t for t in texts if len(t) > 15]
+    seeds = seeds[: len(texts)]
+    sampled = tok.sample(texts, alpha, seeds)
+    backwards = tok.sample(texts[::-1], alpha, seeds[::-1])[::-1]
+    one_by_one = [tok.sample([text], alpha, [seed])[0] for text, seed in zip(texts, seeds)]
+    assert sampled == backwards == one_by_one
+    other_seeds = tok.sample(texts, alpha, [s + 7 for s in seeds])
+    best = tok.encode(texts)
+    assert sum(a != b for a, b in zip(sampled, other_seeds)) > len(texts) // 2
+    assert sum(a != b for a, b in zip(sampled, best)) > len(texts) // 2
+    assert tok.decode(sampled) == tok.decode(best)
+    # the sampled pieces are finer than the best ones on average (BPE-dropout skips merges)
+    assert sum(map(len, sampled)) > sum(map(len, best))

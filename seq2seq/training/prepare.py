@@ -9,15 +9,16 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from seq2seq.decoding.batched import source_ids
-from seq2seq.batches import TokenBatchSampler
+from seq2seq.batches import Batch, TokenBatchSampler, batch_view, read_batch
 from seq2seq.checkpoint import atomic_write
 from seq2seq.config import Config
 from seq2seq.data import DataError, read_split, tokenize_split
+from seq2seq.segmentation import SampledBatchSampler, SampledSegmentation
 from seq2seq.tokenizer import SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE, Tokenizer, load_tokenizers, train_tokenizers
 from seq2seq.training.validation import ValidationSet
 
@@ -31,8 +32,15 @@ class TrainingData:
     src_tok: Tokenizer
     tgt_tok: Tokenizer
     train: Any  # datasets.Dataset with src_ids / tgt_ids / src_len / tgt_len
-    sampler: TokenBatchSampler
+    sampler: TokenBatchSampler  # a SampledBatchSampler under subword regularization (seq2seq/segmentation.py)
     valid: ValidationSet
+
+    def batch(self, indices: list[int]) -> Batch:
+        """The training batch of pairs ``indices`` of the current epoch: padded straight from the memory-mapped
+        Arrow cache (the best segmentation), or from the epoch's sampled segmentation."""
+        if isinstance(self.sampler, SampledBatchSampler):
+            return self.sampler.read(indices)
+        return read_batch(batch_view(self.train), indices)
 
 
 def iterate_rows(dataset, column: str, chunk: int = 4096) -> Iterator[str]:
@@ -45,7 +53,7 @@ def cached_tokenizers(cfg: Config, raw_train) -> Path:
     """The directory under ``data.cache_dir`` holding tokenizers trained on ``raw_train`` with ``cfg.tokenizer``:
     trained there the first time (into a fresh directory moved into place, so a killed or concurrent run never
     leaves half a pair), found there by every later run on the same corpus files with the same settings."""
-    key = hashlib.sha256(json.dumps([raw_train._fingerprint, asdict(cfg.tokenizer)], sort_keys=True).encode())
+    key = hashlib.sha256(json.dumps([raw_train._fingerprint, cfg.tokenizer.training_settings()], sort_keys=True).encode())
     directory = Path(cfg.data.cache_dir).expanduser() / "tokenizers" / key.hexdigest()[:32]
     if (directory / SRC_TOKENIZER_FILE).is_file() and (directory / TGT_TOKENIZER_FILE).is_file():
         logger.info("tokenizers trained earlier on this corpus with these tokenizer.* settings: %s", directory)
@@ -91,6 +99,11 @@ def prepare_data(cfg: Config, out_dir: Path) -> TrainingData:
     if cfg.train.valid_bleu_sentences:
         valid_src_ids = valid_src_ids[: cfg.train.valid_bleu_sentences]
         valid_references = valid_references[: cfg.train.valid_bleu_sentences]
-    sampler = TokenBatchSampler.from_dataset(train_data, cfg.train.max_tokens, cfg.train.seed)
+    if cfg.tokenizer.sampling > 0:  # subword regularization: each epoch's segmentation sampled as it starts
+        segmentation = SampledSegmentation(raw_train, train_data, src_tok, tgt_tok, cfg.tokenizer.sampling,
+                                           cfg.data.max_length, cfg.train.max_tokens, cfg.train.seed)
+        sampler = SampledBatchSampler(segmentation, cfg.train.max_tokens, cfg.train.seed)
+    else:
+        sampler = TokenBatchSampler.from_dataset(train_data, cfg.train.max_tokens, cfg.train.seed)
     logger.info("train %d pairs (%d batches/epoch), valid %d pairs", len(train_data), len(sampler), len(valid_data))
     return TrainingData(src_tok, tgt_tok, train_data, sampler, ValidationSet(valid_data, valid_src_ids, valid_references))

@@ -9,7 +9,6 @@ import json
 import logging
 import signal
 import threading
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +88,9 @@ def check_reused_tokenizers(cfg: Config, out_dir: Path) -> None:
         return
     advice = (f"delete {out_dir / SRC_TOKENIZER_FILE} and {out_dir / TGT_TOKENIZER_FILE} to train new ones, or "
               "choose another --out")
-    wanted = asdict(cfg.tokenizer)
+    wanted = cfg.tokenizer.training_settings()
     if (out_dir / CONFIG_FILE).is_file():
-        trained_with = asdict(load_config(out_dir / CONFIG_FILE).tokenizer)
+        trained_with = load_config(out_dir / CONFIG_FILE).tokenizer.training_settings()
         for key, value in wanted.items():
             if trained_with[key] != value:
                 raise TrainingError(f"the tokenizers in {out_dir} were trained with tokenizer.{key} = "
