@@ -1,7 +1,13 @@
-"""Recipe sweep under a fixed wall-clock budget: train each variant for the same minutes, rank by validation BLEU.
+"""Recipe sweep under a fixed budget: train each variant for the same minutes (or steps), rank by validation BLEU.
 
     python scripts/sweep.py --variants configs/sweeps/cpu_20min.yaml --data ../shared/data/multi30k \
         --minutes 20 --out runs/sweep_cpu --table sweep_cpu.md
+    python scripts/sweep.py --variants configs/sweeps/levers.yaml --data ../shared/data/multi30k \
+        --steps 1000 --jobs 2 --out runs/sweep_levers_steps      # equal steps: what each variant learns per step
+
+With ``--minutes`` every variant gets the same wall clock (quality per minute: a slower variant takes fewer
+steps); with ``--steps`` the same number of updates (quality per step, whatever each costs), the learning rate
+annealing to its end either way.
 
 Each variant is a base config plus ``section.key=value`` overrides, trained by ``python -m seq2seq.train`` in its
 own process (exactly what a user runs) into ``OUT/NAME`` with the test splits switched off: recipes are chosen on
@@ -95,7 +101,11 @@ def run_variant(variant: Variant, args: argparse.Namespace, base: Path, common: 
         if out.exists() and any(out.iterdir()):
             raise SystemExit(f"error: {out} holds an unfinished run; delete it to train this variant again")
         command = [sys.executable, "-m", "seq2seq.train", "--config", str(base), "--out", str(out),
-                   "--max-minutes", str(args.minutes), "--set", "data.test_splits=[]"]
+                   "--set", "data.test_splits=[]"]
+        if args.steps:
+            command += ["--max-steps", str(args.steps), "--set", "train.max_minutes=0"]
+        else:
+            command += ["--max-minutes", str(args.minutes)]
         if args.data:
             command += ["--data", args.data]
         if threads:
@@ -115,7 +125,7 @@ def run_variant(variant: Variant, args: argparse.Namespace, base: Path, common: 
     return {"name": variant.name, "overrides": variant.overrides, **summary}
 
 
-def markdown_table(results: list[dict], minutes: float) -> str:
+def markdown_table(results: list[dict], budget: str) -> str:
     rows = sorted((r for r in results if not r.get("failed")), key=lambda r: -r["best_val_bleu"])
     lines = ["| variant | overrides | val BLEU (best) | val chrF | step (minute) | weights | steps | epochs | "
              "target tok/s | compute | params |",
@@ -128,7 +138,7 @@ def markdown_table(results: list[dict], minutes: float) -> str:
                      f"{r['tokens_per_s'] or 0:,.0f} | {r['compute']} | {params} |")
     failed = [r["name"] for r in results if r.get("failed")]
     note = f"\nFailed: {', '.join(failed)}\n" if failed else ""
-    return (f"Validation BLEU (greedy, sacreBLEU) after {minutes:g} minutes of training per variant; epochs "
+    return (f"Validation BLEU (greedy, sacreBLEU) after {budget} of training per variant; epochs "
             "counted as started.\n\n" + "\n".join(lines) + "\n" + note)
 
 
@@ -139,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", action="append", default=[], help="name:section.key=value;... (repeatable)")
     parser.add_argument("--config", type=Path, help="base config (overrides the variants file's base)")
     parser.add_argument("--data", help="corpus (passed to --data)")
-    parser.add_argument("--minutes", type=float, required=True, help="training budget per variant")
+    budget = parser.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--minutes", type=float, help="training budget per variant, in minutes of wall clock")
+    budget.add_argument("--steps", type=int, help="training budget per variant, in optimizer steps")
     parser.add_argument("--out", default="runs/sweep", help="one run directory per variant under here")
     parser.add_argument("--table", type=Path, help="also write the Markdown table here")
     parser.add_argument("--jobs", type=int, default=1, help="variants trained side by side (default 1)")
@@ -155,10 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         results = list(pool.map(lambda v: run_variant(v, args, base, common, threads), variants))
-    report = {"base": str(base), "set": common, "minutes": args.minutes, "jobs": args.jobs, "results": results}
+    report = {"base": str(base), "set": common, "minutes": args.minutes, "steps": args.steps, "jobs": args.jobs,
+              "results": results}
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "sweep.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    table = markdown_table(results, args.minutes)
+    table = markdown_table(results, f"{args.steps} steps" if args.steps else f"{args.minutes:g} minutes")
     print(table)
     if args.table:
         args.table.write_text(table, encoding="utf-8")

@@ -13,7 +13,7 @@ Shapes: ``B`` batch, ``T`` time steps, ``I`` input size, ``H`` hidden size, ``L`
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional, Union
+from typing import Literal, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -54,12 +54,15 @@ def lstm_cell(
     return lstm_from_gates(gates, c)
 
 
-def lstm_from_gates(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-    """The LSTM update from summed pre-activations ``gates = W_i x + b_i + W_h h + b_h`` ``(B, 4H)``."""
+def lstm_from_gates(gates: Tensor, c: Tensor, norm: Optional[nn.Module] = None) -> tuple[Tensor, Tensor]:
+    """The LSTM update from summed pre-activations ``gates = W_i x + b_i + W_h h + b_h`` ``(B, 4H)``.
+
+    ``norm``: a :class:`~seq2seq.gate_norm.GateNorm` whose cell normalization is applied before the output tanh.
+    """
     i, f, g, o = gates.chunk(4, dim=-1)
     i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
     c_next = f * c + i * g
-    h_next = o * torch.tanh(c_next)
+    h_next = o * torch.tanh(norm.cell(c_next) if norm is not None else c_next)
     return h_next, c_next
 
 
@@ -336,7 +339,8 @@ def layer_weights(rnn: nn.Module, layer: int) -> tuple[Tensor, Tensor, Tensor, T
 
 
 def rnn_step(
-    mode: Literal["lstm", "gru"], rnn: nn.Module, input_gates: Tensor, state: RNNState, dropout: float, training: bool
+    mode: Literal["lstm", "gru"], rnn: nn.Module, input_gates: Tensor, state: RNNState, dropout: float, training: bool,
+    norms: Optional[Sequence[nn.Module]] = None, residual: bool = False,
 ) -> tuple[Tensor, RNNState]:
     """One time step of a unidirectional multi-layer RNN whose first-layer input projection is given.
 
@@ -349,6 +353,10 @@ def rnn_step(
         input_gates: ``(B, G*H)`` first-layer input pre-activations, bias included.
         state: ``(L, B, H)`` (a pair for LSTM).
         dropout: between layers, as torch applies it (training only).
+        norms: per layer a :class:`~seq2seq.gate_norm.GateNorm`: per-gate layer normalization of the input and
+            recurrent pre-activations (and of the LSTM cell), which then replaces the cell's biases; None = off.
+        residual: from the second layer up, each layer's output is its input plus its RNN output (RNMT+); the
+            recurrent state keeps the RNN output alone.
     Returns:
         top-layer output ``(B, H)`` and the new state (same layout).
     """
@@ -364,12 +372,15 @@ def rnn_step(
         # Under autocast the GEMMs run in bf16/fp16; the gate arithmetic and the state carried from step
         # to step stay fp32 (no-ops in fp32), so rounding does not accumulate over time.
         input_gates, hidden_gates = input_gates.float(), hidden_gates.float()
+        norm = norms[layer] if norms is not None else None
+        if norm is not None:
+            input_gates, hidden_gates = norm.input(input_gates), norm.hidden(hidden_gates)
         if mode == "lstm":
-            h, c = lstm_from_gates(input_gates + hidden_gates, cell[layer])
+            h, c = lstm_from_gates(input_gates + hidden_gates, cell[layer], norm)
             new_cell.append(c)
         else:
             h = gru_from_gates(input_gates, hidden_gates, hidden[layer])
         new_hidden.append(h)
-        layer_input = h
+        layer_input = h + layer_input if residual and layer > 0 else h
     hidden = torch.stack(new_hidden)
     return layer_input, ((hidden, torch.stack(new_cell)) if mode == "lstm" else hidden)

@@ -101,6 +101,15 @@ class ModelConfig:
     bridge: Literal["bridge", "last", "zero"] = "bridge"
     dropout: float = 0.2
     tie_embeddings: bool = False
+    #: per-gate layer normalization in the decoder's RNN layers (Ba et al. 2016; RNMT+, Chen et al. 2018)
+    layer_norm: bool = False
+    #: residual connections between stacked encoder and decoder layers, from the second layer up (RNMT+)
+    residual: bool = False
+    #: attention heads (RNMT+'s multi-head additive attention); must divide the attention and memory sizes
+    attention_heads: int = 1
+    #: probability of dropping a whole source or target token embedding in training (Gal and Ghahramani 2016;
+    #: Sennrich and Zhang 2019 used 0.3 on small corpora)
+    word_dropout: float = 0.0
 
 
 @dataclass
@@ -227,6 +236,11 @@ class Config:
             ("model.encoder_layers", self.model.encoder_layers >= 1, ">= 1"),
             ("model.decoder_layers", self.model.decoder_layers >= 1, ">= 1"),
             ("model.dropout", 0.0 <= self.model.dropout < 1.0, "in [0, 1)"),
+            ("model.word_dropout", 0.0 <= self.model.word_dropout < 1.0, "in [0, 1)"),
+            ("model.attention_heads", self.model.attention_heads >= 1
+             and self.model.decoder_hidden_size % self.model.attention_heads == 0
+             and self.model.encoder_hidden_size * (2 if self.model.bidirectional else 1) % self.model.attention_heads == 0,
+             ">= 1 and a divisor of model.decoder_hidden_size and of the encoder output size"),
             ("data.max_length", self.data.max_length >= 1, ">= 1"),
             ("data.num_workers", self.data.num_workers >= 0, ">= 0 (0 = auto)"),
             ("train.max_tokens", self.train.max_tokens >= 2, ">= 2"),

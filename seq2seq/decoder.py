@@ -22,8 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seq2seq.attention import build_attention
-from seq2seq.cells import make_rnn, rnn_step, run_rnn
-from seq2seq.encoder import EncoderOutput
+from seq2seq.cells import NUM_GATES, make_rnn, rnn_step, run_rnn
+from seq2seq.encoder import EncoderOutput, drop_words
+from seq2seq.gate_norm import GateNorm
 
 
 def autocast_once(weight: Tensor, device_type: str) -> Tensor:
@@ -110,6 +111,10 @@ class AttnDecoder(nn.Module):
         tie_embeddings: share the target embedding matrix with the output projection (the attentional
             vector then has ``emb_size`` units).
         pad_id: target padding id.
+        layer_norm: per-gate layer normalization in every RNN layer (:mod:`seq2seq.gate_norm`, RNMT+).
+        residual: residual connections between stacked RNN layers, from the second layer up (RNMT+).
+        attention_heads: heads of the attention (:mod:`seq2seq.attention`).
+        word_dropout: probability of dropping a target token's whole embedding in training (:func:`drop_words`).
     """
 
     def __init__(
@@ -128,6 +133,10 @@ class AttnDecoder(nn.Module):
         dropout: float = 0.0,
         tie_embeddings: bool = False,
         pad_id: int = 0,
+        layer_norm: bool = False,
+        residual: bool = False,
+        attention_heads: int = 1,
+        word_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if bridge == "last" and encoder_final_size != hidden_size:
@@ -143,7 +152,12 @@ class AttnDecoder(nn.Module):
         rnn_input_size = emb_size + (self.attn_vector_size if input_feeding else 0)
         self.rnn = make_rnn(rnn_type, rnn_impl, rnn_input_size, hidden_size, num_layers, False, dropout)
         self.rnn_dropout = dropout if num_layers > 1 else 0.0
-        self.attention = build_attention(attention, hidden_size, memory_size)
+        self.residual = residual
+        self.word_dropout = word_dropout
+        self.gate_norms = nn.ModuleList(
+            GateNorm(NUM_GATES[rnn_type], hidden_size, cell=rnn_type == "lstm") for _ in range(num_layers)
+        ) if layer_norm else None
+        self.attention = build_attention(attention, hidden_size, memory_size, attention_heads)
         self.attn_vector_layer = nn.Linear(hidden_size + memory_size, self.attn_vector_size)
         self.output_layer = nn.Linear(self.attn_vector_size, vocab_size)
         if tie_embeddings:
@@ -172,7 +186,8 @@ class AttnDecoder(nn.Module):
         if self.rnn_type == "lstm":
             cell = self._bridge(encoder_output.final_cell, getattr(self, "bridge_cell", None), batch_size, values)
         state = DecoderState(hidden=hidden, cell=cell, attn_vector=values.new_zeros(batch_size, self.attn_vector_size))
-        memory = Memory(values=values, keys=self.attention.precompute_keys(values), pad_mask=encoder_output.pad_mask)
+        memory = Memory(values=self.attention.project_values(values), keys=self.attention.precompute_keys(values),
+                        pad_mask=encoder_output.pad_mask)
         return state, memory
 
     # ------------------------------------------------------------------ step
@@ -182,7 +197,7 @@ class AttnDecoder(nn.Module):
         Computed for all positions in one GEMM when teacher forcing; the input-feeding part is added
         per step in :meth:`_advance`.
         """
-        embedded = self.dropout(self.embedding(tokens))
+        embedded = self.dropout(drop_words(self.embedding(tokens), self.word_dropout, self.training))
         weight_ih = self.rnn.weight_ih_l0
         return F.linear(embedded, weight_ih[:, : self.embedding.embedding_dim], self.rnn.bias_ih_l0)
 
@@ -204,7 +219,8 @@ class AttnDecoder(nn.Module):
         if self.input_feeding:
             feed_weight = self.feed_weight() if feed_weight is None else feed_weight
             input_gates = input_gates + F.linear(state.attn_vector, feed_weight)
-        query, rnn_state = rnn_step(self.rnn_type, self.rnn, input_gates, state.rnn_state, self.rnn_dropout, self.training)
+        query, rnn_state = rnn_step(self.rnn_type, self.rnn, input_gates, state.rnn_state, self.rnn_dropout,
+                                    self.training, self.gate_norms, self.residual)
         context, attn_weights = self.attention(query, memory.keys, memory.values, memory.pad_mask)
         attn_vector = self.dropout(torch.tanh(self.attn_vector_layer(torch.cat([query, context], dim=-1))))
         hidden, cell = rnn_state if self.rnn_type == "lstm" else (rnn_state, None)
@@ -226,8 +242,9 @@ class AttnDecoder(nn.Module):
     # ------------------------------------------------------------------ training
     @property
     def can_run_parallel(self) -> bool:
-        """Without input feeding, positions depend on each other only through the RNN: one call covers all."""
-        return not self.input_feeding
+        """Without input feeding, positions depend on each other only through the RNN: one call covers all
+        (torch's fused RNN, so not with layer norm or residual layers, which it does not have)."""
+        return not self.input_feeding and self.gate_norms is None and not self.residual
 
     def forward(
         self, tgt_in: Tensor, encoder_output: EncoderOutput, teacher_forcing_ratio: float = 1.0, parallel: bool = True
@@ -266,7 +283,7 @@ class AttnDecoder(nn.Module):
 
     def _forward_parallel(self, tgt_in: Tensor, state: DecoderState, memory: Memory) -> tuple[Tensor, Tensor]:
         """All positions at once (no input feeding): one RNN call, one attention call, one projection."""
-        embedded = self.dropout(self.embedding(tgt_in))  # (B, T, E)
+        embedded = self.dropout(drop_words(self.embedding(tgt_in), self.word_dropout, self.training))  # (B, T, E)
         queries, _ = run_rnn(self.rnn, embedded, None, state.rnn_state)  # (B, T, H)
         context, attn_weights = self.attention(queries, memory.keys, memory.values, memory.pad_mask)
         attn_vectors = self.dropout(torch.tanh(self.attn_vector_layer(torch.cat([queries, context], dim=-1))))

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from seq2seq.config import ModelConfig
 from seq2seq.decoder import AttnDecoder
 from seq2seq.encoder import EncoderOutput, RNNEncoder
+from seq2seq.gate_norm import GateNorm
 
 
 class Seq2Seq(nn.Module):
@@ -87,6 +88,8 @@ def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, pad_
         rnn_impl=cfg.rnn_impl,
         dropout=cfg.dropout,
         pad_id=pad_id,
+        residual=cfg.residual,
+        word_dropout=cfg.word_dropout,
     )
     decoder = AttnDecoder(
         vocab_size=tgt_vocab_size,
@@ -103,6 +106,10 @@ def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, pad_
         dropout=cfg.dropout,
         tie_embeddings=cfg.tie_embeddings,
         pad_id=pad_id,
+        layer_norm=cfg.layer_norm,
+        residual=cfg.residual,
+        attention_heads=cfg.attention_heads,
+        word_dropout=cfg.word_dropout,
     )
     model = Seq2Seq(encoder, decoder, pad_id=pad_id)
     _init_weights(model)
@@ -110,7 +117,8 @@ def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, pad_
 
 
 def _init_weights(model: Seq2Seq) -> None:
-    """Xavier-uniform for matrices (RNN recurrent weights orthogonal), zero biases, zero pad embeddings."""
+    """Xavier-uniform for matrices (RNN recurrent weights orthogonal), zero biases, zero pad embeddings; layer-norm
+    gains 1 and biases 0."""
     for name, param in model.named_parameters():
         if param.dim() == 1:
             nn.init.zeros_(param)
@@ -119,6 +127,9 @@ def _init_weights(model: Seq2Seq) -> None:
                 nn.init.orthogonal_(gate)
         else:
             nn.init.xavier_uniform_(param)
+    for module in model.modules():
+        if isinstance(module, GateNorm):
+            module.reset_parameters()
     with torch.no_grad():
         model.encoder.embedding.weight[model.pad_id].zero_()
         model.decoder.embedding.weight[model.pad_id].zero_()

@@ -3,11 +3,14 @@ scores against their formulas written out, and the errors for bad arguments."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
-from support.model_inputs import ATOL, ATTENTIONS
+from support.model_inputs import ATOL, ATTENTIONS, randomize
 
-from seq2seq.attention import build_attention
+from seq2seq.attention import BahdanauAttention, LuongAttention, build_attention
+from seq2seq.config import Config, ConfigError, ModelConfig
 
 
 @pytest.mark.parametrize("kind", ATTENTIONS)
@@ -58,3 +61,72 @@ def test_attention_rejects_bad_arguments():
         build_attention("luong_dot", 10, 12)
     with pytest.raises(ValueError, match="unknown attention"):
         build_attention("luong_concat", 10, 10)
+
+
+# ---------------------------------------------------------------------------- multi-head attention (model.attention_heads)
+@pytest.mark.parametrize("kind", ["bahdanau", "luong_general", "luong_dot"])
+@pytest.mark.parametrize("single_step", [True, False], ids=["step", "all-positions"])
+def test_multi_head_attention_matches_a_loop_over_heads_and_positions(kind, single_step):
+    heads, query_size, memory_size, batch, steps, length = 4, 8, 8, 2, 3, 5
+    if kind == "bahdanau":
+        attention = BahdanauAttention(query_size, memory_size, heads=heads)
+    else:
+        attention = LuongAttention(query_size, memory_size, score=kind.split("_")[1], heads=heads)
+    randomize(attention, 0)
+    memory = torch.randn(batch, length, memory_size)
+    pad_mask = torch.tensor([[False] * length, [False, False, False, True, True]])
+    query = torch.randn(batch, query_size) if single_step else torch.randn(batch, steps, query_size)
+    values, keys = attention.project_values(memory), attention.precompute_keys(memory)
+    context, weights = attention(query, keys, values, pad_mask)
+    attention.requires_grad_(False)
+
+    queries = query.unsqueeze(1) if single_step else query
+    value_rows = memory @ attention.value_layer.weight.T  # (B, S, M), the values projected by hand
+    size, part = memory_size // heads, query_size // heads
+    expected_context = torch.zeros(batch, queries.size(1), memory_size)
+    expected_weights = torch.zeros(batch, queries.size(1), length)
+    for b in range(batch):
+        real = [s for s in range(length) if not pad_mask[b, s]]
+        for t in range(queries.size(1)):
+            q = queries[b, t]
+            for h in range(heads):
+                scores = []
+                for s in real:
+                    if kind == "bahdanau":
+                        hidden = torch.tanh(attention.query_layer.weight @ q + attention.key_layer.weight @ memory[b, s])
+                        a = attention.query_layer.weight.size(0) // heads
+                        scores.append(float(attention.energy[h] @ hidden[h * a : (h + 1) * a]))
+                    else:
+                        key = memory[b, s] if kind == "luong_dot" else attention.key_layer.weight @ memory[b, s]
+                        scores.append(float(q[h * part : (h + 1) * part] @ key[h * part : (h + 1) * part]))
+                top = max(scores)
+                exp = [math.exp(x - top) for x in scores]
+                probs = [x / sum(exp) for x in exp]
+                for p, s in zip(probs, real):
+                    expected_context[b, t, h * size : (h + 1) * size] += p * value_rows[b, s, h * size : (h + 1) * size]
+                    expected_weights[b, t, s] += p / heads
+    if single_step:
+        expected_context, expected_weights = expected_context.squeeze(1), expected_weights.squeeze(1)
+    torch.testing.assert_close(context, expected_context, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(weights, expected_weights, atol=1e-6, rtol=1e-4)
+
+
+def test_one_head_is_the_classic_attention():
+    """heads=1 keeps the classic parameters and arithmetic: no value projection, v^T tanh(W_q q + W_k k)."""
+    attention = BahdanauAttention(6, 4)
+    assert attention.value_layer is None and not hasattr(attention, "energy")
+    randomize(attention, 1)
+    memory, query = torch.randn(2, 5, 4), torch.randn(2, 6)
+    pad_mask = torch.zeros(2, 5, dtype=torch.bool)
+    context, weights = attention(query, attention.precompute_keys(memory), attention.project_values(memory), pad_mask)
+    scores = attention.energy_layer(torch.tanh(attention.query_layer(query).unsqueeze(1) + attention.key_layer(memory)))
+    expected_weights = torch.softmax(scores.squeeze(-1), dim=-1)
+    torch.testing.assert_close(weights, expected_weights)
+    torch.testing.assert_close(context, torch.einsum("bs,bsm->bm", expected_weights, memory))
+
+
+def test_attention_heads_must_divide_the_sizes():
+    with pytest.raises(ConfigError, match="model.attention_heads"):
+        Config(model=ModelConfig(attention_heads=3)).validate()
+    with pytest.raises(ValueError, match="attention_heads"):
+        BahdanauAttention(6, 8, heads=4)

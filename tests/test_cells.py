@@ -8,9 +8,11 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
+from support.model_inputs import randomize
 from torch import nn
 
-from seq2seq.cells import GRUCell, LSTMCell, ReferenceRNN, make_rnn, run_rnn
+from seq2seq.cells import GRUCell, LSTMCell, ReferenceRNN, gru_cell, lstm_cell, make_rnn, rnn_step, run_rnn
 
 INPUT_SIZE, HIDDEN_SIZE, MAX_LEN = 6, 8, 7
 LENGTHS = [7, 2, 5, 1, 6]  # unsorted, includes 1 and the full length
@@ -228,3 +230,26 @@ def test_wrong_initial_state_shape_is_a_clear_error():
     inputs, lengths = padded_batch()
     with pytest.raises(ValueError, match="initial_state"):
         reference(inputs, lengths, torch.zeros(2, len(LENGTHS), HIDDEN_SIZE))
+
+
+# ---------------------------------------------------------------------------- residual stacks in the decoder's step (model.residual)
+@pytest.mark.parametrize("mode", ["gru", "lstm"])
+def test_residual_decoder_step_matches_the_textbook_cells(mode):
+    rnn = torch.nn.GRU(5, 4, num_layers=3) if mode == "gru" else torch.nn.LSTM(5, 4, num_layers=3)
+    randomize(rnn, 3)
+    x = torch.randn(2, 5)
+    h, c = torch.randn(3, 2, 4), torch.randn(3, 2, 4)
+    state = (h, c) if mode == "lstm" else h
+    output, new_state = rnn_step(mode, rnn, F.linear(x, rnn.weight_ih_l0, rnn.bias_ih_l0), state, 0.0, False,
+                                 residual=True)
+    layer_input = x
+    for layer in range(3):
+        weights = [getattr(rnn, f"{n}_l{layer}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        if mode == "lstm":
+            y, _ = lstm_cell(layer_input, (h[layer], c[layer]), *weights)
+        else:
+            y = gru_cell(layer_input, h[layer], *weights)
+        expected_state = y
+        layer_input = y + layer_input if layer > 0 else y
+    torch.testing.assert_close(output, layer_input)
+    torch.testing.assert_close((new_state[0] if mode == "lstm" else new_state)[-1], expected_state)

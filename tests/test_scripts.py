@@ -18,14 +18,14 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def test_sweep_trains_each_variant_ranks_by_validation_bleu_and_reuses_finished_runs(tiny_corpus, tmp_path):
     overrides = [o for o in TINY_OVERRIDES if not o.startswith("train.max_steps")] + [
         f"data.cache_dir={tmp_path / 'cache'}", "train.valid_every=20", "train.valid_bleu_sentences=20",
-        "train.scheduler=linear", "train.max_steps=40"]
+        "train.scheduler=linear"]
     variants = tmp_path / "variants.yaml"
     variants.write_text("base: configs/multi30k_en_de.yaml\nset: [" + ", ".join(overrides) + "]\nvariants:\n"
                         "  - name: lr3e-3\n    set: []\n  - name: lr1e-5\n    set: [train.lr=0.00001, train.min_lr=0.0]\n",
                         encoding="utf-8")
     out, table = tmp_path / "sweep", tmp_path / "table.md"
     command = [sys.executable, "scripts/sweep.py", "--variants", str(variants), "--data", str(tiny_corpus),
-               "--minutes", "5", "--out", str(out), "--table", str(table)]
+               "--steps", "40", "--out", str(out), "--table", str(table)]  # equal steps: 40 each
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((out / "sweep.json").read_text(encoding="utf-8"))
