@@ -4,7 +4,8 @@ CPU flags do not say which dtype is faster: one Intel Xeon lists ``avx512_bf16``
 of fp32's speed, while an AMD EPYC runs it at twice; on a GPU, small launch-bound steps can make bf16 autocast
 slower than fp32. So ``auto`` times the model's own work in each candidate dtype, once:
 
-- ``train``: optimizer steps (forward, loss, backward, Adam) on a batch of ``train.max_tokens`` positions;
+- ``train``: training steps (:func:`seq2seq.training.step.train_step`: forward, loss, backward, clip, Adam)
+  on a batch of ``train.max_tokens`` positions;
 - ``decode``: encoding a batch and decoder steps for ``decode.batch_size x decode.beam_size`` hypotheses.
 
 Candidates are fp32 and bf16 on a CPU; TF32, bf16 and fp16 on CUDA. Rounds alternate between the candidates
@@ -23,6 +24,7 @@ import logging
 import os
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -39,6 +41,23 @@ PRECISION_ORDER = ("fp32", "tf32", "bf16", "fp16")
 CANDIDATES = {"cpu": ("fp32", "bf16"), "cuda": ("tf32", "bf16", "fp16")}
 PREFER_MARGIN = 0.03
 CACHE_FILE = "dtype-choices.json"
+
+
+@dataclass(frozen=True)
+class ComputeDtypes:
+    """A training run's resolved compute dtypes, by name (``fp32`` | ``tf32`` | ``bf16`` | ``fp16``): training's
+    and validation decoding's."""
+
+    train: str
+    decode: str
+
+    @property
+    def train_amp(self) -> torch.dtype | None:
+        return AUTOCAST[self.train]
+
+    @property
+    def decode_amp(self) -> torch.dtype | None:
+        return AUTOCAST[self.decode]
 
 
 def explicit_autocast(name: str, device: torch.device) -> torch.dtype | None:
@@ -74,10 +93,15 @@ def choose_autocast(requested: str, device: torch.device, model: torch.nn.Module
         cache_dir: directory of the cache file.
         beam_size: hypotheses per sentence for ``decode``.
     """
-    if requested != "auto":
-        return explicit_autocast(requested, device)
-    name = auto_dtype(device, model, purpose, cache_dir, size, beam_size)
-    return explicit_autocast(name, device)
+    return AUTOCAST[choose_dtype(requested, device, model, purpose, cache_dir, size, beam_size)]
+
+
+def choose_dtype(requested: str, device: torch.device, model: torch.nn.Module, purpose: str, cache_dir: str | Path,
+                 size: int, beam_size: int = 1) -> str:
+    """:func:`choose_autocast`, returning the dtype's name (``fp32`` | ``tf32`` | ``bf16`` | ``fp16``)."""
+    name = requested if requested != "auto" else auto_dtype(device, model, purpose, cache_dir, size, beam_size)
+    explicit_autocast(name, device)
+    return name
 
 
 def auto_dtype(device: torch.device, model: torch.nn.Module, purpose: str, cache_dir: str | Path, size: int,
@@ -183,25 +207,21 @@ def _random_ids(rows: int, length: int, vocab_size: int, device: torch.device) -
 
 def _training_work(model: torch.nn.Module, device: torch.device, amp: torch.dtype | None, size: int,
                    beam_size: int) -> Callable[[], None]:  # noqa: ARG001
-    """One training step on a batch of ``size`` positions (sentences of 20 source + 20 target pieces)."""
+    """One training step (:func:`seq2seq.training.step.train_step`, as training runs it) on a batch of ``size``
+    positions (sentences of 20 source + 20 target pieces)."""
+    from seq2seq.batches import Batch
+    from seq2seq.training.step import Learner, StepSettings, train_step
+
     length = 20
     rows = max(1, size // (2 * length))
     src = _random_ids(rows, length, model.encoder.embedding.num_embeddings, device)
     tgt = _random_ids(rows, length, model.decoder.embedding.num_embeddings, device)
-    src_lengths = torch.full((rows,), length, dtype=torch.long, device=device)
+    lengths = torch.full((rows,), length, dtype=torch.long, device=device)
+    batch = Batch(src, lengths, tgt, tgt, lengths)
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            loss, tokens = model.loss(src, src_lengths, tgt, tgt, 0.1)
-        scaler.scale(loss / tokens).backward()
-        scaler.step(optimizer)
-        scaler.update()
-
-    return step
+    learner = Learner(model, torch.optim.Adam(model.parameters(), lr=1e-4),
+                      StepSettings(label_smoothing=0.1, clip_norm=1.0), device, amp)
+    return lambda: train_step(learner, [batch], rows * length)
 
 
 def _decoding_work(model: torch.nn.Module, device: torch.device, amp: torch.dtype | None, size: int,
