@@ -103,6 +103,8 @@ def test_unreadable_training_state_is_one_clear_error(run_dir, capsys, content):
     ("train.seed=7", "train.seed"),
     ("tokenizer.vocab_size=300", "tokenizer.vocab_size"),
     ("data.max_length=20", "data.max_length"),
+    ("data.path=/another/corpus", "data.path"),
+    ("data.files={train: [a.en, a.de]}", "data.files"),
 ])
 def test_resume_refuses_settings_that_change_the_model_or_the_batches(run_dir, capsys, override, key):
     err = resume_error(run_dir, capsys, override)

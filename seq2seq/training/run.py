@@ -34,7 +34,7 @@ from seq2seq.training.optimizer import LRSchedule, WeightAverage, budget_progres
 from seq2seq.precision import ComputeDtypes, choose_dtype
 from seq2seq.training.prepare import TrainingData
 from seq2seq.training import TrainingError
-from seq2seq.training.resume import StopRequest
+from seq2seq.training.resume import StopRequest, resumed_dtypes
 from seq2seq.training.step import Learner, StepSettings
 
 logger = logging.getLogger("seq2seq.train")
@@ -173,7 +173,7 @@ class Run:
         learner = self.learner
         self.state.schedule = self.schedule.state_dict()
         self.state.average_updates = learner.average.updates if learner.average else 0
-        extra = {"config": self.cfg.to_dict(), "world_size": self.dist.world_size}
+        extra = {"config": self.cfg.to_dict(), "world_size": self.dist.world_size, "dtypes": asdict(self.dtypes)}
         if self.dist.enabled:
             extra["rank_rng"] = rank_rng
         save_training_state(self.out_dir, learner.model, learner.optimizer, {**asdict(self.state), **extra},
@@ -243,7 +243,8 @@ def build_run(cfg: Config, out_dir: Path, data: TrainingData, device: torch.devi
     tcfg, dist = cfg.train, dist or Distributed()
     model = build_model(cfg.model, data.src_tok.vocab_size, data.tgt_tok.vocab_size).to(device)
     cache_dir = cfg.data.cache_dir
-    dtypes = dist.from_main(lambda: ComputeDtypes(
+    dtypes = resumed_dtypes(cfg, state_dir, device) if state_dir is not None else None
+    dtypes = dtypes or dist.from_main(lambda: ComputeDtypes(
         choose_dtype(tcfg.dtype, device, model, "train", cache_dir, tcfg.max_tokens),
         choose_dtype(cfg.decode.dtype, device, model, "decode", cache_dir, cfg.decode.batch_size,
                      beam_size=cfg.decode.beam_size)), "choosing the compute dtype")
