@@ -17,6 +17,7 @@ under a key naming the machine, torch version, threads, model shapes and workloa
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -26,7 +27,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -61,16 +62,39 @@ class ComputeDtypes:
 
 
 def explicit_autocast(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for a named compute dtype on ``device`` (None = no autocast); ``tf32`` switches
-    CUDA matmuls to TF32 for the process."""
+    """The autocast dtype for a named compute dtype on ``device`` (None = no autocast). On CUDA it also sets the
+    process's TF32 switches (:func:`apply_numerics`): ``tf32`` turns them on, every other dtype off."""
     if name not in AUTOCAST:
         raise ConfigError(f"unknown compute dtype {name!r}; choose one of auto, {', '.join(AUTOCAST)}")
     if name == "fp16" and device.type != "cuda":
         raise ConfigError("dtype fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
-    if name == "tf32" and device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    if device.type == "cuda":
+        apply_numerics(name)
     return AUTOCAST[name]
+
+
+def apply_numerics(name: str) -> None:
+    """Set the process-wide TF32 switches of CUDA matmuls and cuDNN (its fused RNNs) for compute dtype ``name``:
+    on for ``tf32``, off for every other, so that ``fp32`` means fp32 (torch turns cuDNN's TF32 on by default).
+    They only affect CUDA kernels; training sets them on every rank, whatever the device."""
+    torch.backends.cuda.matmul.allow_tf32 = name == "tf32"
+    torch.backends.cudnn.allow_tf32 = name == "tf32"
+
+
+def numerics_flags() -> dict[str, bool]:
+    """The TF32 switches this process runs with (reported by every training rank)."""
+    return {"matmul_tf32": torch.backends.cuda.matmul.allow_tf32, "cudnn_tf32": torch.backends.cudnn.allow_tf32}
+
+
+@contextlib.contextmanager
+def numerics(name: str) -> Iterator[None]:
+    """:func:`apply_numerics` for ``name`` within the block; the previous switches afterwards."""
+    previous = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    apply_numerics(name)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
 
 
 def decide(seconds: dict[str, float], margin: float = PREFER_MARGIN) -> str:
@@ -182,13 +206,12 @@ def measure(device: torch.device, model: torch.nn.Module, purpose: str, size: in
         torch.manual_seed(0)
         runners = {name: work(copy.deepcopy(model), device, AUTOCAST[name], size, beam_size)
                    for name in CANDIDATES[device.type]}
-        previous_tf32 = torch.backends.cuda.matmul.allow_tf32
         best = {name: float("inf") for name in runners}
-        try:
+        with numerics("fp32"):  # the switches as they were, afterwards
             for round_index in range(rounds + 1):  # round 0 warms up (allocations, kernel selection)
                 for name, runner in runners.items():
                     if device.type == "cuda":
-                        torch.backends.cuda.matmul.allow_tf32 = name == "tf32"
+                        apply_numerics(name)
                         torch.cuda.synchronize(device)
                     start = time.perf_counter()
                     runner()
@@ -196,8 +219,6 @@ def measure(device: torch.device, model: torch.nn.Module, purpose: str, size: in
                         torch.cuda.synchronize(device)
                     if round_index > 0:
                         best[name] = min(best[name], time.perf_counter() - start)
-        finally:
-            torch.backends.cuda.matmul.allow_tf32 = previous_tf32
     return {name: round(value, 5) for name, value in best.items()}
 
 

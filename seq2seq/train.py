@@ -36,7 +36,7 @@ from seq2seq.checkpoint import (
 from seq2seq.config import Config, ConfigError
 from seq2seq.data import DataError
 from seq2seq.evaluate import evaluate_test_splits
-from seq2seq.precision import resolve_device
+from seq2seq.precision import numerics_flags, resolve_device
 from seq2seq.tokenizer import TokenizerError
 from seq2seq.training.arguments import build_parser, config_from_args
 from seq2seq.training.distributed import Distributed, exit_process, from_environment
@@ -57,12 +57,11 @@ logger = logging.getLogger("seq2seq.train")
 # ---------------------------------------------------------------------------- validation and saving
 def validate_weights(run: Run, data: TrainingData) -> dict[str, dict[str, float]]:
     """Validation scores of the raw weights, and of the weight average when one is kept."""
-    cfg, model, average, device, dtypes = run.cfg, run.learner.model, run.learner.average, run.learner.device, run.dtypes
-    scored = {"raw": validate(model, data.valid, cfg, data.tgt_tok, device, dtypes.train_amp, dtypes.decode_amp)}
+    cfg, model, average, device = run.cfg, run.learner.model, run.learner.average, run.learner.device
+    scored = {"raw": validate(model, data.valid, cfg, data.tgt_tok, device, run.dtypes)}
     if average is not None:
         with average.swapped_in(model):
-            scored["average"] = validate(model, data.valid, cfg, data.tgt_tok, device, dtypes.train_amp,
-                                         dtypes.decode_amp)
+            scored["average"] = validate(model, data.valid, cfg, data.tgt_tok, device, run.dtypes)
     return scored
 
 
@@ -150,12 +149,13 @@ def _train(cfg: Config, out_dir: Path, resume: bool, dist: Distributed, dist_dev
     # can abort in gloo's teardown); rank 0 then evaluates the test splits alone
     dist.barrier("finishing the run")
     if not dist.is_main:
-        return {"step": run.state.step, "best_bleu": run.state.best_bleu, "rank": dist.rank,
+        return {"step": run.state.step, "best_bleu": run.state.best_bleu, "rank": dist.rank, "numerics": numerics_flags(),
                 **({"interrupted": True} if stop_reason is None else {"stop_reason": stop_reason})}
     if stop_reason is None:
         logger.info("interrupted at step %d; training state saved in %s — continue with --resume", run.state.step,
                     out_dir / "last")
-        return {"interrupted": True, "step": run.state.step, "best_bleu": run.state.best_bleu}
+        return {"interrupted": True, "step": run.state.step, "best_bleu": run.state.best_bleu,
+                "numerics": numerics_flags()}
     state = run.state
     logger.info("stopped: %s; best validation BLEU %.2f at step %d (%s weights)", stop_reason, state.best_bleu,
                 state.best_step, state.best_weights)
@@ -167,7 +167,8 @@ def _train(cfg: Config, out_dir: Path, resume: bool, dist: Distributed, dist_dev
         logger.warning("could not draw curves.png: %s", err)
     results = evaluate_test_splits(cfg, out_dir, device)
     return {"step": state.step, "best_bleu": state.best_bleu, "best_step": state.best_step,
-            "best_weights": state.best_weights, "stop_reason": stop_reason, "test": results}
+            "best_weights": state.best_weights, "stop_reason": stop_reason, "numerics": numerics_flags(),
+            "test": results}
 
 
 def run_loop(run: Run, data: TrainingData) -> str | None:

@@ -85,3 +85,31 @@ def test_an_unwritable_cache_still_gives_a_choice(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory", encoding="utf-8")
     assert precision.auto_dtype(CPU, tiny_model(), "decode", blocker / "cache", 4) in ("fp32", "bf16")
+
+
+@pytest.fixture
+def tf32_switches():
+    """The process's TF32 switches as torch sets them by default (matmul off, cuDNN on), restored afterwards."""
+    previous = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
+
+
+def test_fp32_on_cuda_turns_tf32_off_cudnn_included(tf32_switches):
+    """fp32 means fp32: cuDNN's TF32 (on by default in torch) would run the fused RNN in TF32. The switches only
+    affect CUDA kernels, so setting them is checked here without a GPU."""
+    cuda = torch.device("cuda")
+    assert precision.explicit_autocast("fp32", cuda) is None
+    assert precision.numerics_flags() == {"matmul_tf32": False, "cudnn_tf32": False}
+    assert precision.explicit_autocast("tf32", cuda) is None
+    assert precision.numerics_flags() == {"matmul_tf32": True, "cudnn_tf32": True}
+    precision.explicit_autocast("bf16", cuda)
+    assert precision.numerics_flags() == {"matmul_tf32": False, "cudnn_tf32": False}
+
+
+def test_numerics_apply_within_the_block_only(tf32_switches):
+    with precision.numerics("tf32"):
+        assert precision.numerics_flags() == {"matmul_tf32": True, "cudnn_tf32": True}
+    assert precision.numerics_flags() == {"matmul_tf32": False, "cudnn_tf32": True}
+

@@ -31,7 +31,7 @@ from seq2seq.config import Config
 from seq2seq.training.distributed import Distributed, StepAgreement
 from seq2seq.model import Seq2Seq, build_model
 from seq2seq.training.optimizer import LRSchedule, WeightAverage, budget_progress, build_optimizer
-from seq2seq.precision import ComputeDtypes, choose_dtype
+from seq2seq.precision import ComputeDtypes, apply_numerics, choose_dtype
 from seq2seq.training.prepare import TrainingData
 from seq2seq.training import TrainingError
 from seq2seq.training.resume import StopRequest, resumed_dtypes
@@ -86,14 +86,16 @@ class TrainingClock:
         """Start a segment after ``folded_seconds`` of earlier ones (``TrainerState.elapsed_seconds``)."""
         self.folded = folded_seconds
         self.segment_start = self.last_save = time.perf_counter()
-        self.agreed: float | None = None
+        #: rank 0's reading as of the latest step; until the first, the folded seconds, which every rank has alike
+        self.agreed = folded_seconds
 
     def local_seconds(self) -> float:
         return self.folded + time.perf_counter() - self.segment_start
 
     def seconds(self) -> float:
-        """Seconds of training as every rank agrees on them (as of the latest step)."""
-        return self.agreed if self.agreed is not None else self.local_seconds()
+        """Seconds of training as every rank agrees on them (as of the latest step; before the first step of a
+        segment, the seconds of the segments before it)."""
+        return self.agreed
 
     def fold(self) -> float:
         """Fold the time since the segment started into the total, and return it (before saving or stopping)."""
@@ -173,11 +175,25 @@ class Run:
         learner = self.learner
         self.state.schedule = self.schedule.state_dict()
         self.state.average_updates = learner.average.updates if learner.average else 0
-        extra = {"config": self.cfg.to_dict(), "world_size": self.dist.world_size, "dtypes": asdict(self.dtypes)}
+        extra = {"config": self.cfg.to_dict(), "world_size": self.dist.world_size, "dtypes": asdict(self.dtypes),
+                 "scaler": learner.scaler.state_dict()}
         if self.dist.enabled:
             extra["rank_rng"] = rank_rng
         save_training_state(self.out_dir, learner.model, learner.optimizer, {**asdict(self.state), **extra},
                             learner.average.state_dict() if learner.average else None)
+
+
+def restore_scaler(scaler: torch.amp.GradScaler, saved: dict[str, Any], source: Path) -> None:
+    """Give an fp16 run's gradient scaler back its saved state (scale, growth tracker), so that a resumed run does
+    not start again at the initial scale; nothing for a disabled scaler (fp32, bf16) or a state saved without."""
+    state = saved.get("scaler")
+    if not scaler.is_enabled() or not state:
+        return
+    try:
+        scaler.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+        raise CheckpointError(f"{source}: 'scaler' is not a gradient scaler's state ({type(err).__name__}: {err}); "
+                              "the training state is damaged (start a new run)") from None
 
 
 def restore_rank_rng(saved: dict[str, Any], dist: Distributed, state_dir: Path) -> None:
@@ -248,6 +264,7 @@ def build_run(cfg: Config, out_dir: Path, data: TrainingData, device: torch.devi
         choose_dtype(tcfg.dtype, device, model, "train", cache_dir, tcfg.max_tokens),
         choose_dtype(cfg.decode.dtype, device, model, "decode", cache_dir, cfg.decode.batch_size,
                      beam_size=cfg.decode.beam_size)), "choosing the compute dtype")
+    apply_numerics(dtypes.train)  # on every rank (rank 0 alone resolved them), whatever the device
     optimizer = build_optimizer(tcfg, model.parameters())
     learner = Learner(model, optimizer, StepSettings.of(tcfg), device, dtypes.train_amp,
                       average=WeightAverage(model, tcfg.ema_decay) if tcfg.ema_decay > 0 else None, ranks=dist)
@@ -259,6 +276,7 @@ def build_run(cfg: Config, out_dir: Path, data: TrainingData, device: torch.devi
     if state_dir is not None:
         saved = load_training_state(state_dir, model, optimizer, required=tuple(TrainerState.__dataclass_fields__))
         restore_rank_rng(saved, dist, state_dir)
+        restore_scaler(learner.scaler, saved, state_dir / "state.json")
         run.state = trainer_state_from(saved, state_dir / "state.json")
         run.schedule.load_state_dict(run.state.schedule)
         if learner.average is not None:

@@ -57,7 +57,7 @@ class Learner:
 
     def __post_init__(self) -> None:
         if self.scaler is None:
-            self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
+            self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         if self.forward is None:
             self.forward = self.model
 
