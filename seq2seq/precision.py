@@ -9,7 +9,9 @@ slower than fp32. So ``auto`` times the model's own work in each candidate dtype
 - ``decode``: encoding a batch and decoder steps for ``decode.batch_size x decode.beam_size`` hypotheses.
 
 Candidates are fp32 and bf16 on a CPU; TF32, bf16 and fp16 on CUDA. Rounds alternate between the candidates
-and each keeps its fastest round, so a burst of load from another process does not decide. A less exact dtype
+and each keeps its fastest round, so a burst of load from another process does not decide; a candidate more than
+twice as slow as another (three times, in the warm-up round) is timed no further, which bounds the cost on a host
+that emulates bf16. A less exact dtype
 is chosen only when it is more than ``PREFER_MARGIN`` faster than a more exact one, which keeps ``auto`` within
 a few percent of the fastest. The choice and its timings are cached in ``<data.cache_dir>/dtype-choices.json``
 under a key naming the machine (the CPU by model, family / model / stepping and the ISA flags that decide bf16's
@@ -227,17 +229,24 @@ def _write_cache(path: Path, key: str, entry: dict) -> None:
 # ---------------------------------------------------------------------------- timing
 def measure(device: torch.device, model: torch.nn.Module, purpose: str, size: int, beam_size: int = 1,
             rounds: int = 3) -> dict[str, float]:
-    """Seconds per unit of work for each candidate dtype: the fastest of ``rounds`` alternating rounds."""
+    """Seconds per unit of work for each candidate dtype: the fastest of ``rounds`` alternating rounds, after a
+    warm-up round. A candidate clearly slower than another (:func:`clearly_slower`) is timed no further and keeps
+    the time it took: a host that emulates bf16 at 1/20 of fp32's speed pays for one bf16 step, not four."""
     work = _training_work if purpose == "train" else _decoding_work
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # the run's random streams are not consumed
         torch.manual_seed(0)
         runners = {name: work(copy.deepcopy(model), device, AUTOCAST[name], size, beam_size)
                    for name in CANDIDATES[device.type]}
+        most_exact = next(iter(runners))  # never abandoned on its warm-up: it wins ties, and goes first
+        warmup: dict[str, float] = {}
         best = {name: float("inf") for name in runners}
+        abandoned: list[str] = []
         with numerics("fp32"):  # the switches as they were, afterwards
             for round_index in range(rounds + 1):  # round 0 warms up (allocations, kernel selection)
                 for name, runner in runners.items():
+                    if name in abandoned:
+                        continue
                     if device.type == "cuda":
                         apply_numerics(name)
                         torch.cuda.synchronize(device)
@@ -245,9 +254,35 @@ def measure(device: torch.device, model: torch.nn.Module, purpose: str, size: in
                     runner()
                     if device.type == "cuda":
                         torch.cuda.synchronize(device)
-                    if round_index > 0:
-                        best[name] = min(best[name], time.perf_counter() - start)
+                    seconds = time.perf_counter() - start
+                    if round_index == 0:
+                        warmup[name] = seconds
+                        others = [warmup[other] for other in warmup if other != name]
+                        if name != most_exact and clearly_slower(seconds, others, WARMUP_SLOWER):
+                            best[name] = seconds
+                            abandoned.append(name)
+                        continue
+                    best[name] = min(best[name], seconds)
+                    others = [best[other] for other in best if other != name and other not in abandoned]
+                    if clearly_slower(seconds, others, TIMED_SLOWER):
+                        abandoned.append(name)
+    if abandoned:
+        logger.info("dtype auto for %s: stopped timing %s (clearly slower than %s)", purpose, ", ".join(abandoned),
+                    ", ".join(name for name in runners if name not in abandoned))
     return {name: round(value, 5) for name, value in best.items()}
+
+
+#: a timed run this many times the best time of another candidate: that candidate is clearly faster
+TIMED_SLOWER = 2.0
+#: the same for a warm-up run against the other candidates' warm-ups (first calls allocate and select kernels,
+#: which costs each dtype differently: a wider margin)
+WARMUP_SLOWER = 3.0
+
+
+def clearly_slower(seconds: float, others: list[float], factor: float) -> bool:
+    """Whether a run of ``seconds`` took more than ``factor`` times the fastest of the ``others`` (finite ones)."""
+    finite = [other for other in others if other != float("inf")]
+    return bool(finite) and seconds > factor * min(finite)
 
 
 def _random_ids(rows: int, length: int, vocab_size: int, device: torch.device) -> torch.Tensor:

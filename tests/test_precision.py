@@ -152,3 +152,32 @@ def test_a_cache_shared_by_two_hosts_measures_on_each(tmp_path, monkeypatch):
         precision.auto_dtype(CPU, model, "train", tmp_path / "shared", 200)
     assert len(calls) == 2 and calls[0] != calls[1]
     assert len(json.loads((tmp_path / "shared" / precision.CACHE_FILE).read_text(encoding="utf-8"))) == 2
+
+
+def test_a_clearly_slower_candidate_is_timed_no_further(monkeypatch):
+    """A real slow candidate (bf16 doing ten training steps where fp32 does one, as a host emulating bf16 does in
+    effect): after its warm-up, or at the latest its first timed run, it is timed no further, while fp32 runs every
+    round; the choice is fp32. The runs are counted, not timed."""
+    real_work, runs = precision._training_work, {"fp32": 0, "bf16": 0}
+
+    def work(model, device, amp, size, beam_size):
+        name, step = "bf16" if amp == torch.bfloat16 else "fp32", real_work(model, device, amp, size, beam_size)
+        repeats = 10 if name == "bf16" else 1
+
+        def run():
+            runs[name] += 1
+            for _ in range(repeats):
+                step()
+        return run
+
+    monkeypatch.setattr(precision, "_training_work", work)
+    seconds = precision.measure(CPU, tiny_model(), "train", size=200, rounds=3)
+    assert runs["fp32"] == 4 and runs["bf16"] <= 2, runs
+    assert precision.decide(seconds) == "fp32" and seconds["bf16"] > 2 * seconds["fp32"]
+
+
+def test_candidates_within_twice_of_each_other_are_all_timed():
+    assert not precision.clearly_slower(1.9, [1.0], precision.TIMED_SLOWER)
+    assert precision.clearly_slower(2.1, [1.0, 5.0], precision.TIMED_SLOWER)
+    assert not precision.clearly_slower(2.9, [1.0], precision.WARMUP_SLOWER)
+    assert not precision.clearly_slower(9.0, [float("inf")], precision.TIMED_SLOWER)  # nothing timed yet to beat
