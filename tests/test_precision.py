@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from seq2seq import precision
+from seq2seq import hardware, precision
+from test_hardware import FAST_BF16, NO_AVX512
 from seq2seq.config import ConfigError, ModelConfig
 from seq2seq.model import build_model
 
@@ -114,26 +115,6 @@ def test_numerics_apply_within_the_block_only(tf32_switches):
     assert precision.numerics_flags() == {"matmul_tf32": False, "cudnn_tf32": True}
 
 
-def cpuinfo(family: int, model: int, stepping: int, flags: str, name: str = "AMD EPYC", mhz: float = 2400.0) -> str:
-    """Two processors of /proc/cpuinfo as a Linux guest shows them."""
-    one = (f"processor\t: {{}}\nvendor_id\t: AuthenticAMD\ncpu family\t: {family}\nmodel\t\t: {model}\n"
-           f"model name\t: {name}\nstepping\t: {stepping}\ncpu MHz\t\t: {mhz}\nflags\t\t: fpu sse2 {flags}\n\n")
-    return one.format(0) + one.format(1)
-
-
-#: two hosts of one machine kind, both called "AMD EPYC": one with native bf16, one without AVX-512
-FAST_BF16 = cpuinfo(26, 2, 1, "avx avx2 fma avx512f avx512_bf16 avx512_vnni")
-NO_AVX512 = cpuinfo(23, 49, 0, "avx avx2 fma")
-
-
-def test_the_cpu_is_named_by_what_decides_its_speed():
-    fast, slow = precision.cpu_identity(FAST_BF16), precision.cpu_identity(NO_AVX512)
-    assert fast != slow and fast.startswith("AMD EPYC") and slow.startswith("AMD EPYC")
-    assert "family 26 model 2 stepping 1" in fast and "avx512_bf16" in fast and "avx512" not in slow
-    assert precision.cpu_identity(cpuinfo(26, 2, 1, "avx avx2 fma avx512f avx512_bf16 avx512_vnni", mhz=3100.5)) == fast
-    assert precision.cpu_identity(cpuinfo(26, 2, 2, "avx avx2 fma avx512f avx512_bf16 avx512_vnni")) != fast
-
-
 def test_a_cache_shared_by_two_hosts_measures_on_each(tmp_path, monkeypatch):
     """A dtype-choices.json on a shared home directory: the host without AVX-512 does not take the choice the
     bf16 host measured; it measures for itself (and each host then reads its own entry)."""
@@ -141,14 +122,14 @@ def test_a_cache_shared_by_two_hosts_measures_on_each(tmp_path, monkeypatch):
     real_measure = precision.measure
 
     def counting_measure(*args, **kwargs):
-        calls.append(precision.machine_name(CPU))
+        calls.append(hardware.machine_name(CPU))
         return real_measure(*args, **kwargs, rounds=1)
 
     monkeypatch.setattr(precision, "measure", counting_measure)
     model = tiny_model()
     for host in (FAST_BF16, NO_AVX512, FAST_BF16, NO_AVX512):
         (tmp_path / "cpuinfo").write_text(host, encoding="utf-8")
-        monkeypatch.setattr(precision, "CPUINFO", tmp_path / "cpuinfo")
+        monkeypatch.setattr(hardware, "CPUINFO", tmp_path / "cpuinfo")
         precision.auto_dtype(CPU, model, "train", tmp_path / "shared", 200)
     assert len(calls) == 2 and calls[0] != calls[1]
     assert len(json.loads((tmp_path / "shared" / precision.CACHE_FILE).read_text(encoding="utf-8"))) == 2
