@@ -19,6 +19,7 @@ from seq2seq.config import (
     MAX_BEAM_SIZE,
     MAX_DECODE_BATCH_SIZE,
     Config,
+    DataConfig,
     DecodeConfig,
     apply_overrides,
 )
@@ -94,7 +95,10 @@ class Translator:
         self.src_tokenizer = src_tokenizer
         self.tgt_tokenizer = tgt_tokenizer
         self.device = device
-        self.autocast_dtype = choose_autocast(cfg.decode.dtype, device, model, "decode", cfg.data.cache_dir,
+        # the measurement of ``dtype: auto`` is cached in the user's own cache, never under the data.cache_dir of a
+        # model directory's config.yaml (a model from elsewhere must not choose where loading it writes, nor plant
+        # the cached choice it is then given)
+        self.autocast_dtype = choose_autocast(cfg.decode.dtype, device, model, "decode", DataConfig().cache_dir,
                                               cfg.decode.batch_size, cfg.decode.beam_size)
 
     @classmethod

@@ -15,8 +15,8 @@ from seq2seq.gate_norm import GateNorm
 class Seq2Seq(nn.Module):
     """RNN encoder + attention decoder.
 
-    ``forward`` returns logits for teacher forcing; ``loss`` the label-smoothed cross entropy summed
-    over real (non-pad) target tokens, computed in fp32 whatever the autocast dtype.
+    ``forward`` returns logits for teacher forcing, or, given the targets, their label-smoothed cross entropy
+    summed over real (non-pad) target tokens, computed in fp32 whatever the autocast dtype.
     """
 
     def __init__(self, encoder: RNNEncoder, decoder: AttnDecoder, pad_id: int = 0) -> None:
@@ -30,10 +30,37 @@ class Seq2Seq(nn.Module):
         return self.encoder(src, src_lengths)
 
     def forward(
-        self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, teacher_forcing_ratio: float = 1.0
-    ) -> tuple[Tensor, Tensor]:
-        """Returns logits (B, T, V) and attention weights (B, T, S)."""
-        return self.decoder(tgt_in, self.encode(src, src_lengths), teacher_forcing_ratio)
+        self,
+        src: Tensor,
+        src_lengths: Tensor,
+        tgt_in: Tensor,
+        tgt_out: Tensor | None = None,
+        *,
+        label_smoothing: float = 0.0,
+        teacher_forcing_ratio: float = 1.0,
+    ) -> tuple[Tensor, Tensor] | tuple[Tensor, int]:
+        """Teacher-forced decoding of ``tgt_in``; with the targets ``tgt_out``, their loss (as nanoGPT's
+        ``forward(idx, targets)``), so that one module call is a training step's forward pass (and what
+        DistributedDataParallel wraps).
+
+        Args:
+            src: (B, S) ids; src_lengths: (B,); tgt_in: (B, T) BOS + pieces; tgt_out: (B, T) pieces + EOS.
+        Returns:
+            without ``tgt_out``: logits (B, T, V) and attention weights (B, T, S);
+            with ``tgt_out``: the label-smoothed cross entropy summed over the real (non-pad) target tokens, a
+            scalar computed in fp32 whatever the autocast dtype, and the number of those tokens.
+        """
+        logits, attention = self.decoder(tgt_in, self.encode(src, src_lengths), teacher_forcing_ratio)
+        if tgt_out is None:
+            return logits, attention
+        loss = F.cross_entropy(
+            logits.float().flatten(0, 1),
+            tgt_out.flatten(),
+            ignore_index=self.pad_id,
+            label_smoothing=label_smoothing,
+            reduction="sum",
+        )
+        return loss, int(tgt_out.ne(self.pad_id).sum())
 
     def loss(
         self,
@@ -44,22 +71,9 @@ class Seq2Seq(nn.Module):
         label_smoothing: float = 0.0,
         teacher_forcing_ratio: float = 1.0,
     ) -> tuple[Tensor, int]:
-        """Summed label-smoothed cross entropy over real target tokens, and their count.
-
-        Args:
-            src: (B, S); src_lengths: (B,); tgt_in: (B, T) BOS + pieces; tgt_out: (B, T) pieces + EOS.
-        Returns:
-            (scalar fp32 loss sum, number of non-pad target tokens)
-        """
-        logits, _ = self(src, src_lengths, tgt_in, teacher_forcing_ratio)
-        loss = F.cross_entropy(
-            logits.float().flatten(0, 1),
-            tgt_out.flatten(),
-            ignore_index=self.pad_id,
-            label_smoothing=label_smoothing,
-            reduction="sum",
-        )
-        return loss, int(tgt_out.ne(self.pad_id).sum())
+        """``forward`` with the targets: (scalar fp32 loss sum, number of non-pad target tokens)."""
+        return self(src, src_lengths, tgt_in, tgt_out, label_smoothing=label_smoothing,
+                    teacher_forcing_ratio=teacher_forcing_ratio)
 
     def compile_decoder_step(self) -> None:
         """Compile the decoder's per-position core with ``torch.compile`` (dynamic shapes).

@@ -36,7 +36,7 @@ from seq2seq.checkpoint import (
 from seq2seq.config import Config, ConfigError
 from seq2seq.data import DataError
 from seq2seq.evaluate import evaluate_test_splits
-from seq2seq.precision import resolve_device
+from seq2seq.precision import numerics_flags, resolve_device
 from seq2seq.tokenizer import TokenizerError
 from seq2seq.training.arguments import build_parser, config_from_args
 from seq2seq.training.distributed import Distributed, exit_process, from_environment
@@ -58,11 +58,11 @@ logger = logging.getLogger("seq2seq.train")
 # ---------------------------------------------------------------------------- validation and saving
 def validate_weights(run: Run, data: TrainingData) -> dict[str, dict[str, float]]:
     """Validation scores of the raw weights, and of the weight average when one is kept."""
-    cfg, model = run.cfg, run.model
-    scored = {"raw": validate(model, data.valid, cfg, data.tgt_tok, run.device, run.amp, run.decode_amp)}
-    if run.average is not None:
-        with run.average.swapped_in(model):
-            scored["average"] = validate(model, data.valid, cfg, data.tgt_tok, run.device, run.amp, run.decode_amp)
+    cfg, model, average, device = run.cfg, run.learner.model, run.learner.average, run.learner.device
+    scored = {"raw": validate(model, data.valid, cfg, data.tgt_tok, device, run.dtypes)}
+    if average is not None:
+        with average.swapped_in(model):
+            scored["average"] = validate(model, data.valid, cfg, data.tgt_tok, device, run.dtypes)
     return scored
 
 
@@ -72,7 +72,7 @@ def validate_and_save(run: Run, data: TrainingData) -> bool:
     Under torchrun rank 0 validates and every rank applies its scores (best score, early stopping, the plateau
     schedule), so that all ranks stay in step. Returns True when early stopping says stop.
     """
-    cfg, state, model = run.cfg, run.state, run.model
+    cfg, state, model, average = run.cfg, run.state, run.learner.model, run.learner.average
     scored = run.dist.from_main(lambda: validate_weights(run, data), "validation")
     chosen = max(scored, key=lambda name: scored[name]["bleu"])  # ties: the raw weights
     result = scored[chosen]
@@ -82,18 +82,19 @@ def validate_and_save(run: Run, data: TrainingData) -> bool:
         state.best_bleu, state.best_step, state.best_weights = result["bleu"], state.step, chosen
         state.validations_without_improvement = 0
         if run.dist.is_main:
-            with run.average.swapped_in(model) if chosen == "average" else contextlib.nullcontext():
+            with average.swapped_in(model) if chosen == "average" else contextlib.nullcontext():
                 save_model_dir(run.out_dir, cfg, model, data.src_tok, data.tgt_tok)
     else:
         state.validations_without_improvement += 1
     run.schedule.on_validation(result["bleu"])
     record = {"type": "valid", "step": state.step, "epoch": state.epoch, "val_loss": round(result["loss"], 4),
               "val_ppl": round(result["ppl"], 2), "val_bleu": result["bleu"], "val_chrf": result["chrf"],
-              "weights": chosen, "lr": run.optimizer.param_groups[0]["lr"], "elapsed_min": round(run.clock() / 60, 2)}
-    if run.average is not None:
+              "weights": chosen, "lr": run.learner.optimizer.param_groups[0]["lr"],
+              "elapsed_min": round(run.clock.seconds() / 60, 2)}
+    if average is not None:
         record.update(raw_bleu=scored["raw"]["bleu"], average_bleu=scored["average"]["bleu"])
     run.log(record)
-    averaged = f" (average {scored['average']['bleu']:.2f}, raw {scored['raw']['bleu']:.2f})" if run.average else ""
+    averaged = f" (average {scored['average']['bleu']:.2f}, raw {scored['raw']['bleu']:.2f})" if average else ""
     logger.info("validation at step %d: loss %.3f ppl %.2f BLEU %.2f chrF %.2f%s%s", state.step, result["loss"],
                 result["ppl"], result["bleu"], result["chrf"], averaged, " (best)" if improved else "")
     model.train()
@@ -150,12 +151,13 @@ def _train(cfg: Config, out_dir: Path, resume: bool, dist: Distributed, dist_dev
     # can abort in gloo's teardown); rank 0 then evaluates the test splits alone
     dist.barrier("finishing the run")
     if not dist.is_main:
-        return {"step": run.state.step, "best_bleu": run.state.best_bleu, "rank": dist.rank,
+        return {"step": run.state.step, "best_bleu": run.state.best_bleu, "rank": dist.rank, "numerics": numerics_flags(),
                 **({"interrupted": True} if stop_reason is None else {"stop_reason": stop_reason})}
     if stop_reason is None:
         logger.info("interrupted at step %d; training state saved in %s — continue with --resume", run.state.step,
                     out_dir / "last")
-        return {"interrupted": True, "step": run.state.step, "best_bleu": run.state.best_bleu}
+        return {"interrupted": True, "step": run.state.step, "best_bleu": run.state.best_bleu,
+                "numerics": numerics_flags()}
     state = run.state
     logger.info("stopped: %s; best validation BLEU %.2f at step %d (%s weights)", stop_reason, state.best_bleu,
                 state.best_step, state.best_weights)
@@ -167,7 +169,8 @@ def _train(cfg: Config, out_dir: Path, resume: bool, dist: Distributed, dist_dev
         logger.warning("could not draw curves.png: %s", err)
     results = evaluate_test_splits(cfg, out_dir, device)
     return {"step": state.step, "best_bleu": state.best_bleu, "best_step": state.best_step,
-            "best_weights": state.best_weights, "stop_reason": stop_reason, "test": results}
+            "best_weights": state.best_weights, "stop_reason": stop_reason, "numerics": numerics_flags(),
+            "test": results}
 
 
 def run_loop(run: Run, data: TrainingData) -> str | None:
@@ -185,8 +188,8 @@ def run_loop(run: Run, data: TrainingData) -> str | None:
                     disable=None if dist.is_main else True)
     window = ThroughputWindow()
     bad_steps_in_row = 0
-    run.segment_start = run.last_save = time.perf_counter()
-    run.model.train()
+    run.clock.restart(state.elapsed_seconds)
+    run.learner.model.train()
     span = tcfg.accumulate * dist.world_size  # batches per optimizer step, over all ranks
     try:
         with run.stop:
@@ -205,9 +208,9 @@ def run_loop(run: Run, data: TrainingData) -> str | None:
                     group = batches[state.batch_in_epoch : state.batch_in_epoch + span]
                     lr = run.schedule.step(state.step, run.progress())
                     share, counts = step_share(group, dist.rank, tcfg.accumulate)
-                    micro_batches = [data.batch(indices).to(run.device) for indices in share]
+                    micro_batches = [data.batch(indices).to(run.learner.device) for indices in share]
                     target_tokens, source_tokens = data.sampler.count_tokens(group)
-                    loss = train_step(run, micro_batches, target_tokens, counts)
+                    loss = train_step(run.learner, micro_batches, target_tokens, counts, agree=run.agree)
                     state.batch_in_epoch += len(group)
                     if loss is None:
                         bad_steps_in_row += 1
@@ -223,14 +226,14 @@ def run_loop(run: Run, data: TrainingData) -> str | None:
                     progress.update(1)
                     if state.step % tcfg.log_every == 0:
                         record = {"type": "train", "step": state.step, "epoch": state.epoch, **window.record(),
-                                  "lr": lr, "elapsed_min": round(run.clock() / 60, 2)}
+                                  "lr": lr, "elapsed_min": round(run.clock.seconds() / 60, 2)}
                         run.log(record)
                         show_progress(progress, run, record)
                         window.reset()
-                    stop_reason = after_step(run, data, window)
+                    total = estimated_total_steps(state.step, run.progress())
+                    stop_reason = after_step(run, data, window, total)
                     if stop_reason is not None:
                         return stop_reason
-                    total = estimated_total_steps(state.step, run.progress())
                     if total is not None and tcfg.max_minutes:
                         progress.total = max(total, state.step)
                 state.epoch += 1
@@ -242,14 +245,14 @@ def run_loop(run: Run, data: TrainingData) -> str | None:
         run.close_segment()
 
 
-def after_step(run: Run, data: TrainingData, window: ThroughputWindow) -> str | None:
+def after_step(run: Run, data: TrainingData, window: ThroughputWindow, total: int | None) -> str | None:
     """Validate (periodically and at the end of the budget) or save ``last/`` when due; returns why training
-    stops (the budget ran out, early stopping), or None to go on. Every rank decides alike: the clock is the one
+    stops (the budget ran out, early stopping), or None to go on. ``total`` is the number of steps the budget
+    allows, as estimated after this step (None without a budget). Every rank decides alike: the clock is the one
     the ranks agreed on after the step."""
     tcfg, state = run.cfg.train, run.state
-    total = estimated_total_steps(state.step, run.progress())
     out_of_steps = tcfg.max_steps and state.step >= tcfg.max_steps
-    out_of_time = tcfg.max_minutes and run.clock() >= tcfg.max_minutes * 60
+    out_of_time = tcfg.max_minutes and run.clock.seconds() >= tcfg.max_minutes * 60
     # a periodic validation is skipped when the budget's final one is under half an interval away
     periodic = state.step % tcfg.valid_every == 0 and (total is None or total - state.step >= tcfg.valid_every / 2)
     if periodic or out_of_steps or out_of_time:
@@ -280,7 +283,7 @@ def show_progress(progress, run: Run, record: dict) -> None:
     if run.state.last_bleu >= 0:
         postfix["val_bleu"] = f"{run.state.last_bleu:.2f}"
     if tcfg.max_minutes:
-        left = max(0.0, tcfg.max_minutes * 60 - run.elapsed())
+        left = max(0.0, tcfg.max_minutes * 60 - run.clock.seconds())
         postfix["left"] = f"{int(left // 60)}:{int(left % 60):02d}"
     progress.set_postfix(postfix, refresh=False)
 

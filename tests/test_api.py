@@ -226,3 +226,29 @@ def test_compute_dtypes_and_int8_translate_every_input(tiny_model_dir):
         Translator.load(tiny_model_dir, device="cpu", dtype="fp8")
     with pytest.raises(ValueError, match="int8"):
         Translator.load(tiny_model_dir, device="cpu", quantize="int4")
+
+
+def test_loading_a_model_writes_only_to_the_users_own_cache(tiny_model_dir, tmp_path, monkeypatch):
+    """A model directory from elsewhere whose config.yaml says ``decode.dtype: auto`` and names a
+    ``data.cache_dir``: loading it measures and caches the dtype in the user's own cache (~/.cache/seq2seq), and
+    neither creates nor reads anything where the untrusted file says."""
+    import json
+    import shutil
+
+    import yaml
+
+    from seq2seq import precision
+
+    model_dir = tmp_path / "downloaded"
+    shutil.copytree(tiny_model_dir, model_dir, ignore=shutil.ignore_patterns("last", "*.log", "*.jsonl", "*.png"))
+    elsewhere = tmp_path / "elsewhere"
+    config = yaml.safe_load((model_dir / "config.yaml").read_text(encoding="utf-8"))
+    config["data"]["cache_dir"] = str(elsewhere)
+    config["decode"]["dtype"] = "auto"
+    config["decode"]["batch_size"] = 4
+    (model_dir / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    Translator.load(model_dir, device="cpu")
+    assert not elsewhere.exists()
+    cached = json.loads((tmp_path / "home" / ".cache" / "seq2seq" / precision.CACHE_FILE).read_text("utf-8"))
+    assert [entry["choice"] for entry in cached.values()] in (["fp32"], ["bf16"])

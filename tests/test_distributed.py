@@ -101,7 +101,14 @@ def accumulated(tiny_corpus, runs) -> Path:
                                                         "train.accumulate=2")],
                             env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
+    # fp32 means fp32: the TF32 switches off, cuDNN's (on by default in torch) included
+    assert [line["numerics"] for line in summaries(single.stdout)] == [{"matmul_tf32": False, "cudnn_tf32": False}]
     return one
+
+
+def summaries(stdout: str) -> list[dict]:
+    """The JSON summary line each rank prints at the end of the run."""
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 
 
 def assert_same_run(reference: Path, run: Path) -> None:
@@ -122,11 +129,13 @@ def assert_same_run(reference: Path, run: Path) -> None:
 
 def test_two_ranks_equal_one_process_accumulating_two_batches(tiny_corpus, runs, accumulated):
     """torchrun --nproc_per_node 2 at accumulate 1 = one process at accumulate 2 (dropout 0: the ranks' own random
-    streams do not enter), across the end of an epoch."""
+    streams do not enter), across the end of an epoch. In tf32 (plain fp32 on the CPU): every rank runs with the
+    TF32 switches on, not rank 0 alone (which resolves the dtypes)."""
     _, cache, _ = runs
     two = new_run(runs, "two")
-    double = torchrun(train_args(tiny_corpus, cache, two, f"train.max_steps={STEPS}"))
+    double = torchrun(train_args(tiny_corpus, cache, two, f"train.max_steps={STEPS}", "train.dtype=tf32"))
     assert double.returncode == 0, double.stderr[-3000:]
+    assert [line["numerics"] for line in summaries(double.stdout)] == [{"matmul_tf32": True, "cudnn_tf32": True}] * 2
     assert "data parallel over 2 processes (gloo)" in (two / "train.log").read_text(encoding="utf-8")
     assert_same_run(accumulated, two)
     state = json.loads((two / "last" / "state.json").read_text(encoding="utf-8"))
@@ -272,6 +281,26 @@ def test_ranks_agree_on_the_step_loss_rank_0s_clock_and_any_stop_request():
         assert agreed == StepAgreement(loss=6.0, elapsed=100.0, stop=True, save=True), rank
         assert quiet == StepAgreement(loss=3.0, elapsed=5.0, stop=False, save=False), rank
         assert shared == {"bleu": 1.5} and gathered == [0, 10, 20]
+
+
+def test_only_collective_failures_are_reported_as_lost_contact():
+    """A failed collective (gloo's message, as a lost peer gives it; NCCL's DistBackendError) becomes the clear
+    DistributedError; an error of the rank's own work inside the same block (autograd, a bug) goes on as it is."""
+    from seq2seq.training.distributed import DistributedError
+
+    ranks = Distributed(rank=1, world_size=2, local_world_size=2)
+    gloo = RuntimeError("[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer "
+                        "[127.0.0.1]:17308")
+    for failure in (gloo, torch.distributed.DistBackendError("NCCL error: remote process exited")):
+        with pytest.raises(DistributedError, match="rank 1 of 2: lost contact .* while averaging gradients"):
+            with ranks.reporting("averaging gradients"):
+                raise failure
+    own = RuntimeError("one of the variables needed for gradient computation has been modified by an inplace "
+                       "operation")
+    with pytest.raises(RuntimeError) as raised:
+        with ranks.reporting("averaging gradients"):
+            raise own
+    assert raised.value is own
 
 
 def test_one_process_agrees_with_itself():

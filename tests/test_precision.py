@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from seq2seq import precision
+from seq2seq import hardware, precision
+from test_hardware import FAST_BF16, NO_AVX512
 from seq2seq.config import ConfigError, ModelConfig
 from seq2seq.model import build_model
 
@@ -85,3 +86,79 @@ def test_an_unwritable_cache_still_gives_a_choice(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory", encoding="utf-8")
     assert precision.auto_dtype(CPU, tiny_model(), "decode", blocker / "cache", 4) in ("fp32", "bf16")
+
+
+@pytest.fixture
+def tf32_switches():
+    """The process's TF32 switches as torch sets them by default (matmul off, cuDNN on), restored afterwards."""
+    previous = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
+
+
+def test_fp32_on_cuda_turns_tf32_off_cudnn_included(tf32_switches):
+    """fp32 means fp32: cuDNN's TF32 (on by default in torch) would run the fused RNN in TF32. The switches only
+    affect CUDA kernels, so setting them is checked here without a GPU."""
+    cuda = torch.device("cuda")
+    assert precision.explicit_autocast("fp32", cuda) is None
+    assert precision.numerics_flags() == {"matmul_tf32": False, "cudnn_tf32": False}
+    assert precision.explicit_autocast("tf32", cuda) is None
+    assert precision.numerics_flags() == {"matmul_tf32": True, "cudnn_tf32": True}
+    precision.explicit_autocast("bf16", cuda)
+    assert precision.numerics_flags() == {"matmul_tf32": False, "cudnn_tf32": False}
+
+
+def test_numerics_apply_within_the_block_only(tf32_switches):
+    with precision.numerics("tf32"):
+        assert precision.numerics_flags() == {"matmul_tf32": True, "cudnn_tf32": True}
+    assert precision.numerics_flags() == {"matmul_tf32": False, "cudnn_tf32": True}
+
+
+def test_a_cache_shared_by_two_hosts_measures_on_each(tmp_path, monkeypatch):
+    """A dtype-choices.json on a shared home directory: the host without AVX-512 does not take the choice the
+    bf16 host measured; it measures for itself (and each host then reads its own entry)."""
+    calls = []
+    real_measure = precision.measure
+
+    def counting_measure(*args, **kwargs):
+        calls.append(hardware.machine_name(CPU))
+        return real_measure(*args, **kwargs, rounds=1)
+
+    monkeypatch.setattr(precision, "measure", counting_measure)
+    model = tiny_model()
+    for host in (FAST_BF16, NO_AVX512, FAST_BF16, NO_AVX512):
+        (tmp_path / "cpuinfo").write_text(host, encoding="utf-8")
+        monkeypatch.setattr(hardware, "CPUINFO", tmp_path / "cpuinfo")
+        precision.auto_dtype(CPU, model, "train", tmp_path / "shared", 200)
+    assert len(calls) == 2 and calls[0] != calls[1]
+    assert len(json.loads((tmp_path / "shared" / precision.CACHE_FILE).read_text(encoding="utf-8"))) == 2
+
+
+def test_a_clearly_slower_candidate_is_timed_no_further(monkeypatch):
+    """A real slow candidate (bf16 doing ten training steps where fp32 does one, as a host emulating bf16 does in
+    effect): after its warm-up, or at the latest its first timed run, it is timed no further, while fp32 runs every
+    round; the choice is fp32. The runs are counted, not timed."""
+    real_work, runs = precision._training_work, {"fp32": 0, "bf16": 0}
+
+    def work(model, device, amp, size, beam_size):
+        name, step = "bf16" if amp == torch.bfloat16 else "fp32", real_work(model, device, amp, size, beam_size)
+        repeats = 10 if name == "bf16" else 1
+
+        def run():
+            runs[name] += 1
+            for _ in range(repeats):
+                step()
+        return run
+
+    monkeypatch.setattr(precision, "_training_work", work)
+    seconds = precision.measure(CPU, tiny_model(), "train", size=200, rounds=3)
+    assert runs["fp32"] == 4 and runs["bf16"] <= 2, runs
+    assert precision.decide(seconds) == "fp32" and seconds["bf16"] > 2 * seconds["fp32"]
+
+
+def test_candidates_within_twice_of_each_other_are_all_timed():
+    assert not precision.clearly_slower(1.9, [1.0], precision.TIMED_SLOWER)
+    assert precision.clearly_slower(2.1, [1.0, 5.0], precision.TIMED_SLOWER)
+    assert not precision.clearly_slower(2.9, [1.0], precision.WARMUP_SLOWER)
+    assert not precision.clearly_slower(9.0, [float("inf")], precision.TIMED_SLOWER)  # nothing timed yet to beat

@@ -1,4 +1,4 @@
-"""Faults in what a run directory holds for ``--resume`` and for a new run: a tampered ``last/state.json``,
+"""What ``--resume`` keeps and refuses: the compute dtypes the run resolved; a tampered ``last/state.json``,
 settings that ``--resume`` may not change, tokenizer models left in ``--out`` by other settings, a model
 directory stopped before its first save. Each is one clear error through ``python -m seq2seq.train`` (exit 2,
 an ``error: ...`` line naming the file or key, no traceback).
@@ -16,6 +16,7 @@ import pytest
 import yaml
 from conftest import REPO_ROOT, TINY_OVERRIDES
 
+from seq2seq import precision
 from seq2seq.api import Translator
 from seq2seq.checkpoint import CheckpointError
 from seq2seq.config import ConfigError, load_config
@@ -103,6 +104,8 @@ def test_unreadable_training_state_is_one_clear_error(run_dir, capsys, content):
     ("train.seed=7", "train.seed"),
     ("tokenizer.vocab_size=300", "tokenizer.vocab_size"),
     ("data.max_length=20", "data.max_length"),
+    ("data.path=/another/corpus", "data.path"),
+    ("data.files={train: [a.en, a.de]}", "data.files"),
 ])
 def test_resume_refuses_settings_that_change_the_model_or_the_batches(run_dir, capsys, override, key):
     err = resume_error(run_dir, capsys, override)
@@ -206,3 +209,52 @@ def test_the_limits_themselves_are_allowed(override):
 def test_save_every_may_not_be_negative():
     with pytest.raises(ConfigError, match="train.save_every"):
         load_config(None, ["train.save_every=-1"])
+
+
+# ---------------------------------------------------------------------------- the compute dtypes a resume keeps
+def saved_state(run_dir: Path) -> dict:
+    return json.loads((run_dir / "last" / "state.json").read_text(encoding="utf-8"))
+
+
+def save_dtypes(run_dir: Path, dtypes: dict) -> None:
+    state = saved_state(run_dir)
+    state["dtypes"] = dtypes
+    (run_dir / "last" / "state.json").write_text(json.dumps(state), encoding="utf-8")
+
+
+def resume(run_dir: Path, *overrides: str) -> int:
+    sets = ["train.valid_bleu_sentences=5", "data.test_splits=[]", *overrides]
+    return train_main(["--out", str(run_dir), "--resume", *[a for o in sets for a in ("--set", o)]])
+
+
+def test_the_training_state_holds_the_resolved_dtypes(run_dir):
+    assert saved_state(run_dir)["dtypes"] == {"train": "fp32", "decode": "fp32"}
+
+
+def test_resume_keeps_the_saved_dtypes_under_auto_without_measuring(run_dir, monkeypatch, capsys):
+    """The run computed in bf16 (as saved); resumed under ``auto`` on a host whose measurement would say
+    otherwise (here: any measurement fails the test), it goes on in bf16 and saves bf16 again."""
+    save_dtypes(run_dir, {"train": "bf16", "decode": "fp32"})
+
+    def no_measurement(*args, **kwargs):
+        raise AssertionError("a resume measured dtype: auto again")
+
+    monkeypatch.setattr(precision, "measure", no_measurement)
+    assert resume(run_dir, "train.dtype=auto", "decode.dtype=auto", "train.max_steps=52") == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 52
+    log = (run_dir / "train.log").read_text(encoding="utf-8")
+    assert "training compute torch.bfloat16, validation decoding torch.float32" in log
+    assert saved_state(run_dir)["dtypes"] == {"train": "bf16", "decode": "fp32"}
+
+
+@pytest.mark.parametrize("saved, override, message", [
+    ({"train": "fp32", "decode": "fp32"}, "train.dtype=bf16", "--resume cannot change train.dtype"),
+    ({"train": "fp32", "decode": "bf16"}, "decode.dtype=fp32", "--resume cannot change decode.dtype"),
+    ({"train": "fp16", "decode": "fp32"}, "train.dtype=auto", "cannot continue the run"),  # fp16 on the CPU
+    ({"train": "fp8", "decode": "fp32"}, "train.dtype=auto", "'dtypes'"),
+])
+def test_a_dtype_the_resume_cannot_keep_is_refused_naming_why(run_dir, capsys, saved, override, message):
+    save_dtypes(run_dir, saved)
+    assert resume(run_dir, override) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and message in err.strip().splitlines()[-1], err

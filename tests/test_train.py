@@ -191,11 +191,11 @@ def test_training_state_is_saved_by_time_and_at_the_start(run_20, tiny_corpus, c
     reuse_tokenizers(tokenizer_dir, out)
     real_step, calls = train_module.train_step, {"n": 0}
 
-    def crashing_step(run, *args):
+    def crashing_step(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 5:
             raise Crash
-        return real_step(run, *args)
+        return real_step(*args, **kwargs)
 
     monkeypatch.setattr(train_module, "train_step", crashing_step)
     with pytest.raises(Crash):

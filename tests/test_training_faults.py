@@ -38,9 +38,9 @@ def small_run(tiny_corpus, tiny_model_dir, tmp_path):
 
 def poison_training_loss(monkeypatch, bad_calls) -> None:
     """Make the training loss NaN on the given training-mode calls (1-based); validation is left alone."""
-    original, calls = Seq2Seq.loss, {"n": 0}
+    original, calls = Seq2Seq.forward, {"n": 0}
 
-    def loss(self, *args, **kwargs):
+    def forward(self, *args, **kwargs):  # the training step calls forward with the targets: (loss, tokens)
         value, tokens = original(self, *args, **kwargs)
         if self.training:
             calls["n"] += 1
@@ -48,7 +48,7 @@ def poison_training_loss(monkeypatch, bad_calls) -> None:
                 value = value * float("nan")
         return value, tokens
 
-    monkeypatch.setattr(Seq2Seq, "loss", loss)
+    monkeypatch.setattr(Seq2Seq, "forward", forward)
 
 
 def test_non_finite_losses_are_skipped_with_a_warning(small_run, monkeypatch):

@@ -13,6 +13,7 @@ from seq2seq.config import Config
 from seq2seq.decoding.batched import translate_ids
 from seq2seq.model import Seq2Seq
 from seq2seq.training.optimizer import build_optimizer
+from seq2seq.training.step import Learner, StepSettings, train_step
 from seq2seq.precision import choose_autocast
 
 
@@ -26,14 +27,10 @@ def profile(cfg: Config, work: Workload, model: Seq2Seq, device: torch.device, s
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     sampler = TokenBatchSampler.from_dataset(work.train_data, cfg.train.max_tokens, cfg.train.seed)
     batch = next(iterate_batches(work.train_data, sampler)).to(device)
-    optimizer = build_optimizer(cfg.train, model.parameters())
+    learner = Learner(model, build_optimizer(cfg.train, model.parameters()), StepSettings.of(cfg.train), device, amp)
     model.train()
     with torch_profile(activities=activities) as prof:
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            loss, _ = model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, cfg.train.label_smoothing)
-        (loss / batch.num_tgt_tokens).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_norm)
-        optimizer.step()
+        train_step(learner, [batch], batch.num_tgt_tokens)
     print(f"\nprofile: one training step ({batch.size} sentences, {batch.num_tgt_tokens} target tokens)")
     print(prof.key_averages().table(sort_by=sort, row_limit=rows))
     translator = Translator(cfg, model, work.src_tok, work.tgt_tok, device)

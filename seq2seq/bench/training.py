@@ -1,5 +1,5 @@
-"""Training throughput: the per-step work of ``seq2seq.train`` (fetch batch, autocast forward, loss / tokens
-backward, clip, Adam step) timed over steps that alternate between variants, reported as tokens/s, sentence
+"""Training throughput: the per-step work of ``seq2seq.train`` (fetch batch, then the training step itself,
+:func:`seq2seq.training.step.train_step`: autocast forward, loss / tokens backward, clip, Adam step) timed over steps that alternate between variants, reported as tokens/s, sentence
 pairs/s, step time, peak memory and achieved GFLOP/s (analytic FLOPs, checked against FlopCounterMode on one
 batch) as a fraction of the GEMM peak."""
 
@@ -19,6 +19,7 @@ from seq2seq.bench.workload import Workload
 from seq2seq.config import Config
 from seq2seq.model import Seq2Seq, build_model
 from seq2seq.training.optimizer import build_optimizer
+from seq2seq.training.step import Learner, StepSettings, train_step
 from seq2seq.precision import choose_autocast
 
 
@@ -35,7 +36,8 @@ class TrainingBench:
         self.model = build_model(cfg.model, work.src_tok.vocab_size, work.tgt_tok.vocab_size).to(device).train()
         self.amp = choose_autocast(cfg.train.dtype, device, self.model, "train", cfg.data.cache_dir,
                                    cfg.train.max_tokens)
-        self.optimizer = build_optimizer(cfg.train, self.model.parameters())
+        self.learner = Learner(self.model, build_optimizer(cfg.train, self.model.parameters()),
+                               StepSettings.of(cfg.train), device, self.amp)
         sampler = TokenBatchSampler.from_dataset(work.train_data, cfg.train.max_tokens, cfg.train.seed)
         self.batches = _endless_batches(work.train_data, sampler)
         self.check = flop_check(cfg, work, self.model, next(self.batches).to(device))
@@ -48,16 +50,8 @@ class TrainingBench:
         sync(device)
 
     def _step(self):
-        cfg, batch = self.cfg, next(self.batches).to(self.device)
-        self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-            loss, _ = self.model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out,
-                                      cfg.train.label_smoothing, cfg.train.teacher_forcing_ratio)
-        (loss / batch.num_tgt_tokens).backward()
-        if cfg.train.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.clip_norm)
-        self.optimizer.step()
-        float(loss.detach())  # train.py reads the loss every step (a device sync)
+        batch = next(self.batches).to(self.device)
+        train_step(self.learner, [batch], batch.num_tgt_tokens)  # reads the loss (a device sync), as training does
         return batch
 
     def run(self, steps: int) -> None:

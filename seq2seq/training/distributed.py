@@ -83,7 +83,7 @@ class Distributed:
                               device=self.device)
         with self.reporting("exchanging the step's loss"):
             dist.all_reduce(values)
-        loss, elapsed, stop_votes, save_votes = values.tolist()
+            loss, elapsed, stop_votes, save_votes = values.tolist()  # NCCL: the wait for the other ranks is here
         return StepAgreement(loss, elapsed, stop_votes > 0, save_votes > 0)
 
     def from_main(self, compute: Callable[[], T], what: str) -> T:
@@ -125,14 +125,15 @@ class Distributed:
 
     @contextlib.contextmanager
     def reporting(self, what: str) -> Iterator[None]:
-        """Turn a failed collective into a :class:`DistributedError` that says what to do (one process: nothing)."""
+        """Turn a failed collective into a :class:`DistributedError` that says what to do (one process: nothing).
+        Any other error (a bug, out of memory, a failure inside autograd) goes on as it is."""
         if not self.enabled:
             yield
             return
         try:
             yield
-        except (RuntimeError, dist.DistError) as err:  # gloo/NCCL raise RuntimeError subclasses
-            if isinstance(err, (TrainingError, torch.OutOfMemoryError)):
+        except (RuntimeError, dist.DistError) as err:
+            if not is_collective_failure(err):
                 raise
             raise DistributedError(
                 f"rank {self.rank} of {self.world_size}: lost contact with the other training processes while "
@@ -145,6 +146,20 @@ class Distributed:
     def close(self) -> None:
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()
+
+
+#: where the messages of a failed gloo / NCCL collective come from (gloo raises a plain RuntimeError naming its
+#: source file, e.g. "[.../gloo/transport/tcp/pair.cc:553] Connection closed by peer"; NCCL a DistBackendError)
+COLLECTIVE_SOURCES = ("gloo", "nccl", "c10d", "processgroup")
+
+
+def is_collective_failure(err: BaseException) -> bool:
+    """Whether ``err`` is a collective's failure (a lost peer, a timeout), not an error of this rank's own work."""
+    if isinstance(err, (TrainingError, torch.OutOfMemoryError)):
+        return False
+    if isinstance(err, dist.DistError):
+        return True
+    return isinstance(err, RuntimeError) and any(source in str(err).lower() for source in COLLECTIVE_SOURCES)
 
 
 def exit_process(code: int) -> NoReturn:

@@ -1,5 +1,6 @@
 """Safe stopping and resuming: Ctrl-C / SIGTERM handled at a step boundary (:class:`StopRequest`), the settings an
-exact ``--resume`` may not change (:func:`check_resume_config`), and tokenizer models left in ``--out`` checked
+exact ``--resume`` may not change (:func:`check_resume_config`), the compute dtypes it keeps
+(:func:`resumed_dtypes`), and tokenizer models left in ``--out`` checked
 against the run's ``tokenizer.*`` settings before they are reused (:func:`check_reused_tokenizers`).
 """
 
@@ -12,8 +13,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from seq2seq.checkpoint import CONFIG_FILE
-from seq2seq.config import Config, load_config
+import torch
+
+from seq2seq.checkpoint import CONFIG_FILE, CheckpointError
+from seq2seq.config import Config, ConfigError, load_config
+from seq2seq.precision import AUTOCAST, ComputeDtypes, explicit_autocast
 from seq2seq.training import TrainingError
 from seq2seq.tokenizer import SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE, load_tokenizers
 
@@ -53,8 +57,8 @@ class StopRequest:
 
 #: settings a ``--resume`` may not change: they define the model, its vocabulary, or the order and content of
 #: the batches (an exact resume replays the same batches from the saved position)
-FIXED_ON_RESUME = ("model.", "tokenizer.", "data.src_lang", "data.tgt_lang", "data.train_split", "data.max_length",
-                   "train.seed", "train.max_tokens", "train.accumulate")
+FIXED_ON_RESUME = ("model.", "tokenizer.", "data.path", "data.files", "data.src_lang", "data.tgt_lang",
+                   "data.train_split", "data.max_length", "train.seed", "train.max_tokens", "train.accumulate")
 
 
 def check_resume_config(cfg: Config, state_dir: Path) -> None:
@@ -78,6 +82,41 @@ def check_resume_config(cfg: Config, state_dir: Path) -> None:
                     f"--resume cannot change {dotted} (the run in {state_dir.parent} was trained with {old!r}, "
                     f"this config says {new!r}): it changes the model or the batches; drop the change, or start a "
                     "new run with another --out")
+
+
+def resumed_dtypes(cfg: Config, state_dir: Path, device: torch.device) -> ComputeDtypes | None:
+    """The compute dtypes the run in ``state_dir`` trained and validated with (``state.json``'s ``dtypes``), which a
+    resume keeps: ``dtype: auto`` is not decided again (a deleted cache, another thread count or another host
+    could switch between bf16 and fp32 in the middle of the run). A dtype named in the config must be the saved
+    one, and the saved one must run on ``device``; otherwise TrainingError says why. None for a state saved
+    without them (by an older version): the dtypes are then chosen as for a new run."""
+    try:
+        saved = json.loads((state_dir / "state.json").read_text(encoding="utf-8")).get("dtypes")
+    except (OSError, ValueError, AttributeError):
+        return None  # a damaged file is reported on loading
+    if saved is None:
+        return None
+    names = {}
+    for key, requested in (("train", cfg.train.dtype), ("decode", cfg.decode.dtype)):
+        name = saved.get(key) if isinstance(saved, dict) else None
+        if name not in AUTOCAST:
+            raise CheckpointError(f"{state_dir / 'state.json'}: 'dtypes' = {saved!r} does not name the {key} compute "
+                                  f"dtype (one of {', '.join(AUTOCAST)}); the training state is damaged")
+        if requested not in ("auto", name):
+            raise TrainingError(f"--resume cannot change {key}.dtype: the run in {state_dir.parent} computed in "
+                                f"{name} (resolved from {key}.dtype and saved in {state_dir / 'state.json'}), this "
+                                f"config says {requested!r}; a resume in another dtype would not continue the run's "
+                                f"numerics; set {key}.dtype to auto or {name}, or start a new run with another --out")
+        try:
+            explicit_autocast(name, device)
+        except ConfigError as err:
+            raise TrainingError(f"--resume cannot continue the run in {state_dir.parent} on {device}: it computed in "
+                                f"{name} ({key}.dtype) and {err}; resume on the kind of device it was trained on, or "
+                                "start a new run") from None
+        names[key] = name
+    logger.info("compute dtypes of the resumed run kept: training %s, validation decoding %s", names["train"],
+                names["decode"])
+    return ComputeDtypes(names["train"], names["decode"])
 
 
 def check_reused_tokenizers(cfg: Config, out_dir: Path) -> None:

@@ -1,5 +1,5 @@
-"""A training run's parts and their setup: the model, optimizer, schedule and weight average it changes, the
-counters an exact ``--resume`` restores, and the log it writes. The data it reads is prepared by
+"""A training run's parts and their setup: the learner (model, optimizer, scaler, weight average) and schedule it
+changes, the counters an exact ``--resume`` restores, its one clock, and the log it writes. The data it reads is prepared by
 :mod:`seq2seq.training.prepare`; the loop itself is in :mod:`seq2seq.train`.
 """
 
@@ -29,12 +29,13 @@ from seq2seq.checkpoint import (
 )
 from seq2seq.config import Config
 from seq2seq.training.distributed import Distributed, StepAgreement
-from seq2seq.model import Seq2Seq, build_model
+from seq2seq.model import build_model
 from seq2seq.training.optimizer import LRSchedule, WeightAverage, budget_progress, build_optimizer
-from seq2seq.precision import choose_autocast
+from seq2seq.precision import ComputeDtypes, apply_numerics, choose_dtype
 from seq2seq.training.prepare import TrainingData
 from seq2seq.training import TrainingError
-from seq2seq.training.resume import StopRequest
+from seq2seq.training.resume import StopRequest, resumed_dtypes
+from seq2seq.training.step import Learner, StepSettings
 
 logger = logging.getLogger("seq2seq.train")
 
@@ -69,46 +70,75 @@ def trainer_state_from(saved: dict[str, Any], source: Path) -> TrainerState:
     return TrainerState(**values)
 
 
+class TrainingClock:
+    """The one clock of a run: seconds of training over every resumed segment (validation and saves included).
+
+    :meth:`seconds` is what the loop's time decisions read (the time budget, the learning rate under a time
+    budget, the time left): under torchrun it is rank 0's reading as agreed after the latest step
+    (:meth:`Run.agree`), so every rank decides alike. :meth:`local_seconds` is this process's own reading, the
+    value a step's agreement shares. The clock also times the ``train.save_every`` interval.
+    """
+
+    def __init__(self, folded_seconds: float = 0.0) -> None:
+        self.restart(folded_seconds)
+
+    def restart(self, folded_seconds: float) -> None:
+        """Start a segment after ``folded_seconds`` of earlier ones (``TrainerState.elapsed_seconds``)."""
+        self.folded = folded_seconds
+        self.segment_start = self.last_save = time.perf_counter()
+        #: rank 0's reading as of the latest step; until the first, the folded seconds, which every rank has alike
+        self.agreed = folded_seconds
+
+    def local_seconds(self) -> float:
+        return self.folded + time.perf_counter() - self.segment_start
+
+    def seconds(self) -> float:
+        """Seconds of training as every rank agrees on them (as of the latest step; before the first step of a
+        segment, the seconds of the segments before it)."""
+        return self.agreed
+
+    def fold(self) -> float:
+        """Fold the time since the segment started into the total, and return it (before saving or stopping)."""
+        now = time.perf_counter()
+        self.folded += now - self.segment_start
+        self.segment_start = now
+        return self.folded
+
+    def save_due(self, every_minutes: float) -> bool:
+        """Whether ``every_minutes`` (``train.save_every``; 0: never) have passed since :meth:`saved`."""
+        return every_minutes > 0 and time.perf_counter() - self.last_save >= every_minutes * 60
+
+    def saved(self) -> None:
+        self.last_save = time.perf_counter()
+
+
 @dataclass
 class Run:
-    """What one training run changes as it goes, and where it writes."""
+    """One training run: its config and output directory, the :class:`Learner` (model, optimizer, scaler, weight
+    average) and learning-rate schedule, the resolved compute dtypes, the counters an exact resume restores, the
+    clock, the other processes, and the stop request and log."""
 
     cfg: Config
     out_dir: Path
-    device: torch.device
-    amp: torch.dtype | None  # training autocast dtype (None = fp32)
-    decode_amp: torch.dtype | None  # validation decoding autocast dtype
-    model: Seq2Seq
-    optimizer: torch.optim.Optimizer
+    learner: Learner
     schedule: LRSchedule
-    scaler: torch.amp.GradScaler
-    average: WeightAverage | None
+    dtypes: ComputeDtypes
     state: TrainerState
+    clock: TrainingClock = field(default_factory=TrainingClock)
     dist: Distributed = field(default_factory=Distributed)
-    #: what a training step calls for the loss: ``model.loss``, wrapped in DistributedDataParallel under torchrun
-    loss_module: torch.nn.Module | None = None
-    segment_start: float = field(default_factory=time.perf_counter)
-    last_save: float = field(default_factory=time.perf_counter)  # perf_counter() of the latest save of last/
+    stop: StopRequest = field(default_factory=StopRequest)
     log_file: Any = None
     tensorboard: Any = None  # a seq2seq.training.tensorboard.TensorBoardLog on rank 0 with train.tensorboard
-    stop: StopRequest = field(default_factory=StopRequest)
     #: the latest step's agreement between ranks (rank 0's clock, stop and save decisions; see seq2seq/training/distributed.py)
     agreed: StepAgreement | None = None
 
-    def elapsed(self) -> float:
-        """Seconds of training so far, over every resumed segment (validation included), by this process's clock."""
-        return self.state.elapsed_seconds + time.perf_counter() - self.segment_start
-
-    def clock(self) -> float:
-        """Seconds of training as every rank agrees on them: rank 0's, as of the latest step (the local clock
-        before the first step; the same thing in a single process)."""
-        return self.agreed.elapsed if self.agreed is not None else self.elapsed()
-
-    def agree(self, local_loss: float) -> StepAgreement:
+    def agree(self, local_loss: float) -> float:
         """Share this step's loss, clock, stop request and save decision with the other ranks (see
-        :meth:`Distributed.agree`); the loop's time and stop decisions read the result."""
-        self.agreed = self.dist.agree(local_loss, self.elapsed(), self.stop.requested is not None, self.save_due())
-        return self.agreed
+        :meth:`Distributed.agree`); the loop's time and stop decisions read the result. Returns the step's loss."""
+        self.agreed = self.dist.agree(local_loss, self.clock.local_seconds(), self.stop.requested is not None,
+                                      self.clock.save_due(self.cfg.train.save_every))
+        self.clock.agreed = self.agreed.elapsed
+        return self.agreed.loss
 
     def stop_requested(self) -> bool:
         """Whether to stop at this step boundary: this process was signalled (one process), or some rank was, as
@@ -119,14 +149,12 @@ class Run:
 
     def close_segment(self) -> None:
         """Fold the time since the segment started into the saved state (before saving or stopping)."""
-        now = time.perf_counter()
-        self.state.elapsed_seconds += now - self.segment_start
-        self.segment_start = now
+        self.state.elapsed_seconds = self.clock.fold()
 
     def progress(self) -> float:
         """Fraction of the training budget used (0 without a budget)."""
         t = self.cfg.train
-        return budget_progress(self.state.step, self.clock(), t.max_steps, t.max_minutes)
+        return budget_progress(self.state.step, self.clock.seconds(), t.max_steps, t.max_minutes)
 
     def log(self, record: dict) -> None:
         if self.log_file is not None:  # rank 0 only
@@ -140,25 +168,35 @@ class Run:
         ``train.save_every`` clock."""
         self.close_segment()
         self.save_last()
-        self.last_save = time.perf_counter()
-
-    def save_due(self) -> bool:
-        """Whether ``train.save_every`` minutes have passed since the latest save."""
-        every = self.cfg.train.save_every
-        return every > 0 and time.perf_counter() - self.last_save >= every * 60
+        self.clock.saved()
 
     def save_last(self) -> None:
         """Rank 0 writes ``last/``, with every rank's random-number state (all ranks must call this)."""
         rank_rng = self.dist.gather(rng_state(), "collecting random-number states for last/")
         if not self.dist.is_main:
             return
+        learner = self.learner
         self.state.schedule = self.schedule.state_dict()
-        self.state.average_updates = self.average.updates if self.average else 0
-        extra = {"config": self.cfg.to_dict(), "world_size": self.dist.world_size}
+        self.state.average_updates = learner.average.updates if learner.average else 0
+        extra = {"config": self.cfg.to_dict(), "world_size": self.dist.world_size, "dtypes": asdict(self.dtypes),
+                 "scaler": learner.scaler.state_dict()}
         if self.dist.enabled:
             extra["rank_rng"] = rank_rng
-        save_training_state(self.out_dir, self.model, self.optimizer, {**asdict(self.state), **extra},
-                            self.average.state_dict() if self.average else None)
+        save_training_state(self.out_dir, learner.model, learner.optimizer, {**asdict(self.state), **extra},
+                            learner.average.state_dict() if learner.average else None)
+
+
+def restore_scaler(scaler: torch.amp.GradScaler, saved: dict[str, Any], source: Path) -> None:
+    """Give an fp16 run's gradient scaler back its saved state (scale, growth tracker), so that a resumed run does
+    not start again at the initial scale; nothing for a disabled scaler (fp32, bf16) or a state saved without."""
+    state = saved.get("scaler")
+    if not scaler.is_enabled() or not state:
+        return
+    try:
+        scaler.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+        raise CheckpointError(f"{source}: 'scaler' is not a gradient scaler's state ({type(err).__name__}: {err}); "
+                              "the training state is damaged (start a new run)") from None
 
 
 def restore_rank_rng(saved: dict[str, Any], dist: Distributed, state_dir: Path) -> None:
@@ -214,66 +252,53 @@ def run_logging(log_file: Path | None, rank_prefix: str = "") -> Iterator[None]:
         root.propagate = previous_propagate
 
 
-class TeacherForcedLoss(torch.nn.Module):
-    """``model.loss`` as a module's forward, so that DistributedDataParallel can wrap it (DDP synchronises the
-    gradients of what runs through its wrapped module's forward)."""
-
-    def __init__(self, model: Seq2Seq) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, *args) -> torch.Tensor:
-        return self.model.loss(*args)[0]
-
-
 def build_run(cfg: Config, out_dir: Path, data: TrainingData, device: torch.device, state_dir: Path | None,
               dist: Distributed | None = None) -> Run:
     """Model, optimizer, schedule, weight average and compute dtypes; restored from ``state_dir`` when resuming.
 
-    Under several processes (``dist``) rank 0 picks the compute dtypes for all, and the loss is wrapped in
+    Under several processes (``dist``) rank 0 picks the compute dtypes for all, and the model is wrapped in
     DistributedDataParallel (which averages the gradients over the ranks during the backward pass).
     """
     tcfg, dist = cfg.train, dist or Distributed()
     model = build_model(cfg.model, data.src_tok.vocab_size, data.tgt_tok.vocab_size).to(device)
     cache_dir = cfg.data.cache_dir
-    amp, decode_amp = dist.from_main(lambda: (
-        choose_autocast(tcfg.dtype, device, model, "train", cache_dir, tcfg.max_tokens),
-        choose_autocast(cfg.decode.dtype, device, model, "decode", cache_dir, cfg.decode.batch_size,
-                        beam_size=cfg.decode.beam_size)), "choosing the compute dtype")
+    dtypes = resumed_dtypes(cfg, state_dir, device) if state_dir is not None else None
+    dtypes = dtypes or dist.from_main(lambda: ComputeDtypes(
+        choose_dtype(tcfg.dtype, device, model, "train", cache_dir, tcfg.max_tokens),
+        choose_dtype(cfg.decode.dtype, device, model, "decode", cache_dir, cfg.decode.batch_size,
+                     beam_size=cfg.decode.beam_size)), "choosing the compute dtype")
+    apply_numerics(dtypes.train)  # on every rank (rank 0 alone resolved them), whatever the device
     optimizer = build_optimizer(tcfg, model.parameters())
-    run = Run(cfg=cfg, out_dir=out_dir, device=device, amp=amp, decode_amp=decode_amp, model=model,
-              optimizer=optimizer, schedule=LRSchedule(optimizer, tcfg),
-              scaler=torch.amp.GradScaler("cuda", enabled=amp == torch.float16),
-              average=WeightAverage(model, tcfg.ema_decay) if tcfg.ema_decay > 0 else None, state=TrainerState(),
-              dist=dist)
+    learner = Learner(model, optimizer, StepSettings.of(tcfg), device, dtypes.train_amp,
+                      average=WeightAverage(model, tcfg.ema_decay) if tcfg.ema_decay > 0 else None, ranks=dist)
+    run = Run(cfg=cfg, out_dir=out_dir, learner=learner, schedule=LRSchedule(optimizer, tcfg), dtypes=dtypes,
+              state=TrainerState(), dist=dist)
     if dist.enabled and state_dir is None:  # dropout differs between ranks (the weights came from one seed)
         torch.manual_seed(tcfg.seed + 1_000_003 * dist.rank)
         random.seed(tcfg.seed + 1_000_003 * dist.rank)
     if state_dir is not None:
         saved = load_training_state(state_dir, model, optimizer, required=tuple(TrainerState.__dataclass_fields__))
         restore_rank_rng(saved, dist, state_dir)
+        restore_scaler(learner.scaler, saved, state_dir / "state.json")
         run.state = trainer_state_from(saved, state_dir / "state.json")
         run.schedule.load_state_dict(run.state.schedule)
-        if run.average is not None:
+        if learner.average is not None:
             averaged = load_weight_average(state_dir)
             if averaged is None:
                 raise TrainingError(f"{state_dir} holds no weight average (average.safetensors) but train.ema_decay = "
                                     f"{tcfg.ema_decay}; resume with --set train.ema_decay=0 or start a new run")
-            run.average.load_state_dict({k: v.to(device) for k, v in averaged.items()}, run.state.average_updates)
+            learner.average.load_state_dict({k: v.to(device) for k, v in averaged.items()}, run.state.average_updates)
         logger.info("resumed from %s at step %d (epoch %d, batch %d)", state_dir, run.state.step, run.state.epoch,
                     run.state.batch_in_epoch)
     if tcfg.compile:
         model.compile_decoder_step()
         logger.info("decoder step compiled with torch.compile (the first batches include compile time)")
-    run.loss_module = TeacherForcedLoss(model)
+    learner.wrap_for_ranks()
     if dist.enabled:
-        run.loss_module = torch.nn.parallel.DistributedDataParallel(
-            run.loss_module, device_ids=[device.index] if device.type == "cuda" else None,
-            gradient_as_bucket_view=True)
         logger.info("data parallel over %d processes (%s): each step trains on %d x %d batches", dist.world_size,
                     torch.distributed.get_backend(), dist.world_size, tcfg.accumulate)
     if dist.is_main:
         atomic_write_text(out_dir / CONFIG_FILE, cfg.to_yaml())
     logger.info("model: %s, %d parameters, device %s, training compute %s, validation decoding %s", cfg.model.rnn_type,
-                model.num_parameters(), device, amp or torch.float32, decode_amp or torch.float32)
+                model.num_parameters(), device, dtypes.train_amp or torch.float32, dtypes.decode_amp or torch.float32)
     return run

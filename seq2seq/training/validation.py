@@ -20,6 +20,7 @@ from seq2seq.config import Config, DecodeConfig
 from seq2seq.decoding.batched import translate_ids
 from seq2seq.metrics import score
 from seq2seq.model import Seq2Seq
+from seq2seq.precision import ComputeDtypes, numerics
 from seq2seq.tokenizer import Tokenizer
 
 logger = logging.getLogger("seq2seq.train")
@@ -71,8 +72,11 @@ def validation_bleu(model: Seq2Seq, decode: DecodeConfig, src_ids: list[list[int
 
 
 def validate(model: Seq2Seq, valid: ValidationSet, cfg: Config, tgt_tok: Tokenizer, device: torch.device,
-             train_amp: torch.dtype | None, decode_amp: torch.dtype | None) -> dict[str, float]:
-    """Loss, perplexity, greedy BLEU and chrF of the model's current weights; leaves the model in eval mode."""
-    loss = validation_loss(model, valid.data, cfg.train.max_tokens, device, train_amp)
-    result = validation_bleu(model, cfg.decode, valid.src_ids, valid.references, tgt_tok, device, decode_amp)
+             dtypes: ComputeDtypes) -> dict[str, float]:
+    """Loss (in the training dtype), perplexity, greedy BLEU and chrF (in the decoding dtype, its TF32 switches
+    included) of the model's current weights; leaves the model in eval mode."""
+    loss = validation_loss(model, valid.data, cfg.train.max_tokens, device, dtypes.train_amp)
+    with numerics(dtypes.decode):
+        result = validation_bleu(model, cfg.decode, valid.src_ids, valid.references, tgt_tok, device,
+                                 dtypes.decode_amp)
     return {"loss": loss, "ppl": math.exp(min(loss, 50)), "bleu": result["bleu"], "chrf": result["chrf"]}
