@@ -16,6 +16,7 @@ import logging
 import signal
 import sys
 
+from seq2seq.command_line import add_decoding_arguments, check_decoding_arguments
 from seq2seq.serving.app import create_app, dtype_name  # raises ImportError naming the serve extra
 from seq2seq.serving.schema import Limits
 
@@ -29,11 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="model directory (config.yaml, tokenizers, model.safetensors)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--dtype", choices=["auto", "fp32", "tf32", "bf16", "fp16"], default=None,
-                        help="compute dtype (default: the model's decode.dtype)")
-    parser.add_argument("--beam-size", type=int, default=None, help="default beam size (default: the model's config)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_decoding_arguments(parser, batch_size=False, beam_size=True)  # --beam-size: a request's default
     parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a request waits for others to join its batch")
     parser.add_argument("--no-batching", action="store_true", help="decode each request on its own")
     parser.add_argument("--max-pending", type=int, default=256, help="requests waiting at once; more get 503")
@@ -43,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes, help="request body size")
     parser.add_argument("--max-beam-size", type=int, default=defaults.max_beam_size, help="largest beam a request may ask for")
     args = parser.parse_args(argv)
+    check_decoding_arguments(parser, args)
     for name in ("port", "max_chars", "max_texts", "max_body_bytes", "max_beam_size", "max_pending"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -56,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     if args.threads is not None:
-        torch.set_num_threads(max(1, args.threads))
+        torch.set_num_threads(args.threads)
 
     import uvicorn
 

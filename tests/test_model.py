@@ -10,13 +10,13 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
+from search_calls import run_greedy
 
 from seq2seq.attention import build_attention
 from seq2seq.config import Config, ConfigError, ModelConfig
 from seq2seq.decoder import AttnDecoder
 from seq2seq.encoder import merge_directions
 from seq2seq.model import Seq2Seq, build_model
-from seq2seq.decoding.search import greedy_search
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 SRC_VOCAB, TGT_VOCAB = 11, 13
@@ -519,7 +519,7 @@ def test_learns_to_reverse_sequences():
         scheduler.step()
     model.eval()
     src, src_lengths, _, _ = reversal_batch(held_out)
-    hypotheses = greedy_search(model, src, src_lengths, max_len_a=1.0, max_len_b=2)
+    hypotheses = run_greedy(model, src, src_lengths, max_len_a=1.0, max_len_b=2)
     accuracy = sum(h.tokens == seq[::-1] for h, seq in zip(hypotheses, held_out)) / len(held_out)
     print(
         f"reversal: {accuracy:.1%} exact after {steps} steps, {time.perf_counter() - start:.1f} s wall, "

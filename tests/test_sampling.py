@@ -11,8 +11,9 @@ import pytest
 import torch
 from conftest import REPO_ROOT
 from tiny_models import all_outputs, random_src, sharp_model, teacher_forced_scores
+from search_calls import run_sampling
 
-from seq2seq.decoding.sampling import Sampler, Sampling, make_generator, sample_search
+from seq2seq.decoding.sampling import Sampler, Sampling, make_generator
 from seq2seq.tokenizer import BOS_ID, EOS_ID, UNK_ID
 
 VOCAB, MAX_PIECES = 6, 2  # pieces UNK, 4, 5: 1 + 3 + 9 = 13 possible outputs
@@ -61,7 +62,7 @@ def exact_distribution(model, src, src_lengths, temperature=1.0, top_k=0, top_p=
 
 
 def drawn_distribution(model, src, src_lengths, sampler: Sampler) -> dict[tuple, float]:
-    [samples] = sample_search(model, src, src_lengths, sampler, num_samples=DRAWS, max_len_a=0.0,
+    [samples] = run_sampling(model, src, src_lengths, sampler, nbest=DRAWS, max_len_a=0.0,
                               max_len_b=MAX_PIECES)
     counts = Counter(tuple(h.tokens) for h in samples)
     return {output: count / DRAWS for output, count in counts.items()}
@@ -85,8 +86,8 @@ def test_samples_follow_the_exact_distribution(temperature, top_k, top_p):
 def test_sample_scores_are_the_models_log_probabilities():
     model = sharp_model("lstm", vocab=VOCAB, scale=3.0)
     src, src_lengths = random_src([5], vocab=VOCAB)
-    [samples] = sample_search(model, src, src_lengths, Sampler(0.5, generator=make_generator(0, "cpu")),
-                              num_samples=20, max_len_a=0.0, max_len_b=MAX_PIECES)
+    [samples] = run_sampling(model, src, src_lengths, Sampler(0.5, generator=make_generator(0, "cpu")),
+                              nbest=20, max_len_a=0.0, max_len_b=MAX_PIECES)
     expected = teacher_forced_scores(model, src, src_lengths, [h.tokens for h in samples])
     for hyp, log_prob in zip(samples, expected.tolist()):  # untempered, unnormalized (alpha 0): log P(output + EOS)
         assert hyp.score == pytest.approx(log_prob, abs=1e-5)
@@ -98,7 +99,7 @@ def test_same_seed_same_samples_and_batches_keep_their_order():
 
     def draw(seed):
         sampler = Sampling(temperature=1.2, seed=seed).sampler("cpu")
-        return [[h.tokens for h in hyps] for hyps in sample_search(model, src, src_lengths, sampler, num_samples=4)]
+        return [[h.tokens for h in hyps] for hyps in run_sampling(model, src, src_lengths, sampler, nbest=4)]
 
     first, again, other = draw(7), draw(7), draw(8)
     assert first == again

@@ -15,7 +15,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from seq2seq.decoding.search import Hypothesis, greedy_search
+from seq2seq.decoding.ensemble import Ensemble
+from seq2seq.decoding.hypothesis import Hypothesis
+from seq2seq.decoding.options import DecodeOptions
+from seq2seq.decoding.search import greedy_search
 
 
 @dataclass
@@ -71,33 +74,28 @@ def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
 
 @torch.inference_mode()
 def sample_search(
-    model,
+    model: Ensemble,
     src: Tensor,
     src_lengths: Tensor,
+    options: DecodeOptions,
     sampler: Sampler,
-    num_samples: int = 1,
-    max_len_a: float = 1.5,
-    max_len_b: int = 10,
-    min_length: int = 0,
-    no_repeat_ngram: int = 0,
-    length_penalty_alpha: float = 0.0,
-    return_attention: bool = False,
+    *,
     prefix: Tensor | None = None,
 ) -> list[list[Hypothesis]]:
-    """Draw ``num_samples`` outputs per sentence.
+    """Draw ``options.nbest`` outputs per sentence.
 
     Args:
-        model: a Seq2Seq, a list of them, or an Ensemble; src: (B, S) source ids; src_lengths: (B,).
+        model: the Ensemble to decode with; src: (B, S) source ids; src_lengths: (B,).
+        options: ``nbest`` samples per sentence; the length limits, ``min_length``, ``no_repeat_ngram``,
+            ``length_penalty`` (for the reported score) and ``return_attention``.
         prefix: (B, P) forced target ids (PAD past each row's prefix), or None.
     Returns:
         per sentence (input order) its samples, in the order drawn (not sorted: they are draws, not a ranking).
     """
+    num_samples = options.nbest
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    hypotheses = greedy_search(
-        model, src, src_lengths, max_len_a, max_len_b, min_length, no_repeat_ngram, length_penalty_alpha,
-        return_attention, prefix=prefix, pick=sampler, copies=num_samples,
-    )
+    hypotheses = greedy_search(model, src, src_lengths, options, prefix=prefix, pick=sampler, copies=num_samples)
     return [hypotheses[i : i + num_samples] for i in range(0, len(hypotheses), num_samples)]
 
 
