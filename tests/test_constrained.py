@@ -49,6 +49,29 @@ def test_constraint_state_tracks_phrases():
     assert state.complete(phrases) and state.pieces_met(phrases) == 3 and state.wanted(phrases) == set()
 
 
+def advance_all(tokens: list[int], phrases: list[list[int]]) -> ConstraintState:
+    state = ConstraintState()
+    for token in tokens:
+        state = state.advance(token, phrases)
+    return state
+
+
+@pytest.mark.parametrize("phrases,tokens", [
+    ([[4, 4, 5]], [4, 4, 4, 5]),  # a false start that overlaps the real one
+    ([[4, 5, 4, 6]], [4, 5, 4, 5, 4, 6]),
+    ([[4, 5, 4]], [4, 5, 4]),
+    ([[4, 5], [5, 6]], [4, 5, 6]),  # two phrases sharing a piece
+    ([[7], [7]], [7]),  # a phrase given twice: the output contains it
+])
+def test_constraint_state_finds_overlapping_occurrences(phrases, tokens):
+    """Every phrase that occurs in the output (the independent reference: ``contains``) is met, also where an
+    occurrence overlaps a false start, itself or another phrase."""
+    assert all(contains(tokens, p) for p in phrases)
+    state = advance_all(tokens, phrases)
+    assert state.complete(phrases) and state.pieces_met(phrases) == sum(len(p) for p in phrases)
+    assert not advance_all(tokens[:-1], phrases).complete(phrases)  # and not one piece earlier
+
+
 def test_allocate_shares_slots_between_banks():
     # (score, pieces met, name); 2 constraint pieces -> banks 0, 1, 2; beam 4 -> slots 1, 1, 2
     candidates = [(-1.0, 0, "a"), (-2.0, 0, "b"), (-3.0, 0, "c"), (-5.0, 1, "d"), (-9.0, 2, "e"), (-6.0, 1, "f")]
@@ -95,7 +118,7 @@ def test_prefixes_in_a_batch_equal_each_sentence_alone():
 
 
 # ---------------------------------------------------------------------------- constraints
-@pytest.mark.parametrize("phrases", [[[4]], [[5, 4]], [[4], [5]]])
+@pytest.mark.parametrize("phrases", [[[4]], [[5, 4]], [[4], [5]], [[4, 4, 5]], [[5, 4, 5]], [[4], [4]], [[5, 4], [4]]])
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
 def test_wide_constrained_beam_equals_exhaustive_search_over_outputs_with_the_constraints(phrases, alpha):
     """Up to 4 free pieces plus the constraints' length: a beam of 256 drops no candidate, so the n-best must be

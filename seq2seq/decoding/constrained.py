@@ -1,7 +1,9 @@
 """Lexically constrained beam search's candidate selection: outputs that contain given words (dynamic beam allocation).
 
 Post and Vilar (2018), "Fast Lexically Constrained Decoding with Dynamic Beam Allocation". A constraint is a
-phrase of target pieces that must appear, contiguously, in the output. Each step, every sentence's candidates are
+phrase of target pieces that must appear, contiguously, in the output; it is matched as a string search does
+(:class:`ConstraintState`: KMP failure links), so occurrences that overlap a false start, themselves or another
+phrase count. Each step, every sentence's candidates are
 
 1. the usual ``2 * beam_size`` best (beam x vocab) extensions (as in beam search, only EOS among the best
    ``beam_size`` ends a hypothesis),
@@ -24,6 +26,7 @@ Python, which is cheap next to the step for the beam sizes used in practice.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -35,44 +38,79 @@ from seq2seq.decoding.options import DecodeOptions
 from seq2seq.tokenizer import EOS_ID, PAD_ID
 
 
+@functools.lru_cache(maxsize=4096)
+def failure_links(phrase: tuple[int, ...]) -> tuple[int, ...]:
+    """KMP failure links: ``links[j]`` is the length of the longest proper prefix of ``phrase[: j + 1]`` that is
+    also its suffix (where matching resumes after a mismatch past position j)."""
+    links, k = [0] * len(phrase), 0
+    for j in range(1, len(phrase)):
+        while k and phrase[j] != phrase[k]:
+            k = links[k - 1]
+        if phrase[j] == phrase[k]:
+            k += 1
+        links[j] = k
+    return tuple(links)
+
+
+def next_match(phrase: tuple[int, ...], matched: int, token: int) -> int:
+    """Pieces of ``phrase`` matched after ``token``, given ``matched`` (< len(phrase)) before it: the longest
+    prefix of the phrase that is a suffix of the output (a string-search automaton's step)."""
+    links = failure_links(phrase)
+    while matched and phrase[matched] != token:
+        matched = links[matched - 1]
+    return matched + 1 if phrase[matched] == token else 0
+
+
 @dataclass(frozen=True)
 class ConstraintState:
-    """Which phrases a hypothesis has met, and the phrase it is in the middle of.
+    """Which phrases a hypothesis has met, and how far it is into each of the others.
+
+    Each phrase is matched by its own string-search automaton (KMP failure links) over the whole output, so a
+    phrase is met by any occurrence: one overlapping a false start (``[4, 4, 5]`` in ``4 4 4 5``), itself, or
+    another phrase. A phrase given twice is met by one occurrence (the output contains it).
 
     Attributes:
         met: indices of the phrases placed in full.
-        in_progress: (phrase index, pieces matched so far) or None.
+        progress: per phrase, the pieces of it that end the output so far (0 for a met phrase; () = all 0).
     """
 
     met: frozenset = frozenset()
-    in_progress: tuple[int, int] | None = None
+    progress: tuple[int, ...] = ()
+
+    @property
+    def in_progress(self) -> tuple[int, int] | None:
+        """(phrase index, pieces matched) of the unmet phrase the output is furthest into, or None."""
+        best = None
+        for phrase, matched in enumerate(self.progress):
+            if matched and (best is None or matched > best[1]):
+                best = (phrase, matched)
+        return best
 
     def pieces_met(self, phrases: list[list[int]]) -> int:
-        """Constraint pieces placed so far (full phrases and the matched part of the current one)."""
-        return sum(len(phrases[i]) for i in self.met) + (self.in_progress[1] if self.in_progress else 0)
+        """Constraint pieces placed so far (full phrases and the matched part of the one furthest in)."""
+        current = self.in_progress
+        return sum(len(phrases[i]) for i in self.met) + (current[1] if current else 0)
 
     def complete(self, phrases: list[list[int]]) -> bool:
         return len(self.met) == len(phrases)
 
     def wanted(self, phrases: list[list[int]]) -> set[int]:
-        """Tokens that would advance a constraint next."""
-        if self.in_progress is not None:
-            phrase, matched = self.in_progress
-            return {phrases[phrase][matched]}
-        return {phrases[i][0] for i in range(len(phrases)) if i not in self.met}
+        """Tokens that would advance a constraint next: the next piece of each phrase in progress, else the first
+        piece of every unmet phrase."""
+        partial = {phrases[i][matched] for i, matched in enumerate(self.progress) if matched}
+        return partial or {phrases[i][0] for i in range(len(phrases)) if i not in self.met}
 
     def advance(self, token: int, phrases: list[list[int]]) -> "ConstraintState":
-        """The state after emitting ``token`` (a broken phrase is given up; the token may start another)."""
-        if self.in_progress is not None:
-            phrase, matched = self.in_progress
-            if phrases[phrase][matched] == token:
-                if matched + 1 == len(phrases[phrase]):
-                    return ConstraintState(self.met | {phrase}, None)
-                return ConstraintState(self.met, (phrase, matched + 1))
-        for i, pieces in enumerate(phrases):
-            if i not in self.met and pieces[0] == token:
-                return ConstraintState(self.met | {i}, None) if len(pieces) == 1 else ConstraintState(self.met, (i, 1))
-        return ConstraintState(self.met, None)
+        """The state after emitting ``token``."""
+        before = self.progress or (0,) * len(phrases)
+        met, progress = set(self.met), []
+        for i, phrase in enumerate(phrases):
+            matched = 0 if i in met else next_match(tuple(phrase), before[i], token)
+            if matched == len(phrase):
+                met.add(i)
+                matched = 0
+            progress.append(matched)
+        return ConstraintState(frozenset(met), tuple(progress))
 
 
 @dataclass(order=True)
