@@ -23,6 +23,7 @@ from seq2seq.decoding.hypothesis import Hypothesis
 from seq2seq.decoding.options import DecodeOptions, check_batch_size, check_beam_size, check_nbest
 from seq2seq.decoding.sampling import Sampling
 from seq2seq.precision import choose_autocast, resolve_device
+from seq2seq.quantize import quantize_int8
 from seq2seq.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -47,20 +48,6 @@ class Translation:
     attention: Optional[torch.Tensor] = field(default=None, repr=False)
     src_pieces: list[str] = field(default_factory=list, repr=False)
     tgt_pieces: list[str] = field(default_factory=list, repr=False)
-
-
-def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
-    """Dynamic int8 quantization of the linear layers (CPU inference)."""
-    import warnings
-
-    quantize_dynamic = getattr(getattr(torch.ao, "quantization", None), "quantize_dynamic", None)
-    if quantize_dynamic is None:
-        raise ValueError(f"quantize='int8' needs torch.ao.quantization.quantize_dynamic, which torch "
-                         f"{torch.__version__} does not have; translate without --quantize")
-    with warnings.catch_warnings():  # torch marks its eager-mode quantization as deprecated
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def _per_input(value, count: int, name: str) -> list:
@@ -212,7 +199,8 @@ class Translator:
             constraints: words/phrases every translation must contain (a list for all inputs, or one list per
                 input): lexically constrained beam search.
             sampling: draw ``nbest`` samples per input (temperature, top-k, top-p, seed) instead of searching; the
-                samples come in the order drawn.
+                samples come in the order drawn, and an input's samples depend only on the seed and the input (the
+                same alone, in any batch, or streamed).
             progress: called with the number of inputs done as they finish (empty inputs first, then each
                 decoded batch), e.g. a tqdm bar's ``update``; the counts add up to the number of inputs.
             trace: a list that receives, per input, greedy or beam search's step records (see
@@ -240,8 +228,7 @@ class Translator:
             src_ids = self.encode_sources([lines[i] for i in nonempty], [i + 1 for i in nonempty])
             prefix_ids = [self.tgt_tokenizer.encode([prefixes[i]])[0] if prefixes[i] else [] for i in nonempty]
             phrases = [self._target_phrases(word_lists[i]) for i in nonempty]
-            decode = dict(device=self.device, autocast_dtype=self.autocast_dtype, progress=progress,
-                          sampler=sampling.sampler(self.device) if sampling is not None else None)
+            decode = dict(device=self.device, autocast_dtype=self.autocast_dtype, progress=progress, sampling=sampling)
             if trace is None:
                 hypotheses = translate_ids(self.models, src_ids, options, prefixes=prefix_ids, constraints=phrases,
                                            **decode)

@@ -3,13 +3,14 @@ independent reference), are reproducible from the seed, and the command line sam
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections import Counter
 
 import pytest
 import torch
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, SUBPROCESS_ENV
 from tiny_models import all_outputs, random_src, sharp_model, teacher_forced_scores
 from search_calls import run_sampling
 
@@ -135,3 +136,34 @@ def test_sampling_cli_is_seeded_and_equals_the_api(tiny_model_dir):
     assert [line.split("\t", 1)[1] for line in lines] == [s.text for s in samples]
     bad = run_translate("--model", str(tiny_model_dir), "--sampling", "--temperature", "0", "a dog")
     assert bad.returncode == 2 and "temperature must be > 0" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_an_inputs_seeded_samples_are_the_same_alone_in_a_batch_and_streamed(tiny_model_dir):
+    """Issue 21 item 8: each input draws from its own stream (seed + its source ids), so its samples do not
+    depend on its neighbours, its place in the batches, or how lines arrive on stdin."""
+    from seq2seq.api import Translator
+
+    translator = Translator.load(tiny_model_dir, device="cpu", dtype="fp32")
+    sampling = Sampling(temperature=1.5, seed=11)
+    sentences = ["a man is riding a bike", "two dogs play in the snow", "a woman", "the child eats an apple"]
+    alone = [[t.text for t in translator.generate([s], nbest=3, sampling=sampling)[0]] for s in sentences]
+    assert len({text for samples in alone for text in samples}) > 4  # draws, not one repeated output
+    mixed = sentences[::-1] + sentences
+    for batch_size in (1, 3, 8):
+        batched = translator.generate(mixed, nbest=3, sampling=sampling, batch_size=batch_size)
+        assert [[t.text for t in entry] for entry in batched] == alone[::-1] + alone
+    other_seed = translator.generate(sentences, nbest=3, sampling=Sampling(temperature=1.5, seed=12))
+    assert [[t.text for t in entry] for entry in other_seed] != alone
+
+    args = [sys.executable, "-m", "seq2seq.translate", "--model", str(tiny_model_dir), "--device", "cpu", "--dtype",
+            "fp32", "--sampling", "--temperature", "1.5", "--seed", "11", "--nbest", "3", "--json", "--no-progress"]
+    with subprocess.Popen(args, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                          encoding="utf-8", env=SUBPROCESS_ENV) as process:
+        streamed = []
+        for sentence in sentences:  # one line at a time: each is its own batch
+            process.stdin.write(sentence + "\n")
+            process.stdin.flush()
+            streamed.append([t["text"] for t in json.loads(process.stdout.readline())["translations"]])
+        process.stdin.close()
+        assert process.wait(timeout=60) == 0
+    assert streamed == alone

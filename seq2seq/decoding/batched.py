@@ -1,7 +1,7 @@
 """Decoding in batches: source id sequences in, hypotheses (or scores of given targets) out.
 
 Sentences are sorted by length and decoded ``batch_size`` at a time, each batch under the chosen autocast dtype;
-results come back in input order. Which search runs is decided here, once: sampling (a ``Sampler``), constrained
+results come back in input order. Which search runs is decided here, once: sampling (``Sampling``), constrained
 beam search (any constraints), greedy (beam 1, one output) or beam search. The text layer on top is
 :class:`seq2seq.api.Translator`.
 """
@@ -17,7 +17,7 @@ from seq2seq.decoding.ensemble import as_ensemble
 from seq2seq.decoding.forced import TargetScore, score_targets
 from seq2seq.decoding.hypothesis import Hypothesis
 from seq2seq.decoding.options import DecodeOptions
-from seq2seq.decoding.sampling import Sampler, sample_search
+from seq2seq.decoding.sampling import Sampling, sample_search
 from seq2seq.decoding.search import beam_search, greedy_search
 from seq2seq.tokenizer import EOS_ID, PAD_ID
 
@@ -64,7 +64,7 @@ def translate_ids(
     autocast_dtype: torch.dtype | None = None,
     prefixes: Sequence[Sequence[int]] | None = None,
     constraints: Sequence[Sequence[Sequence[int]]] | None = None,
-    sampler: Sampler | None = None,
+    sampling: Sampling | None = None,
     trace: list | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[list[Hypothesis]]:
@@ -76,7 +76,8 @@ def translate_ids(
             1 runs greedy search, otherwise beam search; ``batch_size`` sentences per batch.
         prefixes: per sentence, target ids its output must start with (empty = none).
         constraints: per sentence, phrases (target id lists) its output must contain: constrained beam search.
-        sampler: draw ``options.nbest`` samples per sentence with it instead of searching.
+        sampling: draw ``options.nbest`` samples per sentence instead of searching, each sentence with its own
+            random stream (:meth:`~seq2seq.decoding.sampling.Sampling.for_inputs`: the same samples in any batch).
         trace: a list that receives greedy or beam search's per-step record (see
             :func:`~seq2seq.decoding.search.beam_search`); its batch rows follow the length-sorted batches, so
             trace one sentence at a time.
@@ -90,7 +91,8 @@ def translate_ids(
         src, src_lengths = pad_batch([src_ids[i] for i in indices], device)
         prefix = pad_prefixes([prefixes[i] for i in indices], device) if prefixes is not None else None
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            if sampler is not None:
+            if sampling is not None:
+                sampler = sampling.for_inputs([src_ids[i] for i in indices], device)
                 hypotheses = sample_search(model, src, src_lengths, options, sampler, prefix=prefix)
             elif constrained:
                 hypotheses = beam_search(model, src, src_lengths, options, prefix=prefix,
