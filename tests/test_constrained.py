@@ -89,11 +89,11 @@ def test_beam_with_prefix_equals_exhaustive_search_over_outputs_with_that_prefix
     expected = exhaustive_best(model, src, src_lengths, all_outputs([UNK_ID, 4, 5], 4), alpha,
                                keep=lambda c: c[:2] == prefix)
     [beams] = run_beam(model, src, src_lengths, beam_size=64, nbest=5, max_len_a=0.0, max_len_b=4,
-                          length_penalty=alpha, prefix=torch.tensor([prefix]))
+                       length_penalty=alpha, prefix=torch.tensor([prefix]))
     assert [h.tokens for h in beams] == [c for c, _ in expected[:5]]
     assert [h.score for h in beams] == pytest.approx([s for _, s in expected[:5]], abs=ATOL)
     [greedy] = run_greedy(model, src, src_lengths, max_len_a=0.0, max_len_b=4, prefix=torch.tensor([prefix]),
-                             length_penalty=alpha)
+                          length_penalty=alpha)
     assert greedy.tokens[:2] == prefix
     [(_, greedy_score)] = exhaustive_best(model, src, src_lengths, [greedy.tokens], alpha)
     assert greedy.score == pytest.approx(greedy_score, abs=ATOL)  # forced pieces count with their probability
@@ -110,7 +110,7 @@ def test_prefixes_in_a_batch_equal_each_sentence_alone():
         row_prefix = prefix[i : i + 1, : int(prefix[i].ne(PAD_ID).sum())]
         row_prefix = row_prefix if row_prefix.size(1) else None
         alone = run_beam(model, src[i : i + 1, :n], src_lengths[i : i + 1], beam_size=3, nbest=2,
-                            prefix=row_prefix, **kwargs)[0]
+                         prefix=row_prefix, **kwargs)[0]
         assert [h.tokens for h in batch[i]] == [h.tokens for h in alone]
         assert [h.score for h in batch[i]] == pytest.approx([h.score for h in alone], abs=ATOL)
         forced = prefix[i][prefix[i].ne(PAD_ID)].tolist()
@@ -129,7 +129,7 @@ def test_wide_constrained_beam_equals_exhaustive_search_over_outputs_with_the_co
     expected = exhaustive_best(model, src, src_lengths, all_outputs([UNK_ID, 4, 5], max_pieces), alpha,
                                keep=lambda c: all(contains(c, p) for p in phrases))
     [found] = run_beam(model, src, src_lengths, constraints=[phrases], beam_size=256, nbest=5, max_len_a=0.0,
-                                      max_len_b=3, length_penalty=alpha)
+                       max_len_b=3, length_penalty=alpha)
     assert [h.tokens for h in found] == [c for c, _ in expected[:5]]
     assert [h.score for h in found] == pytest.approx([s for _, s in expected[:5]], abs=ATOL)
 
@@ -140,7 +140,7 @@ def test_every_constraint_appears_with_a_narrow_beam(rnn_type):
     src, src_lengths = random_src([7, 4, 9, 2], vocab=12)
     constraints = [[[9]], [[7, 8], [10]], [[11, 11]], []]
     found = run_beam(model, src, src_lengths, constraints=constraints, beam_size=3, nbest=3, max_len_a=1.0,
-                                    max_len_b=3)
+                     max_len_b=3)
     for hyps, phrases in zip(found, constraints):
         assert len(hyps) == 3
         for hyp in hyps:

@@ -52,7 +52,7 @@ def test_wide_beam_over_an_ensemble_equals_exhaustive_search(alpha):
     candidates = all_outputs([UNK_ID, 4, 5], 3)
     src, src_lengths = random_src([4], vocab=6)
     [beams] = run_beam(members, src, src_lengths, beam_size=64, nbest=10, max_len_a=0.0, max_len_b=3,
-                          length_penalty=alpha)
+                       length_penalty=alpha)
     raw = torch.stack([teacher_forced_scores(m, src, src_lengths, candidates) for m in members]).mean(dim=0)
     scores = raw / torch.tensor([gnmt_penalty(len(c) + 1, alpha) for c in candidates])
     best, order = scores.sort(descending=True)

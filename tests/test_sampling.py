@@ -64,7 +64,7 @@ def exact_distribution(model, src, src_lengths, temperature=1.0, top_k=0, top_p=
 
 def drawn_distribution(model, src, src_lengths, sampler: Sampler) -> dict[tuple, float]:
     [samples] = run_sampling(model, src, src_lengths, sampler, nbest=DRAWS, max_len_a=0.0,
-                              max_len_b=MAX_PIECES)
+                             max_len_b=MAX_PIECES)
     counts = Counter(tuple(h.tokens) for h in samples)
     return {output: count / DRAWS for output, count in counts.items()}
 
@@ -88,7 +88,7 @@ def test_sample_scores_are_the_models_log_probabilities():
     model = sharp_model("lstm", vocab=VOCAB, scale=3.0)
     src, src_lengths = random_src([5], vocab=VOCAB)
     [samples] = run_sampling(model, src, src_lengths, Sampler(0.5, generator=make_generator(0, "cpu")),
-                              nbest=20, max_len_a=0.0, max_len_b=MAX_PIECES)
+                             nbest=20, max_len_a=0.0, max_len_b=MAX_PIECES)
     expected = teacher_forced_scores(model, src, src_lengths, [h.tokens for h in samples])
     for hyp, log_prob in zip(samples, expected.tolist()):  # untempered, unnormalized (alpha 0): log P(output + EOS)
         assert hyp.score == pytest.approx(log_prob, abs=1e-5)

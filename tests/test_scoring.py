@@ -71,7 +71,7 @@ def test_scoring_the_beams_own_output_gives_its_score_back(alpha):
     model = sharp_model("lstm", vocab=9, scale=2.0)
     src, src_lengths = random_src([6, 3, 8, 1], vocab=9)
     beams = run_beam(model, src, src_lengths, beam_size=4, nbest=4, max_len_a=1.0, max_len_b=4,
-                        length_penalty=alpha)
+                     length_penalty=alpha)
     decode = DecodeConfig(length_penalty=alpha, batch_size=3)
     src_ids = [src[i, :n].tolist() for i, n in enumerate(src_lengths.tolist())]
     pairs = [(i, h) for i, hyps in enumerate(beams) for h in hyps]

@@ -341,7 +341,7 @@ def test_narrow_beam_equals_a_textbook_beam_search(rnn_type, alpha):
         model.decoder.output_layer.weight.mul_(4.0)
     src, src_lengths = random_src([5, 2, 7], vocab=vocab)
     beams = run_beam(model, src, src_lengths, beam_size=beam_size, nbest=beam_size, max_len_a=0.0,
-                        max_len_b=max_pieces, length_penalty=alpha)
+                     max_len_b=max_pieces, length_penalty=alpha)
     for i, n in enumerate(src_lengths.tolist()):
         expected = textbook_beam_search(model, src[i : i + 1, :n], src_lengths[i : i + 1], beam_size, beam_size,
                                         max_pieces, alpha)
@@ -490,5 +490,5 @@ def test_max_length_wins_over_min_length():
     greedy = run_greedy(ScriptedModel(endless), src, src_lengths, **kwargs)
     assert_hypotheses(greedy, [([A, A], math.log(0.9**2 * 0.1))])
     [beams] = run_beam(ScriptedModel(endless), src, src_lengths, beam_size=2, nbest=1, length_penalty=0.0,
-                          **kwargs)
+                       **kwargs)
     assert_hypotheses(beams, [([A, A], math.log(0.9**2 * 0.1))])
