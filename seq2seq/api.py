@@ -1,8 +1,9 @@
-"""Python API: ``Translator.load(model_dir).translate(text_or_lines, beam_size=..., nbest=...)``.
+"""Python API: ``Translator.load(model_dir).translate(text_or_lines)`` and ``.generate(lines, nbest=...)``.
 
-Layers (each usable alone): :func:`seq2seq.decoding.batched.translate_ids` / :func:`~seq2seq.decoding.batched.score_ids` (ids in,
-hypotheses or scores out, batched and sorted by length internally, results in input order) -> :class:`Translator`
-(text in, text or :class:`Translation` out; ``score`` for given translations). ``Translator.load([A, B])`` loads an
+Layers (each usable alone): :func:`seq2seq.decoding.batched.translate_ids` / :func:`~seq2seq.decoding.batched.score_ids`
+(ids in, hypotheses or scores out, batched and sorted by length internally, results in input order) ->
+:meth:`Translator.generate` (texts in, per input its n-best list of :class:`Translation` out) ->
+:meth:`Translator.translate` (text in, text out); :meth:`Translator.score` for given translations. ``Translator.load([A, B])`` loads an
 ensemble. The command-line tools are thin layers over this module.
 """
 
@@ -15,18 +16,14 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-from seq2seq.config import (
-    MAX_BEAM_SIZE,
-    MAX_DECODE_BATCH_SIZE,
-    Config,
-    DataConfig,
-    DecodeConfig,
-    apply_overrides,
-)
+from seq2seq.config import Config, DataConfig, DecodeConfig, apply_overrides
 from seq2seq.decoding.batched import score_ids, source_ids, translate_ids
-from seq2seq.precision import choose_autocast, resolve_device
-from seq2seq.decoding.sampling import Sampling
 from seq2seq.decoding.forced import TargetScore
+from seq2seq.decoding.hypothesis import Hypothesis
+from seq2seq.decoding.options import DecodeOptions, check_batch_size, check_beam_size, check_nbest
+from seq2seq.decoding.sampling import Sampling
+from seq2seq.precision import choose_autocast, resolve_device
+from seq2seq.quantize import quantize_int8
 from seq2seq.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -51,20 +48,6 @@ class Translation:
     attention: Optional[torch.Tensor] = field(default=None, repr=False)
     src_pieces: list[str] = field(default_factory=list, repr=False)
     tgt_pieces: list[str] = field(default_factory=list, repr=False)
-
-
-def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
-    """Dynamic int8 quantization of the linear layers (CPU inference)."""
-    import warnings
-
-    quantize_dynamic = getattr(getattr(torch.ao, "quantization", None), "quantize_dynamic", None)
-    if quantize_dynamic is None:
-        raise ValueError(f"quantize='int8' needs torch.ao.quantization.quantize_dynamic, which torch "
-                         f"{torch.__version__} does not have; translate without --quantize")
-    with warnings.catch_warnings():  # torch marks its eager-mode quantization as deprecated
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def _per_input(value, count: int, name: str) -> list:
@@ -177,9 +160,21 @@ class Translator:
             encoded.append(source_ids(ids, limit))
         return encoded
 
+    def decode_options(self, beam_size: int | None = None, nbest: int = 1, return_attention: bool = False,
+                       batch_size: int | None = None, sampling: bool = False) -> DecodeOptions:
+        """The model's ``decode`` settings with these overrides (None = the model's), checked: ValueError names
+        the one out of range."""
+        beam_size = self.cfg.decode.beam_size if beam_size is None else int(beam_size)
+        check_beam_size(beam_size)
+        check_nbest(nbest, beam_size, sampling)
+        if batch_size is not None:
+            check_batch_size(batch_size)
+        return DecodeOptions.from_config(self.cfg.decode, beam_size=beam_size, nbest=nbest,
+                                         return_attention=return_attention, batch_size=batch_size)
+
     def _decode_config(self, batch_size: int | None) -> DecodeConfig:
-        if batch_size is not None and not 1 <= batch_size <= MAX_DECODE_BATCH_SIZE:
-            raise ValueError(f"batch_size must be in [1, {MAX_DECODE_BATCH_SIZE}], got {batch_size}")
+        if batch_size is not None:
+            check_batch_size(batch_size)
         return self.cfg.decode if batch_size is None else DecodeConfig(**{**vars(self.cfg.decode), "batch_size": batch_size})
 
     def _target_phrases(self, words: str | Sequence[str] | None) -> list[list[int]]:
@@ -190,6 +185,95 @@ class Translator:
             if not phrase:
                 raise ValueError(f"constraint {word!r} has no target pieces (empty?)")
         return phrases
+
+    def check_constraints(self, words: Sequence[str]) -> None:
+        """ValueError naming the first constraint that has no target pieces (e.g. ``" "``), before any decoding."""
+        self._target_phrases(words)
+
+    def generate(
+        self,
+        texts: Sequence[str],
+        *,
+        beam_size: int | None = None,
+        nbest: int = 1,
+        return_attention: bool = False,
+        batch_size: int | None = None,
+        prefix: str | Sequence[str | None] | None = None,
+        constraints: Sequence[str] | Sequence[Sequence[str]] | None = None,
+        sampling: Sampling | None = None,
+        progress: Callable[[int], None] | None = None,
+        trace: list | None = None,
+    ) -> list[list[Translation]]:
+        """Translate a list of texts; per input its n-best list of :class:`Translation`, best first.
+
+        Args:
+            texts: the inputs (a list of str; for one string use ``generate([text])`` or :meth:`translate`).
+            beam_size: 1 = greedy; default the model's ``decode.beam_size``.
+            nbest: hypotheses per input (<= beam_size), or samples per input when sampling (<= 100).
+            return_attention: fill each Translation's ``attention``, ``src_pieces`` and ``tgt_pieces``.
+            prefix: target text every translation must start with (one for all inputs, or one per input; None
+                or "" = free); the translation includes it.
+            constraints: words/phrases every translation must contain (a list for all inputs, or one list per
+                input): lexically constrained beam search.
+            sampling: draw ``nbest`` samples per input (temperature, top-k, top-p, seed) instead of searching; the
+                samples come in the order drawn, and an input's samples depend only on the seed and the input (the
+                same alone, in any batch, or streamed).
+            progress: called with the number of inputs done as they finish (empty inputs first, then each
+                decoded batch), e.g. a tqdm bar's ``update``; the counts add up to the number of inputs.
+            trace: a list that receives, per input, greedy or beam search's step records (see
+                :func:`seq2seq.decoding.search.beam_search`; batch row 0 is the input; empty for an empty input
+                and for constrained or sampled inputs); each input is then decoded on its own.
+        Returns:
+            per input (same order, same count) a non-empty list of at most ``nbest`` translations. Empty or
+            whitespace-only inputs translate to one ``""`` (score 0) without running the model.
+        """
+        if isinstance(texts, str):
+            raise TypeError("generate() takes a list of str; for one string use generate([text]) or translate(text)")
+        lines = list(texts)
+        for i, line in enumerate(lines):
+            if not isinstance(line, str):
+                raise TypeError(f"translate() takes str or a list of str; item {i} is {type(line).__name__}")
+        options = self.decode_options(beam_size, nbest, return_attention, batch_size, sampling is not None)
+        prefixes, word_lists = _per_input(prefix, len(lines), "prefix"), _per_input(constraints, len(lines), "constraints")
+
+        nonempty = [i for i, line in enumerate(lines) if line.strip()]
+        translations: list[list[Translation]] = [[Translation(text="", tokens=[], score=0.0)] for _ in lines]
+        traces: list[list[dict]] = [[] for _ in lines]
+        if progress is not None and len(nonempty) < len(lines):
+            progress(len(lines) - len(nonempty))
+        if nonempty:
+            src_ids = self.encode_sources([lines[i] for i in nonempty], [i + 1 for i in nonempty])
+            prefix_ids = [self.tgt_tokenizer.encode([prefixes[i]])[0] if prefixes[i] else [] for i in nonempty]
+            phrases = [self._target_phrases(word_lists[i]) for i in nonempty]
+            decode = dict(device=self.device, autocast_dtype=self.autocast_dtype, progress=progress, sampling=sampling)
+            if trace is None:
+                hypotheses = translate_ids(self.models, src_ids, options, prefixes=prefix_ids, constraints=phrases,
+                                           **decode)
+            else:  # one input at a time: each trace's row 0 is its input
+                hypotheses = []
+                for position, index in enumerate(nonempty):
+                    hypotheses += translate_ids(self.models, src_ids[position : position + 1], options,
+                                                prefixes=prefix_ids[position : position + 1],
+                                                constraints=phrases[position : position + 1], trace=traces[index],
+                                                **decode)
+            for index, ids, hyps in zip(nonempty, src_ids, hypotheses):
+                translations[index] = self._translations(ids, hyps, return_attention)
+        if trace is not None:
+            trace.extend(traces)
+        return translations
+
+    def _translations(self, src_ids: list[int], hypotheses: list[Hypothesis], attention: bool) -> list[Translation]:
+        """One input's hypotheses as text (with the attention and the pieces that label it when asked for)."""
+        texts = self.tgt_tokenizer.decode([h.tokens for h in hypotheses])
+        entry = []
+        for text, hyp in zip(texts, hypotheses):
+            translation = Translation(text=text, tokens=hyp.tokens, score=hyp.score)
+            if attention:
+                translation.attention = hyp.attention
+                translation.src_pieces = [self.src_tokenizer.id_to_piece(i) for i in src_ids]
+                translation.tgt_pieces = [self.tgt_tokenizer.id_to_piece(i) for i in hyp.tokens] + ["</s>"]
+            entry.append(translation)
+        return entry
 
     def translate(
         self,
@@ -204,69 +288,23 @@ class Translator:
         sampling: Sampling | None = None,
         progress: Callable[[int], None] | None = None,
     ):
-        """Translate one string or a list of strings.
+        """Translate one string or a list of strings: :meth:`generate`'s best texts.
 
-        Args:
-            beam_size: 1 = greedy; default the model's ``decode.beam_size``.
-            nbest: hypotheses per input (<= beam_size), or samples per input when sampling.
-            prefix: target text every translation must start with (one for all inputs, or one per input; None
-                or "" = free); the translation includes it.
-            constraints: words/phrases every translation must contain (a list for all inputs, or one list per
-                input): lexically constrained beam search.
-            sampling: draw ``nbest`` samples per input (temperature, top-k, top-p, seed) instead of searching.
-            progress: called with the number of inputs done as they finish (empty inputs first, then each
-                decoded batch), e.g. a tqdm bar's ``update``; the counts add up to the number of inputs.
+        The arguments are :meth:`generate`'s (``nbest`` samples per input when ``sampling``).
         Returns:
-            with no options: ``str`` for a string, ``list[str]`` for a list (same order, same count).
-            with ``return_scores`` / ``return_attention`` / ``nbest > 1``: per input a :class:`Translation`
-            (``nbest == 1``) or a list of ``nbest`` of them, best first (samples: in the order drawn).
+            ``str`` for a string, ``list[str]`` for a list (same order, same count). For compatibility,
+            ``return_scores`` / ``return_attention`` / ``nbest > 1`` return per input a :class:`Translation`
+            (``nbest == 1``) or a list of them, best first; new code calls :meth:`generate` for those.
         Empty or whitespace-only inputs translate to ``""`` (score 0) without running the model.
         """
         single = isinstance(text, str)
-        lines = [text] if single else list(text)
-        for i, line in enumerate(lines):
-            if not isinstance(line, str):
-                raise TypeError(f"translate() takes str or a list of str; item {i} is {type(line).__name__}")
-        beam_size = self.cfg.decode.beam_size if beam_size is None else int(beam_size)
-        if not 1 <= beam_size <= MAX_BEAM_SIZE:
-            raise ValueError(f"beam_size must be in [1, {MAX_BEAM_SIZE}], got {beam_size}")
-        if nbest < 1 or (sampling is None and nbest > beam_size):
-            raise ValueError(f"nbest must be in [1, beam_size={beam_size}], got {nbest}")
-        decode = self._decode_config(batch_size)
-        prefixes, word_lists = _per_input(prefix, len(lines), "prefix"), _per_input(constraints, len(lines), "constraints")
-        rich = return_scores or return_attention or nbest > 1
-
-        nonempty = [i for i, line in enumerate(lines) if line.strip()]
-        translations: list[list[Translation]] = [[Translation(text="", tokens=[], score=0.0)] for _ in lines]
-        if progress is not None and len(nonempty) < len(lines):
-            progress(len(lines) - len(nonempty))
-        if nonempty:
-            src_ids = self.encode_sources([lines[i] for i in nonempty], [i + 1 for i in nonempty])
-            prefix_ids = [self.tgt_tokenizer.encode([prefixes[i]])[0] if prefixes[i] else [] for i in nonempty]
-            phrases = [self._target_phrases(word_lists[i]) for i in nonempty]
-            hypotheses = translate_ids(
-                self.models, src_ids, decode, beam_size, nbest, return_attention, self.device, self.autocast_dtype,
-                prefixes=prefix_ids, constraints=phrases,
-                sampler=sampling.sampler(self.device) if sampling is not None else None, progress=progress,
-            )
-            texts = self.tgt_tokenizer.decode([h.tokens for hyps in hypotheses for h in hyps])
-            position = 0
-            for index, ids, hyps in zip(nonempty, src_ids, hypotheses):
-                entry = []
-                for hyp in hyps:
-                    translation = Translation(text=texts[position], tokens=hyp.tokens, score=hyp.score)
-                    position += 1
-                    if return_attention:
-                        translation.attention = hyp.attention
-                        translation.src_pieces = [self.src_tokenizer.id_to_piece(i) for i in ids]
-                        translation.tgt_pieces = [self.tgt_tokenizer.id_to_piece(i) for i in hyp.tokens] + ["</s>"]
-                    entry.append(translation)
-                translations[index] = entry
-
-        if rich:
-            out = [entry[0] if nbest == 1 else entry for entry in translations]
+        results = self.generate([text] if single else text, beam_size=beam_size, nbest=nbest,
+                                return_attention=return_attention, batch_size=batch_size, prefix=prefix,
+                                constraints=constraints, sampling=sampling, progress=progress)
+        if return_scores or return_attention or nbest > 1:
+            out = [entry[0] if nbest == 1 else entry for entry in results]
         else:
-            out = [entry[0].text for entry in translations]
+            out = [entry[0].text for entry in results]
         return out[0] if single else out
 
     def score(self, sources: Union[str, Sequence[str]], targets: Union[str, Sequence[str]],

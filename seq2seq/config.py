@@ -178,8 +178,9 @@ class DecodeConfig:
     max_len_b: int = 10
     #: GNMT length penalty exponent alpha in ``((5 + len) / 6) ** alpha`` (0 = raw log-probability)
     length_penalty: float = 1.0
-    #: fewer output pieces than this cannot end (EOS is banned): 1 = a non-empty source never gets an empty
-    #: translation; 0 allows one. A model directory's config.yaml keeps the value it was saved with (0 before
+    #: fewer output pieces than this cannot end (EOS is banned): 1 = a non-empty source always gets at least one
+    #: piece; 0 allows none. A piece may still detokenize to nothing (a lone word boundary ``▁``), so 1 does not
+    #: promise non-empty text. A model directory's config.yaml keeps the value it was saved with (0 before
     #: this default became 1): edit its ``decode.min_length`` to change it
     min_length: int = 1
     no_repeat_ngram: int = 0

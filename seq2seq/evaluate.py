@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from seq2seq.config import MAX_BEAM_SIZE, MAX_DECODE_BATCH_SIZE, Config
+from seq2seq.command_line import add_decoding_arguments, check_decoding_arguments
+from seq2seq.config import Config
 from seq2seq.lines import read_lines
 from seq2seq.metrics import score, translate_and_score
 
@@ -73,26 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--src", help="source file to translate (one sentence per line)")
     parser.add_argument("--hyp", help="score this existing output instead of translating")
     parser.add_argument("--ref", required=True, help="reference translations, one per line")
-    parser.add_argument("--beam-size", type=int, default=None, help="beam size (1 = greedy; default: the model's config)")
-    parser.add_argument("--batch-size", type=int, default=None, help="sentences per batch")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--quantize", choices=["none", "int8"], default="none",
-                        help="dynamic int8 quantization of the linear layers (CPU inference)")
-    parser.add_argument("--dtype", choices=["auto", "fp32", "tf32", "bf16", "fp16"], default=None,
-                        help="compute dtype (default: the model's decode.dtype; auto = the faster on this machine, measured once and cached)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, all cores)")
+    add_decoding_arguments(parser, batch_size=True, beam_size=True, quantize=True)
     parser.add_argument("--lang", help="target language of the Moses tokenizer for the lowercased, Moses-tokenized "
                         "BLEU (default: the model's data.tgt_lang; with --hyp, the --ref file's extension, e.g. .de)")
     parser.add_argument("--out", help="write the translations here")
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr while translating")
     args = parser.parse_args(argv)
-    if args.beam_size is not None and not 1 <= args.beam_size <= MAX_BEAM_SIZE:
-        parser.error(f"--beam-size must be >= 1 and <= {MAX_BEAM_SIZE}, got {args.beam_size}")
-    if args.batch_size is not None and not 1 <= args.batch_size <= MAX_DECODE_BATCH_SIZE:
-        parser.error(f"--batch-size must be >= 1 and <= {MAX_DECODE_BATCH_SIZE}, got {args.batch_size}")
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}")
+    check_decoding_arguments(parser, args)
 
     try:
         references = read_lines(args.ref)

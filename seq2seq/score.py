@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 
-from seq2seq.config import MAX_DECODE_BATCH_SIZE
+from seq2seq.command_line import add_decoding_arguments, check_decoding_arguments
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,16 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--src", required=True, help="source sentences, one per line")
     parser.add_argument("--tgt", required=True, help="their translations to score, one per line")
     parser.add_argument("--json", action="store_true", help="one JSON object per pair with every figure")
-    parser.add_argument("--batch-size", type=int, default=None, help="sentence pairs per batch")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--dtype", choices=["auto", "fp32", "tf32", "bf16", "fp16"], default=None,
-                        help="compute dtype (default: the model's decode.dtype)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, all cores)")
+    add_decoding_arguments(parser, batch_size=True, beam_size=False)
     args = parser.parse_args(argv)
-    if args.batch_size is not None and not 1 <= args.batch_size <= MAX_DECODE_BATCH_SIZE:
-        parser.error(f"--batch-size must be >= 1 and <= {MAX_DECODE_BATCH_SIZE}, got {args.batch_size}")
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}")
+    check_decoding_arguments(parser, args)
 
     from seq2seq.api import Translator
     from seq2seq.checkpoint import CheckpointError

@@ -17,6 +17,7 @@ import logging
 import signal
 import sys
 
+from seq2seq.command_line import add_decoding_arguments, check_decoding_arguments
 from seq2seq.serving.app import create_app, dtype_name  # raises ImportError naming the serve extra
 from seq2seq.config import MAX_BEAM_SIZE
 from seq2seq.serving.schema import Limits
@@ -31,11 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="model directory (config.yaml, tokenizers, model.safetensors)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--dtype", choices=["auto", "fp32", "tf32", "bf16", "fp16"], default=None,
-                        help="compute dtype (default: the model's decode.dtype)")
-    parser.add_argument("--beam-size", type=int, default=None, help="default beam size (default: the model's config)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_decoding_arguments(parser, batch_size=False, beam_size=True)  # --beam-size: a request's default
     parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a request waits for others to join its batch")
     parser.add_argument("--no-batching", action="store_true", help="decode each request on its own")
     parser.add_argument("--max-pending", type=int, default=256, help="requests waiting at once; more get 503")
@@ -50,11 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-reply-bytes", type=int, default=defaults.max_reply_bytes,
                         help="reply size; a request whose worst-case reply is larger gets 413 before decoding")
     args = parser.parse_args(argv)
+    check_decoding_arguments(parser, args)
     for name in ("port", "max_pending"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}")
     limits = Limits(args.max_chars, args.max_texts, args.max_body_bytes, args.max_beam_size, args.max_hypotheses,
                     args.max_reply_bytes)
     try:

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Iterable
 
-from seq2seq.config import MAX_BEAM_SIZE, MAX_DECODE_BATCH_SIZE
+from seq2seq.command_line import add_decoding_arguments, check_decoding_arguments, check_nbest_for_model
 
 DEFAULT_RUNS_DIR = Path("runs")
 
@@ -37,10 +37,9 @@ def latest_model_dir(runs_dir: Path = DEFAULT_RUNS_DIR) -> Path | None:
     return max(candidates, key=lambda p: (p / "model.safetensors").stat().st_mtime, default=None)
 
 
-def format_output(entry, args: argparse.Namespace, alignments: list[dict] | None = None) -> list[str]:
-    """Output lines for one input: the text, or ``score<TAB>text`` per n-best hypothesis, or JSON (with each
-    hypothesis's ``alignment`` when ``alignments`` are given)."""
-    hypotheses = entry if isinstance(entry, list) else [entry]
+def format_output(hypotheses: list, args: argparse.Namespace, alignments: list[dict] | None = None) -> list[str]:
+    """Output lines for one input's n-best list of Translation: the text, or ``score<TAB>text`` per hypothesis,
+    or JSON (with each hypothesis's ``alignment`` when ``alignments`` are given)."""
     if args.json:
         objects = [{"text": h.text, "score": round(h.score, 4)} for h in hypotheses]
         for obj, alignment in zip(objects, alignments or []):
@@ -48,22 +47,16 @@ def format_output(entry, args: argparse.Namespace, alignments: list[dict] | None
         return [json.dumps({"translations": objects}, ensure_ascii=False)]
     if args.nbest > 1:
         return [f"{h.score:.4f}\t{h.text}" for h in hypotheses]
-    return [hypotheses[0].text]
+    return [hypotheses[0].text.replace("\n", " ")]
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m seq2seq.translate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("text", nargs="*", help="sentences to translate (none: read stdin line by line)")
     parser.add_argument("--model", action="append", help="model directory or hf:ORG/NAME[@REVISION] (default: the most recently trained under "
                         "runs/); give it several times for an ensemble (models sharing their tokenizers)")
-    parser.add_argument("--beam-size", type=int, default=None, help="beam size (1 = greedy; default: the model's config)")
-    parser.add_argument("--nbest", type=int, default=1, help="print this many hypotheses per input: score<TAB>text")
-    parser.add_argument("--batch-size", type=int, default=None, help="sentences per batch")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--quantize", choices=["none", "int8"], default="none", help="dynamic int8 quantization (CPU)")
-    parser.add_argument("--dtype", choices=["auto", "fp32", "tf32", "bf16", "fp16"], default=None,
-                        help="compute dtype (default: the model's decode.dtype; auto = the faster on this machine, measured once and cached)")
+    add_decoding_arguments(parser, batch_size=True, beam_size=True, nbest=True, quantize=True)
     parser.add_argument("--json", action="store_true", help="one JSON object per input line")
     parser.add_argument("--prefix", help="target text every translation must start with (e.g. for post-editing)")
     parser.add_argument("--constraints", action="append", metavar="WORDS", default=[],
@@ -76,25 +69,21 @@ def main(argv: list[str] | None = None) -> int:
     sampling.add_argument("--seed", type=int, default=0, help="random seed (same seed, same samples)")
     parser.add_argument("--alignments", action="store_true",
                         help="with --json: hard alignments (per target piece, the most attended source piece and word)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, all cores)")
     parser.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                         help="onnx: run MODEL/onnx/ (written by python -m seq2seq.onnx_export) in onnxruntime, CPU fp32")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar on stderr (shown when stdin is a file: `< input.en`)")
     parser.add_argument("--plot-attention", metavar="FILE.png", help="save attention heatmaps of the inputs")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    return parser
 
-    if args.beam_size is not None and not 1 <= args.beam_size <= MAX_BEAM_SIZE:
-        parser.error(f"--beam-size must be >= 1 and <= {MAX_BEAM_SIZE}, got {args.beam_size}")
-    if args.nbest < 1 or (not args.sampling and args.beam_size is not None and args.nbest > args.beam_size):
-        parser.error(f"--nbest must be between 1 and the beam size, got {args.nbest}")
+
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[Path] | int:
+    """The model directories to load, or exit status 2 after saying why not (a bad flag exits via parser.error)."""
+    check_decoding_arguments(parser, args)
     if args.sampling and args.constraints:
         parser.error("--constraints work with beam search, not with --sampling")
-    if args.batch_size is not None and not 1 <= args.batch_size <= MAX_DECODE_BATCH_SIZE:
-        parser.error(f"--batch-size must be >= 1 and <= {MAX_DECODE_BATCH_SIZE}, got {args.batch_size}")
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}")
+    if any(not words.strip() for words in args.constraints):
+        parser.error("--constraints: an empty word or phrase cannot be placed in a translation; drop it")
     if args.alignments and not args.json:
         parser.error("--alignments adds alignments to the JSON output: add --json")
     if args.plot_attention:
@@ -110,7 +99,11 @@ def main(argv: list[str] | None = None) -> int:
               "  scripts/train_translator.sh --data ../shared/data/multi30k --max-minutes 20\n"
               "or pass --model DIR.", file=sys.stderr)
         return 2
+    return model_dirs
 
+
+def load_translator(args: argparse.Namespace, model_dirs: list[Path]):
+    """(translator, sampling settings or None), or exit status 2 after printing the error."""
     from seq2seq.api import Translator
     from seq2seq.checkpoint import CheckpointError
     from seq2seq.decoding.sampling import Sampling
@@ -121,53 +114,66 @@ def main(argv: list[str] | None = None) -> int:
         sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed) if args.sampling else None
         if sampling is not None:
             sampling.sampler()  # checks the settings: one clear error before any input is read
+        translator.check_constraints(args.constraints)
     except (CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    beam_size = args.beam_size or translator.cfg.decode.beam_size
-    if args.nbest > beam_size and not args.sampling:
-        parser.error(f"--nbest {args.nbest} is larger than the beam size {beam_size}")
-    rich = args.json or args.nbest > 1 or args.plot_attention
+    return translator, sampling
 
+
+def input_batches(args: argparse.Namespace, batch_size: int):
+    """(batches of input lines, a progress bar or None): the arguments, or stdin as lines arrive."""
     from seq2seq.lines import count_lines, line_batches
 
-    progress_total = None
     if args.text:
-        batches: Iterable[list[str]] = [args.text]
-    else:
-        batches = line_batches(sys.stdin.buffer, translator.cfg.decode.batch_size * 4)
-        if not args.no_progress:
-            progress_total = count_lines(sys.stdin.buffer)  # None unless stdin is a file
-    progress = None
-    if progress_total is not None:
-        from tqdm import tqdm
+        return [args.text], None
+    batches: Iterable[list[str]] = line_batches(sys.stdin.buffer, batch_size * 4)
+    total = None if args.no_progress else count_lines(sys.stdin.buffer)  # None unless stdin is a file
+    if total is None:
+        return batches, None
+    from tqdm import tqdm
 
-        progress = tqdm(total=progress_total, unit="line", file=sys.stderr, dynamic_ncols=True, leave=True)
-    attention = bool(args.plot_attention or args.alignments)
+    return batches, tqdm(total=total, unit="line", file=sys.stderr, dynamic_ncols=True, leave=True)
 
+
+def output_lines(translator, source: str, hypotheses: list, args: argparse.Namespace) -> list[str]:
+    """One input's lines on stdout (with its hard alignments under ``--alignments``)."""
+    alignments = None
+    if args.alignments:
+        from seq2seq.decoding.alignment import hard_alignment
+
+        alignments = [hard_alignment(h, source, translator.src_tokenizer) for h in hypotheses]
+    return format_output(hypotheses, args, alignments)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    model_dirs = check_arguments(parser, args)
+    if isinstance(model_dirs, int):
+        return model_dirs
+    loaded = load_translator(args, model_dirs)
+    if isinstance(loaded, int):
+        return loaded
+    translator, sampling = loaded
+    beam_size = args.beam_size or translator.cfg.decode.beam_size
+    if not args.sampling:
+        check_nbest_for_model(parser, args, beam_size)
+
+    batches, progress = input_batches(args, translator.cfg.decode.batch_size)
     attention_plots = []
     out = sys.stdout
     if hasattr(out, "reconfigure"):
         out.reconfigure(encoding="utf-8")  # whatever the locale says, like the input
     for chunk in batches:
-        results = translator.translate(chunk, beam_size=beam_size, nbest=args.nbest, batch_size=args.batch_size,
-                                       return_scores=bool(rich), return_attention=attention,
-                                       prefix=args.prefix, constraints=args.constraints or None, sampling=sampling)
-        for source, entry in zip(chunk, results):
-            if rich:
-                alignments = None
-                if args.alignments:
-                    from seq2seq.decoding.alignment import hard_alignment
-
-                    alignments = [hard_alignment(h, source, translator.src_tokenizer)
-                                  for h in (entry if isinstance(entry, list) else [entry])]
-                out.write("".join(line + "\n" for line in format_output(entry, args, alignments)))
-                if args.plot_attention:
-                    best = entry[0] if isinstance(entry, list) else entry
-                    if best.attention is not None:
-                        attention_plots.append(best)
-            else:
-                out.write(entry.replace("\n", " ") + "\n")
+        results = translator.generate(chunk, beam_size=beam_size, nbest=args.nbest, batch_size=args.batch_size,
+                                      return_attention=bool(args.plot_attention or args.alignments),
+                                      prefix=args.prefix, constraints=args.constraints or None, sampling=sampling)
+        for source, hypotheses in zip(chunk, results):
+            out.write("".join(line + "\n" for line in output_lines(translator, source, hypotheses, args)))
+            if args.plot_attention and hypotheses[0].attention is not None:
+                attention_plots.append(hypotheses[0])
         out.flush()
         if progress is not None:
             progress.update(len(chunk))

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from seq2seq.api import Translation, Translator
+from seq2seq.decoding.sampling import Sampling
 from seq2seq.tokenizer import BOS_ID, EOS_ID
 
 # Different lengths, so that batching (sorted by length inside) has something to reorder.
@@ -162,6 +163,37 @@ def test_nbest_returns_hypotheses_best_first(translator):
     assert [len(entry) for entry in several] == [2, 2]
 
 
+def test_generate_returns_every_inputs_nbest_list(translator):
+    """One shape for every call: per input a list of at most nbest Translations, best first; translate() is its
+    texts, and the rich translate() shapes are its entries."""
+    inputs = [SENTENCES[0], "", SENTENCES[2]]
+    entries = translator.generate(inputs, beam_size=3, nbest=2)
+    assert [len(entry) for entry in entries] == [2, 1, 2]
+    assert all(isinstance(t, Translation) for entry in entries for t in entry)
+    assert entries[1][0].text == "" and entries[1][0].score == 0.0
+    assert [entry[0].text for entry in entries] == translator.translate(inputs, beam_size=3)
+    rich = translator.translate(inputs, beam_size=3, nbest=2)
+    assert [[(t.text, t.score) for t in entry] for entry in rich] == [[(t.text, t.score) for t in e] for e in entries]
+    [[best]] = translator.generate([SENTENCES[0]], beam_size=1)
+    assert best.text == translator.translate(SENTENCES[0], beam_size=1) and best.attention is None
+    with pytest.raises(TypeError, match="list of str"):
+        translator.generate(SENTENCES[0])
+
+
+def test_generate_trace_is_the_search_that_gave_the_translations(translator):
+    traces: list = []
+    entries = translator.generate([SENTENCES[1], "  ", SENTENCES[3]], beam_size=3, nbest=2, trace=traces)
+    assert len(traces) == 3 and traces[1] == []
+    for entry, trace in zip([entries[0], entries[2]], [traces[0], traces[2]]):
+        finished = [(tokens, score) for record in trace for tokens, score, ends in
+                    zip(record["candidate_tokens"][0].tolist(), record["candidate_scores"][0].tolist(),
+                        record["finishing"][0].tolist()) if ends]
+        best_tokens, best_score = max(finished, key=lambda item: item[1])
+        assert best_tokens[:-1] == entry[0].tokens and best_score == pytest.approx(entry[0].score, abs=1e-6)
+    assert [e[0].text for e in entries] == [e[0].text for e in translator.generate([SENTENCES[1], "  ", SENTENCES[3]],
+                                                                                  beam_size=3, nbest=2)]
+
+
 def test_invalid_arguments_raise(translator):
     with pytest.raises(ValueError, match="nbest"):
         translator.translate("a dog", beam_size=2, nbest=3)
@@ -169,6 +201,8 @@ def test_invalid_arguments_raise(translator):
         translator.translate("a dog", beam_size=0)
     with pytest.raises(TypeError, match="item 1"):
         translator.translate(["a dog", 3])
+    with pytest.raises(ValueError, match="samples per input"):  # sampling: nbest has an upper bound too
+        translator.translate("a dog", nbest=101, sampling=Sampling())
 
 
 def test_long_input_is_truncated_with_a_warning(translator, monkeypatch, caplog):

@@ -350,3 +350,15 @@ def test_the_service_is_healthy_after_the_fuzzing(client, translator):
     assert_still_serving(client, translator)
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["pending"] == 0
+
+
+def test_return_beam_decodes_once(client, translator, monkeypatch):
+    """A request with ``return_beam`` runs one search, whose trace it returns: the decoder steps it takes are the
+    trace's steps (the translation and the trace used to be two decodes)."""
+    calls = []
+    step = translator.model.decoder.step
+    monkeypatch.setattr(translator.model.decoder, "step", lambda *args: (calls.append(1), step(*args))[1])
+    entry = post(client, {"text": SENTENCES[0], "beam_size": 3, "return_beam": True}).json()["translations"][0]
+    assert entry["beam"] and len(calls) == len(entry["beam"])
+    monkeypatch.undo()
+    assert entry["text"] == translator.translate(SENTENCES[0], beam_size=3)

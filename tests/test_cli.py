@@ -169,3 +169,13 @@ def test_train_translator_script_trains_and_translates(tiny_corpus, tmp_path):
     assert lines[-2].startswith("Sample translation")
     assert lines[-1] == Translator.load(out, device="cpu").translate("A man is riding a bike.")
     assert (out / "results.json").is_file() and (out / "curves.png").is_file()
+
+
+def test_translate_refuses_an_empty_constraint_and_too_many_samples(tiny_model_dir):
+    """Issue 21 item 10: a blank --constraints phrase, and --sampling --nbest above the most samples, exit 2 with
+    one line naming the flag (the blank phrase used to end in a traceback)."""
+    for args, flag in ((["--constraints", " ", "a dog runs"], "--constraints"),
+                       (["--sampling", "--nbest", "101", "a dog"], "--nbest")):
+        result = run("seq2seq.translate", "--model", str(tiny_model_dir), "--device", "cpu", *args)
+        assert result.returncode == 2, result.stderr
+        assert flag in result.stderr and "Traceback" not in result.stderr, result.stderr

@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 from conftest import REPO_ROOT, SUBPROCESS_ENV
+from support.search_calls import run_beam, run_greedy
 from support.tiny_models import (
     all_outputs,
     gnmt_penalty,
@@ -20,7 +21,6 @@ from support.tiny_models import (
 
 from seq2seq.decoding.ensemble import Ensemble
 from seq2seq.decoding.forced import score_targets
-from seq2seq.decoding.search import beam_search, greedy_search
 from seq2seq.tokenizer import BOS_ID, UNK_ID
 
 ATOL = 1e-5
@@ -51,8 +51,8 @@ def test_wide_beam_over_an_ensemble_equals_exhaustive_search(alpha):
     members = [sharp_model("gru", vocab=6), sharp_model("lstm", vocab=6)]
     candidates = all_outputs([UNK_ID, 4, 5], 3)
     src, src_lengths = random_src([4], vocab=6)
-    [beams] = beam_search(members, src, src_lengths, beam_size=64, nbest=10, max_len_a=0.0, max_len_b=3,
-                          length_penalty_alpha=alpha)
+    [beams] = run_beam(members, src, src_lengths, beam_size=64, nbest=10, max_len_a=0.0, max_len_b=3,
+                       length_penalty=alpha)
     raw = torch.stack([teacher_forced_scores(m, src, src_lengths, candidates) for m in members]).mean(dim=0)
     scores = raw / torch.tensor([gnmt_penalty(len(c) + 1, alpha) for c in candidates])
     best, order = scores.sort(descending=True)
@@ -72,9 +72,9 @@ def test_ensemble_score_is_the_mean_of_member_scores():
 def test_a_model_twice_decodes_as_the_model():
     model = sharp_model("lstm", vocab=9, scale=1.5)
     src, src_lengths = random_src([6, 2, 8], vocab=9)
-    greedy_alone, greedy_twice = greedy_search(model, src, src_lengths), greedy_search([model, model], src, src_lengths)
-    beam_alone = [h for hyps in beam_search(model, src, src_lengths, beam_size=4, nbest=2) for h in hyps]
-    beam_twice = [h for hyps in beam_search([model, model], src, src_lengths, beam_size=4, nbest=2) for h in hyps]
+    greedy_alone, greedy_twice = run_greedy(model, src, src_lengths), run_greedy([model, model], src, src_lengths)
+    beam_alone = [h for hyps in run_beam(model, src, src_lengths, beam_size=4, nbest=2) for h in hyps]
+    beam_twice = [h for hyps in run_beam([model, model], src, src_lengths, beam_size=4, nbest=2) for h in hyps]
     for alone, twice in ((greedy_alone, greedy_twice), (beam_alone, beam_twice)):
         assert [h.tokens for h in alone] == [h.tokens for h in twice]
         assert [h.score for h in alone] == pytest.approx([h.score for h in twice], abs=ATOL)

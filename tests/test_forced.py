@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 from conftest import REPO_ROOT, SUBPROCESS_ENV
+from support.search_calls import run_beam
 from support.tiny_models import (
     all_outputs,
     gnmt_penalty,
@@ -21,7 +22,6 @@ from support.tiny_models import (
 from seq2seq.config import DecodeConfig
 from seq2seq.decoding.batched import pad_batch, score_ids, source_ids
 from seq2seq.decoding.forced import score_targets
-from seq2seq.decoding.search import beam_search
 from seq2seq.tokenizer import EOS_ID, PAD_ID, UNK_ID
 
 ATOL = 1e-5
@@ -70,8 +70,8 @@ def test_per_piece_log_probs_are_the_step_distributions():
 def test_scoring_the_beams_own_output_gives_its_score_back(alpha):
     model = sharp_model("lstm", vocab=9, scale=2.0)
     src, src_lengths = random_src([6, 3, 8, 1], vocab=9)
-    beams = beam_search(model, src, src_lengths, beam_size=4, nbest=4, max_len_a=1.0, max_len_b=4,
-                        length_penalty_alpha=alpha)
+    beams = run_beam(model, src, src_lengths, beam_size=4, nbest=4, max_len_a=1.0, max_len_b=4,
+                     length_penalty=alpha)
     decode = DecodeConfig(length_penalty=alpha, batch_size=3)
     src_ids = [src[i, :n].tolist() for i, n in enumerate(src_lengths.tolist())]
     pairs = [(i, h) for i, hyps in enumerate(beams) for h in hyps]
@@ -102,7 +102,7 @@ def test_translator_score_matches_beam_search(tiny_model_dir):
     translator = Translator.load(tiny_model_dir, device="cpu", dtype="fp32")
     sources = ["a man is riding a bike", "two dogs play in the snow", "a woman sings"]
     src_ids = translator.encode_sources(sources)
-    beams = translate_ids(translator.models, src_ids, translator.cfg.decode, beam_size=3, nbest=3)
+    beams = translate_ids(translator.models, src_ids, translator.decode_options(beam_size=3, nbest=3))
     pairs = [(ids, h) for ids, hyps in zip(src_ids, beams) for h in hyps]
     scored = score_ids(translator.models, [ids for ids, _ in pairs], [h.tokens for _, h in pairs], translator.cfg.decode)
     assert len(pairs) == 9

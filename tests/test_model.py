@@ -26,9 +26,9 @@ from support.model_inputs import (
     stepped_logits,
     summed_nll,
 )
+from support.search_calls import run_greedy
 
 from seq2seq.config import ModelConfig
-from seq2seq.decoding.search import greedy_search
 from seq2seq.model import build_model
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
@@ -241,7 +241,7 @@ def test_learns_to_reverse_sequences():
         scheduler.step()
     model.eval()
     src, src_lengths, _, _ = reversal_batch(held_out)
-    hypotheses = greedy_search(model, src, src_lengths, max_len_a=1.0, max_len_b=2)
+    hypotheses = run_greedy(model, src, src_lengths, max_len_a=1.0, max_len_b=2)
     accuracy = sum(h.tokens == seq[::-1] for h, seq in zip(hypotheses, held_out)) / len(held_out)
     print(
         f"reversal: {accuracy:.1%} exact after {steps} steps, {time.perf_counter() - start:.1f} s wall, "
@@ -307,6 +307,6 @@ def test_learns_to_reverse_sequences_with_every_lever_on():
         scheduler.step()
     model.eval()
     src, lengths, _, _ = batch(held_out)
-    hypotheses = greedy_search(model, src, lengths, max_len_a=1.0, max_len_b=2)
+    hypotheses = run_greedy(model, src, lengths, max_len_a=1.0, max_len_b=2)
     accuracy = sum(h.tokens == seq[::-1] for h, seq in zip(hypotheses, held_out)) / len(held_out)
     assert accuracy >= 0.9, accuracy

@@ -63,14 +63,13 @@ def test_encoder_and_steps_equal_torch(exported, lengths):
 
 
 def test_search_modes_unchanged(exported):
-    from seq2seq.decoding.sampling import sample_search
-    from seq2seq.decoding.search import beam_search, greedy_search
+    from support.search_calls import run_beam, run_greedy
 
     model, onnx_model = exported
     src, src_lengths = random_src([5, 8, 2, 6], vocab=VOCAB)
-    for search in (lambda m: greedy_search(m, src, src_lengths),
-                   lambda m: beam_search(m, src, src_lengths, beam_size=5, nbest=3),
-                   lambda m: beam_search(m, src, src_lengths, beam_size=3, no_repeat_ngram=2, min_length=2)):
+    for search in (lambda m: run_greedy(m, src, src_lengths),
+                   lambda m: run_beam(m, src, src_lengths, beam_size=5, nbest=3),
+                   lambda m: run_beam(m, src, src_lengths, beam_size=3, no_repeat_ngram=2, min_length=2)):
         ours, theirs = search(onnx_model), search(model)
         flat = (lambda hyps: [h for row in hyps for h in (row if isinstance(row, list) else [row])])
         assert [h.tokens for h in flat(ours)] == [h.tokens for h in flat(theirs)]

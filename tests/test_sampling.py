@@ -3,6 +3,7 @@ independent reference), are reproducible from the seed, and the command line sam
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections import Counter
@@ -10,9 +11,10 @@ from collections import Counter
 import pytest
 import torch
 from conftest import REPO_ROOT, SUBPROCESS_ENV
+from support.search_calls import run_sampling
 from support.tiny_models import all_outputs, random_src, sharp_model, teacher_forced_scores
 
-from seq2seq.decoding.sampling import Sampler, Sampling, make_generator, sample_search
+from seq2seq.decoding.sampling import Sampler, Sampling, make_generator
 from seq2seq.tokenizer import BOS_ID, EOS_ID, UNK_ID
 
 VOCAB, MAX_PIECES = 6, 2  # pieces UNK, 4, 5: 1 + 3 + 9 = 13 possible outputs
@@ -61,8 +63,8 @@ def exact_distribution(model, src, src_lengths, temperature=1.0, top_k=0, top_p=
 
 
 def drawn_distribution(model, src, src_lengths, sampler: Sampler) -> dict[tuple, float]:
-    [samples] = sample_search(model, src, src_lengths, sampler, num_samples=DRAWS, max_len_a=0.0,
-                              max_len_b=MAX_PIECES)
+    [samples] = run_sampling(model, src, src_lengths, sampler, nbest=DRAWS, max_len_a=0.0,
+                             max_len_b=MAX_PIECES)
     counts = Counter(tuple(h.tokens) for h in samples)
     return {output: count / DRAWS for output, count in counts.items()}
 
@@ -85,8 +87,8 @@ def test_samples_follow_the_exact_distribution(temperature, top_k, top_p):
 def test_sample_scores_are_the_models_log_probabilities():
     model = sharp_model("lstm", vocab=VOCAB, scale=3.0)
     src, src_lengths = random_src([5], vocab=VOCAB)
-    [samples] = sample_search(model, src, src_lengths, Sampler(0.5, generator=make_generator(0, "cpu")),
-                              num_samples=20, max_len_a=0.0, max_len_b=MAX_PIECES)
+    [samples] = run_sampling(model, src, src_lengths, Sampler(0.5, generator=make_generator(0, "cpu")),
+                             nbest=20, max_len_a=0.0, max_len_b=MAX_PIECES)
     expected = teacher_forced_scores(model, src, src_lengths, [h.tokens for h in samples])
     for hyp, log_prob in zip(samples, expected.tolist()):  # untempered, unnormalized (alpha 0): log P(output + EOS)
         assert hyp.score == pytest.approx(log_prob, abs=1e-5)
@@ -98,7 +100,7 @@ def test_same_seed_same_samples_and_batches_keep_their_order():
 
     def draw(seed):
         sampler = Sampling(temperature=1.2, seed=seed).sampler("cpu")
-        return [[h.tokens for h in hyps] for hyps in sample_search(model, src, src_lengths, sampler, num_samples=4)]
+        return [[h.tokens for h in hyps] for hyps in run_sampling(model, src, src_lengths, sampler, nbest=4)]
 
     first, again, other = draw(7), draw(7), draw(8)
     assert first == again
@@ -134,3 +136,34 @@ def test_sampling_cli_is_seeded_and_equals_the_api(tiny_model_dir):
     assert [line.split("\t", 1)[1] for line in lines] == [s.text for s in samples]
     bad = run_translate("--model", str(tiny_model_dir), "--sampling", "--temperature", "0", "a dog")
     assert bad.returncode == 2 and "temperature must be > 0" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_an_inputs_seeded_samples_are_the_same_alone_in_a_batch_and_streamed(tiny_model_dir):
+    """Issue 21 item 8: each input draws from its own stream (seed + its source ids), so its samples do not
+    depend on its neighbours, its place in the batches, or how lines arrive on stdin."""
+    from seq2seq.api import Translator
+
+    translator = Translator.load(tiny_model_dir, device="cpu", dtype="fp32")
+    sampling = Sampling(temperature=1.5, seed=11)
+    sentences = ["a man is riding a bike", "two dogs play in the snow", "a woman", "the child eats an apple"]
+    alone = [[t.text for t in translator.generate([s], nbest=3, sampling=sampling)[0]] for s in sentences]
+    assert len({text for samples in alone for text in samples}) > 4  # draws, not one repeated output
+    mixed = sentences[::-1] + sentences
+    for batch_size in (1, 3, 8):
+        batched = translator.generate(mixed, nbest=3, sampling=sampling, batch_size=batch_size)
+        assert [[t.text for t in entry] for entry in batched] == alone[::-1] + alone
+    other_seed = translator.generate(sentences, nbest=3, sampling=Sampling(temperature=1.5, seed=12))
+    assert [[t.text for t in entry] for entry in other_seed] != alone
+
+    args = [sys.executable, "-m", "seq2seq.translate", "--model", str(tiny_model_dir), "--device", "cpu", "--dtype",
+            "fp32", "--sampling", "--temperature", "1.5", "--seed", "11", "--nbest", "3", "--json", "--no-progress"]
+    with subprocess.Popen(args, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                          encoding="utf-8", env=SUBPROCESS_ENV) as process:
+        streamed = []
+        for sentence in sentences:  # one line at a time: each is its own batch
+            process.stdin.write(sentence + "\n")
+            process.stdin.flush()
+            streamed.append([t["text"] for t in json.loads(process.stdout.readline())["translations"]])
+        process.stdin.close()
+        assert process.wait(timeout=60) == 0
+    assert streamed == alone

@@ -9,12 +9,11 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from support.search_calls import run_beam, run_greedy
 from support.tiny_models import random_model, random_src, teacher_forced_scores
 
 from seq2seq.decoding.search import (
     Hypothesis,
-    beam_search,
-    greedy_search,
 )
 from seq2seq.model import Seq2Seq
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
@@ -122,10 +121,10 @@ THREE_DEEP = {
 
 def test_scripted_beam_beats_greedy():
     src, src_lengths = scripted_src(3)
-    greedy = greedy_search(ScriptedModel(GREEDY_TRAP), src, src_lengths)
+    greedy = run_greedy(ScriptedModel(GREEDY_TRAP), src, src_lengths)
     assert_hypotheses(greedy, [([A], math.log(0.5 * 0.4))])
     model = ScriptedModel(GREEDY_TRAP)
-    [hyps] = beam_search(model, src, src_lengths, beam_size=2, nbest=2, length_penalty_alpha=0.0)
+    [hyps] = run_beam(model, src, src_lengths, beam_size=2, nbest=2, length_penalty=0.0)
     assert_hypotheses(hyps, [([B], math.log(0.4 * 0.9)), ([A], math.log(0.5 * 0.4))])
     # after step 2 both finished ones beat the best open beam (A A, .15): no third step
     assert model.decoder.calls == 2
@@ -133,12 +132,12 @@ def test_scripted_beam_beats_greedy():
 
 def test_scripted_nbest_order_and_scores():
     src, src_lengths = scripted_src(3)
-    [hyps] = beam_search(ScriptedModel(THREE_DEEP), src, src_lengths, beam_size=3, nbest=3, length_penalty_alpha=0.0)
+    [hyps] = run_beam(ScriptedModel(THREE_DEEP), src, src_lengths, beam_size=3, nbest=3, length_penalty=0.0)
     # [] (.1) finished first but was pushed out of the 3-slot buffer by better ones
     assert_hypotheses(hyps, [([A, A], math.log(0.24)), ([B], math.log(0.21)), ([A], math.log(0.18))])
-    [hyps] = beam_search(ScriptedModel(THREE_DEEP), src, src_lengths, beam_size=3, nbest=1, length_penalty_alpha=0.0)
+    [hyps] = run_beam(ScriptedModel(THREE_DEEP), src, src_lengths, beam_size=3, nbest=1, length_penalty=0.0)
     assert_hypotheses(hyps, [([A, A], math.log(0.24))])
-    greedy = greedy_search(ScriptedModel(THREE_DEEP), src, src_lengths)
+    greedy = run_greedy(ScriptedModel(THREE_DEEP), src, src_lengths)
     assert_hypotheses(greedy, [([A, A], math.log(0.24))])
 
 
@@ -146,9 +145,9 @@ def test_scripted_eos_ends_a_hypothesis():
     """EOS as the first token gives an empty hypothesis; tokens never contain EOS; finished ones are not extended."""
     script = {(): {EOS_ID: 0.7, A: 0.3}, (A,): {EOS_ID: 0.2, B: 0.8}, (A, B): {EOS_ID: 1.0}}
     src, src_lengths = scripted_src(2)
-    [hyps] = beam_search(ScriptedModel(script), src, src_lengths, beam_size=2, nbest=2, length_penalty_alpha=0.0)
+    [hyps] = run_beam(ScriptedModel(script), src, src_lengths, beam_size=2, nbest=2, length_penalty=0.0)
     assert_hypotheses(hyps, [([], math.log(0.7)), ([A, B], math.log(0.3 * 0.8))])
-    assert_hypotheses(greedy_search(ScriptedModel(script), src, src_lengths), [([], math.log(0.7))])
+    assert_hypotheses(run_greedy(ScriptedModel(script), src, src_lengths), [([], math.log(0.7))])
 
 
 # raw: A (.3) beats B C C (.45 * .9 * .65 = .263); GNMT alpha 1: log(.263) / 1.5 = -0.89 beats log(.3) / (7/6) = -1.03
@@ -164,28 +163,28 @@ LENGTH_TRAP = {
 def test_scripted_length_penalty_changes_the_winner():
     src, src_lengths = scripted_src(3)
     kwargs = dict(beam_size=2, nbest=2, max_len_a=0.0, max_len_b=10)
-    [raw] = beam_search(ScriptedModel(LENGTH_TRAP), src, src_lengths, length_penalty_alpha=0.0, **kwargs)
+    [raw] = run_beam(ScriptedModel(LENGTH_TRAP), src, src_lengths, length_penalty=0.0, **kwargs)
     long_p = 0.45 * 1.0 * 0.9 * 0.65
     assert_hypotheses(raw, [([A], math.log(0.3)), ([B, C, C], math.log(long_p))])
-    [normalized] = beam_search(ScriptedModel(LENGTH_TRAP), src, src_lengths, length_penalty_alpha=1.0, **kwargs)
+    [normalized] = run_beam(ScriptedModel(LENGTH_TRAP), src, src_lengths, length_penalty=1.0, **kwargs)
     assert_hypotheses(normalized, [([B, C, C], math.log(long_p) / lp(4, 1.0)), ([A], math.log(0.3) / lp(2, 1.0))])
-    greedy = greedy_search(ScriptedModel(LENGTH_TRAP), src, src_lengths, length_penalty_alpha=1.0)
+    greedy = run_greedy(ScriptedModel(LENGTH_TRAP), src, src_lengths, length_penalty=1.0)
     assert_hypotheses(greedy, [([A], math.log(0.3) / lp(2, 1.0))])
 
 
 def test_scripted_min_length():
     """EOS is banned while fewer than min_length pieces exist; scores keep the unrenormalized log-probs."""
     src, src_lengths = scripted_src(3)
-    [hyps] = beam_search(
-        ScriptedModel(THREE_DEEP), src, src_lengths, beam_size=3, nbest=3, min_length=2, length_penalty_alpha=0.0
+    [hyps] = run_beam(
+        ScriptedModel(THREE_DEEP), src, src_lengths, beam_size=3, nbest=3, min_length=2, length_penalty=0.0
     )
     assert_hypotheses(hyps, [([A, A], math.log(0.24)), ([A, B], math.log(0.12)), ([B, C], math.log(0.09))])
     # with min_length 3 only A A B can finish (the other prefixes may only end): fewer than nbest come back
-    [hyps] = beam_search(
-        ScriptedModel(THREE_DEEP), src, src_lengths, beam_size=3, nbest=3, min_length=3, length_penalty_alpha=0.0
+    [hyps] = run_beam(
+        ScriptedModel(THREE_DEEP), src, src_lengths, beam_size=3, nbest=3, min_length=3, length_penalty=0.0
     )
     assert_hypotheses(hyps, [([A, A, B], math.log(0.06))])
-    greedy = greedy_search(ScriptedModel(THREE_DEEP), src, src_lengths, min_length=3)
+    greedy = run_greedy(ScriptedModel(THREE_DEEP), src, src_lengths, min_length=3)
     assert_hypotheses(greedy, [([A, A, B], math.log(0.06))])
 
 
@@ -193,17 +192,17 @@ def test_scripted_max_length_forces_eos():
     """A script that never wants to stop is cut at max_len_a * src_len + b pieces, paying log p(EOS) there."""
     endless = {prefix: {A: 0.9, EOS_ID: 0.1} for prefix in [(A,) * k for k in range(10)]}
     src, src_lengths = scripted_src(1, 3)
-    greedy = greedy_search(ScriptedModel(endless, endless), src, src_lengths, max_len_a=1.0, max_len_b=0)
+    greedy = run_greedy(ScriptedModel(endless, endless), src, src_lengths, max_len_a=1.0, max_len_b=0)
     assert_hypotheses(greedy, [([A], math.log(0.9 * 0.1)), ([A] * 3, math.log(0.9**3 * 0.1))])
-    beams = beam_search(
+    beams = run_beam(
         ScriptedModel(endless, endless), src, src_lengths, beam_size=3, nbest=3, max_len_a=1.0, max_len_b=0,
-        length_penalty_alpha=0.0,
+        length_penalty=0.0,
     )
     assert_hypotheses(beams[0], [([], math.log(0.1)), ([A], math.log(0.09))])  # only two sequences exist
     assert_hypotheses(beams[1], [([], math.log(0.1)), ([A], math.log(0.09)), ([A, A], math.log(0.081))])
     # alpha 1 favours length (A A: log(.081) / (8/6) = -1.88 beats [] at -2.30), but stops at the limit
-    [hyps] = beam_search(
-        ScriptedModel(endless), *scripted_src(3), beam_size=2, max_len_a=0.0, max_len_b=2, length_penalty_alpha=1.0
+    [hyps] = run_beam(
+        ScriptedModel(endless), *scripted_src(3), beam_size=2, max_len_a=0.0, max_len_b=2, length_penalty=1.0
     )
     assert_hypotheses(hyps, [([A, A], math.log(0.081) / lp(3, 1.0))])
 
@@ -212,12 +211,12 @@ def test_scripted_finished_hypothesis_stops_weaker_beams():
     src, src_lengths = scripted_src(2)
     # EOS first (.5) beats every open beam (.3, .2): the search stops after one step
     model = ScriptedModel({(): {EOS_ID: 0.5, A: 0.3, B: 0.2}, (A,): {A: 1.0}})
-    [hyps] = beam_search(model, src, src_lengths, beam_size=2, length_penalty_alpha=0.0)
+    [hyps] = run_beam(model, src, src_lengths, beam_size=2, length_penalty=0.0)
     assert_hypotheses(hyps, [([], math.log(0.5))])
     assert model.decoder.calls == 1
     # EOS first (.4) is kept while A (.45) can still beat it; A EOS (.4275) then wins
     model = ScriptedModel({(): {A: 0.45, EOS_ID: 0.4, B: 0.15}, (A,): {EOS_ID: 0.95, A: 0.05}})
-    [hyps] = beam_search(model, src, src_lengths, beam_size=2, nbest=2, length_penalty_alpha=0.0)
+    [hyps] = run_beam(model, src, src_lengths, beam_size=2, nbest=2, length_penalty=0.0)
     assert_hypotheses(hyps, [([A], math.log(0.45 * 0.95)), ([], math.log(0.4))])
     assert model.decoder.calls == 2
 
@@ -229,14 +228,14 @@ def test_scripted_length_penalty_keeps_search_open_until_the_bound():
     src, src_lengths = scripted_src(2)
     kwargs = dict(beam_size=2, max_len_a=0.0, max_len_b=5)
     model = ScriptedModel(chain)
-    [hyps] = beam_search(model, src, src_lengths, length_penalty_alpha=0.0, nbest=1, **kwargs)
+    [hyps] = run_beam(model, src, src_lengths, length_penalty=0.0, nbest=1, **kwargs)
     assert_hypotheses(hyps, [([], math.log(0.5))])
     assert model.decoder.calls == 1  # the open beams (.3, .2) cannot beat .5: stopped at once
     model = ScriptedModel(chain)
-    [hyps] = beam_search(model, src, src_lengths, length_penalty_alpha=1.0, nbest=1, **kwargs)
+    [hyps] = run_beam(model, src, src_lengths, length_penalty=1.0, nbest=1, **kwargs)
     assert_hypotheses(hyps, [([A] * 5, math.log(0.3) / lp(6, 1.0))])
     assert model.decoder.calls == 6
-    [hyps] = beam_search(ScriptedModel(chain), src, src_lengths, length_penalty_alpha=1.0, nbest=2, **kwargs)
+    [hyps] = run_beam(ScriptedModel(chain), src, src_lengths, length_penalty=1.0, nbest=2, **kwargs)
     assert_hypotheses(hyps, [([A] * 5, math.log(0.3) / lp(6, 1.0)), ([], math.log(0.5) / lp(1, 1.0))])
 
 
@@ -244,10 +243,10 @@ def test_scripted_batch_of_different_scripts_equals_each_alone():
     scripts = [GREEDY_TRAP, THREE_DEEP, LENGTH_TRAP, {(): {EOS_ID: 0.5, A: 0.3, B: 0.2}}]
     src, src_lengths = scripted_src(3, 1, 4, 2)
     for alpha in (0.0, 1.0):
-        kwargs = dict(beam_size=3, nbest=2, length_penalty_alpha=alpha)
-        batch = beam_search(ScriptedModel(*scripts), src, src_lengths, **kwargs)
+        kwargs = dict(beam_size=3, nbest=2, length_penalty=alpha)
+        batch = run_beam(ScriptedModel(*scripts), src, src_lengths, **kwargs)
         for i, script in enumerate(scripts):
-            [alone] = beam_search(ScriptedModel(script), src[i : i + 1], src_lengths[i : i + 1], **kwargs)
+            [alone] = run_beam(ScriptedModel(script), src[i : i + 1], src_lengths[i : i + 1], **kwargs)
             assert [h.tokens for h in batch[i]] == [h.tokens for h in alone]
             assert [h.score for h in batch[i]] == pytest.approx([h.score for h in alone], abs=1e-6)
 
@@ -263,9 +262,9 @@ def test_beam_size_one_equals_greedy(rnn_type, min_length, no_repeat_ngram):
     kwargs = dict(max_len_a=1.0, max_len_b=6, min_length=min_length, no_repeat_ngram=no_repeat_ngram)
     for lengths in BATCH_LENGTHS:
         src, src_lengths = random_src(lengths)
-        greedy = greedy_search(model, src, src_lengths, length_penalty_alpha=0.0, return_attention=True, **kwargs)
-        beam = beam_search(
-            model, src, src_lengths, beam_size=1, length_penalty_alpha=0.0, return_attention=True, **kwargs
+        greedy = run_greedy(model, src, src_lengths, length_penalty=0.0, return_attention=True, **kwargs)
+        beam = run_beam(
+            model, src, src_lengths, beam_size=1, length_penalty=0.0, return_attention=True, **kwargs
         )
         for g, [b] in zip(greedy, beam):
             assert b.tokens == g.tokens
@@ -287,9 +286,9 @@ def test_wide_beam_equals_exhaustive_search(rnn_type, alpha):
     candidates = [list(seq) for n in range(max_pieces + 1) for seq in itertools.product(pieces, repeat=n)]
     assert len(candidates) == 121
     src, src_lengths = random_src([5, 2], vocab=vocab)
-    beams = beam_search(
+    beams = run_beam(
         model, src, src_lengths, beam_size=128, nbest=20, max_len_a=0.0, max_len_b=max_pieces,
-        length_penalty_alpha=alpha,
+        length_penalty=alpha,
     )
     for i in range(len(src_lengths)):
         raw = teacher_forced_scores(model, src[i : i + 1, : src_lengths[i]], src_lengths[i : i + 1], candidates)
@@ -336,8 +335,8 @@ def test_narrow_beam_equals_a_textbook_beam_search(rnn_type, alpha):
     with torch.no_grad():
         model.decoder.output_layer.weight.mul_(4.0)
     src, src_lengths = random_src([5, 2, 7], vocab=vocab)
-    beams = beam_search(model, src, src_lengths, beam_size=beam_size, nbest=beam_size, max_len_a=0.0,
-                        max_len_b=max_pieces, length_penalty_alpha=alpha)
+    beams = run_beam(model, src, src_lengths, beam_size=beam_size, nbest=beam_size, max_len_a=0.0,
+                     max_len_b=max_pieces, length_penalty=alpha)
     for i, n in enumerate(src_lengths.tolist()):
         expected = textbook_beam_search(model, src[i : i + 1, :n], src_lengths[i : i + 1], beam_size, beam_size,
                                         max_pieces, alpha)
@@ -350,13 +349,13 @@ def test_batch_equals_each_sentence_alone(rnn_type):
     model = random_model(rnn_type)
     src, src_lengths = random_src([6, 2, 9, 4, 1])
     kwargs = dict(max_len_a=1.0, max_len_b=5)
-    greedy = greedy_search(model, src, src_lengths, **kwargs)
-    beam = beam_search(model, src, src_lengths, beam_size=5, nbest=3, **kwargs)
+    greedy = run_greedy(model, src, src_lengths, **kwargs)
+    beam = run_beam(model, src, src_lengths, beam_size=5, nbest=3, **kwargs)
     for i, n in enumerate(src_lengths.tolist()):
         alone_src, alone_lengths = src[i : i + 1, :n], src_lengths[i : i + 1]
-        [g] = greedy_search(model, alone_src, alone_lengths, **kwargs)
+        [g] = run_greedy(model, alone_src, alone_lengths, **kwargs)
         assert g.tokens == greedy[i].tokens and g.score == pytest.approx(greedy[i].score, abs=ATOL)
-        [b] = beam_search(model, alone_src, alone_lengths, beam_size=5, nbest=3, **kwargs)
+        [b] = run_beam(model, alone_src, alone_lengths, beam_size=5, nbest=3, **kwargs)
         assert len(b) == len(beam[i]) == 3
         assert [h.tokens for h in b] == [h.tokens for h in beam[i]]
         assert [h.score for h in b] == pytest.approx([h.score for h in beam[i]], abs=ATOL)
@@ -379,8 +378,8 @@ def test_no_repeat_ngram_end_to_end(ngram_size):
     kwargs = dict(max_len_a=0.0, max_len_b=14, min_length=12)  # long outputs: repeats are likely
 
     def decode(no_repeat_ngram: int) -> list[Hypothesis]:
-        greedy = greedy_search(model, src, src_lengths, no_repeat_ngram=no_repeat_ngram, **kwargs)
-        beams = beam_search(model, src, src_lengths, beam_size=4, nbest=4, no_repeat_ngram=no_repeat_ngram, **kwargs)
+        greedy = run_greedy(model, src, src_lengths, no_repeat_ngram=no_repeat_ngram, **kwargs)
+        beams = run_beam(model, src, src_lengths, beam_size=4, nbest=4, no_repeat_ngram=no_repeat_ngram, **kwargs)
         return greedy + [h for nbest in beams for h in nbest]
 
     assert any(has_repeat(h.tokens, ngram_size) for h in decode(0))  # the constraint has something to do
@@ -396,12 +395,12 @@ def test_return_attention(search):
     model = random_model("lstm", attention="luong_general")
     src, src_lengths = random_src([6, 2, 9, 4])
     if search == "greedy":
-        hyps = greedy_search(model, src, src_lengths, return_attention=True)
-        assert greedy_search(model, src, src_lengths)[0].attention is None
+        hyps = run_greedy(model, src, src_lengths, return_attention=True)
+        assert run_greedy(model, src, src_lengths)[0].attention is None
         hyp_src_lengths = src_lengths.tolist()
     else:
-        beams = beam_search(model, src, src_lengths, beam_size=3, nbest=3, return_attention=True)
-        assert beam_search(model, src, src_lengths, beam_size=3)[0][0].attention is None
+        beams = run_beam(model, src, src_lengths, beam_size=3, nbest=3, return_attention=True)
+        assert run_beam(model, src, src_lengths, beam_size=3)[0][0].attention is None
         hyps = [h for nbest in beams for h in nbest]
         hyp_src_lengths = src_lengths.repeat_interleave(3).tolist()
     assert len(hyps) == len(hyp_src_lengths)
@@ -413,7 +412,7 @@ def test_return_attention(search):
 def test_beam_search_rejects_nbest_above_beam_size():
     src, src_lengths = random_src([3])
     with pytest.raises(ValueError, match="nbest"):
-        beam_search(random_model(), src, src_lengths, beam_size=2, nbest=3)
+        run_beam(random_model(), src, src_lengths, beam_size=2, nbest=3)
 
 
 def test_max_length_wins_over_min_length():
@@ -421,8 +420,8 @@ def test_max_length_wins_over_min_length():
     endless = {prefix: {A: 0.9, EOS_ID: 0.1} for prefix in [(A,) * k for k in range(10)]}
     src, src_lengths = scripted_src(2)
     kwargs = dict(max_len_a=1.0, max_len_b=0, min_length=5)
-    greedy = greedy_search(ScriptedModel(endless), src, src_lengths, **kwargs)
+    greedy = run_greedy(ScriptedModel(endless), src, src_lengths, **kwargs)
     assert_hypotheses(greedy, [([A, A], math.log(0.9**2 * 0.1))])
-    [beams] = beam_search(ScriptedModel(endless), src, src_lengths, beam_size=2, nbest=1, length_penalty_alpha=0.0,
-                          **kwargs)
+    [beams] = run_beam(ScriptedModel(endless), src, src_lengths, beam_size=2, nbest=1, length_penalty=0.0,
+                       **kwargs)
     assert_hypotheses(beams, [([A, A], math.log(0.9**2 * 0.1))])

@@ -8,10 +8,10 @@ import math
 
 import pytest
 import torch
+from support.search_calls import run_beam, run_greedy
 from support.tiny_models import gnmt_penalty as lp
 from support.tiny_models import random_model, random_src
 
-from seq2seq.decoding.search import beam_search, greedy_search
 from seq2seq.tokenizer import BOS_ID, EOS_ID
 
 ALPHA = 1.0
@@ -26,10 +26,10 @@ def log_prob(model, src, src_length: int, tokens: list[int]) -> float:
 
 
 def run(search: str, model, src, src_lengths, trace: list):
-    kwargs = {"max_len_a": 1.0, "max_len_b": 4, "length_penalty_alpha": ALPHA, "trace": trace}
+    kwargs = {"max_len_a": 1.0, "max_len_b": 4, "length_penalty": ALPHA, "trace": trace}
     if search == "greedy":
-        return [[h] for h in greedy_search(model, src, src_lengths, **kwargs)]
-    return beam_search(model, src, src_lengths, beam_size=3, nbest=2, **kwargs)
+        return [[h] for h in run_greedy(model, src, src_lengths, **kwargs)]
+    return run_beam(model, src, src_lengths, beam_size=3, nbest=2, **kwargs)
 
 
 @pytest.mark.parametrize("search", ["greedy", "beam"])

@@ -3,7 +3,6 @@ hypothesis-steps per second) and batch-1 latency (p50, p95), with the benchmarke
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +18,7 @@ from seq2seq.bench.workload import Workload
 from seq2seq.checkpoint import WEIGHTS_FILE, load_state_into, load_weights
 from seq2seq.config import Config
 from seq2seq.decoding.batched import translate_ids
+from seq2seq.decoding.options import DecodeOptions
 from seq2seq.model import Seq2Seq, build_model
 
 
@@ -26,17 +26,17 @@ def bench_decoding(translator: Translator, sources: list[str], batch_size: int, 
     """Greedy and beam throughput at ``batch_size`` and batch-1 latency, in the translator's compute dtype."""
     amp = translator.autocast_dtype
     src_ids = translator.encode_sources(sources)
-    decode = dataclasses.replace(translator.cfg.decode, batch_size=batch_size)
-    single = dataclasses.replace(translator.cfg.decode, batch_size=1)
     model, device = translator.model.eval(), translator.device
     results = {"compute": dtype_name(amp), "sentences": len(src_ids), "batch_size": batch_size, "tokens_counted": "output pieces incl. EOS "
                "of the returned (best) hypothesis; words = whitespace-separated words of the detokenized output"}
     for name, beam in (("greedy", 1), ("beam", translator.cfg.decode.beam_size)):
-        translate_ids(model, src_ids[:8], decode, beam, device=device, autocast_dtype=amp)  # warm up
+        decode = DecodeOptions.from_config(translator.cfg.decode, beam_size=beam, nbest=1, batch_size=batch_size)
+        single = decode.replace(batch_size=1)
+        translate_ids(model, src_ids[:8], decode, device=device, autocast_dtype=amp)  # warm up
         with counting_steps(model.decoder) as steps:
             sync(device)
             start = time.perf_counter()
-            hypotheses = translate_ids(model, src_ids, decode, beam, device=device, autocast_dtype=amp)
+            hypotheses = translate_ids(model, src_ids, decode, device=device, autocast_dtype=amp)
             sync(device)
             seconds = time.perf_counter() - start
         tokens = [h[0].tokens for h in hypotheses]
@@ -45,7 +45,7 @@ def bench_decoding(translator: Translator, sources: list[str], batch_size: int, 
         for ids in src_ids[:latency_sentences]:
             sync(device)
             started = time.perf_counter()
-            translate_ids(model, [ids], single, beam, device=device, autocast_dtype=amp)
+            translate_ids(model, [ids], single, device=device, autocast_dtype=amp)
             sync(device)
             latencies.append(time.perf_counter() - started)
         results[name] = {

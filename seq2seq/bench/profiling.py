@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 
 import torch
 
@@ -11,6 +10,7 @@ from seq2seq.batches import TokenBatchSampler, iterate_batches
 from seq2seq.bench.workload import Workload
 from seq2seq.config import Config
 from seq2seq.decoding.batched import translate_ids
+from seq2seq.decoding.options import DecodeOptions
 from seq2seq.model import Seq2Seq
 from seq2seq.training.optimizer import build_optimizer
 from seq2seq.training.step import Learner, StepSettings, train_step
@@ -36,7 +36,7 @@ def profile(cfg: Config, work: Workload, model: Seq2Seq, device: torch.device, s
     translator = Translator(cfg, model, work.src_tok, work.tgt_tok, device)
     src_ids = translator.encode_sources(sources[:64])
     with torch_profile(activities=activities) as prof:
-        translate_ids(translator.model, src_ids, dataclasses.replace(cfg.decode, batch_size=64),
-                      cfg.decode.beam_size, device=device, autocast_dtype=amp)
+        translate_ids(translator.model, src_ids, DecodeOptions.from_config(cfg.decode, nbest=1, batch_size=64),
+                      device=device, autocast_dtype=amp)
     print(f"\nprofile: beam {cfg.decode.beam_size} over {len(src_ids)} sentences (one batch)")
     print(prof.key_averages().table(sort_by=sort, row_limit=rows))

@@ -1,9 +1,12 @@
 """Decoding: id sequences in, hypotheses or scores out, every search mode driven by the decoder's one ``step()``.
 
 - :mod:`~seq2seq.decoding.batched`: sorts sentences by length, decodes them in batches, picks the search;
-- :mod:`~seq2seq.decoding.search`: greedy and beam search;
-- :mod:`~seq2seq.decoding.constrained`: beam search whose outputs must contain given phrases;
-- :mod:`~seq2seq.decoding.sampling`: ancestral sampling (temperature, top-k, top-p);
+- :mod:`~seq2seq.decoding.options`: :class:`DecodeOptions`, the settings of one decode (built once, passed by name);
+- :mod:`~seq2seq.decoding.search`: greedy search and the one beam-search loop;
+- :mod:`~seq2seq.decoding.topk`: plain beam search's candidate selection (top 2K, in tensors);
+- :mod:`~seq2seq.decoding.constrained`: the selection for outputs that must contain given phrases;
+- :mod:`~seq2seq.decoding.sampling`: ancestral sampling (temperature, top-k, top-p), seeded per input;
+- :mod:`~seq2seq.decoding.hypothesis`: what a search returns;
 - :mod:`~seq2seq.decoding.forced`: forced decoding, the score of a given target;
 - :mod:`~seq2seq.decoding.ensemble`: several models averaged in probability space, one step at a time;
 - :mod:`~seq2seq.decoding.logits`: the per-step log-probability masks and the length penalty;

@@ -1,8 +1,8 @@
 """Decoding in batches: source id sequences in, hypotheses (or scores of given targets) out.
 
-Sentences are sorted by length and decoded ``decode.batch_size`` at a time, each batch under the chosen autocast
-dtype; results come back in input order. Which search runs is decided here, once: sampling (a ``Sampler``),
-constrained beam search (any constraints), greedy (beam 1, one output) or beam search. The text layer on top is
+Sentences are sorted by length and decoded ``batch_size`` at a time, each batch under the chosen autocast dtype;
+results come back in input order. Which search runs is decided here, once: sampling (``Sampling``), constrained
+beam search (any constraints), greedy (beam 1, one output) or beam search. The text layer on top is
 :class:`seq2seq.api.Translator`.
 """
 
@@ -13,10 +13,12 @@ from typing import Callable, Sequence
 import torch
 
 from seq2seq.config import DecodeConfig
-from seq2seq.decoding.constrained import constrained_beam_search
-from seq2seq.decoding.sampling import Sampler, sample_search
+from seq2seq.decoding.ensemble import as_ensemble
 from seq2seq.decoding.forced import TargetScore, score_targets
-from seq2seq.decoding.search import Hypothesis, beam_search, greedy_search
+from seq2seq.decoding.hypothesis import Hypothesis
+from seq2seq.decoding.options import DecodeOptions
+from seq2seq.decoding.sampling import Sampling, sample_search
+from seq2seq.decoding.search import beam_search, greedy_search
 from seq2seq.tokenizer import EOS_ID, PAD_ID
 
 
@@ -56,52 +58,49 @@ def pad_prefixes(prefixes: Sequence[Sequence[int]], device: torch.device) -> tor
 def translate_ids(
     model,
     src_ids: Sequence[Sequence[int]],
-    decode: DecodeConfig,
-    beam_size: int | None = None,
-    nbest: int = 1,
-    return_attention: bool = False,
+    options: DecodeOptions,
+    *,
     device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype | None = None,
     prefixes: Sequence[Sequence[int]] | None = None,
     constraints: Sequence[Sequence[Sequence[int]]] | None = None,
-    sampler: Sampler | None = None,
+    sampling: Sampling | None = None,
     trace: list | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[list[Hypothesis]]:
     """Decode source id sequences (each ending in EOS) in length-sorted batches; results in input order.
 
     Args:
-        model: a Seq2Seq, a list of them, or an Ensemble.
-        beam_size: 1 runs greedy search (when ``nbest`` is 1); otherwise beam search with ``decode``'s length
-            penalty etc. (default ``decode.beam_size``).
+        model: a Seq2Seq, a list of them, or an Ensemble (wrapped once, here, for every batch).
+        options: how to decode (:class:`~seq2seq.decoding.options.DecodeOptions`): ``beam_size`` 1 with ``nbest``
+            1 runs greedy search, otherwise beam search; ``batch_size`` sentences per batch.
         prefixes: per sentence, target ids its output must start with (empty = none).
         constraints: per sentence, phrases (target id lists) its output must contain: constrained beam search.
-        sampler: draw ``nbest`` samples per sentence with it instead of searching.
-        trace: a list that receives greedy or beam search's per-step record (see :func:`beam_search`); its batch
-            rows follow the length-sorted batches, so trace one sentence at a time.
+        sampling: draw ``options.nbest`` samples per sentence instead of searching, each sentence with its own
+            random stream (:meth:`~seq2seq.decoding.sampling.Sampling.for_inputs`: the same samples in any batch).
+        trace: a list that receives greedy or beam search's per-step record (see
+            :func:`~seq2seq.decoding.search.beam_search`); its batch rows follow the length-sorted batches, so
+            trace one sentence at a time.
         progress: called after each batch with the number of sentences it decoded (a progress bar's update).
     """
-    beam_size = decode.beam_size if beam_size is None else beam_size
+    model = as_ensemble(model)
     device = torch.device(device)
     constrained = constraints is not None and any(constraints)
     results: list[list[Hypothesis]] = [[] for _ in src_ids]
-    for indices in sentence_batches([len(s) for s in src_ids], decode.batch_size):
+    for indices in sentence_batches([len(s) for s in src_ids], options.batch_size):
         src, src_lengths = pad_batch([src_ids[i] for i in indices], device)
         prefix = pad_prefixes([prefixes[i] for i in indices], device) if prefixes is not None else None
-        common = dict(max_len_a=decode.max_len_a, max_len_b=decode.max_len_b, min_length=decode.min_length,
-                      no_repeat_ngram=decode.no_repeat_ngram, length_penalty_alpha=decode.length_penalty,
-                      return_attention=return_attention, prefix=prefix)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            if sampler is not None:
-                hypotheses = sample_search(model, src, src_lengths, sampler, nbest, **common)
+            if sampling is not None:
+                sampler = sampling.for_inputs([src_ids[i] for i in indices], device)
+                hypotheses = sample_search(model, src, src_lengths, options, sampler, prefix=prefix)
             elif constrained:
-                batch_constraints = [list(constraints[i]) for i in indices]
-                hypotheses = constrained_beam_search(model, src, src_lengths, batch_constraints, beam_size,
-                                                     nbest=nbest, **common)
-            elif beam_size == 1 and nbest == 1:
-                hypotheses = [[h] for h in greedy_search(model, src, src_lengths, trace=trace, **common)]
+                hypotheses = beam_search(model, src, src_lengths, options, prefix=prefix,
+                                         constraints=[list(constraints[i]) for i in indices])
+            elif options.beam_size == 1 and options.nbest == 1:
+                hypotheses = [[h] for h in greedy_search(model, src, src_lengths, options, prefix=prefix, trace=trace)]
             else:
-                hypotheses = beam_search(model, src, src_lengths, beam_size, nbest=nbest, trace=trace, **common)
+                hypotheses = beam_search(model, src, src_lengths, options, prefix=prefix, trace=trace)
         for index, hyps in zip(indices, hypotheses):
             results[index] = hyps or [Hypothesis(tokens=[], score=float("-inf"))]
         if progress is not None:
@@ -124,6 +123,7 @@ def score_ids(
     """
     if len(src_ids) != len(tgt_ids):
         raise ValueError(f"{len(src_ids)} sources but {len(tgt_ids)} targets: they must pair up one to one")
+    model = as_ensemble(model)
     device = torch.device(device)
     results: list[TargetScore | None] = [None] * len(src_ids)
     for indices in sentence_batches([len(s) for s in src_ids], decode.batch_size):

@@ -3,19 +3,26 @@
 Sampling is greedy search with another rule for the next token (:class:`Sampler`): the step's log-probabilities
 (after the same constraints as every search mode) are divided by the temperature, cut to the ``top_k`` best tokens
 and to the smallest set whose probability reaches ``top_p`` (nucleus sampling, Holtzman et al. 2020), renormalized,
-and sampled from with a seeded ``torch.Generator``. Each sentence is repeated ``num_samples`` times, so its samples
-are drawn side by side in one batch. Reported scores are the model's own log-probabilities (untempered,
+and sampled from with a seeded ``torch.Generator``. Each sentence is repeated ``nbest`` times, so its samples are
+drawn side by side in one batch. :meth:`Sampling.for_inputs` gives every input its own random stream, seeded from
+the seed and the input's source ids (:func:`input_seed`), so an input's samples are the same alone, in any batch
+or streamed line by line (and two identical inputs get identical samples). Reported scores are the model's own log-probabilities (untempered,
 untruncated) divided by the length penalty, the numbers beam search and scoring give the same output.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
-from seq2seq.decoding.search import Hypothesis, greedy_search
+from seq2seq.decoding.ensemble import Ensemble
+from seq2seq.decoding.hypothesis import Hypothesis
+from seq2seq.decoding.options import DecodeOptions
+from seq2seq.decoding.search import greedy_search
 
 
 @dataclass
@@ -27,12 +34,15 @@ class Sampler:
         top_k: keep only the k most probable tokens (0 = all).
         top_p: keep the smallest set of most probable tokens whose probability reaches p (1 = all).
         generator: the random stream (seeded by the caller for reproducible samples).
+        generators: instead, one random stream per sentence: the N rows are split into ``len(generators)`` equal
+            groups (sentence b's copies are rows b*copies .. b*copies + copies - 1), each drawn with its own.
     """
 
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
     generator: torch.Generator | None = None
+    generators: list[torch.Generator] | None = None
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
@@ -59,7 +69,19 @@ class Sampler:
 
     def __call__(self, log_probs: Tensor) -> Tensor:
         """(N, V) -> (N,) sampled token ids."""
-        return torch.multinomial(self.distribution(log_probs), 1, generator=self.generator).squeeze(1)
+        probs = self.distribution(log_probs)
+        if self.generators is None:
+            return torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
+        groups = probs.split(probs.size(0) // len(self.generators))
+        return torch.cat([torch.multinomial(group, 1, generator=generator).squeeze(1)
+                          for group, generator in zip(groups, self.generators)])
+
+
+def input_seed(seed: int, src_ids: Sequence[int]) -> int:
+    """The seed of one input's random stream: a hash of ``seed`` and the input's source ids (not of its place in a
+    batch, nor of Python's per-process ``hash``)."""
+    digest = hashlib.sha256(f"{seed}:{','.join(str(int(i)) for i in src_ids)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
@@ -71,33 +93,28 @@ def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
 
 @torch.inference_mode()
 def sample_search(
-    model,
+    model: Ensemble,
     src: Tensor,
     src_lengths: Tensor,
+    options: DecodeOptions,
     sampler: Sampler,
-    num_samples: int = 1,
-    max_len_a: float = 1.5,
-    max_len_b: int = 10,
-    min_length: int = 0,
-    no_repeat_ngram: int = 0,
-    length_penalty_alpha: float = 0.0,
-    return_attention: bool = False,
+    *,
     prefix: Tensor | None = None,
 ) -> list[list[Hypothesis]]:
-    """Draw ``num_samples`` outputs per sentence.
+    """Draw ``options.nbest`` outputs per sentence.
 
     Args:
-        model: a Seq2Seq, a list of them, or an Ensemble; src: (B, S) source ids; src_lengths: (B,).
+        model: the Ensemble to decode with; src: (B, S) source ids; src_lengths: (B,).
+        options: ``nbest`` samples per sentence; the length limits, ``min_length``, ``no_repeat_ngram``,
+            ``length_penalty`` (for the reported score) and ``return_attention``.
         prefix: (B, P) forced target ids (PAD past each row's prefix), or None.
     Returns:
         per sentence (input order) its samples, in the order drawn (not sorted: they are draws, not a ranking).
     """
+    num_samples = options.nbest
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    hypotheses = greedy_search(
-        model, src, src_lengths, max_len_a, max_len_b, min_length, no_repeat_ngram, length_penalty_alpha,
-        return_attention, prefix=prefix, pick=sampler, copies=num_samples,
-    )
+    hypotheses = greedy_search(model, src, src_lengths, options, prefix=prefix, pick=sampler, copies=num_samples)
     return [hypotheses[i : i + num_samples] for i in range(0, len(hypotheses), num_samples)]
 
 
@@ -111,5 +128,11 @@ class Sampling:
     seed: int = 0
 
     def sampler(self, device: torch.device | str = "cpu") -> Sampler:
-        """A :class:`Sampler` with a fresh generator seeded with ``seed`` on ``device``."""
+        """A :class:`Sampler` with a fresh generator seeded with ``seed`` on ``device`` (one stream for all rows)."""
         return Sampler(self.temperature, self.top_k, self.top_p, make_generator(self.seed, device))
+
+    def for_inputs(self, src_ids: Sequence[Sequence[int]], device: torch.device | str = "cpu") -> Sampler:
+        """A :class:`Sampler` for a batch of these inputs (source ids, in batch order): one stream per input, seeded
+        with :func:`input_seed`, so each input draws the same samples wherever it is decoded."""
+        generators = [make_generator(input_seed(self.seed, ids), device) for ids in src_ids]
+        return Sampler(self.temperature, self.top_k, self.top_p, generators=generators)

@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from seq2seq.api import Translation, Translator
 from seq2seq.config import MAX_BEAM_SIZE, DecodeConfig
-from seq2seq.decoding.batched import translate_ids
 from seq2seq.tokenizer import EOS_ID, PAD_ID
 
 
@@ -171,17 +170,10 @@ def entry_json(hypotheses: list[Translation], nbest: int, return_scores: bool, r
     return entry
 
 
-def beam_steps(translator: Translator, text: str, beam_size: int, nbest: int) -> list[dict[str, Any]]:
-    """The search for one text as it went, for the web page: per step the kept hypotheses (pieces, summed
-    log-probability) and those that finished there (pieces ending in ``</s>``, length-normalized score).
-
-    Runs the same search as :meth:`Translator.translate` (same beam size, n-best, decode settings) with a trace.
-    """
-    if not text.strip():
-        return []
-    trace: list[dict] = []
-    translate_ids(translator.models, translator.encode_sources([text]), translator.cfg.decode, beam_size, nbest,
-                  False, translator.device, translator.autocast_dtype, trace=trace)
+def beam_steps(translator: Translator, trace: list[dict]) -> list[dict[str, Any]]:
+    """One text's search as it went (its records from :meth:`Translator.generate`'s ``trace``), for the web page:
+    per step the kept hypotheses (pieces, summed log-probability) and those that finished there (pieces ending in
+    ``</s>``, length-normalized score)."""
     piece = translator.tgt_tokenizer.id_to_piece
 
     def pieces(ids: list[int]) -> list[str]:
@@ -205,14 +197,16 @@ def beam_steps(translator: Translator, text: str, beam_size: int, nbest: int) ->
 
 def translate_batch(translator: Translator, key: tuple, texts: list[str]) -> list[dict[str, Any]]:
     """The batcher's decode: ``key`` = (beam_size, nbest, return_scores, return_attention, return_beam); one JSON
-    entry per text (:func:`entry_json`), plus ``beam`` (:func:`beam_steps`) when asked for."""
+    entry per text (:func:`entry_json`), plus ``beam`` (:func:`beam_steps`) when asked for. One decode: with
+    ``return_beam`` each text is decoded on its own and its trace is the search that gave its hypotheses."""
     beam_size, nbest, return_scores, return_attention, return_beam = key
-    results = translator.translate(texts, beam_size=beam_size, nbest=nbest, return_scores=True,
-                                   return_attention=return_attention)
+    traces: list[list[dict]] | None = [] if return_beam else None
+    results = translator.generate(texts, beam_size=beam_size, nbest=nbest, return_attention=return_attention,
+                                  trace=traces)
     entries = []
-    for text, result in zip(texts, results):
-        entry = entry_json(result if isinstance(result, list) else [result], nbest, return_scores, return_attention)
-        if return_beam:
-            entry["beam"] = beam_steps(translator, text, beam_size, nbest)
+    for number, hypotheses in enumerate(results):
+        entry = entry_json(hypotheses, nbest, return_scores, return_attention)
+        if traces is not None:
+            entry["beam"] = beam_steps(translator, traces[number])
         entries.append(entry)
     return entries

@@ -18,6 +18,7 @@ import torch
 from seq2seq.batches import TokenBatchSampler, collate
 from seq2seq.config import Config, DecodeConfig
 from seq2seq.decoding.batched import translate_ids
+from seq2seq.decoding.options import DecodeOptions
 from seq2seq.metrics import score
 from seq2seq.model import Seq2Seq
 from seq2seq.precision import ComputeDtypes, numerics
@@ -66,7 +67,8 @@ def validation_bleu(model: Seq2Seq, decode: DecodeConfig, src_ids: list[list[int
                     tgt_tok: Tokenizer, device: torch.device, amp: torch.dtype | None) -> dict:
     """Greedy BLEU/chrF of the model on the validation sources (detokenized, sacreBLEU)."""
     model.eval()
-    hypotheses = translate_ids(model, src_ids, decode, beam_size=1, device=device, autocast_dtype=amp)
+    hypotheses = translate_ids(model, src_ids, DecodeOptions.from_config(decode, beam_size=1, nbest=1), device=device,
+                               autocast_dtype=amp)
     texts = tgt_tok.decode([hyps[0].tokens for hyps in hypotheses])
     return score(texts, references)
 

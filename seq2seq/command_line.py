@@ -1,0 +1,69 @@
+"""The decoding arguments translate, evaluate, score and serve share, declared once, and their checks.
+
+    group = add_decoding_arguments(parser, batch_size=True, beam_size=True)   # --device --dtype --threads ...
+    args = parser.parse_args(argv)
+    check_decoding_arguments(parser, args)                                     # exit 2 naming the flag
+
+As fairseq's ``add_generation_args``: one definition of ``--device``, ``--dtype``, ``--threads``, ``--batch-size``,
+``--beam-size``, ``--nbest`` and ``--quantize``, with one wording and one range check each. The n-best rule is the
+Python API's own (:func:`seq2seq.decoding.options.check_nbest`), so both say the same thing.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from seq2seq.config import MAX_BEAM_SIZE, MAX_DECODE_BATCH_SIZE
+from seq2seq.decoding.options import check_nbest
+
+DTYPES = ["auto", "fp32", "tf32", "bf16", "fp16"]
+DEVICES = ["auto", "cpu", "cuda"]
+
+
+def add_decoding_arguments(parser: argparse.ArgumentParser, *, batch_size: bool = True, beam_size: bool = True,
+                           nbest: bool = False, quantize: bool = False) -> argparse._ArgumentGroup:
+    """Add the shared decoding flags (``--device``, ``--dtype``, ``--threads`` always; the others when asked)."""
+    group = parser.add_argument_group("decoding")
+    group.add_argument("--device", default="auto", choices=DEVICES)
+    group.add_argument("--dtype", choices=DTYPES, default=None,
+                       help="compute dtype (default: the model's decode.dtype; auto = the faster on this machine, "
+                            "measured once and cached)")
+    group.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, all cores)")
+    if beam_size:
+        group.add_argument("--beam-size", type=int, default=None,
+                           help="beam size (1 = greedy; default: the model's config)")
+    if nbest:
+        group.add_argument("--nbest", type=int, default=1,
+                           help="print this many hypotheses per input: score<TAB>text (samples with --sampling)")
+    if batch_size:
+        group.add_argument("--batch-size", type=int, default=None, help="sentences per batch")
+    if quantize:
+        group.add_argument("--quantize", choices=["none", "int8"], default="none",
+                           help="dynamic int8 quantization of the linear layers (CPU inference)")
+    return group
+
+
+def check_decoding_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``parser.error`` (exit 2) naming the first shared decoding flag out of range.
+
+    ``--nbest`` is checked against ``--beam-size`` when that is given (and against the most samples with
+    ``--sampling``); :func:`check_nbest_for_model` checks it again once the model's beam size is known.
+    """
+    beam_size = getattr(args, "beam_size", None)
+    if beam_size is not None and not 1 <= beam_size <= MAX_BEAM_SIZE:
+        parser.error(f"--beam-size must be >= 1 and <= {MAX_BEAM_SIZE}, got {beam_size}")
+    if hasattr(args, "nbest"):
+        check_nbest_for_model(parser, args, beam_size if beam_size is not None else MAX_BEAM_SIZE)
+    batch_size = getattr(args, "batch_size", None)
+    if batch_size is not None and not 1 <= batch_size <= MAX_DECODE_BATCH_SIZE:
+        parser.error(f"--batch-size must be >= 1 and <= {MAX_DECODE_BATCH_SIZE}, got {batch_size}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+
+
+def check_nbest_for_model(parser: argparse.ArgumentParser, args: argparse.Namespace, beam_size: int) -> None:
+    """``parser.error`` unless ``--nbest`` fits ``beam_size`` (or the most samples with ``--sampling``)."""
+    try:
+        check_nbest(args.nbest, beam_size, sampling=bool(getattr(args, "sampling", False)))
+    except ValueError as err:
+        parser.error(f"--{err}")

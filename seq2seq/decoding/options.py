@@ -1,0 +1,81 @@
+"""How to decode: the search settings as one frozen value, built once per call and passed by name to every search.
+
+:class:`DecodeOptions` holds what greedy, beam, constrained and sampling search read (``beam_size``, ``nbest``,
+the length limits, the length penalty, ``min_length``, ``no_repeat_ngram``, ``return_attention``) and the batch
+size :func:`~seq2seq.decoding.batched.translate_ids` decodes with. :meth:`DecodeOptions.from_config` builds it from
+a model's ``decode`` section plus the caller's overrides (a request's beam size, n-best, ...); the names are the
+config's names. :func:`check_nbest` is the one n-best rule the Python API and the command lines share.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from seq2seq.config import MAX_BEAM_SIZE, MAX_DECODE_BATCH_SIZE, DecodeConfig
+
+#: most samples one input may ask for (``--sampling --nbest``, ``translate(nbest=..., sampling=...)``)
+MAX_SAMPLES = MAX_BEAM_SIZE
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """The settings of one decode (every search reads the fields it needs).
+
+    Attributes:
+        beam_size: K hypotheses kept per sentence (1 with ``nbest`` 1 = greedy search).
+        nbest: finished hypotheses returned per sentence (<= ``beam_size``), or samples per sentence when sampling.
+        max_len_a, max_len_b: an output has at most ``max_len_a * source_length + max_len_b`` pieces.
+        length_penalty: GNMT alpha; hypotheses rank by ``log_prob / ((5 + len) / 6) ** alpha`` (len: pieces + EOS).
+        min_length: outputs shorter than this many pieces cannot end (EOS is banned before), unless at their
+            length limit.
+        no_repeat_ngram: no n-gram of this size appears twice in an output (0 = off).
+        return_attention: keep each hypothesis's attention weights.
+        batch_size: sentences decoded together (:func:`~seq2seq.decoding.batched.translate_ids`).
+    """
+
+    beam_size: int = 5
+    nbest: int = 1
+    max_len_a: float = 1.5
+    max_len_b: int = 10
+    length_penalty: float = 1.0
+    min_length: int = 0
+    no_repeat_ngram: int = 0
+    return_attention: bool = False
+    batch_size: int = 64
+
+    @classmethod
+    def from_config(cls, decode: DecodeConfig, **overrides) -> "DecodeOptions":
+        """The options of ``decode`` (a model's ``decode`` section) with ``overrides`` (field name -> value; a
+        value of None keeps the config's)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise TypeError(f"unknown decode options: {', '.join(unknown)}")
+        values = {name: getattr(decode, name) for name in names if hasattr(decode, name)}
+        values.update({name: value for name, value in overrides.items() if value is not None})
+        return cls(**values)
+
+    def replace(self, **changes) -> "DecodeOptions":
+        return dataclasses.replace(self, **changes)
+
+
+def check_beam_size(beam_size: int) -> None:
+    """ValueError unless ``1 <= beam_size <= MAX_BEAM_SIZE``."""
+    if not 1 <= beam_size <= MAX_BEAM_SIZE:
+        raise ValueError(f"beam_size must be in [1, {MAX_BEAM_SIZE}], got {beam_size}")
+
+
+def check_batch_size(batch_size: int) -> None:
+    """ValueError unless ``1 <= batch_size <= MAX_DECODE_BATCH_SIZE``."""
+    if not 1 <= batch_size <= MAX_DECODE_BATCH_SIZE:
+        raise ValueError(f"batch_size must be in [1, {MAX_DECODE_BATCH_SIZE}], got {batch_size}")
+
+
+def check_nbest(nbest: int, beam_size: int, sampling: bool = False) -> None:
+    """ValueError unless ``nbest`` is in [1, beam_size] (search) or [1, MAX_SAMPLES] (sampling)."""
+    if sampling:
+        if not 1 <= nbest <= MAX_SAMPLES:
+            raise ValueError(f"nbest (samples per input) must be between 1 and {MAX_SAMPLES}, got {nbest}")
+    elif not 1 <= nbest <= beam_size:
+        raise ValueError(f"nbest must be between 1 and the beam size ({beam_size}), got {nbest}")
