@@ -40,7 +40,7 @@ def legacy_bleu(hypotheses: Sequence[str], references: Sequence[str], lang: str)
     def tokenized(texts: Sequence[str]) -> list[str]:
         return [moses.tokenize(text, escape=False, return_str=True) for text in texts]
 
-    bleu = BLEU(tokenize="none", lowercase=True)
+    bleu = BLEU(tokenize="none", lowercase=True, force=True)  # tokenized on purpose: no "forgot to detokenize" warning
     result = bleu.corpus_score(tokenized(hypotheses), [tokenized(references)])
     version = getattr(sacremoses, "__version__", "unknown")
     signature = str(bleu.get_signature()).replace("tok:none", f"tok:moses-{lang}+sacremoses-{version}")

@@ -157,7 +157,8 @@ def test_health_and_info(client, translator, tiny_model_dir):
     assert info["model"] == {"rnn_type": "gru", "rnn_impl": "fused", "emb_size": 32, "encoder_hidden_size": 32,
                              "encoder_layers": 1, "bidirectional": True, "decoder_hidden_size": 48, "decoder_layers": 1,
                              "attention": "bahdanau", "input_feeding": True, "bridge": "bridge", "dropout": 0.0,
-                             "tie_embeddings": False}  # the recipe (configs/multi30k_en_de.yaml) with TINY_OVERRIDES
+                             "tie_embeddings": False, "layer_norm": False, "residual": False, "attention_heads": 1,
+                             "word_dropout": 0.0}  # the recipe (configs/multi30k_en_de.yaml) with TINY_OVERRIDES
     assert info["limits"]["max_texts"] == LIMITS.max_texts and info["limits"]["max_reply_bytes"] == 400_000
     results = json.loads((tiny_model_dir / "results.json").read_text(encoding="utf-8"))
     keep = ("bleu", "chrf", "bleu_signature", "chrf_signature", "sentences")
@@ -253,7 +254,7 @@ def test_an_unexpected_error_answers_500_without_details_and_is_logged(tiny_mode
     def fail(*args, **kwargs):
         raise RuntimeError(secret)
 
-    monkeypatch.setattr(broken, "translate", fail)
+    monkeypatch.setattr(broken, "generate", fail)  # what the service decodes with
     with TestClient(create_app(broken, tiny_model_dir, LIMITS, batch_wait_ms=0)) as test_client:
         response = post(test_client, {"text": "a dog"})
         assert_error(response, 500, "internal error", "server log")

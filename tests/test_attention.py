@@ -43,17 +43,18 @@ def test_attention_shapes_and_weights(kind):
 
 
 def test_attention_scores_match_their_formulas():
+    """``score`` gives (B, heads, T, S); one head here, so the formulas are compared on ``[:, 0]``."""
     query, memory = torch.randn(2, 1, 10), torch.randn(2, 5, 10)
     dot = build_attention("luong_dot", 10, 10)
-    torch.testing.assert_close(dot.score(query, dot.precompute_keys(memory)), query @ memory.transpose(1, 2))
+    torch.testing.assert_close(dot.score(query, dot.precompute_keys(memory))[:, 0], query @ memory.transpose(1, 2))
     general = build_attention("luong_general", 10, 8)
     memory8 = torch.randn(2, 5, 8)
     expected = query @ (memory8 @ general.key_layer.weight.T).transpose(1, 2)
-    torch.testing.assert_close(general.score(query, general.precompute_keys(memory8)), expected)
+    torch.testing.assert_close(general.score(query, general.precompute_keys(memory8))[:, 0], expected)
     additive = build_attention("bahdanau", 10, 8)
     hidden = torch.tanh(additive.query_layer(query).unsqueeze(2) + additive.key_layer(memory8).unsqueeze(1))
     expected = (hidden @ additive.energy_layer.weight.T).squeeze(-1)
-    torch.testing.assert_close(additive.score(query, additive.precompute_keys(memory8)), expected)
+    torch.testing.assert_close(additive.score(query, additive.precompute_keys(memory8))[:, 0], expected)
 
 
 def test_attention_rejects_bad_arguments():

@@ -32,7 +32,7 @@ from conftest import SUBPROCESS_ENV
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seq2seq.api import Translator
+from seq2seq.api import Translation, Translator
 from seq2seq.tokenizer import EOS_ID
 
 EXAMPLES = int(os.environ.get("SEQ2SEQ_FUZZ_EXAMPLES", "200"))
@@ -402,7 +402,8 @@ def test_cli_writes_utf8_whatever_the_locale(tiny_model_dir, monkeypatch):
     """Output is UTF-8 even where Python's stdout would default to another encoding."""
     from seq2seq.translate import main
 
-    monkeypatch.setattr(Translator, "translate", lambda self, lines, **kw: ["Käse \u2047 \U0001f600" for _ in lines])
+    text = "Käse \u2047 \U0001f600"  # the command line decodes with generate: one n-best list per input
+    monkeypatch.setattr(Translator, "generate", lambda self, lines, **kw: [[Translation(text, [], 0.0)] for _ in lines])
     stdout = io.TextIOWrapper(io.BytesIO(), encoding="ascii", newline="")
     monkeypatch.setattr(sys, "stdout", stdout)
     assert main(["--model", str(tiny_model_dir), "--device", "cpu", "hello"]) == 0
