@@ -22,9 +22,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seq2seq.attention import build_attention
-from seq2seq.cells import NUM_GATES, make_rnn, rnn_step, run_rnn
+from seq2seq.cells import NUM_GATES
 from seq2seq.encoder import EncoderOutput, drop_words
 from seq2seq.gate_norm import GateNorm
+from seq2seq.rnn import make_rnn, rnn_step, run_rnn
 
 
 def autocast_once(weight: Tensor, device_type: str) -> Tensor:

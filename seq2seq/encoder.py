@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from seq2seq.cells import make_rnn, run_rnn
+from seq2seq.rnn import make_rnn, run_rnn
 
 
 def drop_words(embedded: Tensor, p: float, training: bool) -> Tensor:

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from support.model_inputs import randomize
 from torch import nn
 
-from seq2seq.cells import GRUCell, LSTMCell, ReferenceRNN, gru_cell, lstm_cell, make_rnn, rnn_step, run_rnn
+from seq2seq.cells import GRUCell, LSTMCell, ReferenceRNN, gru_cell, lstm_cell
+from seq2seq.rnn import make_rnn, rnn_step, run_rnn
 
 INPUT_SIZE, HIDDEN_SIZE, MAX_LEN = 6, 8, 7
 LENGTHS = [7, 2, 5, 1, 6]  # unsorted, includes 1 and the full length

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seq2seq.cells import NUM_GATES, make_rnn, rnn_step
+from seq2seq.cells import NUM_GATES
+from seq2seq.rnn import make_rnn, rnn_step
 from seq2seq.gate_norm import GateNorm, layer_norm_by_hand, ln_gru_cell, ln_lstm_cell
 
 BATCH, INPUT, HIDDEN = 3, 5, 4
