@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from seq2seq.batches import Batch, batch_view, read_batch
+from seq2seq.batches import Batch
 from seq2seq.config import TrainConfig
 from seq2seq.model import Seq2Seq
 from seq2seq.training.distributed import Distributed
@@ -106,11 +106,6 @@ def train_step(learner: Learner, micro_batches: list[Batch], step_tokens: int, c
     if learner.average is not None:
         learner.average.update(model)
     return step_loss / step_tokens
-
-
-def fetch_batch(dataset, indices: list[int]) -> Batch:
-    """The batch of ``indices``, padded straight from the memory-mapped Arrow cache."""
-    return read_batch(batch_view(dataset), indices)
 
 
 def step_share(group: list[list[int]], rank: int, accumulate: int) -> tuple[list[list[int]], bool]:
