@@ -1,5 +1,5 @@
-"""Batches of a tokenized corpus (:func:`seq2seq.data.tokenize_split`): padded, length-bucketed, read straight
-from the memory-mapped Arrow cache.
+"""Batches of a tokenized corpus (:func:`seq2seq.tokenized_corpus.tokenize_split`): padded, length-bucketed, read
+straight from the memory-mapped Arrow cache.
 
 Batches (:class:`Batch`) are batch-first and padded with ``PAD_ID``::
 

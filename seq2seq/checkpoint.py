@@ -1,4 +1,4 @@
-"""Model directories and training state, written atomically, loaded without unpickling.
+"""Model directories, written atomically, loaded without unpickling.
 
 A model directory is self-contained::
 
@@ -12,17 +12,16 @@ A model directory is self-contained::
 
 Every file is written to a temporary name and renamed into place; ``last/`` is replaced as a whole
 (write ``last.tmp/``, swap), so a process killed at any moment leaves the previous complete state. A directory
-whose run was stopped before its first validation has no ``model.safetensors`` yet; loading it says so.
+whose run was stopped before its first validation has no ``model.safetensors`` yet; loading it says so. The
+training state in ``last/`` is written and read by :mod:`seq2seq.training.saved_state` with the same helpers.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import safetensors
 import safetensors.torch
@@ -33,8 +32,8 @@ from seq2seq.tokenizer import SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE, Tokenizer,
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "model.safetensors"
+#: the training state for --resume (seq2seq/training/saved_state.py writes and reads it)
 LAST_DIR = "last"
-AVERAGE_FILE = "average.safetensors"
 
 
 class CheckpointError(ValueError):
@@ -194,92 +193,6 @@ def _no_model_yet(model_dir: Path, weights_file: str) -> None:
     raise CheckpointError(f"{missing}; training was stopped before the first save; train again (without --resume)")
 
 
-# ---------------------------------------------------------------------------- training state
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimizer state_dict into flat tensors (safetensors) and JSON-able metadata."""
-    state_dict = optimizer.state_dict()
-    tensors, meta_state = {}, {}
-    for param_id, param_state in state_dict["state"].items():
-        meta_state[str(param_id)] = {}
-        for key, value in param_state.items():
-            if torch.is_tensor(value):
-                tensors[f"{param_id}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                meta_state[str(param_id)][key] = value
-    return tensors, {"state": meta_state, "param_groups": state_dict["param_groups"]}
-
-
-def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
-    state = {int(pid): dict(values) for pid, values in meta["state"].items()}
-    for name, tensor in tensors.items():
-        param_id, key = name.split(".", 1)
-        state.setdefault(int(param_id), {})[key] = tensor
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
-def rng_state() -> dict[str, Any]:
-    """Random states of python, torch CPU and CUDA, as JSON-able lists."""
-    import random
-
-    state = {"python": _jsonable(random.getstate()), "torch": torch.get_rng_state().tolist()}
-    if torch.cuda.is_available():
-        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    import random
-
-    random.setstate(_tupled(state["python"]))
-    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
-
-
-def _jsonable(value: Any) -> Any:
-    return [_jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value
-
-
-def _tupled(value: Any) -> Any:
-    return tuple(_tupled(v) for v in value) if isinstance(value, list) else value
-
-
-def save_training_state(
-    run_dir: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, trainer_state: dict[str, Any],
-    weight_average: dict[str, torch.Tensor] | None = None,
-) -> None:
-    """Write ``run_dir/last/`` as a whole: build ``last.tmp/`` then swap it in.
-
-    ``weight_average`` (the trainer's EMA of the weights, by parameter name) goes to ``average.safetensors``.
-    """
-    run_dir = Path(run_dir)
-    final, tmp, old = run_dir / LAST_DIR, run_dir / f"{LAST_DIR}.tmp", run_dir / f"{LAST_DIR}.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
-        save_weights(model.state_dict(), tmp / WEIGHTS_FILE)
-        if weight_average is not None:
-            save_weights(weight_average, tmp / AVERAGE_FILE)
-        opt_tensors, opt_meta = _optimizer_tensors(optimizer)
-        atomic_write(tmp / "optimizer.safetensors", lambda p: safetensors.torch.save_file(opt_tensors, str(p)))
-        state = dict(trainer_state, optimizer=opt_meta, rng=rng_state())
-        atomic_write_text(tmp / "state.json", json.dumps(state))
-    except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(f"could not write training state to {tmp}: {err}; {final} is unchanged") from err
-    except CheckpointError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    try:  # killed or failing in between, find_training_state() still finds the complete last.old/
-        if final.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-        os.replace(tmp, final)
-    except OSError as err:
-        raise CheckpointError(f"could not move {tmp} into place as {final}: {err}; the previous state is kept") from err
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def find_training_state(run_dir: str | Path) -> Path | None:
     """The newest complete ``last`` directory (``last.old`` if a swap was interrupted), or None."""
     run_dir = Path(run_dir)
@@ -287,43 +200,3 @@ def find_training_state(run_dir: str | Path) -> Path | None:
         if (candidate / "state.json").is_file():
             return candidate
     return None
-
-
-def load_training_state(
-    state_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, required: tuple[str, ...] = ()
-) -> dict[str, Any]:
-    """Restore model, optimizer and RNG from ``state_dir``; return the trainer's own state.
-
-    ``state.json`` must hold ``optimizer``, ``rng`` and every key in ``required``; anything missing or damaged
-    is a CheckpointError naming the file and the key (checked before the model is touched, where possible).
-    """
-    path = state_dir / "state.json"
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is unreadable ({err}); cannot resume") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} holds {type(state).__name__}, not a JSON object; cannot resume")
-    missing = [key for key in ("optimizer", "rng", *required) if key not in state]
-    if missing:
-        raise CheckpointError(f"{path} lacks {', '.join(map(repr, missing))}: the training state is damaged or "
-                              "was not written by this version; cannot resume (start a new run)")
-    load_state_into(model, load_weights(state_dir / WEIGHTS_FILE), state_dir / WEIGHTS_FILE)
-    opt_tensors = load_weights(state_dir / "optimizer.safetensors")
-    try:
-        optimizer.load_state_dict(_optimizer_state(opt_tensors, state.pop("optimizer")))
-    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: 'optimizer' does not match {state_dir / 'optimizer.safetensors'} and the "
-                              f"model ({type(err).__name__}: {err}); cannot resume") from None
-    try:
-        set_rng_state(state.pop("rng"))
-    except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as err:
-        raise CheckpointError(f"{path}: 'rng' is not a valid random-number-generator state "
-                              f"({type(err).__name__}: {err}); cannot resume exactly (start a new run)") from None
-    return state
-
-
-def load_weight_average(state_dir: Path) -> dict[str, torch.Tensor] | None:
-    """The weight average saved beside a training state, or None when the run kept none."""
-    path = state_dir / AVERAGE_FILE
-    return load_weights(path) if path.is_file() else None

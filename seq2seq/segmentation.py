@@ -83,7 +83,7 @@ class SampledSegmentation:
     """Samples the segmentation of the training pairs, an epoch at a time (see the module docstring).
 
     ``raw`` is the training split as read (columns ``src``, ``tgt``), ``train`` the tokenized (and length-filtered)
-    dataset :func:`seq2seq.data.tokenize_split` made of it, ``alpha`` the SentencePiece sampling parameter
+    dataset :func:`seq2seq.tokenized_corpus.tokenize_split` made of it, ``alpha`` the SentencePiece sampling parameter
     (``tokenizer.sampling``).
     """
 

@@ -19,7 +19,8 @@ from seq2seq.batches import (
     read_batch,
 )
 from seq2seq.config import ConfigError, TokenizerConfig
-from seq2seq.data import read_split, tokenize_split
+from seq2seq.data import read_split
+from seq2seq.tokenized_corpus import tokenize_split
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, train_tokenizers
 
 # -------------------------------------------------------------------------------------------- batches

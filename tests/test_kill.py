@@ -60,6 +60,7 @@ KILLER = r"""
 import os, signal, sys
 from pathlib import Path
 import seq2seq.checkpoint as checkpoint
+import seq2seq.training.saved_state as saved_state
 target, nth = os.environ["KILL_INSIDE"].rsplit(":", 1)
 calls = [0]
 def due():
@@ -85,7 +86,7 @@ else:
                 Path(tmp).write_bytes(data[: len(data) // 2])
                 os.kill(os.getpid(), signal.SIGKILL)
         real_atomic_write(path, half_written)
-    checkpoint.atomic_write = atomic_write
+    checkpoint.atomic_write = saved_state.atomic_write = atomic_write
 from seq2seq.train import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -13,7 +13,8 @@ import torch
 from conftest import REPO_ROOT, TINY_OVERRIDES, train_until_interrupted
 
 from seq2seq.config import DataConfig, TokenizerConfig, load_config
-from seq2seq.data import read_split, tokenize_split
+from seq2seq.data import read_split
+from seq2seq.tokenized_corpus import tokenize_split
 from seq2seq.segmentation import SampledBatchSampler, SampledSegmentation, pair_seeds
 from seq2seq.tokenizer import EOS_ID, train_tokenizers
 

@@ -147,18 +147,18 @@ def test_the_average_is_kept_as_the_model_when_it_validates_higher(run_20, tiny_
                                                                     monkeypatch):
     """Scripted validation scores (raw 1.0, average 2.0): model.safetensors must hold the averaged weights, and
     training must go on from the raw weights (last/model.safetensors differs from the average)."""
-    import seq2seq.train as train_module
+    import seq2seq.training.model_selection as model_selection
 
     _, tokenizer_dir, _ = run_20
     cfg = tiny_config(tiny_corpus, cache_dir, "train.max_steps=6", "train.valid_every=6", "train.ema_decay=0.5")
-    real_validate, calls = train_module.validate, []
+    real_validate, calls = model_selection.validate, []
 
     def scripted_validate(*args, **kwargs):
         result = real_validate(*args, **kwargs)  # the real work, then a scripted BLEU: raw first, then average
         calls.append(len(calls))
         return dict(result, bleu=1.0 if len(calls) % 2 else 2.0)
 
-    monkeypatch.setattr(train_module, "validate", scripted_validate)
+    monkeypatch.setattr(model_selection, "validate", scripted_validate)
     out = tmp_path / "run"
     reuse_tokenizers(tokenizer_dir, out)
     summary = train(cfg, out)

@@ -13,12 +13,13 @@ from conftest import TINY_OVERRIDES
 from support.runs import RECIPE
 
 from seq2seq.api import Translator
-from seq2seq.checkpoint import find_training_state, load_model_dir, load_training_state
+from seq2seq.checkpoint import find_training_state, load_model_dir
 from seq2seq.config import load_config
 from seq2seq.model import Seq2Seq
 from seq2seq.training.optimizer import build_optimizer
 from seq2seq.train import main as train_main
 from seq2seq.train import train
+from seq2seq.training.saved_state import load_training_state
 
 
 # ============================================================================ training faults, in-process

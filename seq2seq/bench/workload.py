@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from seq2seq.config import Config
-from seq2seq.data import read_split, tokenize_split
+from seq2seq.data import read_split
+from seq2seq.tokenized_corpus import tokenize_split
 from seq2seq.training.prepare import cached_tokenizers
 from seq2seq.tokenizer import Tokenizer, load_tokenizers
 

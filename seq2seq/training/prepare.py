@@ -17,7 +17,8 @@ from seq2seq.decoding.batched import source_ids
 from seq2seq.batches import Batch, TokenBatchSampler, batch_view, read_batch
 from seq2seq.checkpoint import atomic_write
 from seq2seq.config import Config
-from seq2seq.data import DataError, read_split, tokenize_split
+from seq2seq.data import DataError, read_split
+from seq2seq.tokenized_corpus import tokenize_split
 from seq2seq.segmentation import SampledBatchSampler, SampledSegmentation
 from seq2seq.tokenizer import SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE, Tokenizer, load_tokenizers, train_tokenizers
 from seq2seq.training.validation import ValidationSet

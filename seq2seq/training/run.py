@@ -17,22 +17,20 @@ from typing import Any, Iterator
 
 import torch
 
-from seq2seq.checkpoint import (
-    CONFIG_FILE,
-    CheckpointError,
-    atomic_write_text,
-    load_training_state,
-    load_weight_average,
-    rng_state,
-    save_training_state,
-    set_rng_state,
-)
+from seq2seq.checkpoint import CONFIG_FILE, CheckpointError, atomic_write_text
 from seq2seq.config import Config
 from seq2seq.training.distributed import Distributed, StepAgreement
 from seq2seq.model import build_model
 from seq2seq.training.optimizer import LRSchedule, WeightAverage, budget_progress, build_optimizer
 from seq2seq.precision import ComputeDtypes, apply_numerics, choose_dtype
 from seq2seq.training.prepare import TrainingData
+from seq2seq.training.saved_state import (
+    load_training_state,
+    load_weight_average,
+    rng_state,
+    save_training_state,
+    set_rng_state,
+)
 from seq2seq.training import TrainingError
 from seq2seq.training.resume import StopRequest, resumed_dtypes
 from seq2seq.training.step import Learner, StepSettings

@@ -1,0 +1,123 @@
+"""The checks a well-typed config must still pass: ranges, divisibility and keys that only make sense together.
+
+Each failed check raises :class:`~seq2seq.config.sections.ConfigError` naming the key, its value and what it may
+be (``config key 'train.lr' = 0.0 is out of range: must be a finite number > 0``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from seq2seq.config.sections import (
+    MAX_BEAM_SIZE,
+    MAX_DECODE_BATCH_SIZE,
+    MAX_LEN_A,
+    MAX_LEN_B,
+    SPECIAL_PIECES,
+    ConfigError,
+)
+
+if TYPE_CHECKING:
+    from seq2seq.config.sections import Config
+
+
+def _get(cfg: "Config", dotted: str) -> Any:
+    section, key = dotted.split(".", 1)
+    return getattr(getattr(cfg, section), key)
+
+
+def check_config(cfg: "Config") -> "Config":
+    t = cfg.train
+    checks = [
+        ("tokenizer.vocab_size", cfg.tokenizer.vocab_size >= 8, ">= 8"),
+        ("tokenizer.character_coverage", 0.0 < cfg.tokenizer.character_coverage <= 1.0, "in (0, 1]"),
+        ("tokenizer.input_sentence_size", cfg.tokenizer.input_sentence_size == 0
+         or cfg.tokenizer.input_sentence_size > 100, "0 (all sentences) or > 100 (SentencePiece's minimum)"),
+        ("tokenizer.sample_alpha", 0.0 <= cfg.tokenizer.sample_alpha < float("inf"),
+         "a finite number >= 0 (0 = off)"),
+        ("tokenizer.bpe_dropout", 0.0 <= cfg.tokenizer.bpe_dropout < 1.0, "in [0, 1) (0 = off)"),
+        ("train.log_every", t.log_every >= 1, ">= 1"),
+        ("train.warmup_steps", t.warmup_steps >= 0, ">= 0"),
+        ("train.weight_decay", t.weight_decay >= 0, ">= 0"),
+        ("train.min_lr", t.min_lr >= 0, ">= 0"),
+        ("train.patience", t.patience >= 0, ">= 0 (0 = never stop early)"),
+        ("train.plateau_patience", t.plateau_patience >= 1, ">= 1"),
+        ("train.max_epochs", t.max_epochs >= 0, ">= 0 (0 = no limit)"),
+        ("train.valid_bleu_sentences", t.valid_bleu_sentences >= 0, ">= 0 (0 = all)"),
+        ("train.threads", t.threads >= 0, ">= 0 (0 = all cores)"),
+        ("train.betas", len(t.betas) == 2 and all(0.0 <= b < 1.0 for b in t.betas), "two numbers in [0, 1)"),
+        ("model.emb_size", cfg.model.emb_size >= 1, ">= 1"),
+        ("model.encoder_hidden_size", cfg.model.encoder_hidden_size >= 1, ">= 1"),
+        ("model.decoder_hidden_size", cfg.model.decoder_hidden_size >= 1, ">= 1"),
+        ("model.encoder_layers", cfg.model.encoder_layers >= 1, ">= 1"),
+        ("model.decoder_layers", cfg.model.decoder_layers >= 1, ">= 1"),
+        ("model.dropout", 0.0 <= cfg.model.dropout < 1.0, "in [0, 1)"),
+        ("model.word_dropout", 0.0 <= cfg.model.word_dropout < 1.0, "in [0, 1)"),
+        ("model.attention_heads", cfg.model.attention_heads >= 1
+         and cfg.model.decoder_hidden_size % cfg.model.attention_heads == 0
+         and cfg.model.encoder_hidden_size * (2 if cfg.model.bidirectional else 1) % cfg.model.attention_heads == 0,
+         ">= 1 and a divisor of model.decoder_hidden_size and of the encoder output size"),
+        ("data.max_length", cfg.data.max_length >= 1, ">= 1"),
+        ("data.num_workers", cfg.data.num_workers >= 0, ">= 0 (0 = auto)"),
+        ("train.max_tokens", cfg.train.max_tokens >= 2, ">= 2"),
+        ("train.lr", 0 < cfg.train.lr < float("inf"), "a finite number > 0"),
+        ("train.label_smoothing", 0.0 <= cfg.train.label_smoothing < 1.0, "in [0, 1)"),
+        ("train.clip_norm", cfg.train.clip_norm >= 0, ">= 0 (0 = no clipping)"),
+        ("train.accumulate", cfg.train.accumulate >= 1, ">= 1"),
+        ("train.dist_timeout", 0 < cfg.train.dist_timeout < float("inf"), "a finite number of minutes > 0"),
+        ("train.teacher_forcing_ratio", 0.0 <= cfg.train.teacher_forcing_ratio <= 1.0, "in [0, 1]"),
+        ("train.valid_every", cfg.train.valid_every >= 1, ">= 1"),
+        ("train.max_steps", cfg.train.max_steps >= 0, ">= 0 (0 = no limit)"),
+        ("train.max_minutes", cfg.train.max_minutes >= 0, ">= 0 (0 = no limit)"),
+        ("train.plateau_factor", 0.0 < cfg.train.plateau_factor < 1.0, "in (0, 1)"),
+        ("train.max_bad_steps", cfg.train.max_bad_steps >= 1, ">= 1"),
+        ("train.ema_decay", 0.0 <= cfg.train.ema_decay < 1.0, "in [0, 1) (0 = off)"),
+        ("train.save_every", t.save_every >= 0, ">= 0 (minutes; 0 = save only at validation)"),
+        ("decode.beam_size", 1 <= cfg.decode.beam_size <= MAX_BEAM_SIZE, f"in [1, {MAX_BEAM_SIZE}]"),
+        ("decode.nbest", 1 <= cfg.decode.nbest <= cfg.decode.beam_size, "in [1, decode.beam_size]"),
+        ("decode.batch_size", 1 <= cfg.decode.batch_size <= MAX_DECODE_BATCH_SIZE,
+         f"in [1, {MAX_DECODE_BATCH_SIZE}]"),
+        ("decode.max_len_a", 0 <= cfg.decode.max_len_a <= MAX_LEN_A, f"in [0, {MAX_LEN_A}]"),
+        ("decode.max_len_b", 1 <= cfg.decode.max_len_b <= MAX_LEN_B, f"in [1, {MAX_LEN_B}]"),
+        ("decode.min_length", cfg.decode.min_length >= 0, ">= 0"),
+        ("decode.no_repeat_ngram", cfg.decode.no_repeat_ngram >= 0, ">= 0 (0 = off)"),
+        ("decode.max_src_length", cfg.decode.max_src_length >= 1, ">= 1"),
+    ]
+    for key, ok, allowed in checks:
+        if not ok:
+            raise ConfigError(f"config key '{key}' = {_get(cfg, key)!r} is out of range: must be {allowed}")
+    symbols = cfg.tokenizer.user_symbols
+    for i, symbol in enumerate(symbols):
+        if not symbol or any(c.isspace() for c in symbol) or symbol in SPECIAL_PIECES or symbol in symbols[:i]:
+            raise ConfigError(
+                f"config key 'tokenizer.user_symbols[{i}]' = {symbol!r} is not allowed: each symbol must be a "
+                f"non-empty string without whitespace, listed once, and none of {', '.join(SPECIAL_PIECES)}"
+            )
+    tok = cfg.tokenizer
+    if tok.sample_alpha > 0 and tok.type != "unigram":
+        raise ConfigError(f"tokenizer.sample_alpha = {tok.sample_alpha} samples unigram segmentations, but "
+                          f"tokenizer.type = {tok.type}; for BPE set tokenizer.bpe_dropout (e.g. 0.1) instead")
+    if tok.bpe_dropout > 0 and tok.type != "bpe":
+        raise ConfigError(f"tokenizer.bpe_dropout = {tok.bpe_dropout} drops BPE merges, but tokenizer.type = "
+                          f"{tok.type}; for unigram set tokenizer.sample_alpha (e.g. 0.1) instead")
+    if t.scheduler in ("linear", "cosine") and not (t.max_steps or t.max_minutes):
+        raise ConfigError(
+            f"train.scheduler = {t.scheduler} anneals the learning rate to the end of the training budget: set "
+            "train.max_minutes or train.max_steps (--max-minutes / --max-steps), or use train.scheduler=plateau"
+        )
+    m = cfg.model
+    if m.attention == "luong_dot":
+        memory = m.encoder_hidden_size * (2 if m.bidirectional else 1)
+        if memory != m.decoder_hidden_size:
+            raise ConfigError(
+                f"model.attention = luong_dot needs the encoder output size ({memory}) to equal "
+                f"model.decoder_hidden_size ({m.decoder_hidden_size}); use luong_general or bahdanau"
+            )
+    if m.bridge == "last":
+        memory = m.encoder_hidden_size * (2 if m.bidirectional else 1)
+        if memory != m.decoder_hidden_size:
+            raise ConfigError(
+                f"model.bridge = last needs the encoder final state size ({memory}) to equal "
+                f"model.decoder_hidden_size ({m.decoder_hidden_size}); use bridge or zero"
+            )
+    return cfg
