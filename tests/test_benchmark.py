@@ -160,9 +160,10 @@ def test_compare_reports_ratios_to_the_first_variant_and_to_each_peer(multi30k_d
         assert peer["achieved_gflops"] == pytest.approx(peer["target_tokens_per_s"] * peer["mflop_per_target_token"]
                                                         / 1e3)
         for v in report["variants"]:
-            ratio = peer["ratios"][v["name"]]
-            assert ratio["sentences"] == pytest.approx(v["train"]["sentences_per_s"] / peer["sentences_per_s"])
-            assert ratio["ours_target_tokens_per_batch"] == v["train"]["target_tokens_per_batch"]
+            ratio, train = peer["ratios"][v["name"]], v["train"]
+            assert ratio["sentences"] == pytest.approx(train["sentences_per_s"] / peer["sentences_per_s"])
+            assert ratio["ours_target_tokens_per_batch"] == train["target_tokens_per_batch"]
+            assert train["target_tokens_per_batch"] == pytest.approx(train["target_tokens"] / train["steps"])
     assert "ours over each peer" in done.stdout and "what a batch size counts" in done.stdout
 
 
@@ -253,15 +254,15 @@ def test_joeynmt_harness_output_is_read():
 
 
 def test_joeynmt_batches_replayed_by_hand():
-    """Pairs (source, target pieces) a=(3,2) b=(1,4) c=(5,1) d=(2,6) e=(1,1), batch_size 10, in the order a b c d e:
-    a: 1 x max(4,3) = 4; a b: 2 x 5 = 10 >= 10, closed (2 sentences, 3 + 5 target tokens); c: 1 x 6;
-    c d: 2 x 7 = 14, closed (2, 2 + 7); e: 1 x 2, left over (1, 2)."""
+    """Pairs (source, target pieces) a=(4,1) b=(4,1) c=(1,2) d=(2,6) e=(1,1), batch_size 10, each counting
+    max(source + 1, target + 1). Order a b c d e: a: 1 x 5; a b: 2 x 5 = 10 >= 10, closed (2 sentences, 2 + 2 target
+    tokens); c: 1 x 3; c d: 2 x 7 = 14, closed (2, 3 + 7); e: 1 x 2, left over (1, 2)."""
     from seq2seq.bench.joeynmt import replay_joeynmt_batches
 
-    src, tgt = np.array([3, 1, 5, 2, 1]), np.array([2, 4, 1, 6, 1])
-    assert replay_joeynmt_batches(src, tgt, 10, order=np.arange(5)) == [(2, 8), (2, 9), (1, 2)]
-    # order e d c b a: e d: 2 x 7 = 14 closed (2, 2 + 7); c b: 2 x 6 = 12 closed (2, 2 + 5); a left over (1, 3)
-    assert replay_joeynmt_batches(src, tgt, 10, order=np.arange(5)[::-1]) == [(2, 9), (2, 7), (1, 3)]
+    src, tgt = np.array([4, 4, 1, 2, 1]), np.array([1, 1, 2, 6, 1])
+    assert replay_joeynmt_batches(src, tgt, 10, order=np.arange(5)) == [(2, 4), (2, 10), (1, 2)]
+    # order e d c b a: e d: 2 x 7 = 14 closed (2, 2 + 7); c b: 2 x 5 = 10 closed (2, 3 + 2); a left over (1, 2)
+    assert replay_joeynmt_batches(src, tgt, 10, order=np.arange(5)[::-1]) == [(2, 9), (2, 5), (1, 2)]
 
 
 def test_peer_figures_by_hand():
