@@ -47,15 +47,14 @@ def joeynmt_batches(stdout: str, corpus: PeerCorpus) -> dict[str, Any]:
     batches = replay_joeynmt_batches(corpus.src_pieces, corpus.tgt_pieces, JOEYNMT_BATCH_SIZE, order)
     return {"target_tokens_per_batch": sum(t for _, t in batches) / len(batches),
             "sentences_per_batch": sum(s for s, _ in batches) / len(batches),
-            "batch_source": "replayed from JoeyNMT 2.3.0's batching rule over one shuffled epoch (its log does not "
-                            "say)"}
+            "batch_source": "its batching replayed over one shuffled epoch (its log does not say)"}
 
 
 JOEYNMT = PeerToolkit(
     name="joeynmt",
     title="JoeyNMT 2.3.0",
     default_seconds=150,
-    batch_rule="batch_size 4096: a batch closes at sentences x max(source + 1, target + 1) >= 4096, shuffled, unsorted",
+    batch_rule="closes at sentences x max(source + 1, target + 1) >= 4096; shuffled, unsorted",
     source_eos=True,
     read_batches=joeynmt_batches,
     hint="JoeyNMT logs every 10 steps and its harness drops the first log line: give --peer-seconds 120 or more "

@@ -30,7 +30,7 @@ def opennmt_batches(stdout: str, corpus: PeerCorpus) -> dict[str, Any]:
     return {
         "target_tokens_per_batch": median(float(r[2]) for r in counted) if counted else None,
         "sentences_per_batch": median(float(r[3]) for r in counted) if counted else None,
-        "batch_source": f"its own 'bsz' reports ({len(counted)} of {len(reports)}, the first dropped)" if reports
+        "batch_source": f"its 'bsz' reports ({len(counted)} of {len(reports)}, the first dropped)" if reports
         else "not in its output (no report lines)",
         "reports": len(reports),
         "parameters": parameters[-1] if parameters else None,
@@ -41,7 +41,7 @@ OPENNMT = PeerToolkit(
     name="opennmt",
     title="OpenNMT-py 3.5.1",
     default_seconds=300,
-    batch_rule="batch_size 4096 >= sentences x max(longest source, longest target + BOS + EOS), length-sorted buckets",
+    batch_rule="4096 >= sentences x max(longest source, longest target + BOS + EOS); length-sorted",
     source_eos=False,
     read_batches=opennmt_batches,
     hint="OpenNMT-py spends about 85 s (more on a loaded machine) on its data pipeline before its first report, "

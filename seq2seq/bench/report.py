@@ -78,10 +78,11 @@ def print_peers(peers: dict[str, dict[str, Any]], peaks: dict[str, float]) -> No
               f"{peer['target_pieces_per_sentence']:8.2f} {peer['sentences_per_s']:8.1f} "
               f"{batch_text:>13} {peer['mflop_per_target_token']:9.1f} "
               f"{peer['achieved_gflops']:8.1f} {100 * peer['fraction_of_fp32_gemm_peak']:10.1f}%")
-    print("  what a batch size counts (every tokens/s counts real target tokens: pieces + EOS):")
-    print("    ours              train.max_tokens >= sentences x (longest source + longest target), padded positions")
+    print("  what a batch size counts, and where a peer's real target tokens per batch come from (every tokens/s "
+          "\n  counts real target tokens: pieces + EOS):")
+    print("    ours              train.max_tokens >= sentences x (longest source + longest target); length-bucketed")
     for peer in peers.values():
-        print(f"    {peer['toolkit']:17} {peer['batch_rule']}; real target tokens per batch: {peer['batch_source']}")
+        print(f"    {peer['toolkit']:17} {peer['batch_rule']}\n    {'':17} {peer['batch_source']}")
     print("  FLOPs: the workload's analytic matmul FLOPs per real target token (training, 3 x forward), as for ours")
     print("\nours over each peer (x > 1: ours faster; target tokens/s only where the tokenization is the same)")
     print(f"  {'variant':12} {'peer':17} {'tgt tok/batch ours / theirs':>28} {'sent/s':>7} {'tgt tok/s':>9} "
