@@ -4,15 +4,18 @@
     python scripts/benchmark.py --quick                      # tiny run (CI): a few steps, 64 sentences
     python scripts/benchmark.py --model runs/multi30k_en_de  # decode with a trained model
     python scripts/benchmark.py --compare fp32,bf16,auto     # variants in one process, ratios to the first
-    python scripts/benchmark.py --joeynmt 150                # and JoeyNMT 2.3.0 trained here, side by side
+    python scripts/benchmark.py --peers joeynmt,opennmt --peer-seconds 300   # and both peers trained here after
+    python scripts/benchmark.py --joeynmt 150                # short for --peers joeynmt --peer-seconds 150
     python scripts/benchmark.py --compare "fused:model.rnn_impl=fused,textbook:model.rnn_impl=reference"
 
 Measured in one process: the GEMM peak of this machine (fp32 and bf16 ``torch.matmul``), training throughput
 (the per-step work of ``seq2seq.train``: fetch batch, autocast forward, loss / tokens backward, clip, Adam step)
 with achieved GFLOP/s from an analytic FLOP count (cross-checked with ``FlopCounterMode``), and greedy and beam
-decoding of the first test split (throughput at ``--batch-size`` and batch-1 latency). Prints tables and writes
-everything to ``--json``. Without ``--model`` the decoded model is the one just benchmarked (a few training
-steps: its outputs are long and poor, so read decoding figures per generated token).
+decoding of the first test split (throughput at ``--batch-size`` and batch-1 latency); with ``--peers``, each
+named peer (JoeyNMT 2.3.0, OpenNMT-py 3.5.1) trained after that by its harness in ../shared/peers/, one after
+another, and our training speed over each (seq2seq/bench/peers.py says how the toolkits' batch sizes map). Prints
+tables and writes everything to ``--json``. Without ``--model`` the decoded model is the one just benchmarked (a
+few training steps: its outputs are long and poor, so read decoding figures per generated token).
 """
 
 from __future__ import annotations
@@ -32,10 +35,12 @@ import torch
 
 from seq2seq.precision import resolve_device
 from seq2seq.bench.decoding import bench_decoding, decoding_translator
-from seq2seq.bench.joeynmt import measure_joeynmt, print_joeynmt
+from seq2seq.bench.joeynmt import JOEYNMT
 from seq2seq.bench.machine import PEAK_DTYPES, cpu_name, gemm_peak
+from seq2seq.bench.opennmt import OPENNMT
+from seq2seq.bench.peers import PeerError, PeerToolkit, harness_script, measure_peers, parse_peers, peer_ratios
 from seq2seq.bench.profiling import profile
-from seq2seq.bench.report import compare_ratios, print_variant
+from seq2seq.bench.report import compare_ratios, print_peers, print_variant
 from seq2seq.bench.training import TrainingBench, bench_training
 from seq2seq.bench.variants import DTYPES, Variant, parse_variants
 from seq2seq.bench.workload import Workload, load_workload
@@ -44,7 +49,8 @@ from seq2seq.config import Config, ConfigError, load_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "multi30k"
-PEER_SCRIPT = REPO_ROOT.parent / "shared" / "peers" / "joeynmt" / "speed.sh"
+PEERS_DIR = REPO_ROOT.parent / "shared" / "peers"
+PEERS = {toolkit.name: toolkit for toolkit in (JOEYNMT, OPENNMT)}
 QUICK = {"steps": 3, "warmup": 1, "rounds": 1, "decode_sentences": 64, "latency_sentences": 10}
 #: quick mode also shrinks the work (each unless --set gives that key): small vocabularies, smaller batches
 QUICK_OVERRIDES = ["tokenizer.vocab_size=1000", "tokenizer.input_sentence_size=10000", "train.max_tokens=1024"]
@@ -81,9 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help=f"tiny run for CI: {QUICK['steps']} steps, "
                         f"{QUICK['decode_sentences']} decode / {QUICK['latency_sentences']} latency sentences, "
                         f"and {' '.join(QUICK_OVERRIDES)}")
+    parser.add_argument("--peers", metavar="NAMES", help="also train these peers on this machine after ours, one "
+                        f"after another, each by ../shared/peers/NAME/speed.sh ({', '.join(PEERS)}; comma-separated), "
+                        "and print our training speed over theirs")
+    parser.add_argument("--peer-seconds", type=int, metavar="SECONDS", help="training time of each peer (default: "
+                        "its harness's own, " + ", ".join(f"{t.name} {t.default_seconds} s" for t in PEERS.values())
+                        + ")")
+    parser.add_argument("--peers-dir", type=Path, default=PEERS_DIR, help="where the peers' harnesses are, one "
+                        "folder per peer holding speed.sh (default: ../shared/peers)")
     parser.add_argument("--joeynmt", type=int, default=0, metavar="SECONDS",
-                        help="also train JoeyNMT 2.3.0 for SECONDS on this machine (../shared/peers/joeynmt/speed.sh) "
-                        "and print our training speed over its, side by side (default 0: off)")
+                        help="short for --peers joeynmt --peer-seconds SECONDS")
     parser.add_argument("--profile", type=int, default=0, metavar="ROWS",
                         help="also print torch.profiler's top ROWS ops for one training step and one beam batch")
     return parser
@@ -97,6 +110,22 @@ def resolve_sizes(args: argparse.Namespace) -> None:
             setattr(args, name, defaults[name])
     if args.steps < 1 or args.warmup < 0 or args.rounds < 1:
         raise ConfigError("--steps and --rounds must be >= 1 and --warmup >= 0")
+
+
+def resolve_peers(args: argparse.Namespace) -> list[PeerToolkit]:
+    """``--peers`` and ``--peer-seconds`` (``--joeynmt SECONDS`` is short for both), each named peer's harness checked
+    to exist now rather than after the training runs."""
+    if args.joeynmt:
+        if (args.peers and args.peers.strip() != "joeynmt") or args.peer_seconds not in (None, args.joeynmt):
+            raise ConfigError("--joeynmt SECONDS is short for --peers joeynmt --peer-seconds SECONDS: give one or the "
+                              "other")
+        args.peers, args.peer_seconds = "joeynmt", args.joeynmt
+    if args.peer_seconds is not None and (args.peer_seconds < 1 or not args.peers):
+        raise ConfigError("--peer-seconds must be >= 1 and goes with --peers NAMES")
+    toolkits = parse_peers(args.peers, PEERS) if args.peers else []
+    for toolkit in toolkits:
+        harness_script(args.peers_dir, toolkit)
+    return toolkits
 
 
 def variant_config(args: argparse.Namespace, variant: Variant) -> Config:
@@ -166,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         variants = parse_variants(args.compare, args.dtype)
         device = resolve_device(args.device)
         base_cfg = variant_config(args, variants[0])
-    except (ConfigError, ValueError) as err:
+        toolkits = resolve_peers(args)
+    except (ConfigError, ValueError, PeerError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if device.type == "cpu":
@@ -197,18 +227,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for variant in report["variants"]:
         print_variant(variant, peaks)
-    if args.joeynmt:
-        try:
-            peer = measure_joeynmt(args.joeynmt, base_cfg, PEER_SCRIPT)
-        except (RuntimeError, OSError) as err:
-            print(f"error: JoeyNMT could not be measured: {err}", file=sys.stderr)
-            return 2
-        report["joeynmt"] = dict(peer, ratios=print_joeynmt(peer, report["variants"]))
     if len(variants) > 1:
         report["ratios"] = compare_ratios(report["variants"])
+    status = 0
+    if toolkits:
+        report["peers"] = {}
+        try:
+            for name, peer in measure_peers(toolkits, args.peer_seconds, base_cfg, args.peers_dir, peaks["fp32"]):
+                report["peers"][name] = dict(peer, ratios=peer_ratios(peer, report["variants"]))
+        except PeerError as err:  # the figures measured so far are still written
+            print(f"error: {err}", file=sys.stderr)
+            status = 2
+        if report["peers"]:
+            print_peers(report["peers"], peaks)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"\nwrote {args.json}")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -4,10 +4,12 @@ parsing, and a quick run of scripts/benchmark.py on Multi30k that writes a compl
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -109,13 +111,35 @@ def test_quick_benchmark_writes_a_complete_report(multi30k_dir, cache_dir, tmp_p
     assert decode["beam"]["beam_size"] == 5
 
 
-def test_compare_reports_ratios_to_the_first_variant(multi30k_dir, cache_dir, tmp_path):
-    out = tmp_path / "bench.json"
+def make_peer_models(multi30k_dir: Path, peer_home: Path) -> None:
+    """Small stand-ins for the SentencePiece models the peers' harnesses make in $PEER_DIR/spm."""
+    import gzip
+
+    import sentencepiece as spm
+
+    (peer_home / "spm").mkdir(parents=True)
+    for lang in ("en", "de"):
+        with gzip.open(multi30k_dir / f"train.{lang}.gz", "rt", encoding="utf-8") as lines:
+            text = "".join(line for _, line in zip(range(2000), lines))
+        (peer_home / f"train.{lang}").write_text(text, encoding="utf-8")
+        spm.SentencePieceTrainer.train(input=str(peer_home / f"train.{lang}"), vocab_size=300, model_type="unigram",
+                                       model_prefix=str(peer_home / "spm" / lang), num_threads=1, minloglevel=2)
+
+
+def test_compare_reports_ratios_to_the_first_variant_and_to_each_peer(multi30k_dir, cache_dir, tmp_path):
+    """Three variants, then both peers (harnesses that print what the real ones printed), one after the other in
+    the order named, each given --peer-seconds; our speed over each in the report."""
+    out, harnesses, peer_home = tmp_path / "bench.json", tmp_path / "harnesses", tmp_path / "peer_home"
+    fake_harness(harnesses, "opennmt", {"stdout": OPENNMT_OUTPUT})
+    fake_harness(harnesses, "joeynmt", {"stdout": JOEYNMT_OUTPUT})
+    make_peer_models(multi30k_dir, peer_home)
     command = [sys.executable, str(SCRIPT), "--quick", "--data", str(multi30k_dir), "--json", str(out),
                "--set", f"data.cache_dir={cache_dir}", "--set", "train.threads=1", "--skip-decode",
                "--steps", "1", "--warmup", "0", "--compare",
-               "small:model.decoder_hidden_size=64,tiny:model.decoder_hidden_size=32;dtype=bf16,picked:dtype=auto"]
-    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+               "small:model.decoder_hidden_size=64,tiny:model.decoder_hidden_size=32;dtype=bf16,picked:dtype=auto",
+               "--peers", "opennmt,joeynmt", "--peer-seconds", "7", "--peers-dir", str(harnesses)]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PEER_DIR": str(peer_home)})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(out.read_text(encoding="utf-8"))
     assert [v["name"] for v in report["variants"]] == ["small", "tiny", "picked"]
@@ -124,7 +148,23 @@ def test_compare_reports_ratios_to_the_first_variant(multi30k_dir, cache_dir, tm
     speeds = [v["train"]["target_tokens_per_s"] for v in report["variants"]]
     assert report["ratios"]["train tokens/s"] == pytest.approx(
         {"small": 1.0, "tiny": speeds[1] / speeds[0], "picked": speeds[2] / speeds[0]})
-    assert "joeynmt" not in report
+    assert (harnesses / "calls.txt").read_text() == "opennmt 7\njoeynmt 7\n"
+    peers = report["peers"]
+    assert list(peers) == ["opennmt", "joeynmt"]
+    assert peers["opennmt"]["target_tokens_per_s"] == pytest.approx(549)
+    assert peers["opennmt"]["target_tokens_per_batch"] == pytest.approx(3688)
+    assert peers["joeynmt"]["target_tokens_per_s"] == pytest.approx(257)
+    assert "replayed" in peers["joeynmt"]["batch_source"] and peers["joeynmt"]["target_tokens_per_batch"] > 0
+    for peer in peers.values():
+        assert peer["seconds"] == 7 and 0 < peer["fraction_of_fp32_gemm_peak"] < 1
+        assert peer["achieved_gflops"] == pytest.approx(peer["target_tokens_per_s"] * peer["mflop_per_target_token"]
+                                                        / 1e3)
+        for v in report["variants"]:
+            ratio, train = peer["ratios"][v["name"]], v["train"]
+            assert ratio["sentences"] == pytest.approx(train["sentences_per_s"] / peer["sentences_per_s"])
+            assert ratio["ours_target_tokens_per_batch"] == train["target_tokens_per_batch"]
+            assert train["target_tokens_per_batch"] == pytest.approx(train["target_tokens"] / train["steps"])
+    assert "ours over each peer" in done.stdout and "what a batch size counts" in done.stdout
 
 
 def test_compare_ratios_by_hand():
@@ -154,3 +194,170 @@ def test_training_rounds_alternate_between_variants_and_time_every_step():
     calls.clear()
     bench_training([Recorder("A")], steps=2, rounds=5)  # never more rounds than steps, never a 0-step turn
     assert calls == [("A", 1), ("A", 1)]
+
+
+# ---------------------------------------------------------------------------------------------- peers (--peers)
+# What the harnesses printed in real (niced, hence slow) runs on this project's machine, 2026-12-02: the figures are
+# not measurements, the format is what is tested. A run too short for two reports fails: its harness drops the
+# first report, so it has no figure left (the 150 s OpenNMT-py run and the 120 s JoeyNMT run below).
+OPENNMT_TOO_SHORT = {
+    "stdout": "Step 10 bsz(src/tgt/sents) 3281/3784/285 tgt_tok/s 293 at 129 s\n",
+    "stderr": "    return Variable._execution_engine.run_backward(  # Calls into the C++ engine to run the backward "
+              "pass\n"
+              "KeyboardInterrupt\nOpenNMT-py produced no throughput figure\n",
+}
+JOEYNMT_TOO_SHORT = {"stdout": "", "stderr": "JoeyNMT produced no throughput figure\n"}
+# A run that had two reports (240 s, niced; ../shared/peers/*/speed.sh 240 from scripts/benchmark.py --peers):
+OPENNMT_OUTPUT = """Step 10 bsz(src/tgt/sents) 3281/3784/285 tgt_tok/s 325 at 116 s
+Step 20 bsz(src/tgt/sents) 3519/3688/283 tgt_tok/s 549 at 184 s
+opennmt_parameters 12074560 (JoeyNMT 2.3.0 on this workload: 12262912); reports: 2
+opennmt_target_tokens_per_s 549
+"""
+JOEYNMT_OUTPUT = "joeynmt_target_tokens_per_s 257\n"
+
+
+def fake_harness(folder: Path, name: str, output: dict[str, str], exit_status: int = 0) -> Path:
+    """A speed.sh for ``name`` that prints ``output`` and notes the seconds it was given in ``calls.txt``."""
+    (folder / name).mkdir(parents=True, exist_ok=True)
+    for stream, text in output.items():
+        (folder / name / stream).write_text(text, encoding="utf-8")
+    script = folder / name / "speed.sh"
+    here = folder / name
+    script.write_text(f'echo "{name} $1" >> "{folder}/calls.txt"\ncat "{here}/stdout"\ncat "{here}/stderr" >&2\n'
+                      f"exit {exit_status}\n", encoding="utf-8")
+    return script
+
+
+def test_opennmt_harness_output_is_read():
+    """The figure is the last line's; the batch is the median of OpenNMT-py's 'bsz' reports after the first (the
+    reports the harness's figure is the median of)."""
+    from seq2seq.bench.opennmt import OPENNMT, opennmt_batches
+    from seq2seq.bench.peers import harness_figure
+
+    stdout = OPENNMT_OUTPUT
+    assert harness_figure(stdout, OPENNMT) == pytest.approx(549)
+    batches = opennmt_batches(stdout, corpus=None)
+    assert batches["target_tokens_per_batch"] == pytest.approx(3688)
+    assert batches["sentences_per_batch"] == pytest.approx(283)
+    assert batches["reports"] == 2 and batches["parameters"] == 12074560
+    only = opennmt_batches(OPENNMT_TOO_SHORT["stdout"], corpus=None)  # one report: that one
+    assert (only["target_tokens_per_batch"], only["sentences_per_batch"], only["reports"]) == (3784, 285, 1)
+    none = opennmt_batches("opennmt_target_tokens_per_s 900\n", corpus=None)
+    assert none["target_tokens_per_batch"] is None and "not in its output" in none["batch_source"]
+
+
+def test_joeynmt_harness_output_is_read():
+    from seq2seq.bench.joeynmt import JOEYNMT
+    from seq2seq.bench.peers import harness_figure
+
+    assert harness_figure(JOEYNMT_OUTPUT, JOEYNMT) == pytest.approx(257)
+
+
+def test_joeynmt_batches_replayed_by_hand():
+    """Pairs (source, target pieces) a=(4,1) b=(4,1) c=(1,2) d=(2,6) e=(1,1), batch_size 10, each counting
+    max(source + 1, target + 1). Order a b c d e: a: 1 x 5; a b: 2 x 5 = 10 >= 10, closed (2 sentences, 2 + 2 target
+    tokens); c: 1 x 3; c d: 2 x 7 = 14, closed (2, 3 + 7); e: 1 x 2, left over (1, 2)."""
+    from seq2seq.bench.joeynmt import replay_joeynmt_batches
+
+    src, tgt = np.array([4, 4, 1, 2, 1]), np.array([1, 1, 2, 6, 1])
+    assert replay_joeynmt_batches(src, tgt, 10, order=np.arange(5)) == [(2, 4), (2, 10), (1, 2)]
+    # order e d c b a: e d: 2 x 7 = 14 closed (2, 2 + 7); c b: 2 x 5 = 10 closed (2, 3 + 2); a left over (1, 2)
+    assert replay_joeynmt_batches(src, tgt, 10, order=np.arange(5)[::-1]) == [(2, 9), (2, 5), (1, 2)]
+
+
+def test_peer_figures_by_hand():
+    """Corpus: pairs of (3, 4) and (5, 6) pieces; 600 target tokens/s over 6 target tokens (pieces + EOS) per
+    sentence = 100 sentence pairs/s; FLOPs over 8 source tokens (no source EOS, OpenNMT-py) or 10 (with, JoeyNMT),
+    12 target tokens, 3 x 5 + 5 x 7 = 50 or 4 x 5 + 6 x 7 = 62 attention pairs, 2 sentences."""
+    from seq2seq.bench.joeynmt import JOEYNMT
+    from seq2seq.bench.opennmt import OPENNMT
+    from seq2seq.bench.peers import PEER_MODEL, PeerCorpus, peer_figures
+
+    corpus = PeerCorpus(np.array([3, 5]), np.array([4, 6]))
+    batches = {"target_tokens_per_batch": 3800.0, "batch_source": "test"}
+    for toolkit, src_tokens, pairs in ((OPENNMT, 8, 50), (JOEYNMT, 10, 62)):
+        peer = peer_figures(toolkit, 60, 600.0, corpus, batches, fp32_peak=200.0)
+        per_token = training_flops(PEER_MODEL, 8000, 8000, src_tokens, 12, attention_pairs=pairs, sentences=2) / 12
+        assert peer["target_pieces_per_sentence"] == 6.0 and peer["sentences_per_s"] == pytest.approx(100.0)
+        assert peer["mflop_per_target_token"] == pytest.approx(per_token / 1e6)
+        assert peer["achieved_gflops"] == pytest.approx(600 * per_token / 1e9)
+        assert peer["fraction_of_fp32_gemm_peak"] == pytest.approx(600 * per_token / 1e9 / 200.0)
+        assert peer["target_tokens_per_batch"] == 3800.0 and peer["seconds"] == 60
+
+
+def test_peer_model_is_the_peers_workload_at_about_47_mflop_per_target_token():
+    """Issue 23 counts 47.5 MFLOP per target token for the peers' workload (a typical Multi30k pair: 15 source,
+    16 target tokens)."""
+    from seq2seq.bench.peers import PEER_MODEL
+
+    assert 45e6 < training_flops(PEER_MODEL, 8000, 8000, 15, 16, attention_pairs=15 * 16, sentences=1) / 16 < 50e6
+
+
+def test_peer_ratios_by_hand():
+    """Ours over a peer at 40 sentence pairs/s, 620 target tokens/s, 3,800 real target tokens a batch:
+    a: 100 / 40 = 2.5, 1,560 / 620 tokens, batches 1,900 / 3,800 = 0.5 (not equal), 4,096 x 2 = 8,192 to match;
+    b: another tokenization (9 pieces a sentence): no token ratio; 3,700 / 3,800 = 0.974, equal (within 10%);
+    8,192 x 3,800 / 3,700 = 8,413 -> 8,384 (a multiple of 64); c: no training figures, no row."""
+    from seq2seq.bench.peers import peer_ratios
+
+    peer = {"target_pieces_per_sentence": 15.5, "sentences_per_s": 40.0, "target_tokens_per_s": 620.0,
+            "target_tokens_per_batch": 3800.0, "fraction_of_fp32_gemm_peak": 0.3}
+
+    def variant(name, max_tokens, **train):
+        return {"name": name, "config": {"train": {"max_tokens": max_tokens}},
+                "train": dict(train, compute="fp32", fraction_of_gemm_peak=0.4)}
+
+    variants = [variant("a", 4096, target_tokens_per_batch=1900.0, sentences_per_s=100.0, target_tokens_per_s=1560.0,
+                        target_pieces_per_sentence=15.6),
+                variant("b", 8192, target_tokens_per_batch=3700.0, sentences_per_s=50.0, target_tokens_per_s=450.0,
+                        target_pieces_per_sentence=9.0),
+                {"name": "c", "config": {"train": {"max_tokens": 4096}}}]
+    ratios = peer_ratios(peer, variants)
+    assert list(ratios) == ["a", "b"]
+    a, b = ratios["a"], ratios["b"]
+    assert (a["sentences"], a["target_tokens"], a["batch_ratio"]) == pytest.approx((2.5, 1560 / 620, 0.5))
+    assert a["equal_batches"] is False and a["max_tokens_for_equal_batches"] == 8192
+    assert (b["sentences"], b["target_tokens"], b["same_tokenization"]) == (1.25, None, False)
+    assert b["batch_ratio"] == pytest.approx(3700 / 3800) and b["equal_batches"] is True
+    assert b["max_tokens_for_equal_batches"] == 8384
+    assert (a["ours_fraction_of_gemm_peak"], a["theirs_fraction_of_fp32_gemm_peak"]) == (0.4, 0.3)
+    unknown = peer_ratios(dict(peer, target_tokens_per_batch=None), variants[:1])["a"]
+    assert (unknown["batch_ratio"], unknown["equal_batches"], unknown["max_tokens_for_equal_batches"]) == (None, False,
+                                                                                                           None)
+
+
+@pytest.mark.parametrize("name,output", [("opennmt", OPENNMT_TOO_SHORT), ("joeynmt", JOEYNMT_TOO_SHORT)])
+def test_a_failing_harness_is_one_clear_error(tmp_path, name, output):
+    """A harness that fails (here: what each printed when its budget was too short) or prints no figure."""
+    from seq2seq.bench.joeynmt import JOEYNMT
+    from seq2seq.bench.opennmt import OPENNMT
+    from seq2seq.bench.peers import PeerError, harness_figure, run_harness
+
+    toolkit = {"opennmt": OPENNMT, "joeynmt": JOEYNMT}[name]
+    script = fake_harness(tmp_path, name, output, exit_status=1)
+    with pytest.raises(PeerError) as failed:
+        run_harness(toolkit, script, 120)
+    message = str(failed.value)
+    assert f"{script} 120 failed (exit 1)" in message and "produced no throughput figure" in message
+    assert "--peer-seconds" in message and toolkit.title in message
+    with pytest.raises(PeerError, match=f"printed no '{name}_target_tokens_per_s N' line .*--peer-seconds"):
+        harness_figure(output["stdout"], toolkit)
+
+
+def test_a_missing_harness_or_unknown_peer_stops_the_benchmark_before_it_trains(tmp_path, capsys):
+    from support.scripts import load_script
+
+    benchmark = load_script("benchmark")
+    for argv, said in [
+        (["--peers", "opennmt", "--peers-dir", str(tmp_path)], f"{tmp_path}/opennmt/speed.sh not found"),
+        (["--peers", "joeynmt,marian"], "unknown peer(s) marian; known: joeynmt, opennmt"),
+        (["--peers", "opennmt,opennmt"], "each peer once"),
+        (["--joeynmt", "60", "--peers", "opennmt"], "--joeynmt SECONDS is short for --peers joeynmt --peer-seconds"),
+        (["--peer-seconds", "60"], "--peer-seconds must be >= 1 and goes with --peers"),
+    ]:
+        assert benchmark.main(["--quick", *argv]) == 2, argv
+        printed = capsys.readouterr()
+        assert said in printed.err and "GEMM peak" not in printed.out, argv  # stopped before measuring anything
+    fake_harness(tmp_path, "joeynmt", {"stdout": JOEYNMT_OUTPUT})
+    args = benchmark.build_parser().parse_args(["--joeynmt", "150", "--peers-dir", str(tmp_path)])
+    assert [t.name for t in benchmark.resolve_peers(args)] == ["joeynmt"] and args.peer_seconds == 150

@@ -7,6 +7,8 @@
     training.py   training throughput, peak memory, achieved GFLOP/s against the GEMM peak
     decoding.py   greedy and beam throughput, batch-1 latency
     profiling.py  ``--profile``: torch.profiler's top ops for a training step and a beam batch
-    joeynmt.py    ``--joeynmt``: JoeyNMT 2.3.0 trained here in the same run, our speed over its
+    peers.py      ``--peers``: the peers' shared workload, running a harness, the FLOPs and ratios, batch sizes mapped
+    joeynmt.py    ``--peers joeynmt``: JoeyNMT 2.3.0's harness output, its batches replayed from its rule
+    opennmt.py    ``--peers opennmt``: OpenNMT-py 3.5.1's harness output, its batches from its own reports
     report.py     the printed tables and the ratios between variants
 """

@@ -1,57 +1,62 @@
-"""``--joeynmt``: JoeyNMT 2.3.0 trained on this machine in the same run, and our training speed over its (per
-sentence pair always, per target token where both use the same tokenization)."""
+"""``--peers joeynmt`` (``--joeynmt SECONDS`` for short): JoeyNMT 2.3.0 trained on this machine in the same run by
+``../shared/peers/joeynmt/speed.sh``, whose stdout is one line, the median of JoeyNMT's own "Tokens per Sec"
+log lines (real target tokens incl. EOS)::
+
+    joeynmt_target_tokens_per_s 519
+
+Its log does not say what a batch holds, so the real target tokens per batch are replayed from JoeyNMT 2.3.0's
+token batching (``TokenBatchSampler``) over the corpus as it sees it: pairs in shuffled order, no length bucketing,
+a batch closing once sentences x max(source pieces + 1, target pieces + 1) reaches ``batch_size`` (4,096).
+"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
-from seq2seq.config import Config
-from seq2seq.data import read_split
+import numpy as np
+
+from seq2seq.bench.peers import PeerCorpus, PeerToolkit
+
+#: ``training.batch_size`` of ../shared/peers/joeynmt/config.template.yaml (``batch_type: token``)
+JOEYNMT_BATCH_SIZE = 4096
 
 
-def measure_joeynmt(seconds: int, cfg: Config, peer_script: Path) -> dict[str, Any]:
-    """JoeyNMT 2.3.0's training throughput on this machine now (``peer_script``:
-    ``../shared/peers/joeynmt/speed.sh``), on its reference workload (unigram 8k per language), with its target
-    pieces per training sentence so that speeds under different tokenizations compare per sentence."""
-    import sentencepiece as spm
-
-    print(f"[joeynmt] training JoeyNMT 2.3.0 for {seconds} s ({peer_script}) ...", file=sys.stderr, flush=True)
-    done = subprocess.run(["bash", str(peer_script), str(seconds)], capture_output=True, text=True)
-    figure = [line for line in done.stdout.splitlines() if line.startswith("joeynmt_target_tokens_per_s")]
-    if done.returncode != 0 or not figure:
-        raise RuntimeError(f"{peer_script} failed (exit {done.returncode}): {done.stderr[-500:]}")
-    tokens_per_s = float(figure[-1].split()[1])
-    spm_dir = Path(os.environ.get("PEER_DIR", Path.home() / ".cache" / "seq2seq-peers")) / "spm"
-    raw = read_split(cfg.data, cfg.data.train_split)
-    src = spm.SentencePieceProcessor(model_file=str(spm_dir / "en.model")).encode(list(raw["src"]))
-    tgt = spm.SentencePieceProcessor(model_file=str(spm_dir / "de.model")).encode(list(raw["tgt"]))
-    kept = [len(t) + 1 for s, t in zip(src, tgt) if len(s) <= 50 and len(t) <= 50]  # its max_length; + EOS
-    pieces = sum(kept) / len(kept)
-    return {"seconds": seconds, "target_tokens_per_s": tokens_per_s, "target_pieces_per_sentence": pieces,
-            "sentences_per_s": tokens_per_s / pieces, "workload": "unigram 8k per language, GRU 256/256x2/512, "
-            "Bahdanau, input feeding, 4,096-token batches (../shared/peers/joeynmt/config.template.yaml)"}
+def replay_joeynmt_batches(src_pieces: np.ndarray, tgt_pieces: np.ndarray, batch_size: int,
+                           order: np.ndarray) -> list[tuple[int, int]]:
+    """JoeyNMT 2.3.0's token batches over the pairs taken in ``order``: (sentences, real target tokens = pieces +
+    EOS) per batch. A pair joins the batch, then the batch closes if its sentences x its widest max(source + 1,
+    target + 1) has reached ``batch_size``."""
+    batches: list[tuple[int, int]] = []
+    sentences = tokens = widest = 0
+    for index in order:
+        sentences += 1
+        tokens += int(tgt_pieces[index]) + 1
+        widest = max(widest, int(src_pieces[index]) + 1, int(tgt_pieces[index]) + 1)
+        if widest * sentences >= batch_size:
+            batches.append((sentences, tokens))
+            sentences = tokens = widest = 0
+    if sentences:
+        batches.append((sentences, tokens))
+    return batches
 
 
-def print_joeynmt(peer: dict[str, Any], variants: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Ours / JoeyNMT's training speed, measured side by side in this run: per target token where both use
-    the same tokenization, and per sentence pair always."""
-    print(f"\nJoeyNMT 2.3.0 measured in this run ({peer['seconds']} s of training): {peer['target_tokens_per_s']:.0f} "
-          f"target tokens/s, {peer['target_pieces_per_sentence']:.2f} target pieces per sentence -> "
-          f"{peer['sentences_per_s']:.1f} sentence pairs/s")
-    ratios = {}
-    for v in variants:
-        tr = v.get("train")
-        if not tr:
-            continue
-        same = abs(tr["target_pieces_per_sentence"] - peer["target_pieces_per_sentence"]) < 0.5
-        ratios[v["name"]] = {"sentences": tr["sentences_per_s"] / peer["sentences_per_s"]}
-        line = f"  {v['name']:12} sentence pairs/s x{ratios[v['name']]['sentences']:.2f}"
-        if same:
-            ratios[v["name"]]["target_tokens"] = tr["target_tokens_per_s"] / peer["target_tokens_per_s"]
-            line += f", target tokens/s x{ratios[v['name']]['target_tokens']:.2f} (same tokenization)"
-        print(line)
-    return ratios
+def joeynmt_batches(stdout: str, corpus: PeerCorpus) -> dict[str, Any]:
+    """Mean real target tokens and sentences per batch over one epoch in a shuffled order, replayed (the harness's
+    output does not carry them)."""
+    order = np.random.default_rng(0).permutation(len(corpus.tgt_pieces))
+    batches = replay_joeynmt_batches(corpus.src_pieces, corpus.tgt_pieces, JOEYNMT_BATCH_SIZE, order)
+    return {"target_tokens_per_batch": sum(t for _, t in batches) / len(batches),
+            "sentences_per_batch": sum(s for s, _ in batches) / len(batches),
+            "batch_source": "its batching replayed over one shuffled epoch (its log does not say)"}
+
+
+JOEYNMT = PeerToolkit(
+    name="joeynmt",
+    title="JoeyNMT 2.3.0",
+    default_seconds=150,
+    batch_rule="closes at sentences x max(source + 1, target + 1) >= 4096; shuffled, unsorted",
+    source_eos=True,
+    read_batches=joeynmt_batches,
+    hint="JoeyNMT logs every 10 steps and its harness drops the first log line: give --peer-seconds 120 or more "
+         "(the harness's install log: $PEER_DIR/install.log)",
+)

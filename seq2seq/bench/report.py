@@ -1,5 +1,5 @@
-"""The printed tables: one variant's training and decoding figures, and each variant's figures over the first's
-(``--compare``)."""
+"""The printed tables: one variant's training and decoding figures, each variant's figures over the first's
+(``--compare``), and the peers trained in the same run with our speed over theirs (``--peers``)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ def print_variant(v: dict[str, Any], peaks: dict[str, float]) -> None:
         print(f"  target tokens/s          {tr['target_tokens_per_s']:10.1f}   (pieces + EOS)")
         print(f"  source+target tokens/s   {tr['src_tgt_tokens_per_s']:10.1f}")
         print(f"  sentence pairs/s         {tr['sentences_per_s']:10.1f}")
+        print(f"  target tokens / batch    {tr['target_tokens_per_batch']:10.1f}   (real, of "
+              f"{v['config']['train']['max_tokens']} padded source + target positions)")
         print(f"  step time                {tr['step_seconds'] * 1000:10.1f} ms")
         print(f"  peak memory              {tr['peak_memory_mib']:10.1f} MiB ({tr['peak_memory_kind']})")
         print(f"  FLOPs / target token     {tr['mflop_per_target_token']:10.1f} MFLOP (analytic, real tokens, 3 x fwd)")
@@ -61,3 +63,42 @@ def compare_ratios(variants: list[dict[str, Any]]) -> dict[str, dict[str, float]
     for name, row in table.items():
         print(f"  {name:20}" + "".join(f"{row.get(v['name'], float('nan')):14.2f}" for v in variants))
     return table
+
+
+def print_peers(peers: dict[str, dict[str, Any]], peaks: dict[str, float]) -> None:
+    """The peers' own figures, then per variant and peer: real target tokens per batch (ours, theirs), our sentence
+    pairs/s and target tokens/s over theirs, and both shares of the GEMM peak."""
+    print(f"\npeers trained in this run, one after another after ours (fp32 GEMM peak of this run: {peaks['fp32']:.1f} "
+          "GFLOP/s)")
+    print(f"  {'':17} {'seconds':>7} {'tgt tok/s':>10} {'tok/sent':>8} {'sent/s':>8} {'tgt tok/batch':>13} "
+          f"{'MFLOP/tok':>9} {'GFLOP/s':>8} {'% fp32 peak':>11}")
+    for peer in peers.values():
+        batch_text = f"{peer['target_tokens_per_batch']:.0f}" if peer["target_tokens_per_batch"] else "-"
+        print(f"  {peer['toolkit']:17} {peer['seconds']:7d} {peer['target_tokens_per_s']:10.1f} "
+              f"{peer['target_pieces_per_sentence']:8.2f} {peer['sentences_per_s']:8.1f} "
+              f"{batch_text:>13} {peer['mflop_per_target_token']:9.1f} "
+              f"{peer['achieved_gflops']:8.1f} {100 * peer['fraction_of_fp32_gemm_peak']:10.1f}%")
+    print("  what a batch size counts, and where a peer's real target tokens per batch come from (every tokens/s "
+          "\n  counts real target tokens: pieces + EOS):")
+    print("    ours              train.max_tokens >= sentences x (longest source + longest target); length-bucketed")
+    for peer in peers.values():
+        print(f"    {peer['toolkit']:17} {peer['batch_rule']}\n    {'':17} {peer['batch_source']}")
+    print("  FLOPs: the workload's analytic matmul FLOPs per real target token (training, 3 x forward), as for ours")
+    print("\nours over each peer (x > 1: ours faster; target tokens/s only where the tokenization is the same)")
+    print(f"  {'variant':12} {'peer':17} {'tgt tok/batch ours / theirs':>28} {'sent/s':>7} {'tgt tok/s':>9} "
+          f"{'% peak ours':>12} {'theirs':>7}")
+    for peer in peers.values():
+        for name, r in peer["ratios"].items():
+            theirs, ours = r["theirs_target_tokens_per_batch"], r["ours_target_tokens_per_batch"]
+            batches = f"{ours:.0f} / -"
+            if theirs:
+                match = "equal" if r["equal_batches"] else f"x{r['batch_ratio']:.2f}"
+                batches = f"{ours:.0f} / {theirs:.0f} ({match})"
+            sentences = f"x{r['sentences']:.2f}"
+            tokens = f"x{r['target_tokens']:.2f}" if r["target_tokens"] is not None else "-"
+            ours_peak = f"{100 * r['ours_fraction_of_gemm_peak']:.1f}% {r['ours_compute']}"
+            print(f"  {name:12} {peer['toolkit']:17} {batches:>28} {sentences:>7} {tokens:>9} {ours_peak:>12} "
+                  f"{100 * r['theirs_fraction_of_fp32_gemm_peak']:6.1f}%")
+            if theirs and not r["equal_batches"]:
+                print(f"  {'':12} -> equal real target tokens per batch at train.max_tokens="
+                      f"{r['max_tokens_for_equal_batches']} (add it to this variant's overrides)")

@@ -113,6 +113,7 @@ def training_figures(cfg: Config, work: Workload, device: torch.device, amp: tor
         "target_pieces_per_sentence": totals["target"] / totals["sentences"],
         "step_seconds": seconds / steps,
         "target_tokens": totals["target"],
+        "target_tokens_per_batch": totals["target"] / steps,
         "source_tokens": totals["source"],
         "target_tokens_per_s": totals["target"] / seconds,
         "src_tgt_tokens_per_s": (totals["target"] + totals["source"]) / seconds,
