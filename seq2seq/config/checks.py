@@ -27,7 +27,8 @@ def _get(cfg: "Config", dotted: str) -> Any:
 
 
 def check_config(cfg: "Config") -> "Config":
-    t = cfg.train
+    t, m = cfg.train, cfg.model
+    memory = m.encoder_hidden_size * (2 if m.bidirectional else 1)  # the encoder's output (and final state) size
     checks = [
         ("tokenizer.vocab_size", cfg.tokenizer.vocab_size >= 8, ">= 8"),
         ("tokenizer.character_coverage", 0.0 < cfg.tokenizer.character_coverage <= 1.0, "in (0, 1]"),
@@ -55,7 +56,7 @@ def check_config(cfg: "Config") -> "Config":
         ("model.word_dropout", 0.0 <= cfg.model.word_dropout < 1.0, "in [0, 1)"),
         ("model.attention_heads", cfg.model.attention_heads >= 1
          and cfg.model.decoder_hidden_size % cfg.model.attention_heads == 0
-         and cfg.model.encoder_hidden_size * (2 if cfg.model.bidirectional else 1) % cfg.model.attention_heads == 0,
+         and memory % cfg.model.attention_heads == 0,
          ">= 1 and a divisor of model.decoder_hidden_size and of the encoder output size"),
         ("data.max_length", cfg.data.max_length >= 1, ">= 1"),
         ("data.num_workers", cfg.data.num_workers >= 0, ">= 0 (0 = auto)"),
@@ -105,16 +106,13 @@ def check_config(cfg: "Config") -> "Config":
             f"train.scheduler = {t.scheduler} anneals the learning rate to the end of the training budget: set "
             "train.max_minutes or train.max_steps (--max-minutes / --max-steps), or use train.scheduler=plateau"
         )
-    m = cfg.model
     if m.attention == "luong_dot":
-        memory = m.encoder_hidden_size * (2 if m.bidirectional else 1)
         if memory != m.decoder_hidden_size:
             raise ConfigError(
                 f"model.attention = luong_dot needs the encoder output size ({memory}) to equal "
                 f"model.decoder_hidden_size ({m.decoder_hidden_size}); use luong_general or bahdanau"
             )
     if m.bridge == "last":
-        memory = m.encoder_hidden_size * (2 if m.bidirectional else 1)
         if memory != m.decoder_hidden_size:
             raise ConfigError(
                 f"model.bridge = last needs the encoder final state size ({memory}) to equal "
