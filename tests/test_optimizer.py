@@ -87,3 +87,29 @@ def test_swapped_in_holds_the_average_and_restores_the_weights_even_after_an_err
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, moved[name])
     assert math.isclose(average.decay, 0.9)
+
+
+@pytest.mark.parametrize("kind", ["adam", "adamw"])
+def test_adam_follows_the_textbook_update(kind):
+    """Kingma and Ba's update (AdamW: Loshchilov and Hutter's decoupled decay), written out, over five steps."""
+    from seq2seq.training.optimizer import build_optimizer
+
+    cfg = TrainConfig(optimizer=kind, lr=0.01, betas=[0.8, 0.9], weight_decay=0.1)
+    torch.manual_seed(0)
+    param = torch.nn.Parameter(torch.randn(7, 3))
+    optimizer = build_optimizer(cfg, [param])
+    theta, m, v = param.detach().double().clone(), torch.zeros(7, 3).double(), torch.zeros(7, 3).double()
+    for t in range(1, 6):
+        grad = torch.randn(7, 3)
+        param.grad = grad.clone()
+        optimizer.step()
+        g = grad.double()
+        if kind == "adam":
+            g = g + 0.1 * theta                      # L2 penalty folded into the gradient
+        else:
+            theta = theta * (1 - 0.01 * 0.1)         # decoupled weight decay
+        m = 0.8 * m + 0.2 * g
+        v = 0.9 * v + 0.1 * g * g
+        m_hat, v_hat = m / (1 - 0.8 ** t), v / (1 - 0.9 ** t)
+        theta = theta - 0.01 * m_hat / (v_hat.sqrt() + 1e-8)
+        assert torch.allclose(param.detach().double(), theta, atol=1e-6), t
