@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from seq2seq.config import ConfigError, TrainConfig, load_config
-from seq2seq.training.optimizer import LRSchedule, WeightAverage, budget_progress, estimated_total_steps
+from seq2seq.training.optimizer import LRSchedule, WeightAverage, budget_progress, build_optimizer, estimated_total_steps
 
 
 def schedule(**train_keys) -> LRSchedule:
@@ -92,8 +92,6 @@ def test_swapped_in_holds_the_average_and_restores_the_weights_even_after_an_err
 @pytest.mark.parametrize("kind", ["adam", "adamw"])
 def test_adam_follows_the_textbook_update(kind):
     """Kingma and Ba's update (AdamW: Loshchilov and Hutter's decoupled decay), written out, over five steps."""
-    from seq2seq.training.optimizer import build_optimizer
-
     cfg = TrainConfig(optimizer=kind, lr=0.01, betas=[0.8, 0.9], weight_decay=0.1)
     torch.manual_seed(0)
     param = torch.nn.Parameter(torch.randn(7, 3))
