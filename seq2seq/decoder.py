@@ -92,6 +92,11 @@ class Memory:
             pad_mask=self.pad_mask.repeat_interleave(repeats, dim=0),
         )
 
+    def select(self, index: Tensor) -> "Memory":
+        """Keep rows: ``index`` (N',) long picks rows (search drops the rows of finished sentences)."""
+        return Memory(values=self.values.index_select(0, index), keys=self.keys.index_select(0, index),
+                      pad_mask=self.pad_mask.index_select(0, index))
+
 
 class AttnDecoder(nn.Module):
     """Recurrent attention decoder.

@@ -44,6 +44,10 @@ class ScriptedMemory:
         tensors = (self.values, self.pad_mask, self.sentence)
         return ScriptedMemory(*(t.repeat_interleave(repeats, dim=0) for t in tensors))
 
+    def select(self, index: torch.Tensor) -> "ScriptedMemory":
+        tensors = (self.values, self.pad_mask, self.sentence)
+        return ScriptedMemory(*(t.index_select(0, index) for t in tensors))
+
 
 class ScriptedDecoder:
     """``step`` returns log-probabilities looked up by (sentence, generated prefix).
@@ -55,6 +59,7 @@ class ScriptedDecoder:
     def __init__(self, scripts: list[dict[tuple[int, ...], dict[int, float]]]) -> None:
         self.scripts = scripts
         self.calls = 0
+        self.rows: list[int] = []  # rows stepped, per call
 
     def start(self, encoder_output: tuple[torch.Tensor, torch.Tensor]) -> tuple[ScriptedState, ScriptedMemory]:
         src, src_lengths = encoder_output
@@ -64,6 +69,7 @@ class ScriptedDecoder:
 
     def step(self, prev_tokens, state, memory):
         self.calls += 1
+        self.rows.append(prev_tokens.size(0))
         fed = torch.cat([state.fed, prev_tokens.unsqueeze(1)], dim=1)
         probs = torch.zeros(fed.size(0), SCRIPT_VOCAB)
         for row, (tokens, sentence) in enumerate(zip(fed.tolist(), memory.sentence.tolist())):
@@ -251,6 +257,33 @@ def test_scripted_batch_of_different_scripts_equals_each_alone():
             assert [h.score for h in batch[i]] == pytest.approx([h.score for h in alone], abs=1e-6)
 
 
+def test_scripted_finished_sentences_leave_the_batch():
+    """Once a sentence is done the model steps only the others' rows, and every output is what it is alone.
+
+    The first sentence ends after two steps (its second-best, A EOS, ends then), the last after three (its only
+    sequence, B C EOS), the middle one after six (the chain under alpha 1, as above); the scripted model reads each row's sentence from its memory, so rows mapped to the wrong
+    sentence after the batch shrinks would follow the wrong script."""
+    chain = {(): {EOS_ID: 0.5, A: 0.3, B: 0.2}, **{(A,) * k: {A: 1.0} for k in range(1, 5)}, (A,) * 5: {EOS_ID: 1.0}}
+    quick = {(): {EOS_ID: 0.9, A: 0.1}}
+    three = {(): {B: 1.0}, (B,): {C: 1.0}, (B, C): {EOS_ID: 1.0}}
+    scripts = [quick, chain, three]
+    src, src_lengths = scripted_src(2, 2, 2)
+    kwargs = dict(beam_size=2, nbest=2, max_len_a=0.0, max_len_b=5, length_penalty=1.0)
+    model = ScriptedModel(*scripts)
+    batch = run_beam(model, src, src_lengths, **kwargs)
+    assert model.decoder.rows == [6, 6, 4, 2, 2, 2]
+    for i, script in enumerate(scripts):
+        [alone] = run_beam(ScriptedModel(script), src[i : i + 1], src_lengths[i : i + 1], **kwargs)
+        assert [h.tokens for h in batch[i]] == [h.tokens for h in alone]
+        assert [h.score for h in batch[i]] == pytest.approx([h.score for h in alone], abs=1e-6)
+    assert [h.tokens for h in batch[2]] == [[B, C]]
+    # greedy: the first two end at once (EOS .9 and .5), the last steps on alone
+    model = ScriptedModel(*scripts)
+    greedy = run_greedy(model, src, src_lengths, length_penalty=1.0)
+    assert model.decoder.rows == [3, 1, 1]
+    assert_hypotheses(greedy, [([], math.log(0.9)), ([], math.log(0.5)), ([B, C], 0.0)])
+
+
 # ---------------------------------------------------------------------------- random real models
 BATCH_LENGTHS = [[6, 2, 9, 4, 1], [3], [7, 7, 2]]
 
@@ -268,7 +301,7 @@ def test_beam_size_one_equals_greedy(rnn_type, min_length, no_repeat_ngram):
         )
         for g, [b] in zip(greedy, beam):
             assert b.tokens == g.tokens
-            assert b.score == g.score
+            assert b.score == pytest.approx(g.score, abs=ATOL)  # finished rows leave each batch at other steps
             torch.testing.assert_close(b.attention, g.attention, atol=ATOL, rtol=0)
 
 

@@ -263,6 +263,10 @@ class ConstrainedSelection:
     def all_done(self) -> bool:
         return all(self.done)
 
+    def done_sentences(self) -> Tensor:
+        """(B,) bool: the sentences whose search is over (their rows need no more model steps)."""
+        return torch.tensor(self.done, device=self.device)
+
     def hypotheses(self) -> list[list[Hypothesis]]:
         """Per sentence its ``nbest`` hypotheses, those meeting every constraint first, best score first."""
         return [[Hypothesis(tokens=f.tokens, score=f.score, attention=f.attention) for f in sentence[: self.options.nbest]]

@@ -39,6 +39,10 @@ class EnsembleMemory:
         """(N, ...) -> (N * repeats, ...) in every member (beam / sampling layout)."""
         return EnsembleMemory([memory.repeat_interleave(repeats) for memory in self.members])
 
+    def select(self, index: Tensor) -> "EnsembleMemory":
+        """Keep rows: ``index`` (N',) picks rows of every member's memory."""
+        return EnsembleMemory([memory.select(index) for memory in self.members])
+
 
 class Ensemble:
     """One or more encoder-decoder models decoding as one.

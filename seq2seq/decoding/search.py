@@ -23,6 +23,7 @@ from torch import Tensor
 from seq2seq.decoding.constrained import ConstrainedSelection, constraint_room
 from seq2seq.decoding.ensemble import Ensemble
 from seq2seq.decoding.hypothesis import Hypothesis, strip_ids
+from seq2seq.decoding.live_rows import LiveRows
 from seq2seq.decoding.logits import (  # re-exported: the search API in one place
     ban_eos_before_min_length,
     ban_repeated_ngrams,
@@ -97,11 +98,14 @@ def greedy_search(
     scores = torch.zeros(batch_size, device=device)
     finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
     attention = []
+    live = LiveRows(batch_size, 1)  # the model steps only the rows not yet finished
     for step in range(longest_limit + 1):
         log_probs, state, attn_weights = next_log_probs(
-            model, prev_tokens, state, memory, history, max_lengths, options.min_length, options.no_repeat_ngram,
-            shortest_limit, prefix,
+            model, live.take(prev_tokens), state, memory, live.take(history), live.take(max_lengths),
+            options.min_length, options.no_repeat_ngram, shortest_limit, live.take(prefix),
         )
+        # finished rows get a uniform row (a sampler draws for every row, as its random streams expect)
+        log_probs, attn_weights = live.spread(log_probs, 0.0), live.spread(attn_weights, 0.0)
         next_tokens = pick(log_probs)
         token_log_probs = log_probs.gather(1, next_tokens.unsqueeze(1)).squeeze(1)
         next_tokens = next_tokens.masked_fill(finished, PAD_ID)
@@ -120,6 +124,7 @@ def greedy_search(
         prev_tokens = next_tokens
         if bool(finished.all()):
             break
+        state, memory = live.follow(None, finished, state, memory)
     lengths = history.ne(PAD_ID).sum(dim=1)  # pieces + EOS
     scores = scores / length_penalty(lengths.float(), alpha)
     attention_tensor = torch.stack(attention, dim=1) if return_attention else None  # (B, T, S)
@@ -198,14 +203,15 @@ def beam_search(
     attn_history = torch.empty(rows, 0, src.size(1), device=device)
     prev_tokens = torch.full((rows,), BOS_ID, dtype=torch.long, device=device)
 
+    live = LiveRows(rows, beams)  # the model steps only the rows of sentences not yet done
     for step in range(int(max_lengths.max()) + 1):
         log_probs, state, attn_weights = next_log_probs(
-            model, prev_tokens, state, memory, history, row_max_lengths, options.min_length, options.no_repeat_ngram,
-            shortest_limit, row_prefix,
+            model, live.take(prev_tokens), state, memory, live.take(history), live.take(row_max_lengths),
+            options.min_length, options.no_repeat_ngram, shortest_limit, live.take(row_prefix),
         )
+        log_probs, attn_weights = live.spread(log_probs, float("-inf")), live.spread(attn_weights, 0.0)
         attention = torch.cat([attn_history, attn_weights.unsqueeze(1)], dim=1) if options.return_attention else None
         chosen_rows, prev_tokens = selection.choose(step, log_probs, history, attention)
-        state = state.select(chosen_rows)
         history = torch.cat([history.index_select(0, chosen_rows), prev_tokens.unsqueeze(1)], dim=1)
         if attention is not None:
             attn_history = attention.index_select(0, chosen_rows)
@@ -213,4 +219,5 @@ def beam_search(
             trace.append(selection.trace_record(history))
         if selection.all_done():
             break
+        state, memory = live.follow(chosen_rows, selection.done_sentences(), state, memory)
     return selection.hypotheses()

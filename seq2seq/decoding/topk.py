@@ -105,6 +105,10 @@ class TopKSelection:
     def all_done(self) -> bool:
         return bool(self.done.all())
 
+    def done_sentences(self) -> Tensor:
+        """(B,) bool: the sentences whose search is over (their rows need no more model steps)."""
+        return self.done
+
     def trace_record(self, history: Tensor) -> dict:
         """This step for ``beam_search``'s trace: the candidates of :meth:`choose` and the beams kept (``history``
         (B*K, t + 1) after the move)."""
