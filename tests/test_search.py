@@ -261,8 +261,9 @@ def test_scripted_finished_sentences_leave_the_batch():
     """Once a sentence is done the model steps only the others' rows, and every output is what it is alone.
 
     The first sentence ends after two steps (its second-best, A EOS, ends then), the last after three (its only
-    sequence, B C EOS), the middle one after six (the chain under alpha 1, as above); the scripted model reads each row's sentence from its memory, so rows mapped to the wrong
-    sentence after the batch shrinks would follow the wrong script."""
+    sequence, B C EOS), the middle one after six (the chain under alpha 1, as above). The scripted model reads
+    each row's sentence from its memory, so rows mapped to the wrong sentence after the batch shrinks would
+    follow the wrong script."""
     chain = {(): {EOS_ID: 0.5, A: 0.3, B: 0.2}, **{(A,) * k: {A: 1.0} for k in range(1, 5)}, (A,) * 5: {EOS_ID: 1.0}}
     quick = {(): {EOS_ID: 0.9, A: 0.1}}
     three = {(): {B: 1.0}, (B,): {C: 1.0}, (B, C): {EOS_ID: 1.0}}

@@ -260,9 +260,6 @@ class ConstrainedSelection:
         if best_active == float("-inf") or (enough and finished[nbest - 1].score >= best_active / self.bound_penalty[b]):
             self.done[b] = True
 
-    def all_done(self) -> bool:
-        return all(self.done)
-
     def done_sentences(self) -> Tensor:
         """(B,) bool: the sentences whose search is over (their rows need no more model steps)."""
         return torch.tensor(self.done, device=self.device)

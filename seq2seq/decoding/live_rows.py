@@ -30,6 +30,7 @@ class LiveRows:
         self.index: Tensor | None = None  # (L,) live rows of the full layout, ascending; None while all are live
         self.position: Tensor | None = None  # (N,) each live row's place among the live rows (-1 elsewhere)
         self.done_count = 0
+        self.all_done = False  # set by :meth:`follow`: every sentence is done, the search ends
 
     def take(self, full: Tensor | None) -> Tensor | None:
         """(N, ...) -> (L, ...) the live rows (the tensor itself while all are live; None stays None)."""
@@ -55,9 +56,12 @@ class LiveRows:
             state: the model state of the current live rows; memory: their encoder memory.
         Returns:
             the state reordered by ``chosen_rows`` for the rows still live, and the memory for them (selected
-            anew only when a sentence has just finished).
+            anew only when a sentence has just finished); both as they were once :attr:`all_done`.
         """
-        done_count = int(done.sum())
+        done_count = int(done.sum())  # the search step's one read of the device
+        self.all_done = done_count == done.numel()
+        if self.all_done:
+            return state, memory
         if done_count == self.done_count:  # the same live rows: at most one reorder, as without this class
             return (state if chosen_rows is None else state.select(self._place(self.take(chosen_rows)))), memory
         new_index = (~done).repeat_interleave(self.group).nonzero().squeeze(1)  # (L',)

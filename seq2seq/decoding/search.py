@@ -122,9 +122,9 @@ def greedy_search(
                           "candidate_scores": normalized.unsqueeze(1).cpu(), "done": (finished | ends_here).cpu()})
         finished |= next_tokens.eq(EOS_ID)
         prev_tokens = next_tokens
-        if bool(finished.all()):
-            break
         state, memory = live.follow(None, finished, state, memory)
+        if live.all_done:
+            break
     lengths = history.ne(PAD_ID).sum(dim=1)  # pieces + EOS
     scores = scores / length_penalty(lengths.float(), alpha)
     attention_tensor = torch.stack(attention, dim=1) if return_attention else None  # (B, T, S)
@@ -217,7 +217,7 @@ def beam_search(
             attn_history = attention.index_select(0, chosen_rows)
         if trace is not None:
             trace.append(selection.trace_record(history))
-        if selection.all_done():
-            break
         state, memory = live.follow(chosen_rows, selection.done_sentences(), state, memory)
+        if live.all_done:
+            break
     return selection.hypotheses()

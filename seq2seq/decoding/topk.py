@@ -102,9 +102,6 @@ class TopKSelection:
         self.done |= self.finished_scores[:, self.options.nbest - 1] >= best_possible
         return chosen_rows, next_tokens
 
-    def all_done(self) -> bool:
-        return bool(self.done.all())
-
     def done_sentences(self) -> Tensor:
         """(B,) bool: the sentences whose search is over (their rows need no more model steps)."""
         return self.done
