@@ -1,12 +1,23 @@
 """Attention decoder with input feeding; one step function for teacher forcing, greedy and beam search.
 
-Per target position t (Luong et al. 2015, with Bahdanau or Luong scores):
+Per target position t (Luong et al. 2015, with Bahdanau or Luong scores), ``attention_layer: top``:
 
     rnn_input_t   = [embed(y_{t-1}); attn_vector_{t-1}]          (input feeding; embed only when off)
     h_t           = RNN(rnn_input_t, h_{t-1})                      (top layer output is the query)
     context_t     = sum_s softmax(score(h_t, key_s)) * memory_s
     attn_vector_t = dropout(tanh(W_c [h_t; context_t]))
     logits_t      = W_out attn_vector_t
+
+``attention_layer: bottom`` (GNMT, Wu et al. 2016; RNMT+, Chen et al. 2018): the bottom layer's output b_t is the
+query, and the context enters the layers above it:
+
+    b_t           = RNN_bottom(rnn_input_t, b_{t-1})
+    context_t     = sum_s softmax(score(b_t, key_s)) * memory_s
+    h_t           = RNN_upper(dropout([b_t; context_t]), h_{t-1})  (the first upper layer reads the context)
+    attn_vector_t = dropout(tanh(W_c [h_t; context_t]))
+
+Without input feeding no position then waits for the one before it outside the RNNs, so teacher forcing runs every
+layer over all positions in one fused call each (:meth:`AttnDecoder._forward_parallel`).
 
 :class:`DecoderState` is a value: search reorders it with :meth:`DecoderState.select`, nothing is kept
 on the module. :class:`Memory` holds the encoder side (values, keys projected once, padding mask).
@@ -22,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seq2seq.attention import build_attention
-from seq2seq.cells import NUM_GATES
+from seq2seq.cells import NUM_GATES, RNNState
 from seq2seq.encoder import EncoderOutput, drop_words
 from seq2seq.gate_norm import GateNorm
 from seq2seq.rnn import make_rnn, rnn_step, run_rnn
@@ -121,6 +132,8 @@ class AttnDecoder(nn.Module):
         residual: residual connections between stacked RNN layers, from the second layer up (RNMT+).
         attention_heads: heads of the attention (:mod:`seq2seq.attention`).
         word_dropout: probability of dropping a target token's whole embedding in training (:func:`drop_words`).
+        attention_layer: ``top`` (the top layer's output queries the attention) or ``bottom`` (the bottom layer's,
+            its context fed to the layers above: GNMT / RNMT+; needs ``num_layers >= 2``).
     """
 
     def __init__(
@@ -143,10 +156,14 @@ class AttnDecoder(nn.Module):
         residual: bool = False,
         attention_heads: int = 1,
         word_dropout: float = 0.0,
+        attention_layer: str = "top",
     ) -> None:
         super().__init__()
         if bridge == "last" and encoder_final_size != hidden_size:
             raise ValueError(f"bridge 'last' needs encoder final size {encoder_final_size} == decoder hidden {hidden_size}")
+        if attention_layer not in ("top", "bottom") or (attention_layer == "bottom" and num_layers < 2):
+            raise ValueError(f"attention_layer must be 'top' or 'bottom' (with num_layers >= 2), got "
+                             f"{attention_layer!r} with num_layers {num_layers}")
         self.rnn_type = rnn_type
         self.num_layers = num_layers
         self.hidden_size = hidden_size
@@ -156,8 +173,12 @@ class AttnDecoder(nn.Module):
         self.embedding = nn.Embedding(vocab_size, emb_size, padding_idx=pad_id)
         self.dropout = nn.Dropout(dropout)
         rnn_input_size = emb_size + (self.attn_vector_size if input_feeding else 0)
-        self.rnn = make_rnn(rnn_type, rnn_impl, rnn_input_size, hidden_size, num_layers, False, dropout)
-        self.rnn_dropout = dropout if num_layers > 1 else 0.0
+        # ``rnn`` holds the layers up to the query; with ``bottom``, ``upper_rnn`` the layers above it
+        self.lower_layers = 1 if attention_layer == "bottom" else num_layers
+        self.rnn = make_rnn(rnn_type, rnn_impl, rnn_input_size, hidden_size, self.lower_layers, False, dropout)
+        self.upper_rnn = make_rnn(rnn_type, rnn_impl, hidden_size + memory_size, hidden_size, num_layers - 1, False,
+                                  dropout) if attention_layer == "bottom" else None
+        self.rnn_dropout = dropout
         self.residual = residual
         self.word_dropout = word_dropout
         self.gate_norms = nn.ModuleList(
@@ -225,10 +246,19 @@ class AttnDecoder(nn.Module):
         if self.input_feeding:
             feed_weight = self.feed_weight() if feed_weight is None else feed_weight
             input_gates = input_gates + F.linear(state.attn_vector, feed_weight)
-        query, rnn_state = rnn_step(self.rnn_type, self.rnn, input_gates, state.rnn_state, self.rnn_dropout,
-                                    self.training, self.gate_norms, self.residual)
+        lower_state, upper_state = split_layers(state.rnn_state, self.lower_layers)
+        norms = self.gate_norms
+        query, lower_state = rnn_step(self.rnn_type, self.rnn, input_gates, lower_state, self.rnn_dropout,
+                                      self.training, norms[: self.lower_layers] if norms is not None else None, self.residual)
         context, attn_weights = self.attention(query, memory.keys, memory.values, memory.pad_mask)
-        attn_vector = self.dropout(torch.tanh(self.attn_vector_layer(torch.cat([query, context], dim=-1))))
+        top = query
+        if self.upper_rnn is not None:
+            upper_gates = F.linear(self.dropout(torch.cat([query, context], dim=-1)), self.upper_rnn.weight_ih_l0,
+                                   self.upper_rnn.bias_ih_l0)
+            top, upper_state = rnn_step(self.rnn_type, self.upper_rnn, upper_gates, upper_state, self.rnn_dropout,
+                                        self.training, norms[self.lower_layers :] if norms is not None else None, self.residual)
+        attn_vector = self.dropout(torch.tanh(self.attn_vector_layer(torch.cat([top, context], dim=-1))))
+        rnn_state = join_layers(lower_state, upper_state)
         hidden, cell = rnn_state if self.rnn_type == "lstm" else (rnn_state, None)
         return attn_vector, DecoderState(hidden=hidden, cell=cell, attn_vector=attn_vector), attn_weights
 
@@ -248,9 +278,11 @@ class AttnDecoder(nn.Module):
     # ------------------------------------------------------------------ training
     @property
     def can_run_parallel(self) -> bool:
-        """Without input feeding, positions depend on each other only through the RNN: one call covers all
-        (torch's fused RNN, so not with layer norm or residual layers, which it does not have)."""
-        return not self.input_feeding and self.gate_norms is None and not self.residual
+        """Without input feeding, positions depend on each other only through the RNNs: one call per RNN covers
+        all (torch's fused RNN, so not with layer norm, nor with residual connections inside a stack of two or
+        more layers, which it does not have)."""
+        stacked = self.lower_layers > 1 or (self.upper_rnn is not None and self.num_layers - self.lower_layers > 1)
+        return not self.input_feeding and self.gate_norms is None and not (self.residual and stacked)
 
     def forward(
         self, tgt_in: Tensor, encoder_output: EncoderOutput, teacher_forcing_ratio: float = 1.0, parallel: bool = True
@@ -288,9 +320,33 @@ class AttnDecoder(nn.Module):
         return logits, torch.stack(attn_weights, dim=1)
 
     def _forward_parallel(self, tgt_in: Tensor, state: DecoderState, memory: Memory) -> tuple[Tensor, Tensor]:
-        """All positions at once (no input feeding): one RNN call, one attention call, one projection."""
+        """All positions at once (no input feeding): one call per RNN, one attention call, one projection."""
         embedded = self.dropout(drop_words(self.embedding(tgt_in), self.word_dropout, self.training))  # (B, T, E)
-        queries, _ = run_rnn(self.rnn, embedded, None, state.rnn_state)  # (B, T, H)
-        context, attn_weights = self.attention(queries, memory.keys, memory.values, memory.pad_mask)
-        attn_vectors = self.dropout(torch.tanh(self.attn_vector_layer(torch.cat([queries, context], dim=-1))))
+        lower_state, upper_state = split_layers(state.rnn_state, self.lower_layers)
+        queries, _ = run_rnn(self.rnn, embedded, None, lower_state)  # (B, T, H)
+        context, attn_weights = self.attention(queries, memory.keys, memory.values, memory.pad_mask)  # (B, T, M)
+        top = queries
+        if self.upper_rnn is not None:
+            top, _ = run_rnn(self.upper_rnn, self.dropout(torch.cat([queries, context], dim=-1)), None, upper_state)
+        attn_vectors = self.dropout(torch.tanh(self.attn_vector_layer(torch.cat([top, context], dim=-1))))
         return self.output_layer(attn_vectors), attn_weights
+
+
+def split_layers(rnn_state: RNNState, lower: int) -> tuple[RNNState, Optional[RNNState]]:
+    """``(L, N, H)`` state (a pair for LSTM) -> layers ``[:lower]`` and ``[lower:]`` (None when empty)."""
+    pair = isinstance(rnn_state, tuple)
+    hidden = rnn_state[0] if pair else rnn_state
+    if hidden.size(0) == lower:
+        return rnn_state, None
+    if pair:
+        return (rnn_state[0][:lower], rnn_state[1][:lower]), (rnn_state[0][lower:], rnn_state[1][lower:])
+    return rnn_state[:lower], rnn_state[lower:]
+
+
+def join_layers(lower: RNNState, upper: Optional[RNNState]) -> RNNState:
+    """The inverse of :func:`split_layers`."""
+    if upper is None:
+        return lower
+    if isinstance(lower, tuple):
+        return torch.cat([lower[0], upper[0]]), torch.cat([lower[1], upper[1]])
+    return torch.cat([lower, upper])

@@ -124,6 +124,7 @@ def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, pad_
         residual=cfg.residual,
         attention_heads=cfg.attention_heads,
         word_dropout=cfg.word_dropout,
+        attention_layer=cfg.attention_layer,
     )
     model = Seq2Seq(encoder, decoder, pad_id=pad_id)
     _init_weights(model)

@@ -17,6 +17,7 @@ from support.model_inputs import (
     TGT_VOCAB,
     make_model,
     random_batch,
+    randomize,
     state_tensors,
     stepped_logits,
     summed_nll,
@@ -172,3 +173,69 @@ def test_bf16_forward_equals_the_step_loop_and_casts_the_feed_weight_once(monkey
     assert weight.dtype == torch.bfloat16
     assert decoder_module.autocast_once(model.decoder.feed_weight(), "cpu").dtype == torch.float32  # autocast off
     torch.testing.assert_close(logits.float(), stepped.float(), atol=0, rtol=0)
+
+
+# ---------------------------------------------------------------------------- attention from the bottom layer
+def bottom_attention_reference(model, src, src_lengths, tgt_in, residual: bool = False) -> torch.Tensor:
+    """GNMT / RNMT+ decoding written out with torch's own ``GRUCell`` / ``LSTMCell`` (weights copied from the
+    decoder's RNNs), one position and one layer at a time: the bottom layer's output queries the attention, the
+    first layer above it reads ``[bottom; context]``, residual connections from the third layer up."""
+    decoder = model.decoder
+    lstm = decoder.rnn_type == "lstm"
+    cell_class = torch.nn.LSTMCell if lstm else torch.nn.GRUCell
+    layers = [(decoder.rnn, 0)] + [(decoder.upper_rnn, k) for k in range(decoder.num_layers - 1)]
+    cells = []
+    for rnn, k in layers:
+        weight_ih = getattr(rnn, f"weight_ih_l{k}")
+        cell = cell_class(weight_ih.size(1), DEC_HIDDEN)
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(cell, name).data.copy_(getattr(rnn, f"{name}_l{k}"))
+        cells.append(cell)
+    state, memory = decoder.start(model.encode(src, src_lengths))
+    hidden = list(state.hidden.unbind(0))
+    cell_state = list(state.cell.unbind(0)) if lstm else None
+    attn_vector, logits = state.attn_vector, []
+    for t in range(tgt_in.size(1)):
+        below = decoder.embedding(tgt_in[:, t])
+        if decoder.input_feeding:
+            below = torch.cat([below, attn_vector], dim=-1)
+        for layer, cell in enumerate(cells):
+            if lstm:
+                hidden[layer], cell_state[layer] = cell(below, (hidden[layer], cell_state[layer]))
+            else:
+                hidden[layer] = cell(below, hidden[layer])
+            if layer == 0:
+                context, _ = decoder.attention(hidden[0], memory.keys, memory.values, memory.pad_mask)
+                below = torch.cat([hidden[0], context], dim=-1)
+            else:
+                below = hidden[layer] + below if residual and layer >= 2 else hidden[layer]
+        attn_vector = torch.tanh(decoder.attn_vector_layer(torch.cat([below, context], dim=-1)))
+        logits.append(decoder.output_layer(attn_vector))
+    return torch.stack(logits, dim=1)
+
+
+@pytest.mark.parametrize("rnn_type,input_feeding,decoder_layers,residual", [
+    ("gru", False, 2, False), ("lstm", False, 2, False), ("gru", True, 2, False), ("lstm", False, 3, True),
+])
+def test_attention_from_the_bottom_layer_matches_the_cells_written_out(rnn_type, input_feeding, decoder_layers,
+                                                                        residual):
+    """Teacher forcing (the one-call path where it applies), stepping and the written-out reference agree."""
+    model = make_model(rnn_type, attention_layer="bottom", input_feeding=input_feeding,
+                       decoder_layers=decoder_layers, residual=residual)
+    randomize(model, seed=5)
+    assert model.decoder.can_run_parallel == (not input_feeding and not (residual and decoder_layers > 2))
+    src, src_lengths, tgt_in, _ = random_batch(SRC_LENGTHS, TGT_LENGTHS)
+    with torch.no_grad():
+        expected = bottom_attention_reference(model, src, src_lengths, tgt_in, residual)
+        forward_logits, _ = model(src, src_lengths, tgt_in)
+        stepped = stepped_logits(model, src, src_lengths, tgt_in)
+    torch.testing.assert_close(forward_logits, expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(stepped, expected, atol=1e-4, rtol=0)
+
+
+def test_attention_from_the_bottom_layer_needs_two_decoder_layers():
+    cfg = Config(model=ModelConfig(attention_layer="bottom", decoder_layers=1))
+    with pytest.raises(ConfigError, match="model.attention_layer"):
+        cfg.validate()
+    cfg.model.decoder_layers = 2
+    cfg.validate()

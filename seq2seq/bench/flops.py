@@ -41,13 +41,17 @@ def forward_flops(
         return total
 
     decoder_input = m.emb_size + (attn_vector if m.input_feeding else 0)
+    if m.attention_layer == "bottom":  # the bottom layer, then the layers above it reading [bottom; context]
+        decoder_rnn = rnn(decoder_input, hidden, 1, 1) + rnn(hidden + memory, hidden, m.decoder_layers - 1, 1)
+    else:
+        decoder_rnn = rnn(decoder_input, hidden, m.decoder_layers, 1)
     bahdanau = m.attention == "bahdanau"  # Bahdanau's MLP has ``hidden`` units
     return {
         "encoder_rnn": src_tokens * rnn(m.emb_size, m.encoder_hidden_size, m.encoder_layers, dirs),
         "attention_keys": keys * 2 * memory * hidden if m.attention != "luong_dot" else 0,
         "bridge": sentences * m.decoder_layers * 2 * memory * hidden * (2 if m.rnn_type == "lstm" else 1)
         if m.bridge == "bridge" else 0,
-        "decoder_rnn": tgt_tokens * rnn(decoder_input, hidden, m.decoder_layers, 1),
+        "decoder_rnn": tgt_tokens * decoder_rnn,
         "attention_query": tgt_tokens * 2 * hidden * hidden if bahdanau else 0,
         "attention_scores": pairs * 2 * hidden,  # Bahdanau: energy v^T tanh(.); Luong: q . k
         "attention_context": pairs * 2 * memory,

@@ -58,6 +58,8 @@ def check_config(cfg: "Config") -> "Config":
          and cfg.model.decoder_hidden_size % cfg.model.attention_heads == 0
          and memory % cfg.model.attention_heads == 0,
          ">= 1 and a divisor of model.decoder_hidden_size and of the encoder output size"),
+        ("model.attention_layer", cfg.model.attention_layer == "top" or cfg.model.decoder_layers >= 2,
+         "'top', or 'bottom' with model.decoder_layers >= 2"),
         ("data.max_length", cfg.data.max_length >= 1, ">= 1"),
         ("data.num_workers", cfg.data.num_workers >= 0, ">= 0 (0 = auto)"),
         ("train.max_tokens", cfg.train.max_tokens >= 2, ">= 2"),

@@ -95,6 +95,10 @@ class ModelConfig:
     decoder_layers: int = 1
     attention: Literal["bahdanau", "luong_dot", "luong_general"] = "bahdanau"
     input_feeding: bool = True
+    #: which decoder layer queries the attention: ``top`` (Luong), or ``bottom`` with the context fed to the layers
+    #: above it (GNMT, Wu et al. 2016; RNMT+); ``bottom`` needs ``decoder_layers >= 2``, and without input feeding
+    #: teacher forcing then runs every decoder layer over all positions in one call
+    attention_layer: Literal["top", "bottom"] = "top"
     bridge: Literal["bridge", "last", "zero"] = "bridge"
     dropout: float = 0.2
     tie_embeddings: bool = False
