@@ -156,7 +156,10 @@ def test_compare_reports_ratios_to_the_first_variant_and_to_each_peer(multi30k_d
     assert peers["joeynmt"]["target_tokens_per_s"] == pytest.approx(257)
     assert "replayed" in peers["joeynmt"]["batch_source"] and peers["joeynmt"]["target_tokens_per_batch"] > 0
     for peer in peers.values():
-        assert peer["seconds"] == 7 and 0 < peer["fraction_of_fp32_gemm_peak"] < 1
+        # the stand-in's printed speed is fixed while the peak is this machine's, so the share is checked by
+        # its definition, not by a range (a busy machine measures a low peak)
+        assert peer["seconds"] == 7 and peer["fraction_of_fp32_gemm_peak"] == pytest.approx(
+            peer["achieved_gflops"] / report["gemm"]["peak_gflops"]["fp32"])
         assert peer["achieved_gflops"] == pytest.approx(peer["target_tokens_per_s"] * peer["mflop_per_target_token"]
                                                         / 1e3)
         for v in report["variants"]:
