@@ -247,16 +247,17 @@ class AttnDecoder(nn.Module):
             feed_weight = self.feed_weight() if feed_weight is None else feed_weight
             input_gates = input_gates + F.linear(state.attn_vector, feed_weight)
         lower_state, upper_state = split_layers(state.rnn_state, self.lower_layers)
-        norms = self.gate_norms
+        # per layer its GateNorm or None (a plain list: slicing the ModuleList would build a module every step)
+        norms = list(self.gate_norms) if self.gate_norms is not None else [None] * self.num_layers
         query, lower_state = rnn_step(self.rnn_type, self.rnn, input_gates, lower_state, self.rnn_dropout,
-                                      self.training, norms[: self.lower_layers] if norms is not None else None, self.residual)
+                                      self.training, norms[: self.lower_layers], self.residual)
         context, attn_weights = self.attention(query, memory.keys, memory.values, memory.pad_mask)
         top = query
         if self.upper_rnn is not None:
             upper_gates = F.linear(self.dropout(torch.cat([query, context], dim=-1)), self.upper_rnn.weight_ih_l0,
                                    self.upper_rnn.bias_ih_l0)
             top, upper_state = rnn_step(self.rnn_type, self.upper_rnn, upper_gates, upper_state, self.rnn_dropout,
-                                        self.training, norms[self.lower_layers :] if norms is not None else None, self.residual)
+                                        self.training, norms[self.lower_layers :], self.residual)
         attn_vector = self.dropout(torch.tanh(self.attn_vector_layer(torch.cat([top, context], dim=-1))))
         rnn_state = join_layers(lower_state, upper_state)
         hidden, cell = rnn_state if self.rnn_type == "lstm" else (rnn_state, None)

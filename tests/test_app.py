@@ -156,7 +156,8 @@ def test_health_and_info(client, translator, tiny_model_dir):
     assert info["decode"]["beam_size"] == info["default_beam_size"] == 3
     assert info["model"] == {"rnn_type": "gru", "rnn_impl": "fused", "emb_size": 32, "encoder_hidden_size": 32,
                              "encoder_layers": 1, "bidirectional": True, "decoder_hidden_size": 48, "decoder_layers": 1,
-                             "attention": "bahdanau", "input_feeding": True, "attention_layer": "top", "bridge": "bridge", "dropout": 0.0,
+                             "attention": "bahdanau", "input_feeding": True, "attention_layer": "top",
+                             "bridge": "bridge", "dropout": 0.0,
                              "tie_embeddings": False, "layer_norm": False, "residual": False, "attention_heads": 1,
                              "word_dropout": 0.0}  # the recipe (configs/multi30k_en_de.yaml) with TINY_OVERRIDES
     assert info["limits"]["max_texts"] == LIMITS.max_texts and info["limits"]["max_reply_bytes"] == 400_000
