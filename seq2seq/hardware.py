@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import platform
 from pathlib import Path
+from typing import Mapping
 
 import torch
 
@@ -14,12 +15,17 @@ CPUINFO = Path("/proc/cpuinfo")
 #: the CPU flags that decide the speed of fp32 and bf16 matmuls (native bf16 dot products, AMX tiles, AVX-512)
 SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "avx_vnni", "amx_tile",
                "amx_bf16", "amx_fp16")
+#: environment variables that keep torch's kernels (ATen, oneDNN, MKL) below the instructions the CPU has: with
+#: ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2`` an AVX-512 host computes bf16
+#: by emulation, as a host without AVX-512 does, so the same CPU under other limits is another machine
+ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
 
 def machine_name(device: torch.device) -> str:
     """What the speed of each dtype depends on: the GPU's name and compute capability; the CPU's model name,
-    family / model / stepping, speed-relevant ISA flags (:data:`SPEED_FLAGS`) and core count. Two hosts a
-    virtual machine calls alike ("AMD EPYC") can differ in all of these, and in which dtype is faster."""
+    family / model / stepping, speed-relevant ISA flags (:data:`SPEED_FLAGS`), core count and the instruction
+    limits this process runs under (:func:`isa_limits`). Two hosts a virtual machine calls alike ("AMD EPYC") can
+    differ in all of these, and in which dtype is faster."""
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         major, minor = torch.cuda.get_device_capability(index)
@@ -28,7 +34,13 @@ def machine_name(device: torch.device) -> str:
         cpuinfo = CPUINFO.read_text(encoding="utf-8", errors="replace")
     except OSError:
         cpuinfo = ""
-    return f"{cpu_identity(cpuinfo)}, {os.cpu_count()} cores"
+    limits = isa_limits(os.environ)
+    return f"{cpu_identity(cpuinfo)}, {os.cpu_count()} cores" + (f", limited to {limits}" if limits else "")
+
+
+def isa_limits(environ: Mapping[str, str]) -> str:
+    """The instruction-set limits among ``environ`` (:data:`ISA_LIMITS`) as ``NAME=value ...``, or ``""``."""
+    return " ".join(f"{name}={environ[name]}" for name in ISA_LIMITS if environ.get(name, "").strip())
 
 
 def cpu_identity(cpuinfo: str) -> str:

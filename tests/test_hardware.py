@@ -23,3 +23,21 @@ def test_the_cpu_is_named_by_what_decides_its_speed():
     assert "family 26 model 2 stepping 1" in fast and "avx512_bf16" in fast and "avx512" not in slow
     assert hardware.cpu_identity(cpuinfo(26, 2, 1, "avx avx2 fma avx512f avx512_bf16 avx512_vnni", mhz=3100.5)) == fast
     assert hardware.cpu_identity(cpuinfo(26, 2, 2, "avx avx2 fma avx512f avx512_bf16 avx512_vnni")) != fast
+
+
+def test_instruction_limits_name_another_machine(monkeypatch):
+    """The same CPU with torch's kernels held to AVX2 computes bf16 by emulation: its dtype measurement must not be
+    served from the unlimited CPU's cache entry (nor the other way round)."""
+    import torch
+
+    for name in hardware.ISA_LIMITS:
+        monkeypatch.delenv(name, raising=False)
+    cpu = torch.device("cpu")
+    plain = hardware.machine_name(cpu)
+    assert "limited" not in plain
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    limited = hardware.machine_name(cpu)
+    assert limited == f"{plain}, limited to ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2"
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", " ")  # set but empty: no limit
+    assert hardware.machine_name(cpu) == f"{plain}, limited to ONEDNN_MAX_CPU_ISA=AVX2"
