@@ -270,7 +270,7 @@ def test_shipped_recipes_anneal_to_their_budget():
 
 
 def test_the_1_hour_recipe_is_the_20_minute_recipe_over_an_hour_with_more_dropout():
-    """docs/quality.md (pairs H and I) chose the 20-minute recipe annealed over 60 minutes with dropout 0.3 and word
+    """docs/experiments.md (pairs H and I) chose the 20-minute recipe annealed over 60 minutes with dropout 0.3 and word
     dropout 0.1; nothing else may differ."""
     short, hour = (load_config(REPO_ROOT / "configs" / name) for name in ("multi30k_en_de.yaml", "multi30k_en_de_1h.yaml"))
     assert (hour.train.max_minutes, hour.model.dropout, hour.model.word_dropout) == (60, 0.3, 0.1)
