@@ -40,7 +40,8 @@ def machine_name(device: torch.device) -> str:
 
 def isa_limits(environ: Mapping[str, str]) -> str:
     """The instruction-set limits among ``environ`` (:data:`ISA_LIMITS`) as ``NAME=value ...``, or ``""``."""
-    return " ".join(f"{name}={environ[name]}" for name in ISA_LIMITS if environ.get(name, "").strip())
+    values = {name: environ.get(name, "").strip() for name in ISA_LIMITS}
+    return " ".join(f"{name}={value}" for name, value in values.items() if value)
 
 
 def cpu_identity(cpuinfo: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from seq2seq import hardware
 
 
@@ -28,8 +30,6 @@ def test_the_cpu_is_named_by_what_decides_its_speed():
 def test_instruction_limits_name_another_machine(monkeypatch):
     """The same CPU with torch's kernels held to AVX2 computes bf16 by emulation: its dtype measurement must not be
     served from the unlimited CPU's cache entry (nor the other way round)."""
-    import torch
-
     for name in hardware.ISA_LIMITS:
         monkeypatch.delenv(name, raising=False)
     cpu = torch.device("cpu")
