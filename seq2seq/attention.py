@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from seq2seq.additive_scores import additive_scores
+
 
 class Attention(nn.Module):
     """Base: subclasses define ``precompute_keys`` and ``score``.
@@ -110,12 +112,11 @@ class BahdanauAttention(Attention):
 
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
         projected_query = self.query_layer(query)  # (B, T, A)
-        energy = torch.tanh(projected_query.unsqueeze(2) + keys.unsqueeze(1))  # (B, T, S, A)
         if self.heads == 1:
-            return self.energy_layer(energy).squeeze(-1).unsqueeze(1)  # (B, 1, T, S)
-        # head h sums its slice of the A units with v_h: one GEMM with the block-diagonal (A, heads) matrix of the v_h
-        per_head = torch.block_diag(*self.energy.unsqueeze(1)).T  # (A, heads)
-        return (energy @ per_head.to(energy.dtype)).permute(0, 3, 1, 2)  # (B, heads, T, S)
+            per_head = self.energy_layer.weight.T  # (A, 1)
+        else:  # head h sums its slice of the A units with v_h: the block-diagonal (A, heads) matrix of the v_h
+            per_head = torch.block_diag(*self.energy.unsqueeze(1)).T  # (A, heads)
+        return additive_scores(projected_query, keys, per_head).permute(0, 3, 1, 2)  # (B, heads, T, S)
 
 
 class LuongAttention(Attention):

@@ -8,7 +8,8 @@ import torch
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
-    """Dynamic int8 quantization of the linear layers (CPU inference)."""
+    """Dynamic int8 quantization of the linear layers (CPU inference), all but the additive attention's energy
+    vector ``v`` (a 1-output layer, read as a weight by seq2seq/additive_scores.py: there is nothing to save)."""
     quantize_dynamic = getattr(getattr(torch.ao, "quantization", None), "quantize_dynamic", None)
     if quantize_dynamic is None:
         raise ValueError(f"quantize='int8' needs torch.ao.quantization.quantize_dynamic, which torch "
@@ -16,4 +17,6 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     with warnings.catch_warnings():  # torch marks its eager-mode quantization as deprecated
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        linear = {name for name, module in model.named_modules()
+                  if isinstance(module, torch.nn.Linear) and not name.endswith("energy_layer")}
+        return quantize_dynamic(model, linear, dtype=torch.qint8)
