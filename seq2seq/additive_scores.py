@@ -11,8 +11,8 @@ hosts of this project it runs at a sixth of ``sigmoid``'s speed (docs/benchmarks
 - ``tanh(x) = 2 sigmoid(2x) - 1``, and the ``- 1`` folds into the sum: ``scores = 2 sigmoid(2q + 2k) V - sum_a V``;
 - the (chunk, S, A) slab is computed for a few target positions (or batch rows) at a time, small enough to stay
   in cache, and never kept: the backward pass recomputes it chunk by chunk (as activation checkpointing does);
-- the work is done in fp32 whatever the autocast dtype (only the (B, T, A) / (B, S, A) inputs are cast), so
-  bf16 training rounds the inputs and nothing inside.
+- the work is done in fp32 whatever the autocast dtype (the (B, T, A) queries are cast, the (B, S, A) keys once
+  or chunk by chunk), so bf16 rounds the inputs and nothing inside.
 
 The gradients, with ``sg = sigmoid(2q + 2k)`` and ``g`` the incoming gradient (B, T, S, H)::
 
@@ -48,24 +48,31 @@ def chunks(batch: int, steps: int, slab: int, budget: int) -> list[tuple[slice, 
     return [(slice(b, b + rows), slice(t, t + 1)) for t in range(steps) for b in range(0, batch, rows)]
 
 
-def _sigmoid_slab(q2: Tensor, k2: Tensor, rows: slice, steps: slice) -> Tensor:
-    """sigmoid(2q + 2k) for one chunk: (b, t, S, A), with q2 = 2q and k2 = 2k."""
-    return torch.add(q2[rows, steps].unsqueeze(2), k2[rows].unsqueeze(1)).sigmoid_()
+def _widened_keys(k: Tensor, q: Tensor) -> Tensor:
+    """The keys in the working dtype: widened whole once when several target positions share them (training),
+    else left for :func:`_sigmoid_slab` to widen chunk by chunk (a decoding step: one position, so widening the
+    whole would be one more pass as large as the work itself)."""
+    return k.to(q.dtype) if q.size(1) > 1 else k
+
+
+def _sigmoid_slab(q2: Tensor, k: Tensor, rows: slice, steps: slice) -> Tensor:
+    """sigmoid(2q + 2k) for one chunk: (b, t, S, A) in q2's dtype, with q2 = 2q."""
+    return torch.add(q2[rows, steps].unsqueeze(2), k[rows].to(q2.dtype).unsqueeze(1), alpha=2).sigmoid_()
 
 
 class ChunkedAdditiveScores(torch.autograd.Function):
-    """scores (B, T, S, H) from q (B, T, A), k (B, S, A), V (A, H), all of one dtype (fp32 or fp64); ``budget``:
-    elements of one chunk's slab. See the module docstring."""
+    """scores (B, T, S, H) from q (B, T, A) and V (A, H) of the working dtype (fp32 or fp64) and k (B, S, A) of
+    that dtype or a narrower one; ``budget``: elements of one chunk's slab. See the module docstring."""
 
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, V: Tensor, budget: int) -> Tensor:
         with torch.autocast(q.device.type, enabled=False):
-            q2, k2 = q * 2, k * 2
+            q2, keys = q * 2, _widened_keys(k, q)
             batch, steps, size = q.shape
             scores = q.new_empty(batch, steps, k.size(1), V.size(1))
             V2 = V * 2
             for rows, positions in chunks(batch, steps, k.size(1) * size, budget):
-                scores[rows, positions] = _sigmoid_slab(q2, k2, rows, positions) @ V2
+                scores[rows, positions] = _sigmoid_slab(q2, keys, rows, positions) @ V2
             scores -= V.sum(0)
         ctx.save_for_backward(q, k, V)
         ctx.budget = budget
@@ -76,13 +83,13 @@ class ChunkedAdditiveScores(torch.autograd.Function):
         q, k, V = ctx.saved_tensors
         with torch.autocast(q.device.type, enabled=False):
             grad = grad.to(q.dtype)
-            q2, k2 = q * 2, k * 2
+            q2, keys = q * 2, _widened_keys(k, q)
             batch, steps, size = q.shape
             heads = V.size(1)
-            dq, dk, dV = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(V)
+            dq, dk, dV = torch.empty_like(q), k.new_zeros(k.shape, dtype=q.dtype), torch.zeros_like(V)
             V4 = V.T * 4  # (H, A)
             for rows, positions in chunks(batch, steps, k.size(1) * size, budget=ctx.budget):
-                sg = _sigmoid_slab(q2, k2, rows, positions)  # (b, t, S, A)
+                sg = _sigmoid_slab(q2, keys, rows, positions)  # (b, t, S, A)
                 g = grad[rows, positions]  # (b, t, S, H)
                 dV += sg.flatten(0, 2).T @ g.flatten(0, 2)
                 sg.sub_(sg * sg)  # sg (1 - sg)
@@ -93,7 +100,7 @@ class ChunkedAdditiveScores(torch.autograd.Function):
                 dq[rows, positions] = sg.sum(2)
                 dk[rows] += sg.sum(1)
             dV.mul_(2).sub_(grad.sum((0, 1, 2)))
-        return dq, dk, dV, None
+        return dq, dk.to(k.dtype), dV, None
 
 
 def additive_scores(q: Tensor, k: Tensor, V: Tensor, budget: int | None = None) -> Tensor:
@@ -104,5 +111,5 @@ def additive_scores(q: Tensor, k: Tensor, V: Tensor, budget: int | None = None) 
     if q.device.type != "cpu" or torch.onnx.is_in_onnx_export():
         return plain_additive_scores(q, k, V)
     work = torch.promote_types(q.dtype, torch.float32)  # fp32, or fp64 for a gradient check
-    scores = ChunkedAdditiveScores.apply(q.to(work), k.to(work), V.to(work), budget or CHUNK_ELEMENTS)
+    scores = ChunkedAdditiveScores.apply(q.to(work), k, V.to(work), budget or CHUNK_ELEMENTS)
     return scores.to(q.dtype)

@@ -56,13 +56,14 @@ def test_gradients_pass_a_numerical_check():
     assert torch.autograd.gradcheck(lambda q, k, V: ChunkedAdditiveScores.apply(q, k, V, 2 * 4 * 6), (q, k, V))
 
 
-def test_fp32_matches_the_formula_and_bf16_autocast_computes_inside_in_fp32():
-    q, k, V = inputs(batch=4, steps=6, length=7, size=32, heads=1, dtype=torch.float32)
+@pytest.mark.parametrize("steps", [6, 1], ids=["training (keys widened once)", "a decoding step (chunk by chunk)"])
+def test_fp32_matches_the_formula_and_bf16_autocast_computes_inside_in_fp32(steps):
+    q, k, V = inputs(batch=4, steps=steps, length=7, size=32, heads=1, dtype=torch.float32)
     expected = textbook(q.double(), k.double(), V.double())
-    torch.testing.assert_close(additive_scores(q, k, V).double(), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(additive_scores(q, k, V, budget=2 * 7 * 32).double(), expected, atol=1e-5, rtol=0)
     qb, kb = q.bfloat16(), k.bfloat16()  # what autocast hands over: bf16 projections, the fp32 parameter
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        scores = additive_scores(qb, kb, V)
+        scores = additive_scores(qb, kb, V, budget=2 * 7 * 32)
     assert scores.dtype == torch.bfloat16
     rounded_inputs = textbook(qb.double(), kb.double(), V.double())  # the only rounding is the inputs' and the result's
     torch.testing.assert_close(scores.double(), rounded_inputs, atol=1e-6, rtol=2**-8)  # half a bf16 step
