@@ -6,14 +6,17 @@
     python scripts/benchmark.py --compare fp32,bf16,auto     # variants in one process, ratios to the first
     python scripts/benchmark.py --peers joeynmt,opennmt --peer-seconds 300   # and both peers trained here after
     python scripts/benchmark.py --joeynmt 150                # short for --peers joeynmt --peer-seconds 150
+    python scripts/benchmark.py --model runs/multi30k_en_de --skip-train --peers opennmt --peer-seconds 1200 \
+        --peer-decode                                        # OpenNMT-py trained 20 min, both models decode
     python scripts/benchmark.py --compare "fused:model.rnn_impl=fused,textbook:model.rnn_impl=reference"
 
 Measured in one process: the GEMM peak of this machine (fp32 and bf16 ``torch.matmul``), training throughput
 (the per-step work of ``seq2seq.train``: fetch batch, autocast forward, loss / tokens backward, clip, Adam step)
 with achieved GFLOP/s from an analytic FLOP count (cross-checked with ``FlopCounterMode``), and greedy and beam
-decoding of the first test split (throughput at ``--batch-size`` and batch-1 latency); with ``--peers``, each
-named peer (JoeyNMT 2.3.0, OpenNMT-py 3.5.1) trained after that by its harness in ../shared/peers/, one after
-another, and our training speed over each (seq2seq/bench/peers.py says how the toolkits' batch sizes map). Prints
+decoding of the first test split (throughput at ``--batch-size`` and batch-1 latency, with sacreBLEU); with
+``--peers``, each named peer (JoeyNMT 2.3.0, OpenNMT-py 3.5.1) trained after that by its harness in ../shared/peers/,
+one after another, and our training speed over each (seq2seq/bench/peers.py says how the toolkits' batch sizes
+map); with ``--peer-decode`` also each peer's model decoding the same sentences (seq2seq/bench/peer_decoding.py). Prints
 tables and writes everything to ``--json``. Without ``--model`` the decoded model is the one just benchmarked (a
 few training steps: its outputs are long and poor, so read decoding figures per generated token).
 """
@@ -38,9 +41,11 @@ from seq2seq.bench.decoding import bench_decoding, decoding_translator
 from seq2seq.bench.joeynmt import JOEYNMT
 from seq2seq.bench.machine import PEAK_DTYPES, cpu_name, gemm_peak
 from seq2seq.bench.opennmt import OPENNMT
-from seq2seq.bench.peers import PeerError, PeerToolkit, harness_script, measure_peers, parse_peers, peer_ratios
+from seq2seq.bench.peer_decoding import decode_with_peer, decoding_ratios
+from seq2seq.bench.peers import (PeerError, PeerToolkit, harness_script, measure_peers, parse_peers, peer_dir,
+                                 peer_ratios)
 from seq2seq.bench.profiling import profile
-from seq2seq.bench.report import compare_ratios, print_peers, print_variant
+from seq2seq.bench.report import compare_ratios, print_peer_decoding, print_peers, print_variant
 from seq2seq.bench.training import TrainingBench, bench_training
 from seq2seq.bench.variants import DTYPES, Variant, parse_variants
 from seq2seq.bench.workload import Workload, load_workload
@@ -95,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                         + ")")
     parser.add_argument("--peers-dir", type=Path, default=PEERS_DIR, help="where the peers' harnesses are, one "
                         "folder per peer holding speed.sh (default: ../shared/peers)")
+    parser.add_argument("--peer-decode", action="store_true", help="each peer whose harness keeps its model "
+                        "(OpenNMT-py) then decodes the sentences ours decoded, greedy and beam 5, timed and scored")
     parser.add_argument("--joeynmt", type=int, default=0, metavar="SECONDS",
                         help="short for --peers joeynmt --peer-seconds SECONDS")
     parser.add_argument("--profile", type=int, default=0, metavar="ROWS",
@@ -122,6 +129,9 @@ def resolve_peers(args: argparse.Namespace) -> list[PeerToolkit]:
         args.peers, args.peer_seconds = "joeynmt", args.joeynmt
     if args.peer_seconds is not None and (args.peer_seconds < 1 or not args.peers):
         raise ConfigError("--peer-seconds must be >= 1 and goes with --peers NAMES")
+    if args.peer_decode and (not args.peers or args.skip_decode):
+        raise ConfigError("--peer-decode compares the peers' decoding with ours: it needs --peers NAMES and no "
+                          "--skip-decode")
     toolkits = parse_peers(args.peers, PEERS) if args.peers else []
     for toolkit in toolkits:
         harness_script(args.peers_dir, toolkit)
@@ -174,7 +184,8 @@ def run_variants(args: argparse.Namespace, variants: list[Variant], device: torc
             print(f"[{variant.name}] decoding ...", file=sys.stderr, flush=True)
             translator = decoding_translator(cfg, work, device, args.model, trained)
             sources = work.test_sources[: args.decode_sentences or None]
-            result["decode"] = bench_decoding(translator, sources, args.batch_size, args.latency_sentences)
+            references = work.test_references[: len(sources)]
+            result["decode"] = bench_decoding(translator, sources, args.batch_size, args.latency_sentences, references)
             result["decode"]["split"] = work.test_split
             result["decode"]["trained_model"] = args.model is not None
             result["decode"]["model"] = (str(args.model) if args.model else
@@ -185,6 +196,17 @@ def run_variants(args: argparse.Namespace, variants: list[Variant], device: torc
             profile(cfg, work, model, device, work.test_sources, args.profile)
         results.append(result)
     return results
+
+
+def peer_decoding(args: argparse.Namespace, toolkit: PeerToolkit, model: Path, variants: list[dict[str, Any]],
+                  work: Workload) -> dict[str, Any]:
+    """The peer's model decoding the test sentences ours decoded, and each variant's decoding over it."""
+    sources = work.test_sources[: args.decode_sentences or None]
+    print(f"[{toolkit.name}] decoding {len(sources)} sentences with {model} ...", file=sys.stderr, flush=True)
+    figures = decode_with_peer(toolkit.decoder, model, peer_dir() / "spm", sources, work.test_references[: len(sources)],
+                               args.batch_size, args.latency_sentences, torch.get_num_threads())
+    figures["ratios"] = {v["name"]: decoding_ratios(v["decode"], figures) for v in variants if v.get("decode")}
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,13 +255,18 @@ def main(argv: list[str] | None = None) -> int:
     if toolkits:
         report["peers"] = {}
         try:
-            for name, peer in measure_peers(toolkits, args.peer_seconds, base_cfg, args.peers_dir, peaks["fp32"]):
+            for name, peer in measure_peers(toolkits, args.peer_seconds, base_cfg, args.peers_dir, peaks["fp32"],
+                                            keep_models=args.peer_decode):
                 report["peers"][name] = dict(peer, ratios=peer_ratios(peer, report["variants"]))
+                if args.peer_decode and peer["model"]:
+                    report["peers"][name]["decode"] = peer_decoding(args, PEERS[name], Path(peer["model"]),
+                                                                    report["variants"], variant_workload(args, base_cfg, workloads))
         except PeerError as err:  # the figures measured so far are still written
             print(f"error: {err}", file=sys.stderr)
             status = 2
         if report["peers"]:
             print_peers(report["peers"], peaks)
+            print_peer_decoding(report["peers"], report["variants"])
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"\nwrote {args.json}")
     return status

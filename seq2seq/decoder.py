@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from seq2seq.attention import build_attention
 from seq2seq.cells import NUM_GATES, RNNState
+from seq2seq.dropout import Dropout
 from seq2seq.encoder import EncoderOutput, drop_words
 from seq2seq.gate_norm import GateNorm
 from seq2seq.rnn import make_rnn, rnn_step, run_rnn
@@ -171,7 +172,7 @@ class AttnDecoder(nn.Module):
         self.bridge = bridge
         self.attn_vector_size = emb_size if tie_embeddings else hidden_size
         self.embedding = nn.Embedding(vocab_size, emb_size, padding_idx=pad_id)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         rnn_input_size = emb_size + (self.attn_vector_size if input_feeding else 0)
         # ``rnn`` holds the layers up to the query; with ``bottom``, ``upper_rnn`` the layers above it
         self.lower_layers = 1 if attention_layer == "bottom" else num_layers

@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from seq2seq.dropout import Dropout, dropout
 from seq2seq.rnn import make_rnn, run_rnn
 
 
@@ -108,7 +109,7 @@ class RNNEncoder(nn.Module):
         self.output_size = hidden_size * self.num_directions
         self.rnn_type = rnn_type
         self.embedding = nn.Embedding(vocab_size, emb_size, padding_idx=pad_id)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.word_dropout = word_dropout
         self.residual = residual and num_layers > 1
         if self.residual:  # one RNN per layer, so that each can add its input to its output
@@ -151,7 +152,7 @@ class RNNEncoder(nn.Module):
         layer_input, finals = embedded, []
         for layer, rnn in enumerate(self.layers):
             if layer > 0:
-                layer_input = nn.functional.dropout(layer_input, self.layer_dropout, self.training)
+                layer_input = dropout(layer_input, self.layer_dropout, self.training)
             outputs, final = run_rnn(rnn, layer_input, src_lengths, None)
             layer_input = outputs + layer_input if layer > 0 else outputs
             finals.append(final)

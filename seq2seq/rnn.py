@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seq2seq.cells import NUM_GATES, ReferenceRNN, RNNState, gru_from_gates, lstm_from_gates, param_suffix
+from seq2seq.dropout import dropout as drop
 
 
 def make_rnn(
@@ -110,7 +111,7 @@ def rnn_step(
     for layer in range(hidden.size(0)):
         weight_ih, weight_hh, bias_ih, bias_hh = layer_weights(rnn, layer)
         if layer > 0:
-            layer_input = F.dropout(layer_input, dropout, training)
+            layer_input = drop(layer_input, dropout, training)
             input_gates = F.linear(layer_input, weight_ih, bias_ih)
         hidden_gates = F.linear(hidden[layer], weight_hh, bias_hh)
         # Under autocast the GEMMs run in bf16/fp16; the gate arithmetic and the state carried from step

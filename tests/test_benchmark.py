@@ -126,18 +126,40 @@ def make_peer_models(multi30k_dir: Path, peer_home: Path) -> None:
                                        model_prefix=str(peer_home / "spm" / lang), num_threads=1, minloglevel=2)
 
 
+def fake_onmt_translate(peer_home: Path) -> Path:
+    """A stand-in for OpenNMT-py's ``onmt_translate`` in the harness's virtual environment (OpenNMT-py is not
+    installed here): it copies its source pieces to its output, notes its arguments in ``translate_calls.txt`` and
+    logs its timer as the real one does, 2.5 ms a sentence greedy and 5.0 with a beam."""
+    script = peer_home / "opennmt-venv" / "bin" / "onmt_translate"
+    script.parent.mkdir(parents=True)
+    script.write_text(f"""#!{sys.executable}
+import sys, shutil
+args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+shutil.copy(args["-src"], args["-output"])
+with open("{peer_home}/translate_calls.txt", "a") as calls:
+    calls.write(" ".join(sys.argv[1:]) + "\\n")
+print("[2026-12-06 18:00:00,000 INFO] Average translation time (ms): " + ("2.5" if args["-beam_size"] == "1" else "5.0"), file=sys.stderr)
+""", encoding="utf-8")
+    script.chmod(0o755)
+    return script
+
+
 def test_compare_reports_ratios_to_the_first_variant_and_to_each_peer(multi30k_dir, cache_dir, tmp_path):
     """Three variants, then both peers (harnesses that print what the real ones printed), one after the other in
-    the order named, each given --peer-seconds; our speed over each in the report."""
+    the order named, each given --peer-seconds; our speed over each in the report. With --peer-decode the OpenNMT-py
+    harness keeps its checkpoints and the last one decodes our sentences (a stand-in translator that copies its
+    input); JoeyNMT's harness keeps none."""
     out, harnesses, peer_home = tmp_path / "bench.json", tmp_path / "harnesses", tmp_path / "peer_home"
-    fake_harness(harnesses, "opennmt", {"stdout": OPENNMT_OUTPUT})
+    fake_harness(harnesses, "opennmt", {"stdout": OPENNMT_OUTPUT},
+                 keeps='mkdir -p "$ONMT_RUN" && touch "$ONMT_RUN/model_step_900.pt" "$ONMT_RUN/model_step_1000.pt"')
     fake_harness(harnesses, "joeynmt", {"stdout": JOEYNMT_OUTPUT})
     make_peer_models(multi30k_dir, peer_home)
+    fake_onmt_translate(peer_home)
     command = [sys.executable, str(SCRIPT), "--quick", "--data", str(multi30k_dir), "--json", str(out),
-               "--set", f"data.cache_dir={cache_dir}", "--set", "train.threads=1", "--skip-decode",
-               "--steps", "1", "--warmup", "0", "--compare",
+               "--set", f"data.cache_dir={cache_dir}", "--set", "train.threads=1", "--decode-sentences", "6",
+               "--latency-sentences", "2", "--steps", "1", "--warmup", "0", "--compare",
                "small:model.decoder_hidden_size=64,tiny:model.decoder_hidden_size=32;dtype=bf16,picked:dtype=auto",
-               "--peers", "opennmt,joeynmt", "--peer-seconds", "7", "--peers-dir", str(harnesses)]
+               "--peers", "opennmt,joeynmt", "--peer-seconds", "7", "--peers-dir", str(harnesses), "--peer-decode"]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PEER_DIR": str(peer_home)})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -168,6 +190,44 @@ def test_compare_reports_ratios_to_the_first_variant_and_to_each_peer(multi30k_d
             assert ratio["ours_target_tokens_per_batch"] == train["target_tokens_per_batch"]
             assert train["target_tokens_per_batch"] == pytest.approx(train["target_tokens"] / train["steps"])
     assert "ours over each peer" in done.stdout and "what a batch size counts" in done.stdout
+    assert_peer_decoding(report, peer_home, multi30k_dir)
+    assert "JoeyNMT 2.3.0: not decoded" in done.stdout and "decoding beside OpenNMT-py 3.5.1" in done.stdout
+
+
+def assert_peer_decoding(report: dict, peer_home: Path, multi30k_dir: Path) -> None:
+    """The last checkpoint (by step, not by name) decoded our 6 sentences at batch 64 and the first 2 at batch 1,
+    greedy then beam 5; speeds from its timer; BLEU of its output detokenized, against sacreBLEU called here."""
+    import gzip
+
+    import sacrebleu
+    import sentencepiece as spm
+
+    model = peer_home / "opennmt-run" / "model_step_1000.pt"
+    assert report["peers"]["opennmt"]["model"] == str(model) and report["peers"]["joeynmt"]["model"] is None
+    calls = [line.split() for line in (peer_home / "translate_calls.txt").read_text().splitlines()]
+    assert [(dict(zip(c[::2], c[1::2]))["-batch_size"], dict(zip(c[::2], c[1::2]))["-beam_size"]) for c in calls] == [
+        ("64", "1"), ("1", "1"), ("64", "5"), ("1", "5")]
+    assert all(dict(zip(c[::2], c[1::2]))["-model"] == str(model) for c in calls)
+    decode = report["peers"]["opennmt"]["decode"]
+    with gzip.open(multi30k_dir / "test_2016_flickr.en.gz", "rt", encoding="utf-8") as f:
+        sources = [line.rstrip("\n") for _, line in zip(range(6), f)]
+    with gzip.open(multi30k_dir / "test_2016_flickr.de.gz", "rt", encoding="utf-8") as f:
+        references = [line.rstrip("\n") for _, line in zip(range(6), f)]
+    en = spm.SentencePieceProcessor(model_file=str(peer_home / "spm" / "en.model"))
+    de = spm.SentencePieceProcessor(model_file=str(peer_home / "spm" / "de.model"))
+    copied = [de.decode(en.encode(text, out_type=str)) for text in sources]  # what the stand-in "translated"
+    pieces = sum(len(en.encode(text)) + 1 for text in sources)
+    for search, ms in (("greedy", 2.5), ("beam", 5.0)):
+        figures = decode[search]
+        assert figures["sentences_per_s"] == pytest.approx(1000 / ms)
+        assert figures["tokens_per_s"] == pytest.approx(pieces / (6 * ms / 1000))
+        assert figures["latency_mean_ms"] == pytest.approx(ms) and figures["latency_sentences"] == 2
+        assert figures["bleu"] == pytest.approx(round(sacrebleu.corpus_bleu(copied, [references]).score, 2))
+        for variant in report["variants"]:
+            ours = variant["decode"][search]
+            ratios = decode["ratios"][variant["name"]]
+            assert ratios[f"{search} sentences/s"] == pytest.approx(ours["sentences_per_s"] * ms / 1000)
+            assert ratios[f"{search} BLEU ours - theirs"] == pytest.approx(ours["bleu"] - figures["bleu"])
 
 
 def test_compare_ratios_by_hand():
@@ -219,14 +279,15 @@ opennmt_target_tokens_per_s 549
 JOEYNMT_OUTPUT = "joeynmt_target_tokens_per_s 257\n"
 
 
-def fake_harness(folder: Path, name: str, output: dict[str, str], exit_status: int = 0) -> Path:
-    """A speed.sh for ``name`` that prints ``output`` and notes the seconds it was given in ``calls.txt``."""
+def fake_harness(folder: Path, name: str, output: dict[str, str], exit_status: int = 0, keeps: str = "") -> Path:
+    """A speed.sh for ``name`` that prints ``output`` and notes the seconds it was given in ``calls.txt`` (and runs
+    ``keeps``, a shell line, first)."""
     (folder / name).mkdir(parents=True, exist_ok=True)
     for stream, text in output.items():
         (folder / name / stream).write_text(text, encoding="utf-8")
     script = folder / name / "speed.sh"
     here = folder / name
-    script.write_text(f'echo "{name} $1" >> "{folder}/calls.txt"\ncat "{here}/stdout"\ncat "{here}/stderr" >&2\n'
+    script.write_text(f'{keeps}\necho "{name} $1" >> "{folder}/calls.txt"\ncat "{here}/stdout"\ncat "{here}/stderr" >&2\n'
                       f"exit {exit_status}\n", encoding="utf-8")
     return script
 
@@ -357,6 +418,7 @@ def test_a_missing_harness_or_unknown_peer_stops_the_benchmark_before_it_trains(
         (["--peers", "opennmt,opennmt"], "each peer once"),
         (["--joeynmt", "60", "--peers", "opennmt"], "--joeynmt SECONDS is short for --peers joeynmt --peer-seconds"),
         (["--peer-seconds", "60"], "--peer-seconds must be >= 1 and goes with --peers"),
+        (["--peer-decode"], "--peer-decode compares the peers' decoding with ours: it needs --peers"),
     ]:
         assert benchmark.main(["--quick", *argv]) == 2, argv
         printed = capsys.readouterr()

@@ -19,11 +19,14 @@ from seq2seq.checkpoint import WEIGHTS_FILE, load_state_into, load_weights
 from seq2seq.config import Config
 from seq2seq.decoding.batched import translate_ids
 from seq2seq.decoding.options import DecodeOptions
+from seq2seq.metrics import score
 from seq2seq.model import Seq2Seq, build_model
 
 
-def bench_decoding(translator: Translator, sources: list[str], batch_size: int, latency_sentences: int) -> dict[str, Any]:
-    """Greedy and beam throughput at ``batch_size`` and batch-1 latency, in the translator's compute dtype."""
+def bench_decoding(translator: Translator, sources: list[str], batch_size: int, latency_sentences: int,
+                   references: list[str] | None = None) -> dict[str, Any]:
+    """Greedy and beam throughput at ``batch_size`` and batch-1 latency, in the translator's compute dtype; with
+    ``references`` (one per source) also each search's sacreBLEU, so that a speed comes with its quality."""
     amp = translator.autocast_dtype
     src_ids = translator.encode_sources(sources)
     model, device = translator.model.eval(), translator.device
@@ -40,7 +43,8 @@ def bench_decoding(translator: Translator, sources: list[str], batch_size: int, 
             sync(device)
             seconds = time.perf_counter() - start
         tokens = [h[0].tokens for h in hypotheses]
-        words = sum(len(text.split()) for text in translator.tgt_tokenizer.decode(tokens))
+        texts = translator.tgt_tokenizer.decode(tokens)
+        words = sum(len(text.split()) for text in texts)
         latencies = []
         for ids in src_ids[:latency_sentences]:
             sync(device)
@@ -60,7 +64,11 @@ def bench_decoding(translator: Translator, sources: list[str], batch_size: int, 
             "latency_sentences": len(latencies),
             "latency_p50_ms": float(np.percentile(latencies, 50)) * 1000 if latencies else None,
             "latency_p95_ms": float(np.percentile(latencies, 95)) * 1000 if latencies else None,
+            "latency_mean_ms": float(np.mean(latencies)) * 1000 if latencies else None,
         }
+        if references is not None:
+            scored = score(texts, references)
+            results[name].update(bleu=scored["bleu"], bleu_signature=scored["bleu_signature"])
     return results
 
 

@@ -24,17 +24,21 @@ per batch compare, and which ``train.max_tokens`` would make them equal.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 import numpy as np
 
 from seq2seq.bench.flops import training_flops
 from seq2seq.config import Config, ConfigError, ModelConfig
 from seq2seq.data import read_split
+
+if TYPE_CHECKING:
+    from seq2seq.bench.peer_decoding import PeerDecoder
 
 #: the peers' model (../shared/peers/*/config.template.yaml): GRU, 256 embeddings, a 2 x 256 bidirectional encoder,
 #: a 512 decoder, Bahdanau (MLP) attention, input feeding, a bridge from the encoder's final state
@@ -106,6 +110,8 @@ class PeerToolkit:
     read_batches: Callable[[str, PeerCorpus], dict[str, Any]]
     #: what to do when the harness printed no figure (e.g. the budget was too short)
     hint: str
+    #: how to keep its trained model and decode with it (``--peer-decode``), or None where its harness keeps none
+    decoder: Optional["PeerDecoder"] = None
 
     @property
     def figure_key(self) -> str:
@@ -133,11 +139,18 @@ def harness_script(peers_dir: Path, toolkit: PeerToolkit) -> Path:
     return script
 
 
-def run_harness(toolkit: PeerToolkit, script: Path, seconds: int) -> str:
-    """Train the peer for ``seconds`` with its harness; its stdout, or a PeerError with its exit status and the end
-    of what it said."""
+def peer_dir() -> Path:
+    """Where the harnesses keep their installs and SentencePiece models: ``$PEER_DIR``, by default
+    ``~/.cache/seq2seq-peers``."""
+    return Path(os.environ.get("PEER_DIR", Path.home() / ".cache" / "seq2seq-peers"))
+
+
+def run_harness(toolkit: PeerToolkit, script: Path, seconds: int, env: dict[str, str] | None = None) -> str:
+    """Train the peer for ``seconds`` with its harness (``env`` added to the environment); its stdout, or a
+    PeerError with its exit status and the end of what it said."""
     print(f"[{toolkit.name}] training {toolkit.title} for {seconds} s ({script}) ...", file=sys.stderr, flush=True)
-    done = subprocess.run(["bash", str(script), str(seconds)], capture_output=True, text=True)
+    done = subprocess.run(["bash", str(script), str(seconds)], capture_output=True, text=True,
+                          env=dict(os.environ, **(env or {})))
     if done.returncode != 0:
         said = " | ".join((done.stderr.strip() or done.stdout.strip() or "(nothing)").splitlines()[-4:])
         raise PeerError(f"{toolkit.title}: {script} {seconds} failed (exit {done.returncode}): {said}. {toolkit.hint}")
@@ -173,18 +186,27 @@ def peer_figures(toolkit: PeerToolkit, seconds: int, tokens_per_s: float, corpus
 
 
 def measure_peers(toolkits: list[PeerToolkit], seconds: int | None, cfg: Config, peers_dir: Path,
-                  fp32_peak: float) -> Iterator[tuple[str, dict[str, Any]]]:
+                  fp32_peak: float, keep_models: bool = False) -> Iterator[tuple[str, dict[str, Any]]]:
     """Train each peer in turn (``seconds`` each, or its harness's default), yielding its name and figures as each
-    is done (a later peer's PeerError leaves the earlier ones measured)."""
-    spm_dir = Path(os.environ.get("PEER_DIR", Path.home() / ".cache" / "seq2seq-peers")) / "spm"
+    is done (a later peer's PeerError leaves the earlier ones measured). With ``keep_models`` a peer whose harness
+    can keep its model trains into ``$PEER_DIR/<name>-run`` (emptied first) and its figures name the model kept
+    (``model``; None for a peer whose harness keeps none)."""
+    spm_dir = peer_dir() / "spm"
     corpus: PeerCorpus | None = None
     for toolkit in toolkits:
         budget = seconds or toolkit.default_seconds
         script = harness_script(peers_dir, toolkit)
-        stdout = run_harness(toolkit, script, budget)
+        run, env = None, None
+        if keep_models and toolkit.decoder is not None:
+            run = peer_dir() / f"{toolkit.name}-run"
+            shutil.rmtree(run, ignore_errors=True)
+            env = toolkit.decoder.keep_model(run)
+        stdout = run_harness(toolkit, script, budget, env)
         tokens_per_s = harness_figure(stdout, toolkit)
         corpus = corpus or PeerCorpus.load(cfg, spm_dir)  # the first harness run makes the models
         figures = peer_figures(toolkit, budget, tokens_per_s, corpus, toolkit.read_batches(stdout, corpus), fp32_peak)
+        if keep_models:
+            figures["model"] = str(toolkit.decoder.checkpoint(run)) if run is not None else None
         yield toolkit.name, dict(figures, harness=str(script), harness_output=stdout.splitlines())
 
 

@@ -1,5 +1,6 @@
 """The printed tables: one variant's training and decoding figures, each variant's figures over the first's
-(``--compare``), and the peers trained in the same run with our speed over theirs (``--peers``)."""
+(``--compare``), the peers trained in the same run with our speed over theirs (``--peers``), and their models'
+decoding beside ours (``--peer-decode``)."""
 
 from __future__ import annotations
 
@@ -32,13 +33,15 @@ def print_variant(v: dict[str, Any], peaks: dict[str, float]) -> None:
         print(f"decoding {dec['split']} ({dec['sentences']} sentences, batch {dec['batch_size']}, compute "
               f"{dec['compute']}; model: {dec['model']})")
         print(f"  {'':8} {'sent/s':>9} {'tokens/s':>10} {'words/s':>9} {'tok/sent':>9} {'hyp-steps/s':>12} "
-              f"{'p50 ms':>8} {'p95 ms':>8}  (latency: batch 1, {dec['greedy']['latency_sentences']} sentences)")
+              f"{'p50 ms':>8} {'p95 ms':>8} {'BLEU':>6}  (latency: batch 1, {dec['greedy']['latency_sentences']} "
+              "sentences)")
         for name in ("greedy", "beam"):
             d = dec[name]
             label = "greedy" if name == "greedy" else f"beam {d['beam_size']}"
             p50, p95 = (f"{d[k]:8.1f}" if d[k] is not None else f"{'-':>8}" for k in ("latency_p50_ms", "latency_p95_ms"))
+            bleu = f"{d['bleu']:6.2f}" if d.get("bleu") is not None else f"{'-':>6}"
             print(f"  {label:8} {d['sentences_per_s']:9.1f} {d['tokens_per_s']:10.1f} {d['words_per_s']:9.1f} "
-                  f"{d['mean_output_tokens']:9.1f} {d['hypothesis_steps_per_s']:12.0f} {p50} {p95}")
+                  f"{d['mean_output_tokens']:9.1f} {d['hypothesis_steps_per_s']:12.0f} {p50} {p95} {bleu}")
         print(f"  tokens = {dec['tokens_counted']}; hyp-steps = hypotheses advanced by decoder.step")
 
 
@@ -102,3 +105,30 @@ def print_peers(peers: dict[str, dict[str, Any]], peaks: dict[str, float]) -> No
             if theirs and not r["equal_batches"]:
                 print(f"  {'':12} -> equal real target tokens per batch at train.max_tokens="
                       f"{r['max_tokens_for_equal_batches']} (add it to this variant's overrides)")
+
+
+def print_peer_decoding(peers: dict[str, dict[str, Any]], variants: list[dict[str, Any]]) -> None:
+    """Each decoded peer's greedy and beam figures beside each variant's, and ours over theirs (``--peer-decode``)."""
+    decoded = {name: peer for name, peer in peers.items() if peer.get("decode")}
+    for name, peer in peers.items():
+        if "model" in peer and not peer.get("decode"):
+            print(f"\n{peer['toolkit']}: not decoded (its harness keeps no model)")
+    for peer in decoded.values():
+        dec = peer["decode"]
+        print(f"\ndecoding beside {peer['toolkit']} (trained {peer['seconds']} s in this run; {dec['model']}), "
+              f"{dec['sentences']} sentences, batch {dec['batch_size']}; batch-1 latency: the mean over "
+              f"{dec['greedy']['latency_sentences']} sentences")
+        print(f"  {'':26} {'search':8} {'sent/s':>9} {'pieces/s':>10} {'pieces/sent':>11} {'mean ms b=1':>11} {'BLEU':>6}")
+        rows = [(peer["toolkit"], dec)] + [(f"ours: {v['name']} ({v['decode']['compute']})", v["decode"])
+                                            for v in variants if v.get("decode")]
+        for label, figures in rows:
+            for search in ("greedy", "beam"):
+                d = figures[search]
+                latency = f"{d['latency_mean_ms']:11.1f}" if d.get("latency_mean_ms") else f"{'-':>11}"
+                bleu = f"{d['bleu']:6.2f}" if d.get("bleu") is not None else f"{'-':>6}"
+                search_label = "greedy" if search == "greedy" else f"beam {d['beam_size']}"
+                print(f"  {label:26} {search_label:8} {d['sentences_per_s']:9.1f} {d['tokens_per_s']:10.1f} "
+                      f"{d['mean_output_tokens']:11.1f} {latency} {bleu}")
+        for variant, ratios in dec["ratios"].items():
+            print(f"  ours ({variant}) over {peer['toolkit']}: " + "; ".join(
+                f"{key} {value:+.2f}" if "BLEU" in key else f"{key} x{value:.2f}" for key, value in ratios.items()))
