@@ -87,6 +87,8 @@ def print_peers(peers: dict[str, dict[str, Any]], peaks: dict[str, float]) -> No
     for peer in peers.values():
         print(f"    {peer['toolkit']:17} {peer['batch_rule']}\n    {'':17} {peer['batch_source']}")
     print("  FLOPs: the workload's analytic matmul FLOPs per real target token (training, 3 x forward), as for ours")
+    if not any(peer["ratios"] for peer in peers.values()):
+        return  # ours was not trained in this run (--skip-train)
     print("\nours over each peer (x > 1: ours faster; target tokens/s only where the tokenization is the same)")
     print(f"  {'variant':12} {'peer':17} {'tgt tok/batch ours / theirs':>28} {'sent/s':>7} {'tgt tok/s':>9} "
           f"{'% peak ours':>12} {'theirs':>7}")
