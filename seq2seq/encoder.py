@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from seq2seq.dropout import Dropout, dropout
+from seq2seq.dropout import Dropout
 from seq2seq.rnn import make_rnn, run_rnn
 
 
@@ -117,7 +117,6 @@ class RNNEncoder(nn.Module):
                 make_rnn(rnn_type, rnn_impl, emb_size if layer == 0 else self.output_size, hidden_size, 1, bidirectional)
                 for layer in range(num_layers)
             )
-            self.layer_dropout = dropout
         else:
             self.rnn = make_rnn(rnn_type, rnn_impl, emb_size, hidden_size, num_layers, bidirectional, dropout)
 
@@ -152,7 +151,7 @@ class RNNEncoder(nn.Module):
         layer_input, finals = embedded, []
         for layer, rnn in enumerate(self.layers):
             if layer > 0:
-                layer_input = dropout(layer_input, self.layer_dropout, self.training)
+                layer_input = self.dropout(layer_input)  # the one rate the encoder drops with
             outputs, final = run_rnn(rnn, layer_input, src_lengths, None)
             layer_input = outputs + layer_input if layer > 0 else outputs
             finals.append(final)
