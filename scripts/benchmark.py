@@ -8,6 +8,8 @@
     python scripts/benchmark.py --joeynmt 150                # short for --peers joeynmt --peer-seconds 150
     python scripts/benchmark.py --model runs/multi30k_en_de --skip-train --peers opennmt --peer-seconds 1200 \
         --peer-decode                                        # OpenNMT-py trained 20 min, both models decode
+    python scripts/benchmark.py --model runs/multi30k_en_de --skip-train --peers opennmt --peer-decode \
+        --peer-model ~/.cache/seq2seq-peers/opennmt-run/model_step_900.pt   # its model kept from such a run
     python scripts/benchmark.py --compare "fused:model.rnn_impl=fused,textbook:model.rnn_impl=reference"
 
 Measured in one process: the GEMM peak of this machine (fp32 and bf16 ``torch.matmul``), training throughput
@@ -102,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "folder per peer holding speed.sh (default: ../shared/peers)")
     parser.add_argument("--peer-decode", action="store_true", help="each peer whose harness keeps its model "
                         "(OpenNMT-py) then decodes the sentences ours decoded, greedy and beam 5, timed and scored")
+    parser.add_argument("--peer-model", type=Path, metavar="PATH", help="with --peer-decode and one peer: decode "
+                        "with this model, which that peer's harness trained before (e.g. a kept "
+                        "$PEER_DIR/opennmt-run/model_step_N.pt), instead of training the peer in this run")
     parser.add_argument("--joeynmt", type=int, default=0, metavar="SECONDS",
                         help="short for --peers joeynmt --peer-seconds SECONDS")
     parser.add_argument("--profile", type=int, default=0, metavar="ROWS",
@@ -133,6 +138,14 @@ def resolve_peers(args: argparse.Namespace) -> list[PeerToolkit]:
         raise ConfigError("--peer-decode compares the peers' decoding with ours: it needs --peers NAMES and no "
                           "--skip-decode")
     toolkits = parse_peers(args.peers, PEERS) if args.peers else []
+    if args.peer_model is not None:
+        if not args.peer_decode or len(toolkits) != 1 or toolkits[0].decoder is None or args.peer_seconds is not None:
+            raise ConfigError("--peer-model PATH decodes with a model one peer trained before: it goes with "
+                              "--peer-decode and one peer that can decode (--peers opennmt), without --peer-seconds")
+        if not args.peer_model.is_file():
+            raise ConfigError(f"--peer-model {args.peer_model}: no such file (a checkpoint the peer's harness kept, "
+                              f"e.g. {peer_dir() / 'opennmt-run'}/model_step_N.pt)")
+        return toolkits
     for toolkit in toolkits:
         harness_script(args.peers_dir, toolkit)
     return toolkits
@@ -255,8 +268,15 @@ def main(argv: list[str] | None = None) -> int:
     if toolkits:
         report["peers"] = {}
         try:
-            for name, peer in measure_peers(toolkits, args.peer_seconds, base_cfg, args.peers_dir, peaks["fp32"],
-                                            keep_models=args.peer_decode):
+            if args.peer_model:  # trained before this run: only decoded
+                toolkit = toolkits[0]
+                report["peers"][toolkit.name] = {
+                    "toolkit": toolkit.title, "seconds": None, "model": str(args.peer_model),
+                    "decode": peer_decoding(args, toolkit, args.peer_model, report["variants"],
+                                            variant_workload(args, base_cfg, workloads))}
+            trained = [] if args.peer_model else measure_peers(toolkits, args.peer_seconds, base_cfg, args.peers_dir,
+                                                               peaks["fp32"], keep_models=args.peer_decode)
+            for name, peer in trained:
                 report["peers"][name] = dict(peer, ratios=peer_ratios(peer, report["variants"]))
                 if args.peer_decode and peer["model"]:
                     report["peers"][name]["decode"] = peer_decoding(args, PEERS[name], Path(peer["model"]),
@@ -265,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             status = 2
         if report["peers"]:
-            print_peers(report["peers"], peaks)
+            if not args.peer_model:
+                print_peers(report["peers"], peaks)
             print_peer_decoding(report["peers"], report["variants"])
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"\nwrote {args.json}")

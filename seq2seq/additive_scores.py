@@ -9,10 +9,10 @@ CPU's L3 cache, written, read and kept for the backward pass. And torch's CPU ``
 hosts of this project it runs at a sixth of ``sigmoid``'s speed (docs/benchmarks.md). So, on the CPU:
 
 - ``tanh(x) = 2 sigmoid(2x) - 1``, and the ``- 1`` folds into the sum: ``scores = 2 sigmoid(2q + 2k) V - sum_a V``;
-- the (chunk, S, A) slab is computed for a few target positions (or batch rows) at a time, small enough to stay
-  in cache, and never kept: the backward pass recomputes it chunk by chunk (as activation checkpointing does);
-- the work is done in fp32 whatever the autocast dtype (the (B, T, A) queries are cast, the (B, S, A) keys once
-  or chunk by chunk), so bf16 rounds the inputs and nothing inside.
+- the (chunk, S, A) slab is computed for a few batch rows (or target positions of one row) at a time, small enough
+  to stay in cache, and never kept: the backward pass recomputes it chunk by chunk (as activation checkpointing does);
+- the work is done in fp32 whatever the autocast dtype (the (B, T, A) queries are cast, the (B, S, A) keys chunk
+  by chunk), so bf16 rounds the inputs and nothing inside.
 
 The gradients, with ``sg = sigmoid(2q + 2k)`` and ``g`` the incoming gradient (B, T, S, H)::
 
@@ -39,20 +39,15 @@ def plain_additive_scores(q: Tensor, k: Tensor, V: Tensor) -> Tensor:
 
 def chunks(batch: int, steps: int, slab: int, budget: int) -> list[tuple[slice, slice]]:
     """(batch rows, target positions) of each chunk, so that a chunk holds about ``budget`` elements when one
-    (row, position) pair holds ``slab``: several positions of every row, or a few rows of one position."""
-    per_position = batch * slab
-    if per_position <= budget:
-        width = max(1, budget // per_position)
-        return [(slice(0, batch), slice(t, t + width)) for t in range(0, steps, width)]
-    rows = max(1, budget // slab)
-    return [(slice(b, b + rows), slice(t, t + 1)) for t in range(steps) for b in range(0, batch, rows)]
-
-
-def _widened_keys(k: Tensor, q: Tensor) -> Tensor:
-    """The keys in the working dtype: widened whole once when several target positions share them (training),
-    else left for :func:`_sigmoid_slab` to widen chunk by chunk (a decoding step: one position, so widening the
-    whole would be one more pass as large as the work itself)."""
-    return k.to(q.dtype) if q.size(1) > 1 else k
+    (row, position) pair holds ``slab``: every position of a few rows, or (when one row's positions hold more)
+    a few positions of one row. Rows first: a row's keys then stay in cache for all its positions, and the keys'
+    gradient of a row is summed over them in one chunk instead of added to every row's in every chunk."""
+    per_row = steps * slab
+    if per_row <= budget:
+        rows = max(1, budget // per_row)
+        return [(slice(b, b + rows), slice(0, steps)) for b in range(0, batch, rows)]
+    width = max(1, budget // slab)
+    return [(slice(b, b + 1), slice(t, t + width)) for b in range(batch) for t in range(0, steps, width)]
 
 
 def _sigmoid_slab(q2: Tensor, k: Tensor, rows: slice, steps: slice) -> Tensor:
@@ -67,12 +62,12 @@ class ChunkedAdditiveScores(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, V: Tensor, budget: int) -> Tensor:
         with torch.autocast(q.device.type, enabled=False):
-            q2, keys = q * 2, _widened_keys(k, q)
+            q2 = q * 2
             batch, steps, size = q.shape
             scores = q.new_empty(batch, steps, k.size(1), V.size(1))
             V2 = V * 2
             for rows, positions in chunks(batch, steps, k.size(1) * size, budget):
-                scores[rows, positions] = _sigmoid_slab(q2, keys, rows, positions) @ V2
+                scores[rows, positions] = _sigmoid_slab(q2, k, rows, positions) @ V2
             scores -= V.sum(0)
         ctx.save_for_backward(q, k, V)
         ctx.budget = budget
@@ -83,13 +78,13 @@ class ChunkedAdditiveScores(torch.autograd.Function):
         q, k, V = ctx.saved_tensors
         with torch.autocast(q.device.type, enabled=False):
             grad = grad.to(q.dtype)
-            q2, keys = q * 2, _widened_keys(k, q)
+            q2 = q * 2
             batch, steps, size = q.shape
             heads = V.size(1)
             dq, dk, dV = torch.empty_like(q), k.new_zeros(k.shape, dtype=q.dtype), torch.zeros_like(V)
             V4 = V.T * 4  # (H, A)
             for rows, positions in chunks(batch, steps, k.size(1) * size, budget=ctx.budget):
-                sg = _sigmoid_slab(q2, keys, rows, positions)  # (b, t, S, A)
+                sg = _sigmoid_slab(q2, k, rows, positions)  # (b, t, S, A)
                 g = grad[rows, positions]  # (b, t, S, H)
                 dV += sg.flatten(0, 2).T @ g.flatten(0, 2)
                 sg.sub_(sg * sg)  # sg (1 - sg)

@@ -87,27 +87,39 @@ class Memory:
     """The encoder side, fixed while decoding.
 
     Attributes:
-        values: (N, S, M) encoder outputs.
-        keys: (N, S, K) attention keys (projected once per batch).
-        pad_mask: (N, S) True at padded source positions.
+        values: (R, S, M) encoder outputs.
+        keys: (R, S, K) attention keys (projected once per batch).
+        pad_mask: (R, S) True at padded source positions.
+        group: decoder rows per memory row: the N = R * group hypotheses of a step read memory row ``n // group``
+            (a sentence's beams share its row, :meth:`for_beams`); 1 = one memory row per hypothesis.
     """
 
     values: Tensor
     keys: Tensor
     pad_mask: Tensor
+    group: int = 1
 
     def repeat_interleave(self, repeats: int) -> "Memory":
-        """(N, ...) -> (N * repeats, ...), each sentence repeated in place (beam layout)."""
+        """(R, ...) -> (R * repeats, ...), each row copied in place (a copy per hypothesis)."""
         return Memory(
             values=self.values.repeat_interleave(repeats, dim=0),
             keys=self.keys.repeat_interleave(repeats, dim=0),
             pad_mask=self.pad_mask.repeat_interleave(repeats, dim=0),
+            group=self.group,
         )
 
+    def for_beams(self, beams: int) -> "Memory":
+        """The same rows, each read by ``beams`` consecutive hypotheses (no copy: a beam step then reads each
+        sentence's keys and values once, not once per beam)."""
+        return Memory(values=self.values, keys=self.keys, pad_mask=self.pad_mask, group=self.group * beams)
+
     def select(self, index: Tensor) -> "Memory":
-        """Keep rows: ``index`` (N',) long picks rows (search drops the rows of finished sentences)."""
+        """Keep rows: ``index`` (N',) picks decoder rows (search drops the rows of finished sentences); with
+        ``group`` > 1 it must keep whole groups, in order, as search does (the first row of each group is read)."""
+        if self.group > 1:
+            index = index[:: self.group].div(self.group, rounding_mode="floor")
         return Memory(values=self.values.index_select(0, index), keys=self.keys.index_select(0, index),
-                      pad_mask=self.pad_mask.index_select(0, index))
+                      pad_mask=self.pad_mask.index_select(0, index), group=self.group)
 
 
 class AttnDecoder(nn.Module):
@@ -136,6 +148,9 @@ class AttnDecoder(nn.Module):
         attention_layer: ``top`` (the top layer's output queries the attention) or ``bottom`` (the bottom layer's,
             its context fed to the layers above: GNMT / RNMT+; needs ``num_layers >= 2``).
     """
+
+    #: :meth:`step` reads a :class:`Memory` whose rows serve groups of hypotheses (:meth:`Memory.for_beams`)
+    reads_shared_memory = True
 
     def __init__(
         self,
@@ -252,7 +267,7 @@ class AttnDecoder(nn.Module):
         norms = list(self.gate_norms) if self.gate_norms is not None else [None] * self.num_layers
         query, lower_state = rnn_step(self.rnn_type, self.rnn, input_gates, lower_state, self.rnn_dropout,
                                       self.training, norms[: self.lower_layers], self.residual)
-        context, attn_weights = self.attention(query, memory.keys, memory.values, memory.pad_mask)
+        context, attn_weights = self._attend(query, memory)
         top = query
         if self.upper_rnn is not None:
             upper_gates = F.linear(self.dropout(torch.cat([query, context], dim=-1)), self.upper_rnn.weight_ih_l0,
@@ -264,13 +279,23 @@ class AttnDecoder(nn.Module):
         hidden, cell = rnn_state if self.rnn_type == "lstm" else (rnn_state, None)
         return attn_vector, DecoderState(hidden=hidden, cell=cell, attn_vector=attn_vector), attn_weights
 
+    def _attend(self, query: Tensor, memory: Memory) -> tuple[Tensor, Tensor]:
+        """(N, H) queries of one position -> (N, M) contexts, (N, S) weights; with ``memory.group`` G > 1 the G
+        queries of a memory row attend to it together, as the G target positions of a training sequence do."""
+        if memory.group == 1:
+            return self.attention(query, memory.keys, memory.values, memory.pad_mask)
+        rows = query.size(0)
+        context, weights = self.attention(query.view(rows // memory.group, memory.group, -1), memory.keys,
+                                          memory.values, memory.pad_mask)  # (R, G, M), (R, G, S)
+        return context.reshape(rows, -1), weights.reshape(rows, -1)
+
     def step(self, prev_tokens: Tensor, state: DecoderState, memory: Memory) -> tuple[Tensor, DecoderState, Tensor]:
         """Decode one position for N hypotheses.
 
         Args:
             prev_tokens: (N,) previous target ids (BOS at the first step).
             state: the N hypotheses' state.
-            memory: the matching encoder memory (N rows).
+            memory: the matching encoder memory (N rows, or N / group rows each shared by a group).
         Returns:
             logits: (N, V); the new state; attn_weights: (N, S).
         """

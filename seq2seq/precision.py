@@ -278,7 +278,9 @@ def _decoding_work(model: torch.nn.Module, device: torch.device, amp: torch.dtyp
     @torch.no_grad()
     def decode() -> None:
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            state, memory = model.decoder.start(model.encode(src, src_lengths).repeat_interleave(beam_size))
+            state, memory = model.decoder.start(model.encode(src, src_lengths))  # as beam search starts
+            state = state.select(torch.arange(size, device=device).repeat_interleave(beam_size))
+            memory = memory.for_beams(beam_size)
             tokens = torch.full((size * beam_size,), 2, dtype=torch.long, device=device)  # BOS
             for _ in range(steps):
                 logits, state, _ = model.decoder.step(tokens, state, memory)

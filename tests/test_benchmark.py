@@ -194,6 +194,30 @@ def test_compare_reports_ratios_to_the_first_variant_and_to_each_peer(multi30k_d
     assert "JoeyNMT 2.3.0: not decoded" in done.stdout and "decoding beside OpenNMT-py 3.5.1" in done.stdout
 
 
+def test_peer_model_decodes_a_model_kept_from_an_earlier_run_without_training_the_peer(multi30k_dir, cache_dir,
+                                                                                       tmp_path):
+    """--peer-model: the named checkpoint decodes our sentences beside ours; no harness runs (the peers folder has
+    none, which would otherwise stop the benchmark), and the report says the model was trained before."""
+    out, peer_home = tmp_path / "bench.json", tmp_path / "peer_home"
+    make_peer_models(multi30k_dir, peer_home)
+    fake_onmt_translate(peer_home)
+    kept = tmp_path / "kept" / "model_step_900.pt"
+    kept.parent.mkdir()
+    kept.touch()
+    command = [sys.executable, str(SCRIPT), "--quick", "--data", str(multi30k_dir), "--json", str(out),
+               "--set", f"data.cache_dir={cache_dir}", "--set", "train.threads=1", "--decode-sentences", "6",
+               "--latency-sentences", "2", "--steps", "1", "--warmup", "0", "--peers", "opennmt", "--peer-decode",
+               "--peer-model", str(kept), "--peers-dir", str(tmp_path / "no_harnesses")]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PEER_DIR": str(peer_home)})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    peer = json.loads(out.read_text(encoding="utf-8"))["peers"]["opennmt"]
+    assert peer["model"] == str(kept) and peer["seconds"] is None and peer["decode"]["model"] == str(kept)
+    calls = [line.split() for line in (peer_home / "translate_calls.txt").read_text().splitlines()]
+    assert len(calls) == 4 and all(dict(zip(c[::2], c[1::2]))["-model"] == str(kept) for c in calls)
+    assert "decoding beside OpenNMT-py 3.5.1 (trained before this run" in done.stdout
+
+
 def assert_peer_decoding(report: dict, peer_home: Path, multi30k_dir: Path) -> None:
     """The last checkpoint (by step, not by name) decoded our 6 sentences at batch 64 and the first 2 at batch 1,
     greedy then beam 5; speeds from its timer; BLEU of its output detokenized, against sacreBLEU called here."""
@@ -419,6 +443,9 @@ def test_a_missing_harness_or_unknown_peer_stops_the_benchmark_before_it_trains(
         (["--joeynmt", "60", "--peers", "opennmt"], "--joeynmt SECONDS is short for --peers joeynmt --peer-seconds"),
         (["--peer-seconds", "60"], "--peer-seconds must be >= 1 and goes with --peers"),
         (["--peer-decode"], "--peer-decode compares the peers' decoding with ours: it needs --peers"),
+        (["--peers", "joeynmt", "--peer-decode", "--peer-model", __file__], "--peer-model PATH decodes with a model"),
+        (["--peers", "opennmt", "--peer-model", __file__], "--peer-model PATH decodes with a model"),
+        (["--peers", "opennmt", "--peer-decode", "--peer-model", str(tmp_path / "none.pt")], "none.pt: no such file"),
     ]:
         assert benchmark.main(["--quick", *argv]) == 2, argv
         printed = capsys.readouterr()

@@ -1,5 +1,6 @@
-"""The attention decoder: state select and memory repeat commute with a step, the bridges (linear, last, zero)
-from the encoder state, and the parallel (teacher-forced) decoder equal to the step loop, also under bf16."""
+"""The attention decoder: state select and memory repeat commute with a step, memory shared by beams steps as a
+copy per beam, the bridges (linear, last, zero) from the encoder state, and the parallel (teacher-forced) decoder
+equal to the step loop, also under bf16."""
 
 from __future__ import annotations
 
@@ -50,6 +51,33 @@ def test_state_select_and_memory_repeat_commute_with_step(rnn_type):
     for new, old in zip(state_tensors(selected), state_tensors(next_state)):
         assert torch.equal(new, old[:, reorder])
     assert torch.equal(selected.attn_vector, next_state.attn_vector[reorder])
+
+
+@pytest.mark.parametrize("attention,heads", [("bahdanau", 1), ("bahdanau", 2), ("luong_general", 1), ("luong_dot", 2)])
+def test_memory_shared_by_beams_steps_as_a_copy_per_beam(attention, heads):
+    """A beam step reads each sentence's memory row once (``Memory.for_beams``): the same logits, attention and
+    state as with a copy per hypothesis (``repeat_interleave``), also after search drops a finished sentence."""
+    model = make_model("gru", attention=attention, attention_heads=heads)
+    src, src_lengths, tgt_in, _ = random_batch(SRC_LENGTHS, TGT_LENGTHS)
+    beams = 3
+    state, memory = model.decoder.start(model.encode(src, src_lengths))
+    rows = torch.arange(len(SRC_LENGTHS)).repeat_interleave(beams)
+    state = state.select(rows)
+    tokens = torch.randint(4, TGT_VOCAB, (rows.numel(),))
+    shared, copied = memory.for_beams(beams), memory.repeat_interleave(beams)
+    assert shared.keys.size(0) == len(SRC_LENGTHS) and copied.keys.size(0) == rows.numel()
+    live = torch.cat([torch.arange(0, beams), torch.arange(2 * beams, rows.numel())])  # sentence 1 is done
+    for kept in (None, live):
+        step_state = state if kept is None else state.select(kept)
+        step_tokens = tokens if kept is None else tokens[kept]
+        mem_shared = shared if kept is None else shared.select(kept)
+        mem_copied = copied if kept is None else copied.select(kept)
+        logits, next_state, attn = model.decoder.step(step_tokens, step_state, mem_shared)
+        want_logits, want_state, want_attn = model.decoder.step(step_tokens, step_state, mem_copied)
+        torch.testing.assert_close(logits, want_logits, atol=ATOL, rtol=0)
+        torch.testing.assert_close(attn, want_attn, atol=ATOL, rtol=0)
+        for got, want in zip(state_tensors(next_state), state_tensors(want_state)):
+            torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
 
 
 # ---------------------------------------------------------------------------- bridge

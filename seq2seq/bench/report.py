@@ -117,7 +117,8 @@ def print_peer_decoding(peers: dict[str, dict[str, Any]], variants: list[dict[st
             print(f"\n{peer['toolkit']}: not decoded (its harness keeps no model)")
     for peer in decoded.values():
         dec = peer["decode"]
-        print(f"\ndecoding beside {peer['toolkit']} (trained {peer['seconds']} s in this run; {dec['model']}), "
+        trained = f"trained {peer['seconds']} s in this run" if peer["seconds"] else "trained before this run"
+        print(f"\ndecoding beside {peer['toolkit']} ({trained}; {dec['model']}), "
               f"{dec['sentences']} sentences, batch {dec['batch_size']}; batch-1 latency: the mean over "
               f"{dec['greedy']['latency_sentences']} sentences")
         print(f"  {'':26} {'search':8} {'sent/s':>9} {'pieces/s':>10} {'pieces/sent':>11} {'mean ms b=1':>11} {'BLEU':>6}")

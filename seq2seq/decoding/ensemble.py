@@ -64,6 +64,16 @@ class Ensemble:
         started = [model.decoder.start(model.encode(src, src_lengths)) for model in self.models]
         return EnsembleState([s for s, _ in started]), EnsembleMemory([m for _, m in started])
 
+    def memory_for_beams(self, memory: EnsembleMemory, beams: int) -> EnsembleMemory:
+        """Memories of B rows -> for B * ``beams`` hypotheses (sentence b: rows b*beams .. b*beams + beams - 1):
+        shared (:meth:`~seq2seq.decoder.Memory.for_beams`) where a member's decoder reads shared memory
+        (``reads_shared_memory``), else copied per hypothesis."""
+        return EnsembleMemory([
+            member.for_beams(beams) if getattr(model.decoder, "reads_shared_memory", False)
+            else member.repeat_interleave(beams)
+            for model, member in zip(self.models, memory.members)
+        ])
+
     def step(self, prev_tokens: Tensor, state: EnsembleState, memory: EnsembleMemory) -> tuple[Tensor, EnsembleState, Tensor]:
         """One position for N rows.
 

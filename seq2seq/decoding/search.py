@@ -138,18 +138,23 @@ def greedy_search(
     return hypotheses
 
 
-def start_beams(model, src: Tensor, src_lengths: Tensor, beams: int, prefix: Tensor | None):
+def start_beams(model, src: Tensor, src_lengths: Tensor, beams: int, prefix: Tensor | None, share: bool = False):
     """Encode the batch once and give each sentence ``beams`` rows (sentence b: rows b*K .. b*K + K - 1).
 
+    Args:
+        share: the K rows of a sentence end together (beam search), so they may share its memory row
+            (:meth:`~seq2seq.decoding.ensemble.Ensemble.memory_for_beams`); else each row gets a copy (greedy
+            copies end one by one).
     Returns:
-        the decoder state and memory for B*K rows, and the (B*K, P) forced prefix (or None).
+        the decoder state for B*K rows, the memory for them, and the (B*K, P) forced prefix (or None).
     """
     state, memory = model.start(src, src_lengths)
     if beams == 1:
         return state, memory, prefix
     flat_index = torch.arange(src.size(0), device=src.device).repeat_interleave(beams)  # (B*K,)
     row_prefix = prefix.repeat_interleave(beams, dim=0) if prefix is not None else None
-    return state.select(flat_index), memory.repeat_interleave(beams), row_prefix
+    memory = model.memory_for_beams(memory, beams) if share else memory.repeat_interleave(beams)
+    return state.select(flat_index), memory, row_prefix
 
 
 @torch.inference_mode()
@@ -189,7 +194,7 @@ def beam_search(
     if constraints is not None and trace is not None:
         raise ValueError("trace records unconstrained beam search only")
     device = src.device
-    state, memory, row_prefix = start_beams(model, src, src_lengths, beams, prefix)
+    state, memory, row_prefix = start_beams(model, src, src_lengths, beams, prefix, share=True)
     max_lengths = limits_with_prefix(src_lengths, options.max_len_a, options.max_len_b, prefix).to(device)  # (B,)
     if constraints is not None:
         max_lengths = max_lengths + constraint_room(constraints, device)  # room for the phrases
