@@ -6,7 +6,7 @@
 column for one head; the block-diagonal matrix of the heads' ``v_h`` for several). Written plainly, the
 ``tanh`` tensor is (B, T, S, A): for a training batch of 2,048 positions about 60 MB in fp32, twice a server
 CPU's L3 cache, written, read and kept for the backward pass. And torch's CPU ``tanh`` is slow: on the Zen 4
-hosts of this project it runs at a sixth of ``sigmoid``'s speed (docs/benchmarks.md). So, on the CPU:
+hosts of this project it runs at a sixth of ``sigmoid``'s speed (docs/profile.md). So, on the CPU:
 
 - ``tanh(x) = 2 sigmoid(2x) - 1``, and the ``- 1`` folds into the sum: ``scores = 2 sigmoid(2q + 2k) V - sum_a V``;
 - the (chunk, S, A) slab is computed for a few batch rows (or target positions of one row) at a time, small enough

@@ -2,7 +2,7 @@
 
 torch's CPU dropout draws its mask with ``bernoulli_``, which on CPUs other than Intel's runs one element at a time
 through the generator: about 8 ns an element on this project's AMD hosts, 5% of a training step of the CPU recipe
-(docs/benchmarks.md, "Dropout masks from 16-bit draws"). Here the mask comes from 64-bit random words cut into four
+(docs/profile.md, "Dropout masks from 16-bit draws"). Here the mask comes from 64-bit random words cut into four
 16-bit draws, one generator call per four elements: an element is dropped when its draw falls in the lowest
 ``round(p * 2^16)`` of the 2^16 values. So the drop probability is ``p`` rounded to a multiple of 2^-16 (0.2
 becomes 0.199997), and the kept elements are scaled by one over the rounded keep probability: the expected output

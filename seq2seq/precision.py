@@ -269,22 +269,24 @@ def _training_work(model: torch.nn.Module, device: torch.device, amp: torch.dtyp
 
 def _decoding_work(model: torch.nn.Module, device: torch.device, amp: torch.dtype | None, size: int,
                    beam_size: int) -> Callable[[], None]:
-    """Encoding ``size`` sentences of 20 pieces and 25 decoder steps for ``size * beam_size`` hypotheses."""
+    """Encoding ``size`` sentences of 20 pieces and 25 decoder steps for ``size * beam_size`` hypotheses, started
+    and stepped as beam search does (:func:`seq2seq.decoding.search.start_beams`, ``Ensemble.step``)."""
+    from seq2seq.decoding.ensemble import as_ensemble
+    from seq2seq.decoding.search import start_beams
+
     length, steps = 20, 25
     src = _random_ids(size, length, model.encoder.embedding.num_embeddings, device)
     src_lengths = torch.full((size,), length, dtype=torch.long, device=device)
-    model.eval()
+    ensemble = as_ensemble(model.eval())
 
     @torch.no_grad()
     def decode() -> None:
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            state, memory = model.decoder.start(model.encode(src, src_lengths))  # as beam search starts
-            state = state.select(torch.arange(size, device=device).repeat_interleave(beam_size))
-            memory = memory.for_beams(beam_size)
+            state, memory, _ = start_beams(ensemble, src, src_lengths, beam_size, None, share=True)
             tokens = torch.full((size * beam_size,), 2, dtype=torch.long, device=device)  # BOS
             for _ in range(steps):
-                logits, state, _ = model.decoder.step(tokens, state, memory)
-                tokens = torch.log_softmax(logits.float(), dim=-1).argmax(dim=-1)
+                log_probs, state, _ = ensemble.step(tokens, state, memory)
+                tokens = log_probs.argmax(dim=-1)
 
     return decode
 
