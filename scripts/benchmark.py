@@ -39,7 +39,7 @@ import datasets
 import torch
 
 from seq2seq.precision import resolve_device
-from seq2seq.bench.decoding import bench_decoding, decoding_translator
+from seq2seq.bench.decoding_speed import bench_decoding, decoding_translator
 from seq2seq.bench.joeynmt import JOEYNMT
 from seq2seq.bench.machine import PEAK_DTYPES, cpu_name, gemm_peak
 from seq2seq.bench.opennmt import OPENNMT
@@ -48,7 +48,7 @@ from seq2seq.bench.peers import (PeerError, PeerToolkit, harness_script, measure
                                  peer_ratios)
 from seq2seq.bench.profiling import profile
 from seq2seq.bench.report import compare_ratios, print_peer_decoding, print_peers, print_variant
-from seq2seq.bench.training import TrainingBench, bench_training
+from seq2seq.bench.training_speed import TrainingBench, bench_training
 from seq2seq.bench.variants import DTYPES, Variant, parse_variants
 from seq2seq.bench.workload import Workload, load_workload
 from seq2seq.checkpoint import CONFIG_FILE

@@ -24,10 +24,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seq2seq.api import Translator  # noqa: E402
+from seq2seq.translator import Translator  # noqa: E402
 from seq2seq.bench.machine import cpu_name  # noqa: E402
 from seq2seq.checkpoint import load_model_dir  # noqa: E402
-from seq2seq.decoding.batched import pad_batch  # noqa: E402
+from seq2seq.decoding.driver import pad_batch  # noqa: E402
 from seq2seq.lines import read_lines  # noqa: E402
 from seq2seq.onnx_export import export_onnx  # noqa: E402
 from seq2seq.onnx_runtime import load_onnx_model  # noqa: E402

@@ -65,7 +65,7 @@ def largest_allowed(kind: str, translator, limits) -> int:
 def load(model_dir: str):
     import torch
 
-    from seq2seq.api import Translator
+    from seq2seq.translator import Translator
     from seq2seq.tokenizer import EOS_ID
 
     torch.set_num_threads(1)

@@ -10,7 +10,7 @@ Reading (:func:`read_split`) gives a dataset with string columns ``src`` and ``t
 
 Text files are streamed into an Arrow file under ``data.cache_dir`` (never held in memory), memory-mapped and
 cached: a second run with the same files reads the cache. The corpus as piece ids is
-:mod:`seq2seq.tokenized_corpus`; the batches cut from it are :mod:`seq2seq.batches`.
+:mod:`seq2seq.tokenized_corpus`; the batches cut from it are :mod:`seq2seq.token_batches`.
 """
 
 from __future__ import annotations

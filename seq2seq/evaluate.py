@@ -10,51 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 from seq2seq.command_line import add_decoding_arguments, check_decoding_arguments
-from seq2seq.config import Config
 from seq2seq.lines import read_lines
-from seq2seq.metrics import score, translate_and_score
-
-logger = logging.getLogger("seq2seq.train")
-
-
-def evaluate_test_splits(cfg: Config, out_dir: Path, device) -> dict[str, Any]:
-    """Greedy and beam BLEU/chrF of the best model on each test split -> ``results.json`` (none without test splits).
-
-    Training calls this at its end, on the model directory it wrote, exactly as a user would evaluate it.
-    """
-    from seq2seq.api import Translator
-    from seq2seq.checkpoint import WEIGHTS_FILE, atomic_write_text
-    from seq2seq.data import DataError, read_split
-
-    if not cfg.data.test_splits:
-        return {}
-    if not (out_dir / WEIGHTS_FILE).is_file():
-        logger.warning("no best model was saved (no validation ran); skipping the test evaluation")
-        return {}
-    translator = Translator.load(out_dir, device=str(device))
-    results: dict[str, Any] = {}
-    for split in cfg.data.test_splits:
-        try:
-            raw = read_split(cfg.data, split)
-        except DataError as err:
-            logger.warning("test split '%s' skipped: %s", split, err)
-            continue
-        sources, references = list(raw["src"]), list(raw["tgt"])
-        results[split] = {}
-        for name, beam in (("greedy", 1), (f"beam{cfg.decode.beam_size}", cfg.decode.beam_size)):
-            _, result = translate_and_score(translator, sources, references, beam, legacy_lang=cfg.data.tgt_lang)
-            results[split][name] = result
-            logger.info("test %s %s: BLEU %.2f chrF %.2f (%.1f sentences/s) %s; lowercased Moses-tokenized BLEU "
-                        "%.2f %s", split, name, result["bleu"], result["chrf"], result["sentences_per_second"],
-                        result["bleu_signature"], result["bleu_lc_moses"], result["bleu_lc_moses_signature"])
-    atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2, ensure_ascii=False))
-    return results
+from seq2seq.metrics import bleu_and_chrf, translate_and_score
 
 
 def _language_of(path: str) -> str | None:
@@ -91,11 +52,11 @@ def main(argv: list[str] | None = None) -> int:
             hypotheses = read_lines(args.hyp)
             if len(hypotheses) != len(references):
                 raise ValueError(f"{args.hyp} has {len(hypotheses)} lines but {args.ref} has {len(references)}")
-            result = score(hypotheses, references, args.lang or _language_of(args.ref))
+            result = bleu_and_chrf(hypotheses, references, args.lang or _language_of(args.ref))
         else:
             if not (args.model and args.src):
                 parser.error("give --model DIR and --src FILE to translate, or --hyp FILE to score existing output")
-            from seq2seq.api import Translator
+            from seq2seq.translator import Translator
 
             sources = read_lines(args.src)
             if len(sources) != len(references):

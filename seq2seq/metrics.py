@@ -1,8 +1,8 @@
 """Corpus metrics on detokenized text: sacreBLEU BLEU and chrF with their signatures, and beside them the legacy
 BLEU that older papers report.
 
-:func:`score` compares hypotheses with references; :func:`translate_and_score` translates first (any object with
-a ``translate(list[str], beam_size=, batch_size=, progress=)`` method, such as :class:`seq2seq.api.Translator`) and
+:func:`bleu_and_chrf` compares hypotheses with references; :func:`translate_and_score` translates first (any object with
+a ``translate(list[str], beam_size=, batch_size=, progress=)`` method, such as :class:`seq2seq.translator.Translator`) and
 adds the decoding speed. :func:`legacy_bleu` is lowercased, Moses-tokenized BLEU (the ``tokenizer.perl -l LANG |
 lowercase.perl | multi-bleu.perl`` pipeline of much of the NMT literature, e.g. the Multi30k results): a different
 metric from sacreBLEU's (usually a few points higher), with its own signature, reported only to place a score
@@ -48,7 +48,7 @@ def legacy_bleu(hypotheses: Sequence[str], references: Sequence[str], lang: str)
             "bleu_lc_moses_detail": str(result)}
 
 
-def score(hypotheses: Sequence[str], references: Sequence[str], legacy_lang: str | None = None) -> dict:
+def bleu_and_chrf(hypotheses: Sequence[str], references: Sequence[str], legacy_lang: str | None = None) -> dict:
     """Corpus BLEU and chrF of detokenized hypotheses against one reference each.
 
     Returns a dict with ``bleu``, ``chrf`` (floats), ``bleu_signature``, ``chrf_signature`` and ``sentences``;
@@ -75,7 +75,7 @@ def score(hypotheses: Sequence[str], references: Sequence[str], legacy_lang: str
 def translate_and_score(translator, sources: Sequence[str], references: Sequence[str], beam_size: int,
                         batch_size: int | None = None, show_progress: bool = False,
                         legacy_lang: str | None = None) -> tuple[list[str], dict]:
-    """Translate ``sources`` and score against ``references`` (:func:`score`; ``legacy_lang`` adds the legacy
+    """Translate ``sources`` and score against ``references`` (:func:`bleu_and_chrf`; ``legacy_lang`` adds the legacy
     BLEU); adds decoding time and speed to the result. ``show_progress``: a progress bar on stderr while
     translating."""
     progress = None
@@ -91,7 +91,7 @@ def translate_and_score(translator, sources: Sequence[str], references: Sequence
         if progress is not None:
             progress.close()
     seconds = time.perf_counter() - start
-    result = score(hypotheses, references, legacy_lang)
+    result = bleu_and_chrf(hypotheses, references, legacy_lang)
     result.update(
         beam_size=beam_size,
         decode_seconds=round(seconds, 2),

@@ -100,7 +100,7 @@ def model_card(model_dir: str | Path, cfg: Config, repo_id: str, dataset: str | 
                 lines.append(f"| {split} | {mode} | {scores.get('bleu', '')} | {scores.get('chrf', '')} | "
                              f"`{scores.get('bleu_signature', '')}` |")
         lines.append("")
-    lines += ["## Use", "", "```python", "from seq2seq.api import Translator", "",
+    lines += ["## Use", "", "```python", "from seq2seq.translator import Translator", "",
               f'translator = Translator.load("hf:{repo_id}")', 'print(translator.translate("a dog runs in the park"))',
               "```", "", "or on the command line:", "", "```bash",
               f'python -m seq2seq.translate --model hf:{repo_id} "a dog runs in the park"', "```", "",

@@ -252,7 +252,7 @@ def _training_work(model: torch.nn.Module, device: torch.device, amp: torch.dtyp
                    beam_size: int) -> Callable[[], None]:  # noqa: ARG001
     """One training step (:func:`seq2seq.training.step.train_step`, as training runs it) on a batch of ``size``
     positions (sentences of 20 source + 20 target pieces)."""
-    from seq2seq.batches import Batch
+    from seq2seq.token_batches import Batch
     from seq2seq.training.step import Learner, StepSettings, train_step
 
     length = 20

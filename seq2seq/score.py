@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     check_decoding_arguments(parser, args)
 
-    from seq2seq.api import Translator
+    from seq2seq.translator import Translator
     from seq2seq.checkpoint import CheckpointError
     from seq2seq.lines import read_lines
 

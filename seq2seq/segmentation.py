@@ -3,7 +3,7 @@ sampling, Kudo 2018, arXiv 1804.10959, or BPE-dropout, Provilkov et al. 2020, ar
 batches from the sampled lengths.
 
 Set by ``tokenizer.sample_alpha`` (unigram) or ``tokenizer.bpe_dropout`` (BPE); with both at 0 none of this runs and
-training reads the best segmentation from the Arrow cache (:mod:`seq2seq.batches`). Validation, test and
+training reads the best segmentation from the Arrow cache (:mod:`seq2seq.token_batches`). Validation, test and
 translation always use the best segmentation.
 
 How an epoch is segmented (:meth:`SampledSegmentation.sample`):
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import datasets
 import numpy as np
 
-from seq2seq.batches import Batch, TokenBatchSampler, collate_flat, numpy_column
+from seq2seq.token_batches import Batch, TokenBatchSampler, collate_flat, numpy_column
 from seq2seq.tokenizer import EOS_ID, Tokenizer
 
 logger = logging.getLogger(__name__)

@@ -4,7 +4,7 @@
     curl -s 127.0.0.1:8000/translate -H 'content-type: application/json' -d '{"text": "A man is riding a bike."}'
 
 Endpoints: ``POST /translate``, ``GET /health``, ``GET /info``, ``GET /`` (the page), ``/docs`` and ``/openapi.json``.
-Concurrent requests are gathered for ``--batch-wait-ms`` into one decode (:mod:`seq2seq.serving.batcher`). Errors are JSON
+Concurrent requests are gathered for ``--batch-wait-ms`` into one decode (:mod:`seq2seq.serving.dynamic_batcher`). Errors are JSON
 ``{"error": "..."}``: 413 over a size limit (texts, characters, body, hypotheses, reply), 422 for bad input, 503
 when too many requests wait or the service is stopping, 500 (a generic message; the log has the details) for
 anything unexpected. SIGTERM or Ctrl-C stop the service after the requests in flight are answered.
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from seq2seq.api import Translator
+    from seq2seq.translator import Translator
     from seq2seq.checkpoint import CheckpointError
 
     try:

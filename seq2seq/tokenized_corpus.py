@@ -3,7 +3,7 @@
 :func:`tokenize_split` turns the string dataset :func:`seq2seq.data.read_split` gives into columns ``src_ids``,
 ``tgt_ids``, ``src_len`` and ``tgt_len``, written by ``data.num_workers`` processes on large corpora and keyed by
 the corpus and both tokenizer models, so that a second run with the same inputs reads the cache; training reads
-its batches straight from it (:func:`seq2seq.batches.read_batch`).
+its batches straight from it (:func:`seq2seq.token_batches.read_batch`).
 """
 
 from __future__ import annotations

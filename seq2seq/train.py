@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from seq2seq.batches import TokenBatchSampler
+from seq2seq.token_batches import TokenBatchSampler
 from seq2seq.checkpoint import (
     CONFIG_FILE,
     CheckpointError,
@@ -34,7 +34,7 @@ from seq2seq.checkpoint import (
 )
 from seq2seq.config import Config, ConfigError
 from seq2seq.data import DataError
-from seq2seq.evaluate import evaluate_test_splits
+from seq2seq.final_evaluation import evaluate_test_splits
 from seq2seq.precision import numerics_flags, resolve_device
 from seq2seq.tokenizer import TokenizerError
 from seq2seq.training.arguments import build_parser, config_from_args

@@ -1,4 +1,4 @@
-"""Translate text: a thin command line over :class:`seq2seq.api.Translator`.
+"""Translate text: a thin command line over :class:`seq2seq.translator.Translator`.
 
     python -m seq2seq.translate "a man is riding a bike"          # one line out per argument
     python -m seq2seq.translate < input.en > output.de            # one line out per line in (progress on stderr)
@@ -104,7 +104,7 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 
 def load_translator(args: argparse.Namespace, model_dirs: list[Path]):
     """(translator, sampling settings or None), or exit status 2 after printing the error."""
-    from seq2seq.api import Translator
+    from seq2seq.translator import Translator
     from seq2seq.checkpoint import CheckpointError
     from seq2seq.decoding.sampling import Sampling
 

@@ -9,7 +9,7 @@ import torch
 from support.cli import SENTENCES, output_lines, run
 
 from seq2seq.decoding.alignment import hard_alignment, piece_words
-from seq2seq.api import Translation, Translator
+from seq2seq.translator import Translation, Translator
 from seq2seq.config import TokenizerConfig
 from seq2seq.tokenizer import train_tokenizers
 

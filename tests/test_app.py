@@ -15,7 +15,7 @@ pytest.importorskip("fastapi", reason='the service needs the serve extra: pip in
 import httpx
 from fastapi.testclient import TestClient
 
-from seq2seq.api import Translator
+from seq2seq.translator import Translator
 from seq2seq.serving.app import create_app
 from seq2seq.serving.schema import Limits
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from seq2seq.batches import collate
+from seq2seq.token_batches import collate
 from seq2seq.bench.flops import counted_training_flops, training_flops
 from seq2seq.bench.report import compare_ratios
-from seq2seq.bench.training import bench_training
+from seq2seq.bench.training_speed import bench_training
 from seq2seq.bench.variants import parse_variants
 from seq2seq.config import ConfigError, ModelConfig
 from seq2seq.model import build_model

@@ -17,7 +17,7 @@ import yaml
 from conftest import REPO_ROOT
 from support.faults import ENOSPC, model_copy, snapshot
 
-from seq2seq.api import Translator
+from seq2seq.translator import Translator
 from seq2seq.checkpoint import CheckpointError, load_model_dir, save_model_dir
 
 

@@ -16,7 +16,7 @@ def run_corpus_test(tmp_path, ci: str | None) -> subprocess.CompletedProcess:
     if ci is not None:
         env["CI"] = ci
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
-               "tests/test_batches.py::test_multi30k_epoch_padding_under_ten_percent"]
+               "tests/test_token_batches.py::test_multi30k_epoch_padding_under_ten_percent"]
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=300, check=False)
 
 

@@ -13,8 +13,8 @@ import pytest
 from conftest import REPO_ROOT, TINY_OVERRIDES
 from support.cli import ENV, SENTENCES, output_lines, run
 
-from seq2seq.api import Translator
-from seq2seq.metrics import score
+from seq2seq.translator import Translator
+from seq2seq.metrics import bleu_and_chrf
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 BLEU_SIGNATURE = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:"
@@ -124,7 +124,7 @@ def test_evaluate_json_matches_scoring_the_api_output(tiny_model_dir, translator
     report = json.loads(result.stdout)
     hypotheses = translator.translate(src.read_text(encoding="utf-8").splitlines(), beam_size=2)
     assert hyp_file.read_text(encoding="utf-8").split("\n")[:-1] == hypotheses
-    expected = score(hypotheses, ref.read_text(encoding="utf-8").splitlines())
+    expected = bleu_and_chrf(hypotheses, ref.read_text(encoding="utf-8").splitlines())
     assert report["bleu"] == expected["bleu"] and report["chrf"] == expected["chrf"]
     assert report["bleu_signature"].startswith(BLEU_SIGNATURE)
     assert report["sentences"] == 10 and report["beam_size"] == 2

@@ -9,7 +9,7 @@ import pytest
 import torch
 from support.cli import ENV, SENTENCES, run
 
-from seq2seq.api import Translator
+from seq2seq.translator import Translator
 
 
 @pytest.fixture

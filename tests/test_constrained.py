@@ -164,7 +164,7 @@ def test_no_constraints_is_beam_search():
 
 # ---------------------------------------------------------------------------- the text layer and the CLI
 def test_translator_prefix_and_constraints(tiny_model_dir):
-    from seq2seq.api import Translator
+    from seq2seq.translator import Translator
 
     translator = Translator.load(tiny_model_dir, device="cpu", dtype="fp32")
     sources = ["a man is riding a bike", "two dogs play in the snow"]

@@ -16,7 +16,7 @@ import safetensors.torch
 import torch
 from conftest import MULTI30K, REPO_ROOT, TINY_OVERRIDES, train_until_interrupted
 
-from seq2seq.api import Translator
+from seq2seq.translator import Translator
 from seq2seq.config import load_config
 from seq2seq.train import train
 

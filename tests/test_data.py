@@ -1,5 +1,5 @@
 """Corpora (text dirs, file pairs, `datasets` dirs, hub) and their Arrow cache (seq2seq/data.py). Tokenizing:
-test_tokenized_corpus.py; batches and the token-budget sampler: test_batches.py."""
+test_tokenized_corpus.py; batches and the token-budget sampler: test_token_batches.py."""
 
 from __future__ import annotations
 

@@ -81,7 +81,7 @@ def test_a_model_twice_decodes_as_the_model():
 
 
 def test_translator_loads_an_ensemble_and_checks_tokenizers(tiny_model_dir, tmp_path):
-    from seq2seq.api import Translator
+    from seq2seq.translator import Translator
 
     sentences = ["a man is riding a bike", "two dogs"]
     single = Translator.load(tiny_model_dir, device="cpu", dtype="fp32")

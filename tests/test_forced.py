@@ -20,7 +20,7 @@ from support.tiny_models import (
 )
 
 from seq2seq.config import DecodeConfig
-from seq2seq.decoding.batched import pad_batch, score_ids, source_ids
+from seq2seq.decoding.driver import pad_batch, score_ids, source_ids
 from seq2seq.decoding.forced import score_targets
 from seq2seq.tokenizer import EOS_ID, PAD_ID, UNK_ID
 
@@ -96,8 +96,8 @@ def test_source_ids_and_padding_helpers():
 # ---------------------------------------------------------------------------- the text API and the CLI
 def test_translator_score_matches_beam_search(tiny_model_dir):
     """On a trained model: every n-best hypothesis scored back (ids), and through text where it re-tokenizes."""
-    from seq2seq.api import Translator
-    from seq2seq.decoding.batched import translate_ids
+    from seq2seq.translator import Translator
+    from seq2seq.decoding.driver import translate_ids
 
     translator = Translator.load(tiny_model_dir, device="cpu", dtype="fp32")
     sources = ["a man is riding a bike", "two dogs play in the snow", "a woman sings"]
@@ -133,7 +133,7 @@ def run_score(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_score_cli_matches_the_api(tiny_model_dir, tmp_path):
-    from seq2seq.api import Translator
+    from seq2seq.translator import Translator
 
     sources, targets = ["a man is riding a bike", "a dog"], ["ein Mann fährt Fahrrad", ""]
     (tmp_path / "src.en").write_text("\n".join(sources) + "\n", encoding="utf-8")

@@ -32,7 +32,7 @@ from conftest import SUBPROCESS_ENV
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seq2seq.api import Translation, Translator
+from seq2seq.translator import Translation, Translator
 from seq2seq.tokenizer import EOS_ID
 
 EXAMPLES = int(os.environ.get("SEQ2SEQ_FUZZ_EXAMPLES", "200"))
@@ -201,7 +201,7 @@ def fuzz_translators(fuzz_model_dir) -> dict[str, Translator]:
     return {dtype: Translator.load(fuzz_model_dir, device="cpu", dtype=dtype) for dtype in ("bf16", "auto")}
 
 
-#: score tolerance per compute dtype (as in tests/test_api.py): tokens must be identical
+#: score tolerance per compute dtype (as in tests/test_translator.py): tokens must be identical
 SCORE_TOLERANCE = {None: 1e-4, torch.bfloat16: 2e-2}
 
 
@@ -242,7 +242,7 @@ def test_api_nbest_and_scores_any_unicode(fuzz_translator, line, nbest):
 def test_api_long_lines_are_truncated_with_a_warning(tiny_translator, line):
     """Real limit (decode.max_src_length = 250): translated from the first 250 pieces, with a warning naming the
     input by its position in the call."""
-    with captured_warnings("seq2seq.api") as warnings:
+    with captured_warnings("seq2seq.translator") as warnings:
         out = tiny_translator.translate(["", line], beam_size=1)
     assert len(out) == 2 and out[0] == ""
     assert not any(c in LINE_BREAKS for c in out[1])

@@ -75,7 +75,7 @@ SENTENCES = ["a man is riding a bike .", "two dogs play in the snow ."]
 
 
 def test_load_from_the_cache_offline_with_a_revision_pin(tiny_model_dir, other_model_dir, offline_cache):
-    from seq2seq.api import Translator
+    from seq2seq.translator import Translator
 
     add_snapshot(offline_cache, "org/tiny", COMMIT_A, model_files(tiny_model_dir), ref="main")
     add_snapshot(offline_cache, "org/tiny", COMMIT_B, model_files(other_model_dir), ref="v2")
@@ -92,7 +92,7 @@ def test_a_hub_model_gets_the_local_checks(tiny_model_dir, tmp_path, offline_cac
     import torch
     from safetensors.torch import load_file, save_file
 
-    from seq2seq.api import Translator
+    from seq2seq.translator import Translator
     from seq2seq.checkpoint import CheckpointError
 
     weights = load_file(tiny_model_dir / "model.safetensors")
@@ -115,7 +115,7 @@ def test_translate_command_reads_hf_hub_offline_and_the_cache_from_the_environme
     env = {**SUBPROCESS_ENV, "HF_HUB_CACHE": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
     hub = subprocess.run([*command, "--model", "hf:org/tiny"], env=env, cwd=REPO_ROOT, capture_output=True, text=True)
     assert hub.returncode == 0, hub.stderr
-    from seq2seq.api import Translator
+    from seq2seq.translator import Translator
 
     assert hub.stdout.strip() == Translator.load(tiny_model_dir, device="cpu").translate(SENTENCES[0], beam_size=1)
 

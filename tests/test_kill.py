@@ -37,7 +37,7 @@ import torch
 from conftest import REPO_ROOT, SUBPROCESS_ENV, TINY_OVERRIDES
 from support.faults import SMALL, corpus_lines, write_corpus
 
-from seq2seq.api import Translator
+from seq2seq.translator import Translator
 from seq2seq.checkpoint import CheckpointError, find_training_state
 from seq2seq.config import load_config
 from seq2seq.train import main as train_main

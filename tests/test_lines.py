@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from support.cli import ENV, SENTENCES
 
-from seq2seq.api import Translator
+from seq2seq.translator import Translator
 from seq2seq.lines import count_lines, line_batches
 
 WAIT = 60  # seconds before a read that should return at once counts as stuck (a guard, not a measurement)

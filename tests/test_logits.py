@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from seq2seq.api import Translator
+from seq2seq.translator import Translator
 from seq2seq.checkpoint import WEIGHTS_FILE, load_weights, save_weights
 from seq2seq.config import Config, DecodeConfig
 from seq2seq.decoding.logits import (

@@ -10,8 +10,9 @@ import shutil
 from sacrebleu.metrics import BLEU
 
 from seq2seq.config import load_config
-from seq2seq.evaluate import evaluate_test_splits, main
-from seq2seq.metrics import legacy_bleu, score
+from seq2seq.evaluate import main
+from seq2seq.final_evaluation import evaluate_test_splits
+from seq2seq.metrics import legacy_bleu, bleu_and_chrf
 
 
 def test_legacy_bleu_equals_bleu_worked_out_by_hand():
@@ -24,7 +25,7 @@ def test_legacy_bleu_equals_bleu_worked_out_by_hand():
     assert "case:lc" in result["bleu_lc_moses_signature"] and "tok:moses-de" in result["bleu_lc_moses_signature"]
     assert "sacremoses-" in result["bleu_lc_moses_signature"]
     # sacreBLEU (cased, 13a) scores the same pair otherwise: "Ein" is not "ein" there
-    assert score(['Ein Mann, der "lacht".'], ["ein Mann, der lacht."])["bleu"] < result["bleu_lc_moses"]
+    assert bleu_and_chrf(['Ein Mann, der "lacht".'], ["ein Mann, der lacht."])["bleu"] < result["bleu_lc_moses"]
 
 
 def test_legacy_bleu_equals_sacrebleu_on_text_tokenized_by_hand():
@@ -34,9 +35,9 @@ def test_legacy_bleu_equals_sacrebleu_on_text_tokenized_by_hand():
     by_hand_ref = ["a man 's brown dog runs fast .", "two women are sitting on a bench .", "a child eats an apple ."]
     expected = BLEU(tokenize="none").corpus_score(by_hand_hyp, [by_hand_ref]).score
     assert legacy_bleu(hypotheses, references, "en")["bleu_lc_moses"] == round(expected, 2)
-    both = score(hypotheses, references, legacy_lang="en")
+    both = bleu_and_chrf(hypotheses, references, legacy_lang="en")
     assert both["bleu_lc_moses"] == round(expected, 2) and both["bleu"] != both["bleu_lc_moses"]
-    assert "bleu_lc_moses" not in score(hypotheses, references)  # validation's scores stay sacreBLEU only
+    assert "bleu_lc_moses" not in bleu_and_chrf(hypotheses, references)  # validation's scores stay sacreBLEU only
 
 
 def test_evaluate_prints_the_legacy_bleu_with_its_signature(tmp_path, capsys):

@@ -86,7 +86,7 @@ def test_reference_cells_are_refused(tmp_path):
 def test_translator_onnx_backend_translates_as_torch(tiny_model_dir, tiny_corpus, tmp_path):
     import shutil
 
-    from seq2seq.api import Translator
+    from seq2seq.translator import Translator
     from seq2seq.onnx_export import main as onnx_export_main
 
     model_dir = tmp_path / "model"

@@ -17,7 +17,7 @@ import yaml
 from conftest import REPO_ROOT, TINY_OVERRIDES
 
 from seq2seq import precision
-from seq2seq.api import Translator
+from seq2seq.translator import Translator
 from seq2seq.checkpoint import CheckpointError
 from seq2seq.config import ConfigError, load_config
 from seq2seq.train import main as train_main

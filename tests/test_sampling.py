@@ -122,7 +122,7 @@ def run_translate(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_sampling_cli_is_seeded_and_equals_the_api(tiny_model_dir):
-    from seq2seq.api import Translator
+    from seq2seq.translator import Translator
 
     args = ["--model", str(tiny_model_dir), "--device", "cpu", "--dtype", "fp32", "--sampling", "--nbest", "5",
             "--top-k", "20", "--seed", "3", "a man is riding a bike"]
@@ -141,7 +141,7 @@ def test_sampling_cli_is_seeded_and_equals_the_api(tiny_model_dir):
 def test_an_inputs_seeded_samples_are_the_same_alone_in_a_batch_and_streamed(tiny_model_dir):
     """Issue 21 item 8: each input draws from its own stream (seed + its source ids), so its samples do not
     depend on its neighbours, its place in the batches, or how lines arrive on stdin."""
-    from seq2seq.api import Translator
+    from seq2seq.translator import Translator
 
     translator = Translator.load(tiny_model_dir, device="cpu", dtype="fp32")
     sampling = Sampling(temperature=1.5, seed=11)

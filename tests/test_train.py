@@ -269,7 +269,7 @@ def test_run_directory_holds_the_complete_model_and_its_records(run_20):
 
 
 def test_saved_model_loads_without_pickle(run_20, monkeypatch):
-    from seq2seq.api import Translator
+    from seq2seq.translator import Translator
 
     _, out, _ = run_20
     with safetensors.safe_open(str(out / "model.safetensors"), framework="pt") as weights:

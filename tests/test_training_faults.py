@@ -12,7 +12,7 @@ import safetensors.torch
 from conftest import TINY_OVERRIDES
 from support.runs import RECIPE
 
-from seq2seq.api import Translator
+from seq2seq.translator import Translator
 from seq2seq.checkpoint import find_training_state, load_model_dir
 from seq2seq.config import load_config
 from seq2seq.model import Seq2Seq

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from seq2seq.bench.peers import PeerError
-from seq2seq.metrics import score
+from seq2seq.metrics import bleu_and_chrf
 
 #: the searches compared, as bench_decoding names them: (name, beam size)
 SEARCHES = (("greedy", 1), ("beam", 5))
@@ -39,7 +39,7 @@ class PeerDecoder:
 
 def decode_with_peer(decoder: PeerDecoder, model: Path, spm_dir: Path, sources: list[str], references: list[str],
                      batch_size: int, latency_sentences: int, threads: int) -> dict:
-    """The peer's greedy and beam-5 figures in :func:`~seq2seq.bench.decoding.bench_decoding`'s layout: sentences/s,
+    """The peer's greedy and beam-5 figures in :func:`~seq2seq.bench.decoding_speed.bench_decoding`'s layout: sentences/s,
     output pieces/s (pieces + EOS), words/s, BLEU, and the mean batch-1 latency (its timer over the sentences)."""
     import sentencepiece as spm
 
@@ -61,7 +61,7 @@ def decode_with_peer(decoder: PeerDecoder, model: Path, spm_dir: Path, sources: 
             results[name] = {"beam_size": beam, "seconds": seconds, "sentences_per_s": len(sources) / seconds,
                              "tokens_per_s": tokens / seconds, "mean_output_tokens": tokens / len(sources),
                              "words_per_s": sum(len(text.split()) for text in texts) / seconds,
-                             "bleu": score(texts, references)["bleu"], "latency_sentences": 0, "latency_mean_ms": None}
+                             "bleu": bleu_and_chrf(texts, references)["bleu"], "latency_sentences": 0, "latency_mean_ms": None}
             if latency_sentences:
                 single = decoder.translate(model, latency_file, out_file, 1, beam, threads)
                 count = min(latency_sentences, len(sources))

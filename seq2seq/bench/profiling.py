@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import torch
 
-from seq2seq.api import Translator
-from seq2seq.batches import TokenBatchSampler, iterate_batches
+from seq2seq.translator import Translator
+from seq2seq.token_batches import TokenBatchSampler, iterate_batches
 from seq2seq.bench.workload import Workload
 from seq2seq.config import Config
-from seq2seq.decoding.batched import translate_ids
+from seq2seq.decoding.driver import translate_ids
 from seq2seq.decoding.options import DecodeOptions
 from seq2seq.model import Seq2Seq
 from seq2seq.training.optimizer import build_optimizer

@@ -1,6 +1,6 @@
 """Decoding: id sequences in, hypotheses or scores out, every search mode driven by the decoder's one ``step()``.
 
-- :mod:`~seq2seq.decoding.batched`: sorts sentences by length, decodes them in batches, picks the search;
+- :mod:`~seq2seq.decoding.driver`: sorts sentences by length, decodes them in batches, picks the search;
 - :mod:`~seq2seq.decoding.options`: :class:`DecodeOptions`, the settings of one decode (built once, passed by name);
 - :mod:`~seq2seq.decoding.search`: greedy search and the one beam-search loop;
 - :mod:`~seq2seq.decoding.topk`: plain beam search's candidate selection (top 2K, in tensors);

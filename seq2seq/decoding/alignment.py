@@ -49,7 +49,7 @@ def argmax_source(attention: torch.Tensor, target_pieces: int, source_pieces: in
 
 
 def hard_alignment(translation, line: str, src_tokenizer: Tokenizer) -> dict[str, list]:
-    """Hard alignment of one :class:`~seq2seq.api.Translation` (made with ``return_attention=True``) of ``line``.
+    """Hard alignment of one :class:`~seq2seq.translator.Translation` (made with ``return_attention=True``) of ``line``.
 
     Returns ``src_pieces`` / ``tgt_pieces`` (EOS left out; the source as the model read it, so truncated by
     ``decode.max_src_length``), and per target piece ``src_piece_index`` and ``src_word_index``.

@@ -5,7 +5,7 @@ greedy, beam, sampling, constrained search and scoring have one code path. Per s
 token is the **mean of the members' log-probabilities** (as OpenNMT-py and Marian combine models), so the
 ensemble's score of a whole output is the mean of the members' scores. Attention weights are averaged too.
 
-Members must share the tokenizers (checked where models are loaded, :meth:`seq2seq.api.Translator.load`); each
+Members must share the tokenizers (checked where models are loaded, :meth:`seq2seq.translator.Translator.load`); each
 keeps its own encoder output and recurrent state.
 """
 

@@ -2,7 +2,7 @@
 
 :class:`DecodeOptions` holds what greedy, beam, constrained and sampling search read (``beam_size``, ``nbest``,
 the length limits, the length penalty, ``min_length``, ``no_repeat_ngram``, ``return_attention``) and the batch
-size :func:`~seq2seq.decoding.batched.translate_ids` decodes with. :meth:`DecodeOptions.from_config` builds it from
+size :func:`~seq2seq.decoding.driver.translate_ids` decodes with. :meth:`DecodeOptions.from_config` builds it from
 a model's ``decode`` section plus the caller's overrides (a request's beam size, n-best, ...); the names are the
 config's names. :func:`check_nbest` is the one n-best rule the Python API and the command lines share.
 """
@@ -31,7 +31,7 @@ class DecodeOptions:
             length limit.
         no_repeat_ngram: no n-gram of this size appears twice in an output (0 = off).
         return_attention: keep each hypothesis's attention weights.
-        batch_size: sentences decoded together (:func:`~seq2seq.decoding.batched.translate_ids`).
+        batch_size: sentences decoded together (:func:`~seq2seq.decoding.driver.translate_ids`).
     """
 
     beam_size: int = 5

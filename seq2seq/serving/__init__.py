@@ -2,5 +2,5 @@
 
 - :mod:`~seq2seq.serving.app`: the FastAPI application (endpoints, errors, limits, the page under ``static/``);
 - :mod:`~seq2seq.serving.schema`: request and reply shapes, request limits, one batch turned into replies;
-- :mod:`~seq2seq.serving.batcher`: gathers concurrent requests into one decode.
+- :mod:`~seq2seq.serving.dynamic_batcher`: gathers concurrent requests into one decode.
 """

@@ -1,6 +1,6 @@
 """The FastAPI application: ``POST /translate``, ``GET /health``, ``GET /info``, ``GET /`` (the page), ``/docs``.
 
-Concurrent requests are gathered for ``batch_wait_ms`` into one decode (:mod:`seq2seq.serving.batcher`). Errors are
+Concurrent requests are gathered for ``batch_wait_ms`` into one decode (:mod:`seq2seq.serving.dynamic_batcher`). Errors are
 JSON ``{"error": "..."}``: 413 over a size limit, 422 for bad input, 503 when too many requests wait. The command
 line that starts it is :mod:`seq2seq.serve`.
 """
@@ -27,8 +27,8 @@ except ImportError as _err:  # the package itself must work without the serve ex
 
 import torch
 
-from seq2seq.api import Translator
-from seq2seq.serving.batcher import BatcherBusy, BatcherStopped, DynamicBatcher
+from seq2seq.translator import Translator
+from seq2seq.serving.dynamic_batcher import BatcherBusy, BatcherStopped, DynamicBatcher
 from seq2seq.serving.schema import (
     LimitExceeded,
     Limits,

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from seq2seq.api import Translation, Translator
+from seq2seq.translator import Translation, Translator
 from seq2seq.config import MAX_BEAM_SIZE, DecodeConfig
 from seq2seq.tokenizer import EOS_ID, PAD_ID
 

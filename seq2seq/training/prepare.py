@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from seq2seq.decoding.batched import source_ids
-from seq2seq.batches import Batch, TokenBatchSampler, batch_view, read_batch
+from seq2seq.decoding.driver import source_ids
+from seq2seq.token_batches import Batch, TokenBatchSampler, batch_view, read_batch
 from seq2seq.checkpoint import atomic_write
 from seq2seq.config import Config
 from seq2seq.data import DataError, read_split

@@ -1,5 +1,5 @@
 """One optimizer step of training, written once: :func:`train_step` is what ``python -m seq2seq.train`` runs
-each step, what the training benchmark (:mod:`seq2seq.bench.training`) times, and what ``dtype: auto``
+each step, what the training benchmark (:mod:`seq2seq.bench.training_speed`) times, and what ``dtype: auto``
 (:mod:`seq2seq.precision`) measures. It does the forward and backward passes (gradient accumulation, and under
 torchrun the gradient all-reduce), the agreement between ranks, gradient clipping, the update and the weight
 average. :class:`Learner` is what the step changes. Also this rank's share of a step's batches, and the loss and
@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from seq2seq.batches import Batch
+from seq2seq.token_batches import Batch
 from seq2seq.config import TrainConfig
 from seq2seq.model import Seq2Seq
 from seq2seq.training.distributed import Distributed

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from seq2seq.batches import TokenBatchSampler, collate
+from seq2seq.token_batches import TokenBatchSampler, collate
 from seq2seq.config import Config, DecodeConfig
-from seq2seq.decoding.batched import translate_ids
+from seq2seq.decoding.driver import translate_ids
 from seq2seq.decoding.options import DecodeOptions
-from seq2seq.metrics import score
+from seq2seq.metrics import bleu_and_chrf
 from seq2seq.model import Seq2Seq
 from seq2seq.precision import ComputeDtypes, numerics
 from seq2seq.tokenizer import Tokenizer
@@ -70,7 +70,7 @@ def validation_bleu(model: Seq2Seq, decode: DecodeConfig, src_ids: list[list[int
     hypotheses = translate_ids(model, src_ids, DecodeOptions.from_config(decode, beam_size=1, nbest=1), device=device,
                                autocast_dtype=amp)
     texts = tgt_tok.decode([hyps[0].tokens for hyps in hypotheses])
-    return score(texts, references)
+    return bleu_and_chrf(texts, references)
 
 
 def validate(model: Seq2Seq, valid: ValidationSet, cfg: Config, tgt_tok: Tokenizer, device: torch.device,

@@ -3,7 +3,7 @@
 Sentences are sorted by length and decoded ``batch_size`` at a time, each batch under the chosen autocast dtype;
 results come back in input order. Which search runs is decided here, once: sampling (``Sampling``), constrained
 beam search (any constraints), greedy (beam 1, one output) or beam search. The text layer on top is
-:class:`seq2seq.api.Translator`.
+:class:`seq2seq.translator.Translator`.
 """
 
 from __future__ import annotations

@@ -11,15 +11,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from seq2seq.api import Translator
+from seq2seq.translator import Translator
 from seq2seq.bench.machine import sync
-from seq2seq.bench.training import dtype_name
+from seq2seq.bench.training_speed import dtype_name
 from seq2seq.bench.workload import Workload
 from seq2seq.checkpoint import WEIGHTS_FILE, load_state_into, load_weights
 from seq2seq.config import Config
-from seq2seq.decoding.batched import translate_ids
+from seq2seq.decoding.driver import translate_ids
 from seq2seq.decoding.options import DecodeOptions
-from seq2seq.metrics import score
+from seq2seq.metrics import bleu_and_chrf
 from seq2seq.model import Seq2Seq, build_model
 
 
@@ -67,7 +67,7 @@ def bench_decoding(translator: Translator, sources: list[str], batch_size: int, 
             "latency_mean_ms": float(np.mean(latencies)) * 1000 if latencies else None,
         }
         if references is not None:
-            scored = score(texts, references)
+            scored = bleu_and_chrf(texts, references)
             results[name].update(bleu=scored["bleu"], bleu_signature=scored["bleu_signature"])
     return results
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from seq2seq.api import Translation, Translator
+from seq2seq.translator import Translation, Translator
 from seq2seq.decoding.sampling import Sampling
 from seq2seq.tokenizer import BOS_ID, EOS_ID
 
@@ -211,7 +211,7 @@ def test_long_input_is_truncated_with_a_warning(translator, monkeypatch, caplog)
     assert source_pieces(translator, long_line) > 8
     # Listen on the module's logger itself: train() (run by the tiny_model_dir fixture) stops the "seq2seq"
     # logger from propagating to the root logger, where caplog listens.
-    logger = logging.getLogger("seq2seq.api")
+    logger = logging.getLogger("seq2seq.translator")
     logger.addHandler(caplog.handler)
     try:
         out = translator.translate(long_line, return_attention=True)

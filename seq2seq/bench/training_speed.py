@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from seq2seq.batches import TokenBatchSampler, iterate_batches
+from seq2seq.token_batches import TokenBatchSampler, iterate_batches
 from seq2seq.bench.flops import counted_training_flops, training_flops
 from seq2seq.bench.machine import sync
 from seq2seq.bench.workload import Workload

@@ -1,4 +1,4 @@
-"""The models a :class:`~seq2seq.api.Translator` decodes with: one model directory or an ensemble of them, on a
+"""The models a :class:`~seq2seq.translator.Translator` decodes with: one model directory or an ensemble of them, on a
 device, optionally int8-quantized or run on onnxruntime.
 
 Every choice a caller can get wrong (an ensemble whose tokenizers differ, int8 on a GPU, an unknown backend or
@@ -20,11 +20,11 @@ from seq2seq.quantize import quantize_int8
 from seq2seq.tokenizer import Tokenizer
 
 
-def load_inference_models(
+def load_decoding_models(
     model_dir: str | Path | Sequence[str | Path], device: str = "auto", quantize: str | None = None,
     dtype: str | None = None, threads: int | None = None, backend: str = "torch",
 ) -> tuple[Config, list, Tokenizer, Tokenizer, torch.device]:
-    """``(cfg, models, src_tokenizer, tgt_tokenizer, device)`` for :meth:`seq2seq.api.Translator.load` (which
+    """``(cfg, models, src_tokenizer, tgt_tokenizer, device)`` for :meth:`seq2seq.translator.Translator.load` (which
     documents the arguments): the first directory's config (with ``dtype`` applied) and tokenizers, and one model
     per directory, all sharing those tokenizers."""
     model_dirs = [model_dir] if isinstance(model_dir, (str, Path)) else list(model_dir)

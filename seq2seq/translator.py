@@ -1,6 +1,6 @@
 """Python API: ``Translator.load(model_dir).translate(text_or_lines)`` and ``.generate(lines, nbest=...)``.
 
-Layers (each usable alone): :func:`seq2seq.decoding.batched.translate_ids` / :func:`~seq2seq.decoding.batched.score_ids`
+Layers (each usable alone): :func:`seq2seq.decoding.driver.translate_ids` / :func:`~seq2seq.decoding.driver.score_ids`
 (ids in, hypotheses or scores out, batched and sorted by length internally, results in input order) ->
 :meth:`Translator.generate` (texts in, per input its n-best list of :class:`Translation` out) ->
 :meth:`Translator.translate` (text in, text out); :meth:`Translator.score` for given translations. ``Translator.load([A, B])`` loads an
@@ -17,12 +17,12 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 
 from seq2seq.config import Config, DataConfig, DecodeConfig
-from seq2seq.decoding.batched import score_ids, source_ids, translate_ids
+from seq2seq.decoding.driver import score_ids, source_ids, translate_ids
 from seq2seq.decoding.forced import TargetScore
 from seq2seq.decoding.hypothesis import Hypothesis
 from seq2seq.decoding.options import DecodeOptions, check_batch_size, check_beam_size, check_nbest
 from seq2seq.decoding.sampling import Sampling
-from seq2seq.inference_models import load_inference_models
+from seq2seq.backends import load_decoding_models
 from seq2seq.precision import choose_autocast
 from seq2seq.tokenizer import Tokenizer
 
@@ -101,7 +101,7 @@ class Translator:
             backend: ``torch``, or ``onnx``: the encoder and decoder step exported to ``MODEL_DIR/onnx/`` by
                 ``python -m seq2seq.onnx_export`` run in onnxruntime on the CPU (fp32; see docs/onnx.md).
         """
-        cfg, models, src_tok, tgt_tok, resolved = load_inference_models(model_dir, device, quantize, dtype, threads,
+        cfg, models, src_tok, tgt_tok, resolved = load_decoding_models(model_dir, device, quantize, dtype, threads,
                                                                         backend)
         return cls(cfg, models[0], src_tok, tgt_tok, resolved, models[1:])
 

@@ -1,4 +1,4 @@
-"""What a Translator decodes with (seq2seq/inference_models.py): every wrong choice is one ValueError saying what to
+"""What a Translator decodes with (seq2seq/backends.py): every wrong choice is one ValueError saying what to
 use, and the right ones give the models asked for. The ensemble's tokenizer check: test_ensemble.py; threads:
 test_cli_options.py; the onnx backend's outputs: test_onnx_export.py."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seq2seq.inference_models import load_inference_models
+from seq2seq.backends import load_decoding_models
 from seq2seq.model import Seq2Seq
 
 
@@ -19,16 +19,16 @@ from seq2seq.model import Seq2Seq
 ])
 def test_a_wrong_choice_is_one_clear_error(tiny_model_dir, kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        load_inference_models(tiny_model_dir, device="cpu", **kwargs)
+        load_decoding_models(tiny_model_dir, device="cpu", **kwargs)
 
 
 def test_no_model_directory_is_an_error():
     with pytest.raises(ValueError, match="no model directory given"):
-        load_inference_models([], device="cpu")
+        load_decoding_models([], device="cpu")
 
 
 def test_one_directory_twice_is_an_ensemble_of_two_models_with_its_config(tiny_model_dir):
-    cfg, models, src_tok, tgt_tok, device = load_inference_models([tiny_model_dir, tiny_model_dir], device="cpu",
+    cfg, models, src_tok, tgt_tok, device = load_decoding_models([tiny_model_dir, tiny_model_dir], device="cpu",
                                                                    dtype="fp32")
     assert device == torch.device("cpu") and cfg.decode.dtype == "fp32"
     assert len(models) == 2 and all(isinstance(m, Seq2Seq) for m in models) and models[0] is not models[1]
@@ -36,7 +36,7 @@ def test_one_directory_twice_is_an_ensemble_of_two_models_with_its_config(tiny_m
 
 
 def test_int8_quantizes_the_linear_layers_and_decodes_in_fp32(tiny_model_dir):
-    cfg, models, *_ = load_inference_models(tiny_model_dir, device="cpu", quantize="int8", dtype="bf16")
+    cfg, models, *_ = load_decoding_models(tiny_model_dir, device="cpu", quantize="int8", dtype="bf16")
     assert cfg.decode.dtype == "fp32"  # int8 kernels replace the GEMMs; no autocast on top
     linear = {name: type(m) for name, m in models[0].named_modules() if type(m).__name__ == "Linear"}
     energy = {name for name in linear if name.endswith("energy_layer")}  # a 1-output vector read as a weight

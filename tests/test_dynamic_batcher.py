@@ -1,4 +1,4 @@
-"""Dynamic batching (``seq2seq.serving.batcher``) alone and through the service, a client that leaves, and the service as
+"""Dynamic batching (``seq2seq.serving.dynamic_batcher``) alone and through the service, a client that leaves, and the service as
 a process: ``python -m seq2seq.serve`` on a loopback port, stopped with SIGTERM; the package without FastAPI."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO_ROOT
 from support.serving import ENV, http_json, start_server
 
-from seq2seq.serving.batcher import BatcherBusy, DynamicBatcher
+from seq2seq.serving.dynamic_batcher import BatcherBusy, DynamicBatcher
 
 SENTENCES = ["A man is riding a bike.", "Two dogs play in the snow.", "People.", "A boy eats an ice cream.",
              "A girl in a red dress is walking down the street with her mother.", "Three men sit on a bench."]
@@ -115,7 +115,7 @@ def test_stop_in_the_wait_window_answers_every_caller():
 @pytest.fixture(scope="module")
 def translator(tiny_model_dir):
     pytest.importorskip("fastapi", reason='the service needs the serve extra: pip install -e ".[serve]"')
-    from seq2seq.api import Translator
+    from seq2seq.translator import Translator
 
     return Translator.load(tiny_model_dir, device="cpu")
 
@@ -233,7 +233,7 @@ def test_serve_with_a_missing_model_exits_2_with_one_message(tmp_path):
 
 def test_the_package_imports_without_fastapi():
     code = ("import sys; sys.modules['fastapi'] = None; sys.modules['uvicorn'] = None\n"
-            "import seq2seq, seq2seq.api, seq2seq.serving.batcher, seq2seq.decoding.search, seq2seq.translate\n"
+            "import seq2seq, seq2seq.translator, seq2seq.serving.dynamic_batcher, seq2seq.decoding.search, seq2seq.translate\n"
             "try:\n    import seq2seq.serve\nexcept ImportError as err:\n    print(err)\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=ENV, capture_output=True, text=True,
                             timeout=120, check=False)

@@ -1,4 +1,4 @@
-"""Batches (seq2seq/batches.py): the collate layout, the token-budget sampler (budget, cover, seeded order, the
+"""Batches (seq2seq/token_batches.py): the collate layout, the token-budget sampler (budget, cover, seeded order, the
 per-pair greedy cut), reading a batch through an indices mapping, sentence batches for decoding, and the padding
 of a real Multi30k epoch."""
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from support.corpus import DE, EN, config
 
-from seq2seq.batches import (
+from seq2seq.token_batches import (
     Batch,
     TokenBatchSampler,
     batch_view,
@@ -132,7 +132,7 @@ def test_pair_larger_than_budget_names_the_key():
 
 
 def test_sentence_batches_cover_every_index_once():
-    from seq2seq.decoding.batched import sentence_batches
+    from seq2seq.decoding.driver import sentence_batches
 
     lengths = [3, 9, 1, 9, 4, 7, 2]
     batches = sentence_batches(lengths, batch_size=3)
