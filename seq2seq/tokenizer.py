@@ -7,7 +7,7 @@ the module constants instead of asking the tokenizer:
 id    piece    meaning
 ====  =======  ==========================================================
 0     ``<pad>``  padding (:data:`PAD_ID`); never produced by ``encode``
-1     ``<unk>``  a character the model has never seen (:data:`UNK_ID`)
+1     ``<unk>``  a character the model has never seen (:data:`UNK_ID`); never produced with byte fallback
 2     ``<s>``    begin of sentence (:data:`BOS_ID`); the decoder's first input
 3     ``</s>``   end of sentence (:data:`EOS_ID`); ends source and target
 ====  =======  ==========================================================
@@ -15,6 +15,11 @@ id    piece    meaning
 ``encode`` returns piece ids only; where BOS/EOS go is the data pipeline's business (see seq2seq/data.py).
 A model directory holds ``tokenizer.src.model`` and ``tokenizer.tgt.model`` (the same bytes when the
 vocabulary is joint).
+
+Tokenizers are trained with SentencePiece's byte fallback (``tokenizer.byte_fallback``, on by default): a
+character no piece covers is spelled as its UTF-8 bytes (256 pieces ``<0x00>`` .. ``<0xFF>`` after the learned
+ones), so every input character reaches the model and any text can be an output. Tokenizers trained without it
+(older models) still load and map such characters to ``<unk>``.
 """
 
 from __future__ import annotations
@@ -121,6 +126,11 @@ class Tokenizer:
         """Number of pieces, special pieces included (ids are ``0 .. vocab_size - 1``)."""
         return self._sp.get_piece_size()
 
+    @property
+    def byte_fallback(self) -> bool:
+        """Whether characters outside the pieces are spelled as byte pieces (else they become ``<unk>``)."""
+        return self._sp.piece_to_id("<0x00>") != UNK_ID and self._sp.is_byte(self._sp.piece_to_id("<0x00>"))
+
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Piece ids of each text, without BOS/EOS. Never fails on odd unicode (lone surrogates become U+FFFD)."""
         return self._sp.encode([_clean(t) for t in texts], out_type=int)
@@ -203,6 +213,9 @@ class _Sentences:
                 yield line
 
 
+#: byte fallback's pieces: one per byte value, ``<0x00>`` .. ``<0xFF>``
+BYTE_PIECES = 256
+
 #: below this fraction of the requested vocabulary size, a soft-limited vocabulary is an error
 MIN_VOCAB_FRACTION = 0.9
 
@@ -214,12 +227,15 @@ def _train_one(cfg: TokenizerConfig, lines: Iterable[str], side: str) -> Tokeniz
     """Train one SentencePiece model on ``lines``; ``side`` names the data in error messages."""
     sentences = _Sentences(lines)
     model = io.BytesIO()
+    # byte fallback's 256 byte pieces come on top of the learned ones, so vocab_size keeps its meaning
+    vocab_size = cfg.vocab_size + (BYTE_PIECES if cfg.byte_fallback else 0)
     try:
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(sentences),
             model_writer=model,
             model_type=cfg.type,
-            vocab_size=cfg.vocab_size,
+            vocab_size=vocab_size,
+            byte_fallback=cfg.byte_fallback,
             character_coverage=cfg.character_coverage,
             input_sentence_size=cfg.input_sentence_size,
             shuffle_input_sentence=True,
@@ -244,22 +260,24 @@ def _train_one(cfg: TokenizerConfig, lines: Iterable[str], side: str) -> Tokeniz
             ) from None
         too_high = _TOO_HIGH.search(str(err))
         if too_high:
+            most = int(too_high.group(2)) - (vocab_size - cfg.vocab_size)
             raise ConfigError(
                 f"tokenizer.vocab_size = {cfg.vocab_size} is too large for the {side} training text "
-                f"({sentences.count} lines): SentencePiece ({cfg.type}) can build at most {too_high.group(2)} pieces "
-                f"from it; set tokenizer.vocab_size <= {too_high.group(2)}"
+                f"({sentences.count} lines): SentencePiece ({cfg.type}) can build at most {most} pieces "
+                f"from it; set tokenizer.vocab_size <= {most}"
             ) from None
         raise TokenizerError(f"SentencePiece training failed for the {side} tokenizer: {err}") from None
     tokenizer = Tokenizer.from_bytes(model.getvalue(), source=f"<trained {side} model>")
-    if tokenizer.vocab_size < MIN_VOCAB_FRACTION * cfg.vocab_size:
+    learned = tokenizer.vocab_size - (vocab_size - cfg.vocab_size)
+    if learned < MIN_VOCAB_FRACTION * cfg.vocab_size:
         raise ConfigError(
             f"tokenizer.vocab_size = {cfg.vocab_size} is too large for the {side} training text "
-            f"({sentences.count} lines): SentencePiece ({cfg.type}) could build only {tokenizer.vocab_size} pieces "
-            f"from it; set tokenizer.vocab_size <= {tokenizer.vocab_size}"
+            f"({sentences.count} lines): SentencePiece ({cfg.type}) could build only {learned} pieces "
+            f"from it; set tokenizer.vocab_size <= {learned}"
         )
-    if tokenizer.vocab_size < cfg.vocab_size:
+    if learned < cfg.vocab_size:
         logger.warning("the %s text supports %d pieces, fewer than tokenizer.vocab_size = %d: using %d",
-                       side, tokenizer.vocab_size, cfg.vocab_size, tokenizer.vocab_size)
+                       side, learned, cfg.vocab_size, learned)
     return tokenizer
 
 

@@ -6,6 +6,7 @@ import gzip
 import io
 import pickle
 import random
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from seq2seq.tokenizer import (
     PAD_ID,
     SRC_TOKENIZER_FILE,
     TGT_TOKENIZER_FILE,
+    BYTE_PIECES,
     UNK_ID,
     Tokenizer,
     TokenizerError,
@@ -59,7 +61,7 @@ def test_multi30k_bpe_separate_vocabularies_round_trip(multi30k_dir, tmp_path):
     src_tok, tgt_tok = train_tokenizers(
         cfg, read_lines(multi30k_dir, "train", "en"), read_lines(multi30k_dir, "train", "de"), tmp_path
     )
-    assert src_tok is not tgt_tok and src_tok.vocab_size == tgt_tok.vocab_size == 8000
+    assert src_tok is not tgt_tok and src_tok.vocab_size == tgt_tok.vocab_size == 8000 + BYTE_PIECES
     assert (tmp_path / SRC_TOKENIZER_FILE).read_bytes() != (tmp_path / TGT_TOKENIZER_FILE).read_bytes()
     for tok, lang in [(src_tok, "en"), (tgt_tok, "de")]:
         assert roundtrip_rate(tok, read_lines(multi30k_dir, "val", lang)) >= 0.999
@@ -72,7 +74,7 @@ def test_multi30k_unigram_joint_vocabulary_round_trip(multi30k_dir, tmp_path):
     src_tok, tgt_tok = train_tokenizers(
         cfg, read_lines(multi30k_dir, "train", "en"), read_lines(multi30k_dir, "train", "de"), tmp_path
     )
-    assert src_tok is tgt_tok and src_tok.vocab_size == 8000
+    assert src_tok is tgt_tok and src_tok.vocab_size == 8000 + BYTE_PIECES
     assert (tmp_path / SRC_TOKENIZER_FILE).read_bytes() == (tmp_path / TGT_TOKENIZER_FILE).read_bytes()
     for lang in ("en", "de"):
         assert roundtrip_rate(src_tok, read_lines(multi30k_dir, "val", lang)) >= 0.999
@@ -92,7 +94,7 @@ def test_vocab_slightly_too_large_trains_with_a_warning(multi30k_dir, tmp_path, 
     lines = read_lines(multi30k_dir, "train", "en")
     with caplog.at_level("WARNING"):
         src_tok, _ = train_tokenizers(TokenizerConfig(vocab_size=8000, joint=True), lines, [], tmp_path)
-    assert 0.9 * 8000 <= src_tok.vocab_size < 8000
+    assert 0.9 * 8000 <= src_tok.vocab_size - BYTE_PIECES < 8000  # byte fallback's 256 pieces come on top
     assert "fewer than tokenizer.vocab_size = 8000" in caplog.text
 
 
@@ -115,7 +117,27 @@ def test_special_ids_are_fixed(small_tokenizer):
     assert [tok.id_to_piece(i) for i in range(4)] == ["<pad>", "<unk>", "<s>", "</s>"]
     ids = tok.encode(["the dog runs", "a red tree"])
     assert all(ids) and not {PAD_ID, BOS_ID, EOS_ID} & {i for seq in ids for i in seq}
-    assert tok.encode(["the dog ☃"])[0][-1] == UNK_ID or UNK_ID in tok.encode(["the dog ☃"])[0]
+    assert UNK_ID not in tok.encode(["the dog ☃"])[0]  # byte fallback: spelled as its three UTF-8 bytes
+
+
+UNSEEN = ["Zoë and Łukasz walk past the café in Kraków.", "A man in a 東京 shirt.", "Two dogs 🐕 run.",
+          "mail x@y.org, 3.14159 km, ß ∑ ₩ \u00a0 \t tab"]
+
+
+def test_byte_fallback_loses_no_character_and_older_tokenizers_still_map_to_unk(tmp_path):
+    # trained on ASCII words only: every character below is unseen by the pieces
+    lines = synthetic_lines(500, seed=0)
+    tok, _ = train_tokenizers(TokenizerConfig(vocab_size=40), lines, lines, tmp_path / "new")
+    assert tok.byte_fallback and tok.vocab_size == 40 + BYTE_PIECES
+    for text in UNSEEN:
+        ids = tok.encode([text])[0]
+        assert UNK_ID not in ids
+        # the decoded text is the input up to SentencePiece's NFKC normalization and collapsed spaces
+        assert tok.decode([ids])[0] == " ".join(unicodedata.normalize("NFKC", text).split())
+    assert tok.pieces(["🐕"])[0][-4:] == ["<0xF0>", "<0x9F>", "<0x90>", "<0x95>"]
+    old, _ = train_tokenizers(TokenizerConfig(vocab_size=40, byte_fallback=False), lines, lines, tmp_path / "old")
+    assert not old.byte_fallback and old.vocab_size == 40
+    assert UNK_ID in old.encode(["Łukasz"])[0]
 
 
 def test_decode_drops_specials_and_stops_at_eos(small_tokenizer):
@@ -212,8 +234,9 @@ def test_user_symbols_stay_one_piece(tmp_path):
     assert "<2de>" not in plain.pieces(text)[0]  # the control: cut into pieces
     de_pieces, fr_pieces = tagged.pieces(text)
     assert de_pieces[:2] == ["\u2581", "<2de>"] and "".join(de_pieces) == "\u2581<2de>\u2581the\u2581dog"
-    assert fr_pieces == ["\u2581", "x", "<2fr>", "y"]  # inside a word too
-    assert tagged.decode(tagged.encode(text)) == ["<2de> the dog", "\u2047 <2fr>y"]  # x is unknown to the model
+    assert fr_pieces == ["\u2581", "<0x78>", "<2fr>", "y"]  # inside a word too (x is no piece: its byte)
+    # x is no piece of the model: byte fallback spells it, and it comes back
+    assert tagged.decode(tagged.encode(text)) == ["<2de> the dog", "x<2fr>y"]
 
 
 @pytest.mark.parametrize("symbols", ['["a b"]', '[""]', '["</s>"]', '["<x>", "<x>"]'])

@@ -56,6 +56,10 @@ class TokenizerConfig:
     #: one vocabulary for both languages (trained on both sides) instead of one per language
     joint: bool = False
     character_coverage: float = 1.0
+    #: characters the pieces do not cover are spelled as UTF-8 byte pieces (SentencePiece ``byte_fallback``), so
+    #: no input character becomes ``<unk>`` and any text can be produced; adds 256 byte pieces to ``vocab_size``
+    #: (the learned pieces stay ``vocab_size`` minus the specials). Models trained before keep their tokenizers
+    byte_fallback: bool = True
     #: sentences sampled for SentencePiece training (0 = all); peak memory grows with it: ~2.2 GB at 500,000
     #: sentences of ~25 words, ~3.6 GB at 1,000,000 (README: Large corpora)
     input_sentence_size: int = 500_000
