@@ -22,6 +22,7 @@ from seq2seq.decoding.forced import TargetScore
 from seq2seq.decoding.hypothesis import Hypothesis
 from seq2seq.decoding.options import DecodeOptions, check_batch_size, check_beam_size, check_nbest
 from seq2seq.decoding.sampling import Sampling
+from seq2seq.decoding.search import decoding_work
 from seq2seq.backends import load_decoding_models
 from seq2seq.precision import choose_autocast
 from seq2seq.tokenizer import Tokenizer
@@ -81,8 +82,9 @@ class Translator:
         # the measurement of ``dtype: auto`` is cached in the user's own cache, never under the data.cache_dir of a
         # model directory's config.yaml (a model from elsewhere must not choose where loading it writes, nor plant
         # the cached choice it is then given)
-        self.autocast_dtype = choose_autocast(cfg.decode.dtype, device, model, "decode", DataConfig().cache_dir,
-                                              cfg.decode.batch_size, cfg.decode.beam_size)
+        self.autocast_dtype = choose_autocast(cfg.decode.dtype, device, model,
+                                              decoding_work(cfg.decode.batch_size, cfg.decode.beam_size),
+                                              DataConfig().cache_dir)
 
     @classmethod
     def load(cls, model_dir: str | Path | Sequence[str | Path], device: str = "auto", quantize: str | None = None,

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from seq2seq.decoding.constrained import ConstrainedSelection, constraint_room
-from seq2seq.decoding.ensemble import Ensemble
+from seq2seq.decoding.ensemble import Ensemble, as_ensemble
 from seq2seq.decoding.hypothesis import Hypothesis, strip_ids
 from seq2seq.decoding.live_rows import LiveRows
 from seq2seq.decoding.logits import (  # re-exported: the search API in one place
@@ -35,11 +35,12 @@ from seq2seq.decoding.logits import (  # re-exported: the search API in one plac
 )
 from seq2seq.decoding.options import DecodeOptions
 from seq2seq.decoding.topk import TopKSelection
+from seq2seq.precision import TimedWork, random_ids
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 __all__ = ["DecodeOptions", "Hypothesis", "beam_search", "greedy_search", "start_beams", "limits_with_prefix",
-           "argmax_tokens", "ban_eos_before_min_length", "ban_repeated_ngrams", "force_eos_at_max_length",
-           "force_prefix", "length_penalty", "max_output_lengths", "next_log_probs"]
+           "argmax_tokens", "decoding_work", "ban_eos_before_min_length", "ban_repeated_ngrams",
+           "force_eos_at_max_length", "force_prefix", "length_penalty", "max_output_lengths", "next_log_probs"]
 
 
 def limits_with_prefix(src_lengths: Tensor, max_len_a: float, max_len_b: int, prefix: Tensor | None) -> Tensor:
@@ -226,3 +227,28 @@ def beam_search(
         if live.all_done:
             break
     return selection.hypotheses()
+
+
+def decoding_work(sentences: int, beams: int) -> TimedWork:
+    """What ``dtype: auto`` (:mod:`seq2seq.precision`) times for decoding: encoding ``sentences`` sentences of 20
+    pieces and 25 decoder steps for ``sentences * beams`` hypotheses, started and stepped as beam search does
+    (:func:`start_beams`, :meth:`~seq2seq.decoding.ensemble.Ensemble.step`)."""
+
+    def prepare(model: torch.nn.Module, device: torch.device, amp: torch.dtype | None) -> Callable[[], None]:
+        length, steps = 20, 25
+        src = random_ids(sentences, length, model.encoder.embedding.num_embeddings, device)
+        src_lengths = torch.full((sentences,), length, dtype=torch.long, device=device)
+        ensemble = as_ensemble(model.eval())
+
+        @torch.no_grad()
+        def decode() -> None:
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                state, memory, _ = start_beams(ensemble, src, src_lengths, beams, None, share=True)
+                tokens = torch.full((sentences * beams,), BOS_ID, dtype=torch.long, device=device)
+                for _ in range(steps):
+                    log_probs, state, _ = ensemble.step(tokens, state, memory)
+                    tokens = log_probs.argmax(dim=-1)
+
+        return decode
+
+    return TimedWork("decode", f"{sentences} beam {beams}", "batch", prepare)

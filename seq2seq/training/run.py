@@ -23,6 +23,7 @@ from seq2seq.training.distributed import Distributed, StepAgreement
 from seq2seq.model import build_model
 from seq2seq.training.optimizer import LRSchedule, WeightAverage, budget_progress, build_optimizer
 from seq2seq.precision import ComputeDtypes, apply_numerics, choose_dtype
+from seq2seq.decoding.search import decoding_work
 from seq2seq.training.prepare import TrainingData
 from seq2seq.training.saved_state import (
     load_training_state,
@@ -33,7 +34,7 @@ from seq2seq.training.saved_state import (
 )
 from seq2seq.training import TrainingError
 from seq2seq.training.resume import StopRequest, resumed_dtypes
-from seq2seq.training.step import Learner, StepSettings
+from seq2seq.training.step import Learner, StepSettings, training_work
 
 logger = logging.getLogger("seq2seq.train")
 
@@ -262,9 +263,9 @@ def build_run(cfg: Config, out_dir: Path, data: TrainingData, device: torch.devi
     cache_dir = cfg.data.cache_dir
     dtypes = resumed_dtypes(cfg, state_dir, device) if state_dir is not None else None
     dtypes = dtypes or dist.from_main(lambda: ComputeDtypes(
-        choose_dtype(tcfg.dtype, device, model, "train", cache_dir, tcfg.max_tokens),
-        choose_dtype(cfg.decode.dtype, device, model, "decode", cache_dir, cfg.decode.batch_size,
-                     beam_size=cfg.decode.beam_size)), "choosing the compute dtype")
+        choose_dtype(tcfg.dtype, device, model, training_work(tcfg.max_tokens), cache_dir),
+        choose_dtype(cfg.decode.dtype, device, model, decoding_work(cfg.decode.batch_size, cfg.decode.beam_size),
+                     cache_dir)), "choosing the compute dtype")
     apply_numerics(dtypes.train)  # on every rank (rank 0 alone resolved them), whatever the device
     optimizer = build_optimizer(tcfg, model.parameters())
     learner = Learner(model, optimizer, StepSettings.of(tcfg), device, dtypes.train_amp,
