@@ -36,16 +36,17 @@ from typing import Callable, Iterator
 
 import torch
 
-from seq2seq.config import ConfigError
+from seq2seq.config import DTYPES, ConfigError
 from seq2seq.hardware import machine_name
 from seq2seq.tokenizer import SPECIAL_IDS
 
 logger = logging.getLogger(__name__)
 
+#: the config's compute dtypes less ``auto`` (:data:`seq2seq.config.DTYPES`), most exact / safest first: ties go to
+#: the earlier one
+PRECISION_ORDER = tuple(name for name in DTYPES if name != "auto")
 #: autocast dtype per name (None: no autocast). ``tf32`` is fp32 storage with TF32 matmuls on CUDA.
-AUTOCAST = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-#: most exact / safest first: ties go to the earlier one
-PRECISION_ORDER = ("fp32", "tf32", "bf16", "fp16")
+AUTOCAST = {name: {"bf16": torch.bfloat16, "fp16": torch.float16}.get(name) for name in PRECISION_ORDER}
 CANDIDATES = {"cpu": ("fp32", "bf16"), "cuda": ("tf32", "bf16", "fp16")}
 PREFER_MARGIN = 0.03
 CACHE_FILE = "dtype-choices.json"

@@ -16,7 +16,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-from seq2seq.config import Config, DataConfig, DecodeConfig
+from seq2seq.config import Config, DataConfig
 from seq2seq.decoding.driver import score_ids, source_ids, translate_ids
 from seq2seq.decoding.forced import TargetScore
 from seq2seq.decoding.hypothesis import Hypothesis
@@ -135,11 +135,6 @@ class Translator:
             check_batch_size(batch_size)
         return DecodeOptions.from_config(self.cfg.decode, beam_size=beam_size, nbest=nbest,
                                          return_attention=return_attention, batch_size=batch_size)
-
-    def _decode_config(self, batch_size: int | None) -> DecodeConfig:
-        if batch_size is not None:
-            check_batch_size(batch_size)
-        return self.cfg.decode if batch_size is None else DecodeConfig(**{**vars(self.cfg.decode), "batch_size": batch_size})
 
     def _target_phrases(self, words: str | Sequence[str] | None) -> list[list[int]]:
         """Constraint words -> target piece id lists (each as it would appear after a space)."""
@@ -288,8 +283,9 @@ class Translator:
             raise ValueError(f"{len(sources)} sources but {len(targets)} targets: they must pair up one to one")
         src_ids = self.encode_sources(sources)
         tgt_ids = self.tgt_tokenizer.encode(targets) if targets else []
-        results: list[TargetScore] = score_ids(self.models, src_ids, tgt_ids, self._decode_config(batch_size),
-                                               return_attention, self.device, self.autocast_dtype)
+        options = self.decode_options(batch_size=batch_size, return_attention=return_attention)
+        results: list[TargetScore] = score_ids(self.models, src_ids, tgt_ids, options, device=self.device,
+                                               autocast_dtype=self.autocast_dtype)
         for result in results:
             result.pieces = [self.tgt_tokenizer.id_to_piece(i) for i in result.tokens] + ["</s>"]
         return results[0] if single else results

@@ -18,9 +18,9 @@ LAYERS = [
     "config hardware lines metrics plots quantize additive_scores cells dropout gate_norm",
     # the network, part on part; text to ids
     "tokenizer data model_card rnn attention",
-    "encoder precision token_batches tokenized_corpus",
-    "decoder segmentation",
-    "model",
+    "encoder precision padding tokenized_corpus",
+    "decoder token_batches",
+    "model segmentation",
     # model directories: saved, on the Hub, exported; loaded for inference
     "checkpoint",
     "hub",

@@ -8,6 +8,7 @@ checks in seq2seq/config/checks.py.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +21,12 @@ MAX_BEAM_SIZE = 100
 MAX_DECODE_BATCH_SIZE = 4096
 MAX_LEN_A = 10.0
 MAX_LEN_B = 1000
+#: most samples one input may ask for (``--sampling --nbest``, ``translate(nbest=..., sampling=...)``)
+MAX_SAMPLES = MAX_BEAM_SIZE
+
+#: compute dtype names: ``auto`` (measured on the machine at hand, seq2seq/precision.py), then most exact first
+ComputeDtype = Literal["auto", "fp32", "tf32", "bf16", "fp16"]
+DTYPES: tuple[str, ...] = typing.get_args(ComputeDtype)
 
 
 class ConfigError(ValueError):
@@ -160,7 +167,7 @@ class TrainConfig:
     #: compute dtype under autocast; the loss, the recurrent state and the gate arithmetic stay fp32.
     #: ``auto``: the fastest on this machine for this model, measured once and cached (seq2seq/precision.py):
     #: fp32 or bf16 on a CPU; tf32, bf16 or fp16 (with a grad scaler) on CUDA
-    dtype: Literal["auto", "fp32", "tf32", "bf16", "fp16"] = "auto"
+    dtype: ComputeDtype = "auto"
     #: CPU threads (0 = all cores)
     threads: int = 0
     #: consecutive non-finite losses tolerated (each skipped) before training aborts
@@ -195,7 +202,7 @@ class DecodeConfig:
     #: source lines longer than this many pieces are truncated, with a warning
     max_src_length: int = 250
     #: compute dtype for translation; ``auto`` measures as for training (decoding steps of this batch and beam size)
-    dtype: Literal["auto", "fp32", "tf32", "bf16", "fp16"] = "auto"
+    dtype: ComputeDtype = "auto"
 
 
 @dataclass

@@ -33,7 +33,7 @@ from seq2seq.decoding.logits import (  # re-exported: the search API in one plac
     max_output_lengths,
     next_log_probs,
 )
-from seq2seq.decoding.options import DecodeOptions
+from seq2seq.decoding.options import DecodeOptions, check_nbest
 from seq2seq.decoding.topk import TopKSelection
 from seq2seq.precision import TimedWork, random_ids
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -102,9 +102,8 @@ def greedy_search(
     live = LiveRows(batch_size, 1)  # the model steps only the rows not yet finished
     for step in range(longest_limit + 1):
         log_probs, state, attn_weights = next_log_probs(
-            model, live.take(prev_tokens), state, memory, live.take(history), live.take(max_lengths),
-            options.min_length, options.no_repeat_ngram, shortest_limit, live.take(prefix),
-        )
+            model, live.take(prev_tokens), state, memory, options, history=live.take(history),
+            max_lengths=live.take(max_lengths), shortest_limit=shortest_limit, prefix=live.take(prefix))
         # finished rows get a uniform row (a sampler draws for every row, as its random streams expect)
         log_probs, attn_weights = live.spread(log_probs, 0.0), live.spread(attn_weights, 0.0)
         next_tokens = pick(log_probs)
@@ -190,8 +189,7 @@ def beam_search(
         constraint first).
     """
     beams = options.beam_size
-    if not 1 <= options.nbest <= beams:
-        raise ValueError(f"nbest must be in [1, beam_size={beams}], got {options.nbest}")
+    check_nbest(options.nbest, beams)  # the n-best rule (also where the settings enter: it guards direct calls)
     if constraints is not None and trace is not None:
         raise ValueError("trace records unconstrained beam search only")
     device = src.device
@@ -212,9 +210,8 @@ def beam_search(
     live = LiveRows(rows, beams)  # the model steps only the rows of sentences not yet done
     for step in range(int(max_lengths.max()) + 1):
         log_probs, state, attn_weights = next_log_probs(
-            model, live.take(prev_tokens), state, memory, live.take(history), live.take(row_max_lengths),
-            options.min_length, options.no_repeat_ngram, shortest_limit, live.take(row_prefix),
-        )
+            model, live.take(prev_tokens), state, memory, options, history=live.take(history),
+            max_lengths=live.take(row_max_lengths), shortest_limit=shortest_limit, prefix=live.take(row_prefix))
         log_probs, attn_weights = live.spread(log_probs, float("-inf")), live.spread(attn_weights, 0.0)
         attention = torch.cat([attn_history, attn_weights.unsqueeze(1)], dim=1) if options.return_attention else None
         chosen_rows, prev_tokens = selection.choose(step, log_probs, history, attention)
