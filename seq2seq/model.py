@@ -84,7 +84,7 @@ class Seq2Seq(nn.Module):
         import torch._dynamo
 
         torch._dynamo.config.suppress_errors = True  # no working compiler toolchain: fall back to eager
-        self.decoder._advance = torch.compile(self.decoder._advance, dynamic=True)
+        self.decoder.compile_step()
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -1,6 +1,6 @@
 """A model whose encoder and decoder step run in onnxruntime, behind the interface every search mode calls.
 
-:class:`OnnxSeq2Seq` has what :class:`seq2seq.decoding.ensemble.Ensemble` uses of a Seq2Seq: ``encode(src,
+:class:`OnnxSeq2Seq` is a :class:`~seq2seq.decoding_model.DecodingModel`, as a Seq2Seq is: ``encode(src,
 src_lengths)``, ``decoder.start(encoded)`` and ``decoder.step(prev_tokens, state, memory)``; its states and memories
 are the torch :class:`~seq2seq.decoder.DecoderState` / :class:`~seq2seq.decoder.Memory` (CPU tensors that share
 memory with onnxruntime's numpy arrays), so beam search reorders them with ``select`` as it does for torch. Greedy,
@@ -25,7 +25,11 @@ def _numpy(tensor: Tensor) -> np.ndarray:
 
 
 class OnnxDecoder:
-    """``start`` / ``step`` of an :class:`~seq2seq.decoder.AttnDecoder`, the step running in onnxruntime."""
+    """``start`` / ``step`` of an :class:`~seq2seq.decoder.AttnDecoder`, the step running in onnxruntime: a
+    :class:`~seq2seq.decoding_model.StepDecoder`."""
+
+    #: the exported step graph reads one memory row per hypothesis (beam search copies the rows)
+    reads_shared_memory = False
 
     def __init__(self, session, rnn_type: str) -> None:
         self.session = session
@@ -56,7 +60,8 @@ class OnnxDecoder:
 
 
 class OnnxSeq2Seq:
-    """Encoder and decoder step in onnxruntime (CPU), used by the searches like a Seq2Seq in eval mode."""
+    """Encoder and decoder step in onnxruntime (CPU), used by the searches like a Seq2Seq in eval mode: a
+    :class:`~seq2seq.decoding_model.DecodingModel`."""
 
     def __init__(self, encoder_session, step_session, rnn_type: str) -> None:
         self.encoder_session = encoder_session
@@ -69,10 +74,8 @@ class OnnxSeq2Seq:
         return {name: torch.from_numpy(out) for name, out in zip(self.output_names, outputs)}
 
     def eval(self) -> "OnnxSeq2Seq":
+        """Always in inference mode (the graphs were exported from a model in eval mode)."""
         return self
-
-    def parameters(self):  # no torch parameters: nothing for autocast timing or dtype checks to find
-        return iter(())
 
 
 def load_onnx_model(onnx_dir: str | Path, rnn_type: str, threads: int | None = None) -> OnnxSeq2Seq:

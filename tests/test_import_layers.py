@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: (its __init__), above everything it re-exports.
 LAYERS = [
     # settings, and helpers that import nothing of seq2seq
-    "config hardware lines metrics plots quantize additive_scores cells dropout gate_norm",
+    "config hardware lines metrics plots quantize additive_scores cells dropout gate_norm decoding_model",
     # the network, part on part; text to ids
     "tokenizer data model_card rnn attention",
     "encoder precision padding tokenized_corpus",

@@ -65,7 +65,10 @@ def test_encoder_and_steps_equal_torch(exported, lengths):
 def test_search_modes_unchanged(exported):
     from support.search_calls import run_beam, run_greedy
 
+    from seq2seq.decoding_model import DecodingModel, StepDecoder
+
     model, onnx_model = exported
+    assert isinstance(onnx_model, DecodingModel) and isinstance(onnx_model.decoder, StepDecoder)
     src, src_lengths = random_src([5, 8, 2, 6], vocab=VOCAB)
     for search in (lambda m: run_greedy(m, src, src_lengths),
                    lambda m: run_beam(m, src, src_lengths, beam_size=5, nbest=3),

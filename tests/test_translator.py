@@ -186,8 +186,8 @@ def test_generate_trace_is_the_search_that_gave_the_translations(translator):
     assert len(traces) == 3 and traces[1] == []
     for entry, trace in zip([entries[0], entries[2]], [traces[0], traces[2]]):
         finished = [(tokens, score) for record in trace for tokens, score, ends in
-                    zip(record["candidate_tokens"][0].tolist(), record["candidate_scores"][0].tolist(),
-                        record["finishing"][0].tolist()) if ends]
+                    zip(record.candidate_tokens[0].tolist(), record.candidate_scores[0].tolist(),
+                        record.finishing[0].tolist()) if ends]
         best_tokens, best_score = max(finished, key=lambda item: item[1])
         assert best_tokens[:-1] == entry[0].tokens and best_score == pytest.approx(entry[0].score, abs=1e-6)
     assert [e[0].text for e in entries] == [e[0].text for e in translator.generate([SENTENCES[1], "  ", SENTENCES[3]],

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from seq2seq.decoding.constrained import ConstrainedSelection, constraint_room
 from seq2seq.decoding.ensemble import Ensemble, as_ensemble
-from seq2seq.decoding.hypothesis import Hypothesis, strip_ids
+from seq2seq.decoding.hypothesis import Hypothesis, TraceStep, strip_ids
 from seq2seq.decoding.live_rows import LiveRows
 from seq2seq.decoding.logits import (  # re-exported: the search API in one place
     ban_eos_before_min_length,
@@ -34,6 +34,7 @@ from seq2seq.decoding.logits import (  # re-exported: the search API in one plac
     next_log_probs,
 )
 from seq2seq.decoding.options import DecodeOptions, check_nbest
+from seq2seq.decoding.selection import SelectionStrategy
 from seq2seq.decoding.topk import TopKSelection
 from seq2seq.precision import TimedWork, random_ids
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -79,8 +80,8 @@ def greedy_search(
         prefix: (B, P) target ids every output must start with (PAD past each row's prefix), or None.
         pick: (B, V) constrained log-probabilities -> (B,) next tokens; the argmax (greedy) by default,
             a :class:`~seq2seq.decoding.sampling.Sampler` for sampling.
-        trace: if a list, receives one dict per step in :func:`beam_search`'s format with a beam of one
-            (K = 1, and one candidate: the piece chosen).
+        trace: if a list, receives one :class:`~seq2seq.decoding.hypothesis.TraceStep` per step with a beam of
+            one (K = 1, and one candidate: the piece chosen).
         copies: decode each sentence this many times (rows b*copies .. b*copies + copies - 1), encoding it once;
             :func:`~seq2seq.decoding.sampling.sample_search` draws several samples this way.
     Returns:
@@ -117,9 +118,9 @@ def greedy_search(
             ends_here = next_tokens.eq(EOS_ID)
             normalized = scores / length_penalty(float(step + 1), alpha)
             kept_scores = scores.masked_fill(finished | ends_here, float("-inf"))
-            trace.append({"tokens": history.unsqueeze(1).cpu(), "scores": kept_scores.unsqueeze(1).cpu(),
-                          "candidate_tokens": history.unsqueeze(1).cpu(), "finishing": ends_here.unsqueeze(1).cpu(),
-                          "candidate_scores": normalized.unsqueeze(1).cpu(), "done": (finished | ends_here).cpu()})
+            trace.append(TraceStep(tokens=history.unsqueeze(1).cpu(), scores=kept_scores.unsqueeze(1).cpu(),
+                                   candidate_tokens=history.unsqueeze(1).cpu(), finishing=ends_here.unsqueeze(1).cpu(),
+                                   candidate_scores=normalized.unsqueeze(1).cpu(), done=(finished | ends_here).cpu()))
         finished |= next_tokens.eq(EOS_ID)
         prev_tokens = next_tokens
         state, memory = live.follow(None, finished, state, memory)
@@ -179,25 +180,22 @@ def beam_search(
         prefix: (B, P) target ids every output must start with (PAD past each row's prefix), or None.
         constraints: per sentence, phrases (non-empty lists of target ids) its outputs must contain
             (:mod:`~seq2seq.decoding.constrained`; each sentence's length limit grows by its phrases' length), or None.
-        trace: (without constraints) if a list, receives one dict of CPU tensors per step (the beam as it went):
-            ``tokens`` (B, K, t + 1) the kept hypotheses, ``scores`` (B, K) their summed log-probs,
-            ``candidate_tokens`` (B, 2K, t + 1) the top 2K candidates ending there, ``finishing`` (B, 2K) which
-            of them joined the finished buffer, ``candidate_scores`` (B, 2K) their length-normalized scores,
-            ``done`` (B,).
+        trace: if a list, receives one :class:`~seq2seq.decoding.hypothesis.TraceStep` per step (the beam as it
+            went: the kept hypotheses and their summed log-probs; the candidates ending there, the top 2K, or with
+            constraints the hypotheses that ended; which joined the finished ones; their normalized scores; done).
     Returns:
         per sentence (input order), its ``nbest`` hypotheses, best first (with constraints: those meeting every
         constraint first).
     """
     beams = options.beam_size
     check_nbest(options.nbest, beams)  # the n-best rule (also where the settings enter: it guards direct calls)
-    if constraints is not None and trace is not None:
-        raise ValueError("trace records unconstrained beam search only")
     device = src.device
     state, memory, row_prefix = start_beams(model, src, src_lengths, beams, prefix, share=True)
     max_lengths = limits_with_prefix(src_lengths, options.max_len_a, options.max_len_b, prefix).to(device)  # (B,)
+    selection: SelectionStrategy
     if constraints is not None:
         max_lengths = max_lengths + constraint_room(constraints, device)  # room for the phrases
-        selection = ConstrainedSelection(constraints, options, max_lengths, src_lengths)
+        selection = ConstrainedSelection(constraints, options, max_lengths, src_lengths, tracing=trace is not None)
     else:
         selection = TopKSelection(options, max_lengths, src_lengths, src.size(1), tracing=trace is not None)
     shortest_limit = int(max_lengths.min())  # once: no device sync per step
