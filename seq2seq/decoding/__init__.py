@@ -5,6 +5,7 @@
 - :mod:`~seq2seq.decoding.search`: greedy search and the one beam-search loop;
 - :mod:`~seq2seq.decoding.selection`: :class:`SelectionStrategy`, the interface of beam search's selections;
 - :mod:`~seq2seq.decoding.topk`: plain beam search's candidate selection (top 2K, in tensors);
+- :mod:`~seq2seq.decoding.live_rows`: the model steps only the rows of sentences not yet done;
 - :mod:`~seq2seq.decoding.constrained`: the selection for outputs that must contain given phrases;
 - :mod:`~seq2seq.decoding.sampling`: ancestral sampling (temperature, top-k, top-p), seeded per input;
 - :mod:`~seq2seq.decoding.hypothesis`: what a search returns, and what it records per step when traced;
