@@ -142,9 +142,9 @@ def test_scores_equal_the_teacher_forced_log_probability(translator, beam_size, 
         hypotheses = translator.translate(sentence, beam_size=beam_size, nbest=nbest, return_scores=True)
         for hypothesis in hypotheses if isinstance(hypotheses, list) else [hypotheses]:
             with torch.no_grad():
-                loss, _ = translator.model.loss(torch.tensor([src_ids]), torch.tensor([len(src_ids)]),
-                                                torch.tensor([[BOS_ID, *hypothesis.tokens]]),
-                                                torch.tensor([[*hypothesis.tokens, EOS_ID]]))
+                _, loss = translator.model(torch.tensor([src_ids]), torch.tensor([len(src_ids)]),
+                                           torch.tensor([[BOS_ID, *hypothesis.tokens]]),
+                                           torch.tensor([[*hypothesis.tokens, EOS_ID]]))
             expected = -float(loss) / ((5 + len(hypothesis.tokens) + 1) / 6) ** alpha
             assert hypothesis.score == pytest.approx(expected, abs=1e-4), (sentence, hypothesis.tokens)
             checked += 1

@@ -89,7 +89,7 @@ def train_step(learner: Learner, micro_batches: list[Batch], step_tokens: int, c
         no_sync = ranks.enabled and i < len(micro_batches) - 1  # the gradients are all-reduced once, after the last
         with learner.forward.no_sync() if no_sync else contextlib.nullcontext():
             with torch.autocast(learner.device.type, dtype=learner.amp, enabled=learner.amp is not None):
-                loss, _ = learner.forward(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out,
+                _, loss = learner.forward(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out,
                                           label_smoothing=settings.label_smoothing,
                                           teacher_forcing_ratio=settings.teacher_forcing_ratio)
             with ranks.reporting("averaging gradients"):
