@@ -254,3 +254,13 @@ def test_graphs_of_other_weights_or_damaged_graphs_are_refused(tiny_model_dir, t
     step.write_bytes(step.read_bytes()[: step.stat().st_size // 2])
     with pytest.raises(ValueError, match="decoder_step.onnx is not the graph that was exported"):
         Translator.load(model_dir, device="cpu", backend="onnx")
+    # a graph damaged and its digest rewritten to match: onnxruntime's own error, as one ValueError
+    import json
+
+    from seq2seq.onnx_export import file_digest
+
+    record = json.loads((model_dir / "onnx" / "exported_from.json").read_text())
+    record["decoder_step.onnx"] = file_digest(step)
+    (model_dir / "onnx" / "exported_from.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="onnxruntime cannot load .*decoder_step.onnx.*seq2seq.onnx_export"):
+        Translator.load(model_dir, device="cpu", backend="onnx")
