@@ -118,3 +118,23 @@ def test_each_client_has_a_bucket_refilled_at_the_rate():
     assert limiter.allow("a") == 0.0 and limiter.allow("a") == pytest.approx(10.0)
     now[0] = 1000.0
     assert [limiter.allow("a") for _ in range(7)] == [0.0] * 6 + [pytest.approx(10.0)]  # capped at the burst
+
+
+@pytest.mark.parametrize(("args", "env", "words"), [
+    (["--rate-limit", "0"], {}, ["--rate-limit", ">= 1"]),
+    ([], {TOKEN_ENV: "short"}, [f"at least {MIN_TOKEN_CHARS} characters"]),
+    (["--token-file", "TOKEN_FILE"], {TOKEN_ENV: TOKEN}, ["--token-file", "both set"]),
+])
+def test_serve_refuses_a_bad_token_or_rate_at_start_up(tmp_path, capsys, monkeypatch, args, env, words):
+    from seq2seq.serve import main
+
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exit_info:  # before any model is loaded (this one does not exist)
+        main(["--model", str(tmp_path / "no_model"), *[str(token_file) if a == "TOKEN_FILE" else a for a in args]])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    assert all(word in message for word in words), message
+    assert TOKEN not in message
