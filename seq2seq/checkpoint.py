@@ -156,6 +156,10 @@ def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu", we
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise CheckpointError(f"model directory not found: {model_dir} (train one with `python -m seq2seq.train`)")
+    for name in (CONFIG_FILE, SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE, weights_file):
+        if (model_dir / name).exists() and not (model_dir / name).is_file():
+            raise CheckpointError(f"{model_dir / name} is not a file (a directory?): {model_dir} is not a usable model "
+                                  f"directory; put the model's {name} there")
     if (model_dir / CONFIG_FILE).is_file() and not (model_dir / weights_file).is_file():
         _no_model_yet(model_dir, weights_file)
     for name in (CONFIG_FILE, SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE, weights_file):

@@ -115,6 +115,7 @@ def load_translator(args: argparse.Namespace, model_dirs: list[Path]):
         if sampling is not None:
             sampling.sampler()  # checks the settings: one clear error before any input is read
         translator.check_constraints(args.constraints)
+        translator.check_prefix(args.prefix)
     except (CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

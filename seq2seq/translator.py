@@ -145,6 +145,29 @@ class Translator:
                 raise ValueError(f"constraint {word!r} has no target pieces (empty?)")
         return phrases
 
+    def max_target_pieces(self) -> int:
+        """The most target pieces a prefix or a target to score may have: the longest translation any input may get,
+        ``decode.max_len_a * decode.max_src_length + decode.max_len_b`` (user text is bounded like the output)."""
+        decode = self.cfg.decode
+        return int(decode.max_len_a * decode.max_src_length + decode.max_len_b)
+
+    def check_target_lengths(self, pieces: Sequence[Sequence[int]], what: str,
+                             numbers: Sequence[int] | None = None) -> None:
+        """ValueError naming the first of ``pieces`` (target piece lists of ``what``, e.g. "prefix", numbered by
+        ``numbers``, default 1, 2, ...) over :meth:`max_target_pieces`, before any decoding."""
+        limit = self.max_target_pieces()
+        numbers = range(1, len(pieces) + 1) if numbers is None else numbers
+        for number, ids in zip(numbers, pieces):
+            if len(ids) > limit:
+                raise ValueError(f"{what} {number} has {len(ids)} target pieces; the limit is {limit} "
+                                 "(decode.max_len_a * decode.max_src_length + decode.max_len_b, the longest "
+                                 "translation the model may give)")
+
+    def check_prefix(self, prefix: str | None) -> None:
+        """ValueError when ``prefix`` is longer than :meth:`max_target_pieces`, before any decoding."""
+        if prefix:
+            self.check_target_lengths(self.tgt_tokenizer.encode([prefix]), "prefix")
+
     def check_constraints(self, words: Sequence[str]) -> None:
         """ValueError naming the first constraint that has no target pieces (e.g. ``" "``), before any decoding."""
         self._target_phrases(words)
@@ -203,6 +226,7 @@ class Translator:
         if nonempty:
             src_ids = self.encode_sources([lines[i] for i in nonempty], [i + 1 for i in nonempty])
             prefix_ids = [self.tgt_tokenizer.encode([prefixes[i]])[0] if prefixes[i] else [] for i in nonempty]
+            self.check_target_lengths(prefix_ids, "the prefix of input", [i + 1 for i in nonempty])
             phrases = [self._target_phrases(word_lists[i]) for i in nonempty]
             decode = dict(device=self.device, autocast_dtype=self.autocast_dtype, progress=progress, sampling=sampling)
             if trace is None:
@@ -283,6 +307,7 @@ class Translator:
             raise ValueError(f"{len(sources)} sources but {len(targets)} targets: they must pair up one to one")
         src_ids = self.encode_sources(sources)
         tgt_ids = self.tgt_tokenizer.encode(targets) if targets else []
+        self.check_target_lengths(tgt_ids, "target")
         options = self.decode_options(batch_size=batch_size, return_attention=return_attention)
         results: list[TargetScore] = score_ids(self.models, src_ids, tgt_ids, options, device=self.device,
                                                autocast_dtype=self.autocast_dtype)

@@ -169,6 +169,25 @@ def test_tokenizers_without_a_config_are_checked_by_their_vocabulary(tiny_model_
     assert expected in err and "Traceback" not in err, err
 
 
+def test_tokenizers_without_a_config_count_their_byte_pieces_on_top(tiny_model_dir, tmp_path):
+    """Byte fallback adds 256 pieces on top of tokenizer.vocab_size: the tiny model's tokenizers (400 + 256) are
+    reused under vocab_size 400 (they were refused as "656 pieces, more than 400"), and still refused under 399."""
+    from seq2seq.config import load_config
+    from seq2seq.training.resume import check_reused_tokenizers
+    from seq2seq.training import TrainingError
+
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("tokenizer.src.model", "tokenizer.tgt.model"):
+        shutil.copy(tiny_model_dir / name, out / name)
+    cfg = load_config(tiny_model_dir / "config.yaml")
+    assert cfg.tokenizer.vocab_size == 400 and cfg.tokenizer.byte_fallback
+    check_reused_tokenizers(cfg, out)
+    cfg.tokenizer.vocab_size = 399
+    with pytest.raises(TrainingError, match="more than tokenizer.vocab_size = 399 \\+ 256 byte pieces"):
+        check_reused_tokenizers(cfg, out)
+
+
 # ---------------------------------------------------------------------------- stopped before the first save
 def test_a_run_stopped_before_its_first_validation_says_so(run_dir, capsys):
     (run_dir / "model.safetensors").unlink()  # last/ is there: the state of step 0 or of a save_every save

@@ -262,10 +262,10 @@ def build_run(cfg: Config, out_dir: Path, data: TrainingData, device: torch.devi
     model = build_model(cfg.model, data.src_tok.vocab_size, data.tgt_tok.vocab_size).to(device)
     cache_dir = cfg.data.cache_dir
     dtypes = resumed_dtypes(cfg, state_dir, device) if state_dir is not None else None
-    dtypes = dtypes or dist.from_main(lambda: ComputeDtypes(
+    dtypes = dtypes or ComputeDtypes(**dist.from_main(lambda: asdict(ComputeDtypes(
         choose_dtype(tcfg.dtype, device, model, training_work(tcfg.max_tokens), cache_dir),
         choose_dtype(cfg.decode.dtype, device, model, decoding_work(cfg.decode.batch_size, cfg.decode.beam_size),
-                     cache_dir)), "choosing the compute dtype")
+                     cache_dir)))), "choosing the compute dtype"))
     apply_numerics(dtypes.train)  # on every rank (rank 0 alone resolved them), whatever the device
     optimizer = build_optimizer(tcfg, model.parameters())
     learner = Learner(model, optimizer, StepSettings.of(tcfg), device, dtypes.train_amp,
