@@ -265,7 +265,7 @@ def build_run(cfg: Config, out_dir: Path, data: TrainingData, device: torch.devi
     dtypes = dtypes or ComputeDtypes(**dist.from_main(lambda: asdict(ComputeDtypes(
         choose_dtype(tcfg.dtype, device, model, training_work(tcfg.max_tokens), cache_dir),
         choose_dtype(cfg.decode.dtype, device, model, decoding_work(cfg.decode.batch_size, cfg.decode.beam_size),
-                     cache_dir)))), "choosing the compute dtype"))
+                     cache_dir))), "choosing the compute dtype"))
     apply_numerics(dtypes.train)  # on every rank (rank 0 alone resolved them), whatever the device
     optimizer = build_optimizer(tcfg, model.parameters())
     learner = Learner(model, optimizer, StepSettings.of(tcfg), device, dtypes.train_amp,
