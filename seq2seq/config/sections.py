@@ -120,6 +120,10 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     seed: int = 1234
+    #: fine-tuning: start this new run from a trained model (a model directory or ``hf:ORG/NAME[@REVISION]``): its
+    #: weights, tokenizers and architecture, with a fresh optimizer and this run's schedule (``--init-from``;
+    #: seq2seq/training/init_from.py). "" = a new model from random weights
+    init_from: str = ""
     #: padded source + target positions per batch
     max_tokens: int = 4096
     optimizer: Literal["adam", "adamw"] = "adam"
