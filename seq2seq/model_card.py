@@ -83,13 +83,15 @@ def eval_results(results: dict[str, Any], src_lang: str, tgt_lang: str, dataset:
 
 def model_card(model_dir: str | Path, cfg: Config, repo_id: str, dataset: str | None = None,
                license: str | None = None) -> str:
-    """The text of ``README.md`` for ``model_dir`` pushed as ``repo_id`` (``dataset``: default the basename of
-    ``data.path``, e.g. ``multi30k``)."""
+    """The text of ``README.md`` for ``model_dir`` pushed as ``repo_id`` (``dataset``: default the corpus's name,
+    :func:`seq2seq.data.corpus_name`, e.g. ``multi30k``)."""
     from huggingface_hub import ModelCardData
 
     model_dir = Path(model_dir)
     src, tgt = cfg.data.src_lang, cfg.data.tgt_lang
-    dataset = dataset or Path(str(cfg.data.path).rstrip("/")).name or "unknown"
+    from seq2seq.data import corpus_name  # imports `datasets`: only when a card is written
+
+    dataset = dataset or corpus_name(cfg.data)
     results = load_results(model_dir)
     name = repo_id.split("/")[-1]
     data = ModelCardData(

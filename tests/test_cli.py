@@ -98,9 +98,13 @@ def test_translate_without_a_model_explains_how_to_train(tmp_path):
 
 
 def test_translate_defaults_to_the_model_under_runs_and_prints_one_line(tiny_model_dir, translator, tmp_path):
+    """Without --model: the newest model under runs/, named on stderr. --model DIR/model.safetensors is DIR."""
     shutil.copytree(tiny_model_dir, tmp_path / "runs" / "tiny")
-    lines = output_lines(run("seq2seq.translate", "a man is riding a bike", cwd=tmp_path))
-    assert lines == [translator.translate("a man is riding a bike")]
+    result = run("seq2seq.translate", "a man is riding a bike", cwd=tmp_path)
+    assert output_lines(result) == [translator.translate("a man is riding a bike")]
+    assert "using the most recently trained model, runs/tiny (choose another with --model DIR)" in result.stderr
+    result = run("seq2seq.translate", "--model", str(tmp_path / "runs" / "tiny" / "model.safetensors"), "a dog")
+    assert output_lines(result) == [translator.translate("a dog")] and "most recently" not in result.stderr
 
 
 # ---------------------------------------------------------------------------- python -m seq2seq.evaluate
@@ -169,6 +173,38 @@ def test_train_translator_script_trains_and_translates(tiny_corpus, tmp_path):
     assert lines[-2].startswith("Sample translation")
     assert lines[-1] == Translator.load(out, device="cpu").translate("A man is riding a bike.")
     assert (out / "results.json").is_file() and (out / "curves.png").is_file()
+
+
+def test_train_translator_script_names_the_run_after_its_corpus_and_pair(tiny_corpus, tmp_path):
+    """Any pair, one command: a TSV file of an unknown pair (xx -> yy) trains into runs/CORPUS_xx_yy with a
+    held-out validation split (the TSV has none), and the sample is the first held-out source line (no sample
+    sentence of ours for xx)."""
+    name = f"pairs_{tmp_path.name}"
+    tsv = tmp_path / f"{name}.tsv"
+    en = (tiny_corpus / "train.en").read_text(encoding="utf-8").splitlines()
+    de = (tiny_corpus / "train.de").read_text(encoding="utf-8").splitlines()
+    tsv.write_text("".join(f"{s}\t{t}\n" for s, t in zip(en, de)), encoding="utf-8")
+    sets = [arg for override in [*TINY_OVERRIDES, f"data.cache_dir={tmp_path / 'cache'}", "train.valid_bleu_sentences=10"]
+            for arg in ("--set", override)]
+    out = REPO_ROOT / "runs" / f"{name}_xx_yy"
+    try:
+        result = subprocess.run(
+            ["bash", str(REPO_ROOT / "scripts" / "train_translator.sh"), "--data", str(tsv), "--src-lang", "xx",
+             "--tgt-lang=yy", "--max-steps", "3", *sets],
+            cwd=tmp_path, capture_output=True, text=True, encoding="utf-8", timeout=300,
+            env={k: v for k, v in {**ENV, "PYTHON": sys.executable}.items() if k != "OUT"},
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"Recipe: configs/own_corpus.yaml; corpus {tsv}, xx -> yy; run directory runs/{name}_xx_yy" in result.stdout
+        held_out = (out / "held_out.xx").read_text(encoding="utf-8").splitlines()
+        assert len(held_out) == 200 and held_out[0] in en  # a tenth of 2,000 pairs
+        lines = result.stdout[:-1].split("\n")
+        assert lines[-2] == f'Sample translation (python -m seq2seq.translate --model runs/{name}_xx_yy "{held_out[0]}"):'
+        assert lines[-1] == Translator.load(out, device="cpu").translate(held_out[0])
+        report = json.loads((out / "cleaning.json").read_text(encoding="utf-8"))
+        assert report["held_out"]["pairs"] == 200 and report["pairs_read"] == 1800
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def test_translate_refuses_an_empty_constraint_and_too_many_samples(tiny_model_dir):
