@@ -175,38 +175,6 @@ def test_train_translator_script_trains_and_translates(tiny_corpus, tmp_path):
     assert (out / "results.json").is_file() and (out / "curves.png").is_file()
 
 
-def test_train_translator_script_names_the_run_after_its_corpus_and_pair(tiny_corpus, tmp_path):
-    """Any pair, one command: a TSV file of an unknown pair (xx -> yy) trains into runs/CORPUS_xx_yy with a
-    held-out validation split (the TSV has none), and the sample is the first held-out source line (no sample
-    sentence of ours for xx)."""
-    name = f"pairs_{tmp_path.name}"
-    tsv = tmp_path / f"{name}.tsv"
-    en = (tiny_corpus / "train.en").read_text(encoding="utf-8").splitlines()
-    de = (tiny_corpus / "train.de").read_text(encoding="utf-8").splitlines()
-    tsv.write_text("".join(f"{s}\t{t}\n" for s, t in zip(en, de)), encoding="utf-8")
-    sets = [arg for override in [*TINY_OVERRIDES, f"data.cache_dir={tmp_path / 'cache'}", "train.valid_bleu_sentences=10"]
-            for arg in ("--set", override)]
-    out = REPO_ROOT / "runs" / f"{name}_xx_yy"
-    try:
-        result = subprocess.run(
-            ["bash", str(REPO_ROOT / "scripts" / "train_translator.sh"), "--data", str(tsv), "--src-lang", "xx",
-             "--tgt-lang=yy", "--max-steps", "3", *sets],
-            cwd=tmp_path, capture_output=True, text=True, encoding="utf-8", timeout=300,
-            env={k: v for k, v in {**ENV, "PYTHON": sys.executable}.items() if k != "OUT"},
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert f"Recipe: configs/own_corpus.yaml; corpus {tsv}, xx -> yy; run directory runs/{name}_xx_yy" in result.stdout
-        held_out = (out / "held_out.xx").read_text(encoding="utf-8").splitlines()
-        assert len(held_out) == 200 and held_out[0] in en  # a tenth of 2,000 pairs
-        lines = result.stdout[:-1].split("\n")
-        assert lines[-2] == f'Sample translation (python -m seq2seq.translate --model runs/{name}_xx_yy "{held_out[0]}"):'
-        assert lines[-1] == Translator.load(out, device="cpu").translate(held_out[0])
-        report = json.loads((out / "cleaning.json").read_text(encoding="utf-8"))
-        assert report["held_out"]["pairs"] == 200 and report["pairs_read"] == 1800
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
-
-
 def test_translate_refuses_an_empty_constraint_and_too_many_samples(tiny_model_dir):
     """Issue 21 item 10: a blank --constraints phrase, and --sampling --nbest above the most samples, exit 2 with
     one line naming the flag (the blank phrase used to end in a traceback)."""
