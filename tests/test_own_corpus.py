@@ -48,6 +48,30 @@ def test_the_walkthrough_blocks_are_found():
     assert len(blocks) == 7 and "seq2seq.serve" in blocks[4] and "--init-from" in blocks[6]
 
 
+def test_the_held_out_split_is_a_seeded_tenth_saved_beside_the_run(tmp_path):
+    """At most a tenth (here 10 of 100 pairs, below data.held_out_pairs), drawn with train.seed: the same rows
+    again for the same seed, others for another; held out and training pairs are disjoint and cover the corpus."""
+    import datasets
+
+    from seq2seq.config import load_config
+    from seq2seq.training.prepare import hold_out
+
+    raw = datasets.Dataset.from_dict({"src": [f"s{i}" for i in range(100)], "tgt": [f"t{i}" for i in range(100)]})
+    cfg = load_config(overrides=["data.tgt_lang=fr"])
+
+    def split(seed: int, out: Path):
+        cfg.train.seed = seed
+        out.mkdir()
+        train, valid, description = hold_out(raw, cfg, out, "no val")
+        return list(train["src"]), list(valid["src"]), description
+
+    train, valid, description = split(1, tmp_path / "a")
+    assert len(valid) == 10 and sorted(train + valid, key=lambda s: int(s[1:])) == list(raw["src"])
+    assert description == {"pairs": 10, "of": 100, "seed": 1, "files": ["held_out.en", "held_out.fr"], "why": "no val"}
+    assert (tmp_path / "a" / "held_out.fr").read_text(encoding="utf-8").split() == ["t" + s[1:] for s in valid]
+    assert split(1, tmp_path / "b")[1] == valid and split(2, tmp_path / "c")[1] != valid
+
+
 @pytest.mark.slow  # three short trainings, an evaluation, two translations and a server, each its own process
 def test_the_own_corpus_walkthrough_runs_as_written(tiny_corpus, tmp_path):
     work = tmp_path / "work"

@@ -59,7 +59,8 @@ class StopRequest:
 #: the batches (an exact resume replays the same batches from the saved position)
 FIXED_ON_RESUME = ("model.", "tokenizer.", "data.path", "data.files", "data.src_lang", "data.tgt_lang",
                    "data.train_split", "data.max_length", "train.seed", "train.max_tokens", "train.accumulate",
-                   "train.init_from")
+                   "train.init_from", "data.held_out_pairs", "data.clean_duplicates", "data.clean_copies",
+                   "data.clean_max_ratio", "data.clean_min_script")
 
 
 def check_resume_config(cfg: Config, state_dir: Path) -> None:
