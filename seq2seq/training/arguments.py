@@ -4,6 +4,7 @@ Config they select (a YAML file, flags for the common keys, ``--set section.key=
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from seq2seq.checkpoint import CONFIG_FILE
@@ -45,6 +46,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if config_path is None and args.resume and (Path(args.out) / CONFIG_FILE).is_file():
         config_path = Path(args.out) / CONFIG_FILE
     cfg = load_config(config_path, overrides)
+    if config_path is None and not args.resume:  # the dataclass defaults are a 2015-style baseline, not a recipe
+        print("note: no --config: the built-in defaults (an 8k vocabulary, input feeding, a plateau schedule, no "
+              "time budget); the measured 20-minute CPU recipe is --config configs/own_corpus.yaml (your corpus) or "
+              "configs/multi30k_en_de.yaml", file=sys.stderr)
     if cfg.train.init_from and not args.resume:  # a new fine-tuning run: the model's architecture and tokenizers
         cfg = adopt_model_settings(cfg, explicit_keys(config_path, overrides))
     return cfg
