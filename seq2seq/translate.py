@@ -99,6 +99,9 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
               "  scripts/train_translator.sh --data ../shared/data/multi30k --max-minutes 20\n"
               "or pass --model DIR.", file=sys.stderr)
         return 2
+    if not args.model:  # say which: runs/ may hold several
+        print(f"using the most recently trained model, {model_dirs[0]} (choose another with --model DIR)",
+              file=sys.stderr)
     return model_dirs
 
 

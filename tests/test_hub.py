@@ -3,9 +3,7 @@ pushed file list and the model card."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -15,35 +13,12 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT, SUBPROCESS_ENV
+from support.hub_cache import add_snapshot, model_files
 
 pytest.importorskip("huggingface_hub")
 
 COMMIT_A = "a" * 40
 COMMIT_B = "b" * 40
-
-
-def add_snapshot(cache: Path, repo_id: str, commit: str, files: dict[str, Path], ref: str | None = None) -> Path:
-    """Put ``files`` into ``cache`` as huggingface_hub stores a downloaded snapshot: content-addressed blobs under
-    ``models--ORG--NAME/blobs/``, ``snapshots/COMMIT/NAME`` symlinks to them, and ``refs/REF`` holding the commit."""
-    storage = cache / ("models--" + repo_id.replace("/", "--"))
-    snapshot = storage / "snapshots" / commit
-    (storage / "blobs").mkdir(parents=True, exist_ok=True)
-    snapshot.mkdir(parents=True)
-    for name, source in files.items():
-        data = source.read_bytes()
-        blob = storage / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.write_bytes(data)
-        (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
-        (snapshot / name).symlink_to(os.path.relpath(blob, (snapshot / name).parent))
-    if ref is not None:
-        (storage / "refs").mkdir(exist_ok=True)
-        (storage / "refs" / ref).write_text(commit)
-    return snapshot
-
-
-def model_files(model_dir: Path) -> dict[str, Path]:
-    names = ("config.yaml", "tokenizer.src.model", "tokenizer.tgt.model", "model.safetensors", "results.json")
-    return {name: model_dir / name for name in names}
 
 
 @pytest.fixture

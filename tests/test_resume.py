@@ -106,6 +106,8 @@ def test_unreadable_training_state_is_one_clear_error(run_dir, capsys, content):
     ("data.max_length=20", "data.max_length"),
     ("data.path=/another/corpus", "data.path"),
     ("data.files={train: [a.en, a.de]}", "data.files"),
+    ("data.clean_max_ratio=9", "data.clean_max_ratio"),
+    ("train.init_from=/some/model", "train.init_from"),
 ])
 def test_resume_refuses_settings_that_change_the_model_or_the_batches(run_dir, capsys, override, key):
     err = resume_error(run_dir, capsys, override)

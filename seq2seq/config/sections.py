@@ -41,9 +41,27 @@ class DataConfig:
     tgt_lang: str = "de"
     train_split: str = "train"
     valid_split: str = "val"
-    test_splits: list[str] = field(default_factory=lambda: ["test_2016_flickr", "test_2017_flickr"])
-    #: explicit file pairs per split, e.g. ``{train: [corpus.en, corpus.de]}``; they override ``path``
+    #: the splits scored at the end of training; null (the default): the corpus's own test splits, every split
+    #: besides the training and validation ones (none for a TSV file); [] = none
+    test_splits: list[str] | None = None
+    #: explicit files per split, e.g. ``{train: [corpus.en, corpus.de], val: [dev.tsv]}`` (a pair of line-aligned
+    #: files, or one TSV file of source<TAB>target lines); they are the whole corpus and override ``path``
     files: dict[str, list[str]] = field(default_factory=dict)
+    #: pairs held out of the training split for validation when the corpus has no ``valid_split`` (at most a tenth
+    #: of the training pairs; chosen with ``train.seed``, saved in the run directory as held_out.{lang})
+    held_out_pairs: int = 1000
+    #: cleaning of the training split before training (seq2seq/cleaning.py; validation and test are never
+    #: filtered); what each filter removed is in the log and in the run's cleaning.json. Exact duplicate pairs
+    #: (the first kept):
+    clean_duplicates: bool = True
+    #: pairs whose target is the source copied (equal up to case and spacing)
+    clean_copies: bool = True
+    #: pairs whose longer side has more than this many times the characters of the shorter one, each counted + 1
+    #: (0 = off)
+    clean_max_ratio: float = 3.0
+    #: pairs where less than this share of one side's letters is in its language's script (Latin for en/de/fr/cs,
+    #: Cyrillic for ru, ...; languages of unknown script are not checked; 0 = off)
+    clean_min_script: float = 0.5
     #: training pairs longer than this many pieces (either side, before BOS/EOS) are dropped
     max_length: int = 50
     #: where tokenized corpora are cached as Arrow files
@@ -127,6 +145,10 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     seed: int = 1234
+    #: fine-tuning: start this new run from a trained model (a model directory or ``hf:ORG/NAME[@REVISION]``): its
+    #: weights, tokenizers and architecture, with a fresh optimizer and this run's schedule (``--init-from``;
+    #: seq2seq/training/init_from.py). "" = a new model from random weights
+    init_from: str = ""
     #: padded source + target positions per batch
     max_tokens: int = 4096
     optimizer: Literal["adam", "adamw"] = "adam"

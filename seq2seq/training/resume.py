@@ -58,7 +58,9 @@ class StopRequest:
 #: settings a ``--resume`` may not change: they define the model, its vocabulary, or the order and content of
 #: the batches (an exact resume replays the same batches from the saved position)
 FIXED_ON_RESUME = ("model.", "tokenizer.", "data.path", "data.files", "data.src_lang", "data.tgt_lang",
-                   "data.train_split", "data.max_length", "train.seed", "train.max_tokens", "train.accumulate")
+                   "data.train_split", "data.max_length", "train.seed", "train.max_tokens", "train.accumulate",
+                   "train.init_from", "data.held_out_pairs", "data.clean_duplicates", "data.clean_copies",
+                   "data.clean_max_ratio", "data.clean_min_script")
 
 
 def check_resume_config(cfg: Config, state_dir: Path) -> None:

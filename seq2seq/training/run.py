@@ -17,7 +17,14 @@ from typing import Any, Iterator
 
 import torch
 
-from seq2seq.checkpoint import CONFIG_FILE, CheckpointError, atomic_write_text
+from seq2seq.checkpoint import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+    atomic_write_text,
+    load_state_into,
+    load_weights,
+)
 from seq2seq.config import Config
 from seq2seq.training.distributed import Distributed, StepAgreement
 from seq2seq.model import build_model
@@ -252,14 +259,18 @@ def run_logging(log_file: Path | None, rank_prefix: str = "") -> Iterator[None]:
 
 
 def build_run(cfg: Config, out_dir: Path, data: TrainingData, device: torch.device, state_dir: Path | None,
-              dist: Distributed | None = None) -> Run:
+              dist: Distributed | None = None, init_dir: Path | None = None) -> Run:
     """Model, optimizer, schedule, weight average and compute dtypes; restored from ``state_dir`` when resuming.
+    A new fine-tuning run's model starts from the weights of the model directory ``init_dir``
+    (seq2seq/training/init_from.py), before the weight average copies them.
 
     Under several processes (``dist``) rank 0 picks the compute dtypes for all, and the model is wrapped in
     DistributedDataParallel (which averages the gradients over the ranks during the backward pass).
     """
     tcfg, dist = cfg.train, dist or Distributed()
     model = build_model(cfg.model, data.src_tok.vocab_size, data.tgt_tok.vocab_size).to(device)
+    if init_dir is not None and state_dir is None:
+        load_state_into(model, load_weights(init_dir / WEIGHTS_FILE), init_dir / WEIGHTS_FILE)
     cache_dir = cfg.data.cache_dir
     dtypes = resumed_dtypes(cfg, state_dir, device) if state_dir is not None else None
     dtypes = dtypes or ComputeDtypes(**dist.from_main(lambda: asdict(ComputeDtypes(
