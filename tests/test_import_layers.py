@@ -17,8 +17,8 @@ LAYERS = [
     # settings, and helpers that import nothing of seq2seq
     "config hardware lines metrics plots quantize additive_scores cells dropout gate_norm decoding_model",
     # the network, part on part; text to ids
-    "tokenizer data model_card rnn attention",
-    "encoder precision padding tokenized_corpus",
+    "tokenizer data rnn attention cleaning",
+    "encoder precision padding tokenized_corpus model_card",
     "decoder token_batches",
     "model segmentation",
     # model directories: saved, on the Hub, exported; loaded for inference
