@@ -1,0 +1,138 @@
+"""How good the confidence is, and what it costs: figures for docs/confidence.md (printed, never asserted).
+
+    PYTHONPATH=$PWD python scripts/confidence_report.py --model runs/multi30k_en_de --data ../shared/data/multi30k
+
+1. Ranking: Spearman of the confidence with sentence chrF on test_2016_flickr + test_2017_flickr (and each).
+2. Out-of-domain detection: AUROC of the confidence between Multi30k test sources (in domain) and English
+   sentences from another domain gathered here at run time: the first sentences of docstrings in the Python
+   standard library's source files (parsed with ``ast``, nothing imported), kept when they are plain prose of 5-30
+   words. Also per feature, to show which signals carry it.
+3. Cost: decoding speed with and without the confidence pass (greedy and beam 5, batch 64, test_2016_flickr), in
+   the same process, alternating, best of ``--repeats``.
+4. Examples: a few sentences with their confidence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import re
+import sysconfig
+import time
+from pathlib import Path
+
+import numpy as np
+
+from seq2seq.calibrate import confidence_table
+from seq2seq.decoding.confidence import FEATURE_NAMES
+from seq2seq.lines import read_lines
+from seq2seq.rank_metrics import auroc, spearman
+from seq2seq.translator import Translator
+
+EXAMPLES = ["A man is riding a bike.", "Two dogs play in the snow.", "hello world", "Hello, how are you?",
+            "Zoë and Łukasz walk past the café in Kraków.", "A man in a 東京 shirt.", "Two dogs 🐕 run.",
+            "Return the number of items in a container."]
+PROSE = re.compile(r"^[A-Z][A-Za-z ,;'\-]*[a-z][.]$")
+
+
+def docstring_sentences(limit: int, root: Path | None = None) -> list[str]:
+    """``limit`` distinct first sentences of function and class docstrings in the standard library's ``.py`` files
+    (outside its tests; installed packages left out), plain prose of 5 to 30 words, spread evenly over the sorted files (the same on every run
+    of one Python)."""
+    root = Path(root or sysconfig.get_paths()["stdlib"])
+    found: dict[str, None] = {}
+    for path in sorted(root.rglob("*.py")):
+        if {"test", "tests", "idlelib", "site-packages", "dist-packages"} & set(path.parts):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, OSError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                continue
+            doc = ast.get_docstring(node)
+            if not doc:
+                continue
+            first = " ".join(doc.strip().split("\n\n")[0].split())
+            first = first.split(". ")[0].rstrip(".") + "."
+            if PROSE.match(first) and 5 <= len(first.split()) <= 30:
+                found.setdefault(first, None)
+    sentences = list(found)
+    step = max(len(sentences) / max(limit, 1), 1.0)  # evenly spread over the library, not its first modules
+    return [sentences[int(i * step)] for i in range(min(limit, len(sentences)))]
+
+
+def speed(translator: Translator, sources: list[str], repeats: int) -> None:
+    print("\n## Cost of the confidence (test_2016_flickr, batch 64, sentences/s, best of "
+          f"{repeats}; same process, alternating)")
+    for name, beam in (("greedy", 1), ("beam 5", 5)):
+        best = {False: 0.0, True: 0.0}
+        for _ in range(repeats):
+            for confidence in (False, True):
+                start = time.perf_counter()
+                translator.generate(sources, beam_size=beam, batch_size=64, confidence=confidence)
+                best[confidence] = max(best[confidence], len(sources) / (time.perf_counter() - start))
+        print(f"{name}: without {best[False]:.1f}, with {best[True]:.1f} sentences/s "
+              f"({100 * (best[False] / best[True] - 1):.1f}% more time)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", required=True, help="the Multi30k directory ({split}.{lang}.gz)")
+    parser.add_argument("--ood", type=int, default=500, help="out-of-domain sentences to gather")
+    parser.add_argument("--repeats", type=int, default=2, help="timing repeats (0: no timing)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--dtype", default="fp32")
+    args = parser.parse_args()
+    translator = Translator.load(args.model, device="cpu", dtype=args.dtype, threads=args.threads)
+    calibration = translator.calibration
+    print(f"model {args.model}; calibration: " + (f"{calibration.split}, {calibration.sentences} sentences, "
+          f"Spearman {calibration.spearman}" if calibration else "none (uncalibrated fallback)"))
+    data = Path(args.data)
+    src, tgt = translator.cfg.data.src_lang, translator.cfg.data.tgt_lang
+
+    print("\n## Ranking: Spearman of confidence with sentence chrF (beam search, the model's decode settings)")
+    tests = {}
+    for split in ("test_2016_flickr", "test_2017_flickr"):
+        sources, references = read_lines(data / f"{split}.{src}.gz"), read_lines(data / f"{split}.{tgt}.gz")
+        features, chrf, best = confidence_table(translator, sources, references)
+        tests[split] = (sources, features, chrf, np.array([t.confidence for t in best]))
+        print(f"{split}: {spearman(tests[split][3], chrf):.3f} ({len(chrf)} sentences, mean confidence "
+              f"{tests[split][3].mean():.3f}, mean sentence chrF {chrf.mean():.1f})")
+    confidence = np.concatenate([t[3] for t in tests.values()])
+    chrf = np.concatenate([t[2] for t in tests.values()])
+    features = np.concatenate([t[1] for t in tests.values()])
+    print(f"both: {spearman(confidence, chrf):.3f} ({len(chrf)} sentences)")
+    for index, name in enumerate(FEATURE_NAMES):
+        print(f"  feature {name}: Spearman {spearman(features[:, index], chrf):+.3f}")
+
+    ood = docstring_sentences(args.ood)
+    print(f"\n## Out-of-domain detection: {len(ood)} first sentences of docstrings in "
+          f"{sysconfig.get_paths()['stdlib']} (e.g. {ood[0]!r}, {ood[len(ood) // 2]!r}) against the "
+          f"{len(confidence)} Multi30k test sources")
+    ood_features, _, ood_best = confidence_table(translator, ood, ood)
+    ood_confidence = np.array([t.confidence for t in ood_best])
+    print(f"AUROC of the confidence (in domain = higher): {auroc(confidence, ood_confidence):.3f} "
+          f"(mean confidence {ood_confidence.mean():.3f} out of domain, {confidence.mean():.3f} in domain)")
+    for index, name in enumerate(FEATURE_NAMES):
+        value = auroc(features[:, index], ood_features[:, index])
+        print(f"  feature {name}: AUROC {max(value, 1 - value):.3f} ({'higher' if value >= 0.5 else 'lower'} in domain)")
+    flagged = (ood_confidence < (calibration.low_threshold if calibration else 0.5)).mean()
+    print(f"flagged low confidence: {100 * flagged:.1f}% out of domain, "
+          f"{100 * (confidence < (calibration.low_threshold if calibration else 0.5)).mean():.1f}% in domain")
+
+    print("\n## Examples (beam search)")
+    for entry in translator.generate(EXAMPLES):
+        t = entry[0]
+        print(f"{t.confidence:.2f}{' LOW' if t.low_confidence else ''}\t{t.text}")
+    for source, entry in zip(EXAMPLES, translator.generate(EXAMPLES)):
+        print(f"  {source!r} -> {entry[0].text!r}")
+
+    if args.repeats:
+        speed(translator, tests["test_2016_flickr"][0], args.repeats)
+
+
+if __name__ == "__main__":
+    main()
