@@ -10,6 +10,10 @@
 3. Cost: decoding speed with and without the confidence pass (greedy and beam 5, batch 64, test_2016_flickr), in
    the same process, alternating, best of ``--repeats``.
 4. Examples: a few sentences with their confidence.
+5. The choice of fit: out-of-fold Spearman (5 folds of the validation split) of the ridge fit on every feature,
+   on the glass-box features alone, and of the mean log-probability alone (no fit).
+
+``--sections`` picks some of: ranking, ood, examples, speed, choice (default: all).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from seq2seq.calibrate import confidence_table
+from seq2seq.calibration import UNCALIBRATED_LOW_THRESHOLD, fit_calibration
 from seq2seq.decoding.confidence import FEATURE_NAMES
 from seq2seq.lines import read_lines
 from seq2seq.rank_metrics import auroc, spearman
@@ -77,6 +82,23 @@ def speed(translator: Translator, sources: list[str], repeats: int) -> None:
               f"({100 * (best[False] / best[True] - 1):.1f}% more time)")
 
 
+def choice(translator: Translator, data: Path, src: str, tgt: str, split: str) -> None:
+    sources, references = read_lines(data / f"{split}.{src}.gz"), read_lines(data / f"{split}.{tgt}.gz")
+    features, chrf, _ = confidence_table(translator, sources, references)
+    folds = np.arange(len(chrf)) % 5
+    glass_box = [FEATURE_NAMES.index(n) for n in ("mean_log_prob", "min_log_prob", "low_prob_share",
+                                                   "unattended_share", "length_ratio")]
+    print(f"\n## Choosing the fit: out-of-fold Spearman with sentence chrF, 5 folds of {split} ({len(chrf)} sentences)")
+    for name, columns in (("ridge, all features", list(range(len(FEATURE_NAMES)))), ("ridge, glass-box only", glass_box)):
+        predicted = np.zeros(len(chrf))
+        for fold in range(5):
+            train, held = folds != fold, folds == fold
+            fitted = fit_calibration(features[train][:, columns], chrf[train], [FEATURE_NAMES[c] for c in columns], "cv")
+            predicted[held] = fitted.predict(features[held][:, columns])
+        print(f"{name}: {spearman(predicted, chrf):.3f}")
+    print(f"mean_log_prob alone (no fit): {spearman(features[:, 0], chrf):.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
@@ -85,7 +107,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timing repeats (0: no timing)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dtype", default="fp32")
+    parser.add_argument("--sections", default="ranking,ood,examples,speed,choice")
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
     translator = Translator.load(args.model, device="cpu", dtype=args.dtype, threads=args.threads)
     calibration = translator.calibration
     print(f"model {args.model}; calibration: " + (f"{calibration.split}, {calibration.sentences} sentences, "
@@ -93,6 +117,10 @@ def main() -> None:
     data = Path(args.data)
     src, tgt = translator.cfg.data.src_lang, translator.cfg.data.tgt_lang
 
+    if "choice" in sections:
+        choice(translator, data, src, tgt, translator.cfg.data.valid_split)
+    if not sections & {"ranking", "ood", "speed"}:
+        return
     print("\n## Ranking: Spearman of confidence with sentence chrF (beam search, the model's decode settings)")
     tests = {}
     for split in ("test_2016_flickr", "test_2017_flickr"):
@@ -108,6 +136,8 @@ def main() -> None:
     for index, name in enumerate(FEATURE_NAMES):
         print(f"  feature {name}: Spearman {spearman(features[:, index], chrf):+.3f}")
 
+    if "ood" not in sections:
+        return speed(translator, tests["test_2016_flickr"][0], args.repeats) if "speed" in sections else None
     ood = docstring_sentences(args.ood)
     print(f"\n## Out-of-domain detection: {len(ood)} first sentences of docstrings in "
           f"{sysconfig.get_paths()['stdlib']} (e.g. {ood[0]!r}, {ood[len(ood) // 2]!r}) against the "
@@ -119,18 +149,16 @@ def main() -> None:
     for index, name in enumerate(FEATURE_NAMES):
         value = auroc(features[:, index], ood_features[:, index])
         print(f"  feature {name}: AUROC {max(value, 1 - value):.3f} ({'higher' if value >= 0.5 else 'lower'} in domain)")
-    flagged = (ood_confidence < (calibration.low_threshold if calibration else 0.5)).mean()
-    print(f"flagged low confidence: {100 * flagged:.1f}% out of domain, "
-          f"{100 * (confidence < (calibration.low_threshold if calibration else 0.5)).mean():.1f}% in domain")
+    threshold = calibration.low_threshold if calibration else UNCALIBRATED_LOW_THRESHOLD
+    print(f"flagged low confidence (below {threshold}): {100 * (ood_confidence < threshold).mean():.1f}% out of "
+          f"domain, {100 * (confidence < threshold).mean():.1f}% in domain")
 
-    print("\n## Examples (beam search)")
-    for entry in translator.generate(EXAMPLES):
-        t = entry[0]
-        print(f"{t.confidence:.2f}{' LOW' if t.low_confidence else ''}\t{t.text}")
-    for source, entry in zip(EXAMPLES, translator.generate(EXAMPLES)):
-        print(f"  {source!r} -> {entry[0].text!r}")
-
-    if args.repeats:
+    if "examples" in sections:
+        print("\n## Examples (beam search)")
+        for source, entry in zip(EXAMPLES, translator.generate(EXAMPLES)):
+            t = entry[0]
+            print(f"{t.confidence:.2f}{' LOW' if t.low_confidence else ''}\t{source} -> {t.text}")
+    if args.repeats and "speed" in sections:
         speed(translator, tests["test_2016_flickr"][0], args.repeats)
 
 

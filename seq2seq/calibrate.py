@@ -59,9 +59,9 @@ def calibrate_after_training(cfg, out_dir: Path, device) -> Calibration | None:
     translator = Translator.load(out_dir, device=str(device))
     calibration = calibrate_translator(translator, list(raw["src"]), list(raw["tgt"]), cfg.data.valid_split)
     calibration.save(out_dir / CALIBRATION_FILE)
-    logger.info("confidence calibrated on %s (%d sentences): Spearman %s with sentence chrF; low below %.3f -> %s",
-                calibration.split, calibration.sentences, calibration.spearman, calibration.low_threshold,
-                out_dir / CALIBRATION_FILE)
+    logger.info("confidence calibrated on %s (%d sentences): Spearman %s with sentence chrF; %.1f%% flagged low "
+                "(below %.2f) -> %s", calibration.split, calibration.sentences, calibration.spearman,
+                100 * calibration.low_share, calibration.low_threshold, out_dir / CALIBRATION_FILE)
     return calibration
 
 
@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"confidence calibrated on {split} ({calibration.sentences} sentences): Spearman {calibration.spearman} "
-          f"with sentence chrF; low-confidence threshold {calibration.low_threshold:.3f}; written to {out}")
+          f"with sentence chrF; {100 * calibration.low_share:.1f}% flagged low (below {calibration.low_threshold}); "
+          f"written to {out}")
     return 0
 
 

@@ -3,9 +3,9 @@ JSON in the model directory as ``confidence.json``).
 
 The fit is ridge least squares on standardized features (each feature minus its mean, over its standard
 deviation, on the split it is fitted on), predictions clipped to [0, 1]: a weighted sum anyone can read back from
-the file. The low-confidence threshold is the confidence that best separates that split's sentences with chrF
-below :data:`BAD_CHRF` from the others (Youden's J: the largest true-positive minus false-positive rate). Without a
-calibration, :func:`uncalibrated_confidence` is the geometric mean of the output's piece probabilities, marked as
+the file. A translation whose estimated chrF is below :data:`BAD_CHRF` is flagged as unlikely to be right (the
+file's ``low_threshold``); how many of the split's sentences that flags, and how many of those really scored below
+it, are saved beside it. Without a calibration, :func:`uncalibrated_confidence` is the geometric mean of the output's piece probabilities, marked as
 uncalibrated wherever it is shown. Fitting and saving is :mod:`seq2seq.calibrate`; the features are
 :mod:`seq2seq.decoding.confidence`.
 """
@@ -26,7 +26,7 @@ CALIBRATION_FILE = "confidence.json"
 FORMAT = 1
 #: what the confidence estimates
 TARGET = "sentence chrF / 100 (sacrebleu sentence_chrf, detokenized output against the reference)"
-#: a sentence with chrF / 100 below this counts as unlikely to be right, for the low-confidence threshold
+#: a translation with chrF / 100 below this is unlikely to be right: an estimate below it is flagged
 BAD_CHRF = 0.4
 #: ridge penalty on the standardized weights (per sentence: small beside a split of ~1,000 sentences)
 RIDGE = 1.0
@@ -45,6 +45,8 @@ class Calibration:
     sentences: int  #: how many sentences
     spearman: float | None  #: Spearman of its confidence with sentence chrF on that split (None: undefined)
     low_threshold: float  #: below this, a translation is flagged as unlikely to be right
+    low_share: float = 0.0  #: the share of the split's sentences flagged
+    low_precision: float | None = None  #: of those, the share whose chrF / 100 is below BAD_CHRF
     target: str = TARGET
     format: int = FORMAT
 
@@ -93,24 +95,20 @@ def fit_calibration(features: np.ndarray, chrf: Sequence[float], names: Sequence
     weights = np.linalg.solve(z.T @ z + ridge * np.eye(len(names)), z.T @ (y - y.mean()))
     calibration = Calibration(features=list(names), means=means.tolist(), scales=scales.tolist(),
                               weights=weights.tolist(), bias=float(y.mean()), split=split, sentences=len(y),
-                              spearman=0.0, low_threshold=0.0)
+                              spearman=0.0, low_threshold=BAD_CHRF)
     predicted = calibration.predict(x)
     rho = spearman(predicted, y)
     calibration.spearman = round(rho, 4) if math.isfinite(rho) else None  # constant chrF or confidence: undefined
-    calibration.low_threshold = round(low_threshold(predicted, y < BAD_CHRF), 4)
+    calibration.low_share, calibration.low_precision = flag_statistics(predicted, y, BAD_CHRF)
     return calibration
 
 
-def low_threshold(confidence: np.ndarray, bad: np.ndarray) -> float:
-    """The threshold t maximizing (share of bad sentences with confidence < t) - (share of good ones below t);
-    the lowest tenth of confidences when the split has no bad or no good sentences."""
-    confidence, bad = np.asarray(confidence, dtype=np.float64), np.asarray(bad, dtype=bool)
-    if bad.all() or not bad.any():
-        return float(np.quantile(confidence, 0.1))
-    candidates = np.unique(confidence)
-    below = confidence[None, :] < candidates[:, None]  # (C, N)
-    youden = below[:, bad].mean(axis=1) - below[:, ~bad].mean(axis=1)
-    return float(candidates[int(np.argmax(youden))])
+def flag_statistics(confidence: np.ndarray, chrf: np.ndarray, threshold: float) -> tuple[float, float | None]:
+    """(share of sentences with confidence below ``threshold``, share of those with chrF / 100 below it too;
+    None when none is flagged), rounded to 4 decimals."""
+    flagged = np.asarray(confidence) < threshold
+    precision = round(float((np.asarray(chrf)[flagged] < threshold).mean()), 4) if flagged.any() else None
+    return round(float(flagged.mean()), 4), precision
 
 
 def uncalibrated_confidence(mean_log_prob: float) -> float:
@@ -124,5 +122,6 @@ def load_calibration(model_dir: str | Path, known_features: Sequence[str]) -> Ca
     return Calibration.load(path, known_features) if path.is_file() else None
 
 
-#: without a calibration, an output whose geometric-mean piece probability is below this is flagged
-UNCALIBRATED_LOW_THRESHOLD = 0.5
+#: without a calibration, an output whose geometric-mean piece probability is below this is flagged (a mean
+#: log-probability under -1.39; the Multi30k quick-start model's validation outputs average -0.75, SD 0.37)
+UNCALIBRATED_LOW_THRESHOLD = 0.25

@@ -1,6 +1,6 @@
 """The confidence calibration: the file training writes equals a ridge fit computed here by another method on the
 validation split's features (and not on another split's), the command line for older models, the threshold and
-the JSON file against brute force, and a damaged file falling back to the uncalibrated confidence."""
+the JSON file by hand, and a damaged file falling back to the uncalibrated confidence."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import sacrebleu
 
 from seq2seq.calibrate import confidence_table
 from seq2seq.calibrate import main as calibrate
-from seq2seq.calibration import RIDGE, Calibration, fit_calibration, low_threshold
+from seq2seq.calibration import RIDGE, Calibration, fit_calibration, flag_statistics
 from seq2seq.decoding.confidence import FEATURE_NAMES
 from seq2seq.rank_metrics import spearman
 from seq2seq.translator import Translator
@@ -101,17 +101,12 @@ def test_the_command_names_what_is_wrong(tiny_model_dir, tmp_path, capsys):
     assert exit_info.value.code == 2 and "--ref" in capsys.readouterr().err
 
 
-def test_low_threshold_maximizes_youdens_j_by_brute_force():
-    rng = np.random.default_rng(0)
-    confidence = rng.random(40).round(2)
-    bad = confidence + rng.normal(0, 0.3, 40) < 0.5  # bad sentences likelier at low confidence, not only there
-    best_j, best_t = -2.0, None
-    for t in sorted(set(confidence.tolist())):  # flag sentences with confidence < t
-        j = sum(c < t for c, b in zip(confidence, bad) if b) / bad.sum() - \
-            sum(c < t for c, b in zip(confidence, bad) if not b) / (~bad).sum()
-        if j > best_j:
-            best_j, best_t = j, t
-    assert low_threshold(confidence, bad) == best_t
+def test_flag_statistics_count_by_hand():
+    confidence = [0.1, 0.35, 0.39, 0.4, 0.8, 0.2]
+    chrf = [0.05, 0.5, 0.3, 0.1, 0.9, 0.39]  # chrF / 100
+    # flagged (< 0.4): 0.1, 0.35, 0.39, 0.2 -> 4 of 6; of those below 0.4 in chrF too: 0.05, 0.3, 0.39 -> 3 of 4
+    assert flag_statistics(confidence, chrf, 0.4) == (round(4 / 6, 4), 0.75)
+    assert flag_statistics([0.9], [0.1], 0.4) == (0.0, None)
 
 
 def test_a_calibration_round_trips_through_its_file(tmp_path):

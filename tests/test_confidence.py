@@ -152,7 +152,7 @@ def test_without_a_calibration_the_confidence_is_the_geometric_mean_and_says_so(
         t = entry[0]
         geometric = math.exp(sum(math.log(p) for p in t.piece_probs) / len(t.piece_probs))
         assert t.confidence == pytest.approx(geometric, abs=1e-6) and not t.confidence_calibrated
-        assert t.low_confidence == (t.confidence < 0.5)
+        assert t.low_confidence == (t.confidence < 0.25)
     from seq2seq.translate import main as translate
 
     assert translate(["--model", str(model_dir), "--json", "--threads", "1", *SENTENCES[:2]]) == 0
