@@ -191,3 +191,15 @@ def test_the_service_reply_carries_the_confidence_of_the_api(tiny_model_dir, tra
             assert got["piece_probs"] == pytest.approx(want["piece_probs"], abs=2e-4)
             assert (got["pieces"], got["confidence_calibrated"], got["low_confidence"]) == \
                 (want["pieces"], True, want["low_confidence"])
+
+
+def test_rare_source_pieces_are_unk_and_byte_pieces(translator):
+    import re
+
+    tokenizer = translator.src_tokenizer
+    vocabulary = SourceVocabulary.of(tokenizer)
+    pieces = [tokenizer.id_to_piece(i) for i in range(tokenizer.vocab_size)]
+    expected = [i == 1 or re.fullmatch(r"<0x[0-9A-F]{2}>", piece) is not None for i, piece in enumerate(pieces)]
+    assert vocabulary.rare.tolist() == expected and sum(expected) == 257  # <unk> and 256 byte pieces
+    learned = [score for score, rare in zip(tokenizer.piece_log_probs()[4:], expected[4:]) if not rare]
+    assert vocabulary.piece_log_prob[vocabulary.rare].unique().tolist() == [pytest.approx(min(learned))]
