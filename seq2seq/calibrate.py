@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     check_decoding_arguments(parser, args)
     if bool(args.src) != bool(args.ref):
         parser.error("give --src and --ref together (or neither, for the config's validation split)")
+    if args.model.startswith("hf:") and not args.out:
+        parser.error(f"--model {args.model} is a Hub snapshot, not a directory to write into: add --out FILE")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from seq2seq.checkpoint import CheckpointError
     from seq2seq.data import read_split

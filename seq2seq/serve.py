@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.beam_size is not None:
         translator.cfg.decode.beam_size = args.beam_size
+    if translator.calibration is None:
+        logger.warning("%s has no confidence.json: replies carry uncalibrated confidences; calibrate once with "
+                       "`python -m seq2seq.calibrate --model %s`", args.model, args.model)
     app = create_app(translator, args.model, limits, args.batch_wait_ms, not args.no_batching, args.max_pending)
     logger.info("serving %s on http://%s:%d/ (device %s, dtype %s, batching %s)", args.model, args.host, args.port,
                 translator.device, dtype_name(translator), "off" if args.no_batching else f"{args.batch_wait_ms} ms")

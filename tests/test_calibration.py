@@ -99,6 +99,9 @@ def test_the_command_names_what_is_wrong(tiny_model_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         calibrate(["--model", str(tiny_model_dir), "--src", missing])
     assert exit_info.value.code == 2 and "--ref" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        calibrate(["--model", "hf:org/model"])  # a Hub snapshot is not written into
+    assert exit_info.value.code == 2 and "--out" in capsys.readouterr().err
 
 
 def test_flag_statistics_count_by_hand():
