@@ -43,8 +43,8 @@ PROSE = re.compile(r"^[A-Z][A-Za-z ,;'\-]*[a-z][.]$")
 
 def docstring_sentences(limit: int, root: Path | None = None) -> list[str]:
     """``limit`` distinct first sentences of function and class docstrings in the standard library's ``.py`` files
-    (outside its tests; installed packages left out), plain prose of 5 to 30 words, spread evenly over the sorted files (the same on every run
-    of one Python)."""
+    (outside its tests; installed packages left out), plain prose of 5 to 30 words, spread evenly over the
+    sorted files (the same on every run of one Python)."""
     root = Path(root or sysconfig.get_paths()["stdlib"])
     found: dict[str, None] = {}
     for path in sorted(root.rglob("*.py")):
@@ -89,7 +89,8 @@ def speed(translator: Translator, sources: list[str], repeats: int) -> None:
                 search, extra = search + middle - begin, extra + time.perf_counter() - middle
             best = (search, extra) if best is None or search + extra < sum(best) else best
         search, extra = best
-        print(f"{name}: search {search:.1f} s ({len(sources) / search:.1f} sentences/s), confidence pass {extra:.1f} s: "
+        print(f"{name}: search {search:.1f} s ({len(sources) / search:.1f} sentences/s), "
+              f"confidence pass {extra:.1f} s: "
               f"{100 * extra / search:.0f}% more time ({len(sources) / (search + extra):.1f} sentences/s with it)")
 
 
@@ -100,11 +101,13 @@ def choice(translator: Translator, data: Path, src: str, tgt: str, split: str) -
     glass_box = [FEATURE_NAMES.index(n) for n in ("mean_log_prob", "min_log_prob", "low_prob_share",
                                                    "unattended_share", "length_ratio")]
     print(f"\n## Choosing the fit: out-of-fold Spearman with sentence chrF, 5 folds of {split} ({len(chrf)} sentences)")
-    for name, columns in (("ridge, all features", list(range(len(FEATURE_NAMES)))), ("ridge, glass-box only", glass_box)):
+    fits = (("ridge, all features", list(range(len(FEATURE_NAMES)))), ("ridge, glass-box only", glass_box))
+    for name, columns in fits:
         predicted = np.zeros(len(chrf))
         for fold in range(5):
             train, held = folds != fold, folds == fold
-            fitted = fit_calibration(features[train][:, columns], chrf[train], [FEATURE_NAMES[c] for c in columns], "cv")
+            names = [FEATURE_NAMES[c] for c in columns]
+            fitted = fit_calibration(features[train][:, columns], chrf[train], names, "cv")
             predicted[held] = fitted.predict(features[held][:, columns])
         print(f"{name}: {spearman(predicted, chrf):.3f}")
     print(f"mean_log_prob alone (no fit): {spearman(features[:, 0], chrf):.3f}")
@@ -162,7 +165,8 @@ def main() -> None:
           f"(mean confidence {ood_confidence.mean():.3f} out of domain, {confidence.mean():.3f} in domain)")
     for index, name in enumerate(FEATURE_NAMES):
         value = auroc(features[:, index], ood_features[:, index])
-        print(f"  feature {name}: AUROC {max(value, 1 - value):.3f} ({'higher' if value >= 0.5 else 'lower'} in domain)")
+        side = "higher" if value >= 0.5 else "lower"
+        print(f"  feature {name}: AUROC {max(value, 1 - value):.3f} ({side} in domain)")
     threshold = calibration.low_threshold if calibration else UNCALIBRATED_LOW_THRESHOLD
     print(f"flagged low confidence (below {threshold}): {100 * (ood_confidence < threshold).mean():.1f}% out of "
           f"domain, {100 * (confidence < threshold).mean():.1f}% in domain")

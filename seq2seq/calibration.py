@@ -1,12 +1,11 @@
 """Features -> a calibrated confidence: an estimate of the translation's sentence chrF / 100 (plain numpy, saved as
-JSON in the model directory as ``confidence.json``).
-
-The fit is ridge least squares on standardized features (each feature minus its mean, over its standard
-deviation, on the split it is fitted on), predictions clipped to [0, 1]: a weighted sum anyone can read back from
-the file. A translation whose estimated chrF is below :data:`BAD_CHRF` is flagged as unlikely to be right (the
-file's ``low_threshold``); how many of the split's sentences that flags, and how many of those really scored below
-it, are saved beside it. Without a calibration, :func:`uncalibrated_confidence` is the geometric mean of the output's piece probabilities, marked as
-uncalibrated wherever it is shown. Fitting and saving is :mod:`seq2seq.calibrate`; the features are
+JSON in the model directory as ``confidence.json``). The fit is ridge least squares on standardized features (each
+feature minus its mean, over its standard deviation, on the split it is fitted on), predictions clipped to [0, 1]: a
+weighted sum anyone can read back from the file. A translation whose estimated chrF is below :data:`BAD_CHRF` is
+flagged as unlikely to be right (the file's ``low_threshold``); how many of the split's sentences that flags, and
+how many of those really scored below it, are saved beside it. Without a calibration,
+:func:`uncalibrated_confidence` is the geometric mean of the output's piece probabilities, marked as uncalibrated
+wherever it is shown. Fitting and saving is :mod:`seq2seq.calibrate`; the features are
 :mod:`seq2seq.decoding.confidence`.
 """
 

@@ -94,9 +94,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  decoding: beam {result['beam_size']}, {result['decode_seconds']} s, "
                   f"{result['sentences_per_second']} sentences/s")
         if result.get("confidence_spearman") is not None:
+            how = "calibrated" if result["confidence_calibrated"] else \
+                "uncalibrated: run python -m seq2seq.calibrate --model DIR"
             print(f"confidence: Spearman {result['confidence_spearman']:.3f} with sentence chrF, mean "
-                  f"{result['confidence_mean']:.3f}, {100 * result['low_confidence_share']:.1f}% flagged low "
-                  f"({'calibrated' if result['confidence_calibrated'] else 'uncalibrated: run python -m seq2seq.calibrate --model DIR'})")
+                  f"{result['confidence_mean']:.3f}, {100 * result['low_confidence_share']:.1f}% flagged low ({how})")
     return 0
 
 

@@ -77,7 +77,8 @@ def sentence_chrf(hypotheses: Sequence[str], references: Sequence[str]) -> list[
     from sacrebleu import sentence_chrf as chrf
 
     if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references: they must pair up line by line")
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references: they must pair up line "
+                         "by line")
     return [chrf(hypothesis, [reference]).score for hypothesis, reference in zip(hypotheses, references)]
 
 

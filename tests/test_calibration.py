@@ -137,3 +137,23 @@ def test_a_damaged_calibration_costs_the_calibration_not_the_model(tiny_model_di
         translator = Translator.load(model_dir, device="cpu")
     assert translator.calibration is None and "confidences are uncalibrated" in caplog.text
     assert translator.generate(["A dog."])[0][0].confidence_calibrated is False
+
+
+def test_evaluate_reports_how_well_the_confidence_ranks_sentences(tiny_model_dir, tiny_corpus, capsys):
+    from seq2seq.evaluate import main as evaluate
+    from seq2seq.metrics import confidence_ranking
+    from seq2seq.translator import Translation
+
+    references = ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen.", "Eine Frau liest.", "Kinder spielen im Park."]
+    texts = ["Ein Mann fährt ein Fahrrad.", "Hunde.", "Eine Frau liest ein Buch.", "Ein Auto."]
+    translations = [Translation(text=t, tokens=[], score=0.0, confidence=c, confidence_calibrated=True,
+                                low_confidence=c < 0.4) for t, c in zip(texts, [0.9, 0.3, 0.7, 0.2])]
+    chrf = [sacrebleu.sentence_chrf(t, [r]).score for t, r in zip(texts, references)]
+    ranking = confidence_ranking(translations, references)
+    assert ranking["confidence_spearman"] == pytest.approx(spearman([0.9, 0.3, 0.7, 0.2], chrf), abs=1e-4)
+    assert (ranking["low_confidence_share"], ranking["confidence_calibrated"]) == (0.5, True)
+
+    assert evaluate(["--model", str(tiny_model_dir), "--src", str(tiny_corpus / "test_2016_flickr.en"), "--ref",
+                     str(tiny_corpus / "test_2016_flickr.de"), "--json", "--no-progress", "--threads", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["confidence_calibrated"] is True and 0 <= result["confidence_mean"] <= 1

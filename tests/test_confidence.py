@@ -56,7 +56,8 @@ class NotAModule:
 
 
 def uniform_vocabulary(size: int) -> SourceVocabulary:
-    return SourceVocabulary(piece_log_prob=-torch.arange(size, dtype=torch.float32), rare=torch.zeros(size, dtype=torch.bool))
+    return SourceVocabulary(piece_log_prob=-torch.arange(size, dtype=torch.float32),
+                            rare=torch.zeros(size, dtype=torch.bool))
 
 
 OUTPUTS = [[4, 5, 6], [], [7, 7, 8, 4, 5, 6, 7], [8]]
