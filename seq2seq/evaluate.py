@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="write the translations here")
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr while translating")
+    parser.add_argument("--no-confidence", action="store_true", help="skip the confidence (its pass is timed with "
+                        "the decoding; without it, how well the confidence ranks sentences is not reported)")
     args = parser.parse_args(argv)
     check_decoding_arguments(parser, args)
 
@@ -72,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             beam_size = args.beam_size or translator.cfg.decode.beam_size
             hypotheses, result = translate_and_score(translator, sources, references, beam_size, args.batch_size,
                                                      show_progress=not args.no_progress,
-                                                     legacy_lang=args.lang or translator.cfg.data.tgt_lang)
+                                                     legacy_lang=args.lang or translator.cfg.data.tgt_lang,
+                                                     confidence=not args.no_confidence)
             if args.out:
                 Path(args.out).write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
     except (OSError, ValueError) as err:
@@ -96,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         if "sentences_per_second" in result:
             print(f"  decoding: beam {result['beam_size']}, {result['decode_seconds']} s, "
                   f"{result['sentences_per_second']} sentences/s")
+        if result.get("confidence_spearman") is not None:
+            how = "calibrated" if result["confidence_calibrated"] else \
+                "uncalibrated: run python -m seq2seq.calibrate --model DIR"
+            print(f"confidence: Spearman {result['confidence_spearman']:.3f} with sentence chrF, mean "
+                  f"{result['confidence_mean']:.3f}, {100 * result['low_confidence_share']:.1f}% flagged low ({how})")
     return 0
 
 

@@ -26,9 +26,10 @@ from seq2seq.tokenizer import SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE
 HUB_PREFIX = "hf:"
 #: what a model directory needs (downloaded, and required to push)
 MODEL_FILES = (CONFIG_FILE, SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE, WEIGHTS_FILE)
-#: pushed too when present: the test scores, the training curves, the ONNX graphs (python -m seq2seq.onnx_export)
+#: pushed too when present: the test scores, the training curves, the ONNX graphs (python -m seq2seq.onnx_export),
+#: the confidence calibration (python -m seq2seq.calibrate)
 EXTRA_FILES = (RESULTS_FILE, "train_log.jsonl", "curves.png", "onnx/encoder.onnx", "onnx/decoder_step.onnx",
-               "onnx/exported_from.json")
+               "onnx/exported_from.json", "confidence.json")
 CARD_FILE = "README.md"
 
 

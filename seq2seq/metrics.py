@@ -74,12 +74,37 @@ def bleu_and_chrf(hypotheses: Sequence[str], references: Sequence[str], legacy_l
     return result
 
 
+def sentence_chrf(hypotheses: Sequence[str], references: Sequence[str]) -> list[float]:
+    """sacreBLEU's sentence-level chrF (0-100) of each hypothesis against its reference."""
+    from sacrebleu import sentence_chrf as chrf
+
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references: they must pair up line "
+                         "by line")
+    return [chrf(hypothesis, [reference]).score for hypothesis, reference in zip(hypotheses, references)]
+
+
+def confidence_ranking(translations: Sequence, references: Sequence[str]) -> dict:
+    """How well the translations' ``confidence`` ranks them: ``confidence_spearman`` with sentence chrF, the mean
+    confidence, the share flagged ``low_confidence`` and whether the confidence was calibrated."""
+    from seq2seq.rank_metrics import spearman
+
+    scored = [(t, r) for t, r in zip(translations, references) if t.confidence is not None]
+    chrf = sentence_chrf([t.text for t, _ in scored], [r for _, r in scored])
+    confidence = [t.confidence for t, _ in scored]
+    return {"confidence_spearman": round(spearman(confidence, chrf), 4) if len(scored) > 1 else None,
+            "confidence_mean": round(sum(confidence) / max(len(confidence), 1), 4),
+            "low_confidence_share": round(sum(t.low_confidence for t, _ in scored) / max(len(scored), 1), 4),
+            "confidence_calibrated": all(t.confidence_calibrated for t, _ in scored)}
+
+
 def translate_and_score(translator, sources: Sequence[str], references: Sequence[str], beam_size: int,
                         batch_size: int | None = None, show_progress: bool = False,
-                        legacy_lang: str | None = None) -> tuple[list[str], dict]:
+                        legacy_lang: str | None = None, confidence: bool = False) -> tuple[list[str], dict]:
     """Translate ``sources`` and score against ``references`` (:func:`bleu_and_chrf`; ``legacy_lang`` adds the legacy
     BLEU); adds decoding time and speed to the result. ``show_progress``: a progress bar on stderr while
-    translating."""
+    translating. ``confidence``: the translator's ``generate`` computes each translation's confidence (timed with
+    the decoding) and :func:`confidence_ranking`'s figures are added."""
     progress = None
     if show_progress:
         from tqdm import tqdm
@@ -87,8 +112,14 @@ def translate_and_score(translator, sources: Sequence[str], references: Sequence
         progress = tqdm(total=len(sources), unit="sentence", file=sys.stderr, dynamic_ncols=True, leave=False)
     start = time.perf_counter()
     try:
-        hypotheses = translator.translate(list(sources), beam_size=beam_size, batch_size=batch_size,
-                                          progress=progress.update if progress is not None else None)
+        update = progress.update if progress is not None else None
+        if confidence:
+            best = [entry[0] for entry in translator.generate(list(sources), beam_size=beam_size, batch_size=batch_size,
+                                                              progress=update)]
+            hypotheses = [translation.text for translation in best]
+        else:
+            hypotheses = translator.translate(list(sources), beam_size=beam_size, batch_size=batch_size,
+                                              progress=update)
     finally:
         if progress is not None:
             progress.close()
@@ -99,4 +130,6 @@ def translate_and_score(translator, sources: Sequence[str], references: Sequence
         decode_seconds=round(seconds, 2),
         sentences_per_second=round(len(sources) / max(seconds, 1e-9), 1),
     )
+    if confidence:
+        result.update(confidence_ranking(best, references))
     return hypotheses, result

@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.beam_size is not None:
         translator.cfg.decode.beam_size = args.beam_size
+    if translator.calibration is None:
+        logger.warning("%s has no confidence.json: replies carry uncalibrated confidences; calibrate once with "
+                       "`python -m seq2seq.calibrate --model %s`", args.model, args.model)
     app = create_app(translator, args.model, limits, args.batch_wait_ms, not args.no_batching, args.max_pending,
                      token=token, rate_limit=args.rate_limit)
     logger.info("serving %s on http://%s:%d/ (device %s, dtype %s, batching %s, token %s, rate limit %s)", args.model,

@@ -171,6 +171,15 @@ class Tokenizer:
     def id_to_piece(self, i: int) -> str:
         return self._sp.id_to_piece(int(i))
 
+    def piece_log_probs(self) -> list[float]:
+        """Per id, the piece's score in the model: its unigram log-probability (0 for special and byte pieces;
+        for BPE models, minus its merge rank)."""
+        return [self._sp.get_score(i) for i in range(self.vocab_size)]
+
+    def is_rare_piece(self, i: int) -> bool:
+        """Whether id ``i`` is ``<unk>`` or a byte piece: a character the vocabulary does not cover."""
+        return int(i) == UNK_ID or self._sp.is_byte(int(i))
+
     def __repr__(self) -> str:
         return f"Tokenizer(source={self.source!r}, vocab_size={self.vocab_size})"
 

@@ -35,6 +35,7 @@ from seq2seq.checkpoint import (
 from seq2seq.config import Config, ConfigError
 from seq2seq.data import DataError
 from seq2seq.final_evaluation import evaluate_test_splits
+from seq2seq.calibrate import calibrate_after_training
 from seq2seq.precision import numerics_flags, resolve_device
 from seq2seq.tokenizer import TokenizerError
 from seq2seq.training.arguments import build_parser, config_from_args
@@ -124,6 +125,12 @@ def _train(cfg: Config, out_dir: Path, resume: bool, dist: Distributed, dist_dev
     except Exception as err:  # a plot must never cost a trained model
         logger.warning("could not draw curves.png: %s", err)
     results = evaluate_test_splits(cfg, out_dir, device)
+    if results:  # the end-of-training evaluation ran: calibrate the model's confidence on the validation split
+        try:
+            calibrate_after_training(cfg, out_dir, device)
+        except Exception as err:  # a calibration must never cost a trained model
+            logger.warning("could not calibrate the confidence (python -m seq2seq.calibrate --model %s): %s",
+                           out_dir, err)
     return {"step": state.step, "best_bleu": state.best_bleu, "best_step": state.best_step,
             "best_weights": state.best_weights, "stop_reason": stop_reason, "numerics": numerics_flags(),
             "test": results}

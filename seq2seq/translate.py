@@ -37,13 +37,20 @@ def latest_model_dir(runs_dir: Path = DEFAULT_RUNS_DIR) -> Path | None:
     return max(candidates, key=lambda p: (p / "model.safetensors").stat().st_mtime, default=None)
 
 
-def format_output(hypotheses: list, args: argparse.Namespace, alignments: list[dict] | None = None) -> list[str]:
+def format_output(hypotheses: list, args: argparse.Namespace, alignments: list[dict] | None = None,
+                  id_to_piece=None) -> list[str]:
     """Output lines for one input's n-best list of Translation: the text, or ``score<TAB>text`` per hypothesis,
-    or JSON (with each hypothesis's ``alignment`` when ``alignments`` are given)."""
+    or JSON (with each hypothesis's ``alignment`` when ``alignments`` are given, and its confidence when
+    ``id_to_piece`` names the target pieces)."""
     if args.json:
         objects = [{"text": h.text, "score": round(h.score, 4)} for h in hypotheses]
         for obj, alignment in zip(objects, alignments or []):
             obj["alignment"] = alignment
+        if id_to_piece is not None:
+            from seq2seq.sentence_confidence import confidence_json
+
+            for obj, hypothesis in zip(objects, hypotheses):
+                obj.update(confidence_json(hypothesis, id_to_piece))
         return [json.dumps({"translations": objects}, ensure_ascii=False)]
     if args.nbest > 1:
         return [f"{h.score:.4f}\t{h.text}" for h in hypotheses]
@@ -57,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", action="append", help="model directory or hf:ORG/NAME[@REVISION] (default: the most recently trained under "
                         "runs/); give it several times for an ensemble (models sharing their tokenizers)")
     add_decoding_arguments(parser, batch_size=True, beam_size=True, nbest=True, quantize=True)
-    parser.add_argument("--json", action="store_true", help="one JSON object per input line")
+    parser.add_argument("--json", action="store_true", help="one JSON object per input line, each translation with "
+                        "its confidence and piece probabilities (docs/confidence.md)")
     parser.add_argument("--prefix", help="target text every translation must start with (e.g. for post-editing)")
     parser.add_argument("--constraints", action="append", metavar="WORDS", default=[],
                         help="a word or phrase every translation must contain (repeat the flag for more)")
@@ -147,7 +155,7 @@ def output_lines(translator, source: str, hypotheses: list, args: argparse.Names
         from seq2seq.decoding.alignment import hard_alignment
 
         alignments = [hard_alignment(h, source, translator.src_tokenizer) for h in hypotheses]
-    return format_output(hypotheses, args, alignments)
+    return format_output(hypotheses, args, alignments, translator.tgt_tokenizer.id_to_piece)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.sampling:
         check_nbest_for_model(parser, args, beam_size)
 
+    if args.json and translator.calibration is None:
+        print(f"note: {model_dirs[0]} has no confidence.json, so confidences are uncalibrated (the geometric mean of "
+              f"the piece probabilities); calibrate once with `python -m seq2seq.calibrate --model {model_dirs[0]}`",
+              file=sys.stderr)
     batches, progress = input_batches(args, translator.cfg.decode.batch_size)
     attention_plots = []
     out = sys.stdout
@@ -173,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     for chunk in batches:
         results = translator.generate(chunk, beam_size=beam_size, nbest=args.nbest, batch_size=args.batch_size,
                                       return_attention=bool(args.plot_attention or args.alignments),
-                                      prefix=args.prefix, constraints=args.constraints or None, sampling=sampling)
+                                      prefix=args.prefix, constraints=args.constraints or None, sampling=sampling,
+                                      confidence=args.json)
         for source, hypotheses in zip(chunk, results):
             out.write("".join(line + "\n" for line in output_lines(translator, source, hypotheses, args)))
             if args.plot_attention and hypotheses[0].attention is not None:

@@ -24,6 +24,10 @@ from seq2seq.decoding.options import DecodeOptions, check_batch_size, check_beam
 from seq2seq.decoding.sampling import Sampling
 from seq2seq.decoding.search import decoding_work
 from seq2seq.backends import load_decoding_models
+from seq2seq.calibration import Calibration, load_calibration
+from seq2seq.decoding.confidence import FEATURE_NAMES, SourceVocabulary
+from seq2seq.hub import resolve_model_dir
+from seq2seq.sentence_confidence import add_confidence
 from seq2seq.precision import choose_autocast
 from seq2seq.tokenizer import Tokenizer
 
@@ -41,6 +45,13 @@ class Translation:
         attention: (len(tokens) + 1, source pieces + 1) weights (rows: target pieces then EOS; columns:
             source pieces then EOS), when asked for.
         src_pieces / tgt_pieces: the pieces that label the attention matrix.
+        piece_probs: the model's probability of each output piece, then of EOS (an ensemble's: the exponent of its
+            members' mean log-probability, what its search ranks by); empty when not computed.
+        confidence: 0-1, an estimate of the translation's sentence chrF / 100 when ``confidence_calibrated``
+            (the model directory's ``confidence.json``, see docs/confidence.md), else the geometric mean of
+            ``piece_probs``; None for an empty input or when not computed.
+        low_confidence: the confidence is below the calibration's threshold: unlikely to be right.
+        confidence_features: the signals the confidence is computed from (by name).
     """
 
     text: str
@@ -49,6 +60,11 @@ class Translation:
     attention: Optional[torch.Tensor] = field(default=None, repr=False)
     src_pieces: list[str] = field(default_factory=list, repr=False)
     tgt_pieces: list[str] = field(default_factory=list, repr=False)
+    piece_probs: list[float] = field(default_factory=list, repr=False)
+    confidence: Optional[float] = None
+    confidence_calibrated: bool = False
+    low_confidence: bool = False
+    confidence_features: dict[str, float] = field(default_factory=dict, repr=False)
 
 
 def _per_input(value, count: int, name: str) -> list:
@@ -85,6 +101,9 @@ class Translator:
         self.autocast_dtype = choose_autocast(cfg.decode.dtype, device, model,
                                               decoding_work(cfg.decode.batch_size, cfg.decode.beam_size),
                                               DataConfig().cache_dir)
+        #: turns confidence features into an estimate of sentence chrF (the model directory's confidence.json)
+        self.calibration: Calibration | None = None
+        self.source_vocabulary = SourceVocabulary.of(src_tokenizer)
 
     @classmethod
     def load(cls, model_dir: str | Path | Sequence[str | Path], device: str = "auto", quantize: str | None = None,
@@ -105,7 +124,13 @@ class Translator:
         """
         cfg, models, src_tok, tgt_tok, resolved = load_decoding_models(model_dir, device, quantize, dtype, threads,
                                                                         backend)
-        return cls(cfg, models[0], src_tok, tgt_tok, resolved, models[1:])
+        translator = cls(cfg, models[0], src_tok, tgt_tok, resolved, models[1:])
+        first = model_dir if isinstance(model_dir, (str, Path)) else list(model_dir)[0]
+        try:  # the first model's; a damaged file costs the calibration, not the model
+            translator.calibration = load_calibration(resolve_model_dir(first), FEATURE_NAMES)
+        except ValueError as err:
+            logger.warning("confidences are uncalibrated: %s", err)
+        return translator
 
     def encode_sources(self, lines: Sequence[str], numbers: Sequence[int] | None = None) -> list[list[int]]:
         """Source lines -> piece ids + EOS, truncated to ``decode.max_src_length`` pieces with a warning.
@@ -185,6 +210,7 @@ class Translator:
         sampling: Sampling | None = None,
         progress: Callable[[int], None] | None = None,
         trace: list | None = None,
+        confidence: bool = True,
     ) -> list[list[Translation]]:
         """Translate a list of texts; per input its n-best list of :class:`Translation`, best first.
 
@@ -205,6 +231,8 @@ class Translator:
             trace: a list that receives, per input, greedy or beam search's step records (see
                 :func:`seq2seq.decoding.search.beam_search`; batch row 0 is the input; empty for an empty input
                 and for constrained or sampled inputs); each input is then decoded on its own.
+            confidence: fill each Translation's ``piece_probs``, ``confidence`` and ``low_confidence`` (one more
+                teacher-forced pass of the outputs, batched; see docs/confidence.md).
         Returns:
             per input (same order, same count) a non-empty list of at most ``nbest`` translations. Empty or
             whitespace-only inputs translate to one ``""`` (score 0) without running the model.
@@ -241,6 +269,10 @@ class Translator:
                                                 **decode)
             for index, ids, hyps in zip(nonempty, src_ids, hypotheses):
                 translations[index] = self._translations(ids, hyps, return_attention)
+            if confidence:
+                add_confidence([translations[i] for i in nonempty], src_ids, [lines[i] for i in nonempty],
+                               self.models, self.source_vocabulary, self.calibration, options.batch_size,
+                               self.device, self.autocast_dtype)
         if trace is not None:
             trace.extend(traces)
         return translations
@@ -277,14 +309,16 @@ class Translator:
         Returns:
             ``str`` for a string, ``list[str]`` for a list (same order, same count). For compatibility,
             ``return_scores`` / ``return_attention`` / ``nbest > 1`` return per input a :class:`Translation`
-            (``nbest == 1``) or a list of them, best first; new code calls :meth:`generate` for those.
+            (``nbest == 1``) or a list of them, best first, with their confidence; new code calls :meth:`generate`
+            for those. Texts alone come without the confidence's extra pass.
         Empty or whitespace-only inputs translate to ``""`` (score 0) without running the model.
         """
         single = isinstance(text, str)
+        rich = return_scores or return_attention or nbest > 1  # Translations out: with their confidence
         results = self.generate([text] if single else text, beam_size=beam_size, nbest=nbest,
                                 return_attention=return_attention, batch_size=batch_size, prefix=prefix,
-                                constraints=constraints, sampling=sampling, progress=progress)
-        if return_scores or return_attention or nbest > 1:
+                                constraints=constraints, sampling=sampling, progress=progress, confidence=rich)
+        if rich:
             out = [entry[0] if nbest == 1 else entry for entry in results]
         else:
             out = [entry[0].text for entry in results]

@@ -57,7 +57,9 @@ def assert_still_serving(client, translator) -> None:
 # ---------------------------------------------------------------------------- answers
 def test_one_text_and_a_list_answer_like_the_python_api(client, translator):
     one = post(client, {"text": SENTENCES[1]}).json()
-    assert one["translations"] == [{"text": translator.translate(SENTENCES[1])}]
+    assert [t["text"] for t in one["translations"]] == [translator.translate(SENTENCES[1])]
+    assert set(one["translations"][0]) == {"text", "confidence", "confidence_calibrated", "low_confidence", "pieces",
+                                           "piece_probs"}  # the confidence always; scores and attention when asked
     many = post(client, {"text": SENTENCES + [""]}).json()["translations"]
     assert [t["text"] for t in many] == translator.translate(SENTENCES + [""])
 

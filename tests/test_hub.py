@@ -103,7 +103,7 @@ def test_push_operations_are_the_model_files_and_the_card(tiny_model_dir):
     operations = push_operations(tiny_model_dir, "org/tiny")
     pushed = {op.path_in_repo: op.path_or_fileobj for op in operations}
     assert set(pushed) == {"config.yaml", "tokenizer.src.model", "tokenizer.tgt.model", "model.safetensors",
-                           "results.json", "train_log.jsonl", "curves.png", "README.md"}
+                           "results.json", "train_log.jsonl", "curves.png", "confidence.json", "README.md"}
     for name, source in pushed.items():
         if name != "README.md":
             assert Path(source) == tiny_model_dir / name

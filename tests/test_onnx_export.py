@@ -98,9 +98,15 @@ def test_translator_onnx_backend_translates_as_torch(tiny_model_dir, tiny_corpus
         Translator.load(model_dir, device="cpu", backend="onnx")
     assert onnx_export_main(["--model", str(model_dir)]) == 0  # python -m seq2seq.onnx_export: into MODEL/onnx
     lines = (tiny_corpus / "test_2016_flickr.en").read_text(encoding="utf-8").splitlines()[:40]
-    torch_out = Translator.load(model_dir, device="cpu").translate(lines, beam_size=3)
-    onnx_out = Translator.load(model_dir, device="cpu", backend="onnx", threads=1).translate(lines, beam_size=3)
+    torch_translator = Translator.load(model_dir, device="cpu")
+    onnx_translator = Translator.load(model_dir, device="cpu", backend="onnx", threads=1)
+    torch_out = torch_translator.translate(lines, beam_size=3)
+    onnx_out = onnx_translator.translate(lines, beam_size=3)
     assert onnx_out == torch_out
+    # the confidence's forced pass steps the onnxruntime graphs: the same piece probabilities and confidence
+    for ours, theirs in zip(onnx_translator.generate(lines[:8]), torch_translator.generate(lines[:8])):
+        assert ours[0].piece_probs == pytest.approx(theirs[0].piece_probs, abs=1e-4)
+        assert ours[0].confidence == pytest.approx(theirs[0].confidence, abs=1e-4)
 
 
 # ---------------------------------------------------------------------------- every architecture the config accepts

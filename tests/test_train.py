@@ -266,6 +266,7 @@ def test_run_directory_holds_the_complete_model_and_its_records(run_20):
         assert result["chrf_signature"].startswith("nrefs:1|"), name
         assert result["sentences"] == 100 and result["sentences_per_second"] > 0
     assert summary["test"] == results
+    assert json.loads((out / "confidence.json").read_text(encoding="utf-8"))["split"] == "val"  # calibrated at the end
 
 
 def test_saved_model_loads_without_pickle(run_20, monkeypatch):

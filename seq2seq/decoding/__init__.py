@@ -12,5 +12,6 @@
 - :mod:`~seq2seq.decoding.forced`: forced decoding, the score of a given target;
 - :mod:`~seq2seq.decoding.ensemble`: several models averaged in probability space, one step at a time;
 - :mod:`~seq2seq.decoding.logits`: the per-step log-probability masks and the length penalty;
-- :mod:`~seq2seq.decoding.alignment`: hard source-target alignments from attention.
+- :mod:`~seq2seq.decoding.alignment`: hard source-target alignments from attention;
+- :mod:`~seq2seq.decoding.confidence`: the outputs' teacher-forced piece probabilities and confidence features.
 """

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from seq2seq.sentence_confidence import confidence_json
 from seq2seq.translator import Translation, Translator
 from seq2seq.config import MAX_BEAM_SIZE, DecodeConfig
 from seq2seq.decoding.hypothesis import TraceStep
@@ -93,8 +94,8 @@ def check_limits(request: TranslateRequest, limits: Limits, default_beam_size: i
 
 
 #: bytes one item takes at most in the reply's JSON (compact separators): an attention weight rounded to 5
-#: decimals (``0.12345,``), a token id (``12345,``), a hypothesis's score and field names
-WEIGHT_BYTES, TOKEN_BYTES, HYPOTHESIS_BYTES = 8, 6, 160
+#: decimals (``0.12345,``), a token id (``12345,``), a hypothesis's score, confidence and field names
+WEIGHT_BYTES, TOKEN_BYTES, HYPOTHESIS_BYTES = 8, 6, 260
 
 
 def worst_case_reply_bytes(request: TranslateRequest, beam_size: int, src_lengths: list[int], decode: DecodeConfig,
@@ -111,6 +112,7 @@ def worst_case_reply_bytes(request: TranslateRequest, beam_size: int, src_length
     for src_length in src_lengths:
         steps = int(src_length * decode.max_len_a + decode.max_len_b)
         hypothesis = HYPOTHESIS_BYTES + steps * piece_bytes  # the text
+        hypothesis += (steps + 1) * (piece_bytes + WEIGHT_BYTES)  # the confidence's pieces and piece_probs
         if request.return_scores or request.nbest > 1:
             hypothesis += steps * TOKEN_BYTES
         if request.return_attention:
@@ -145,9 +147,12 @@ def finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def hypothesis_json(t: Translation, return_scores: bool, return_attention: bool) -> dict[str, Any]:
-    """One :class:`Translation` as the API's fields: text [, score, tokens] [, attention, tgt_pieces]."""
+def hypothesis_json(t: Translation, return_scores: bool, return_attention: bool, id_to_piece=None) -> dict[str, Any]:
+    """One :class:`Translation` as the API's fields: text [, score, tokens] [, attention, tgt_pieces], and with
+    ``id_to_piece`` its confidence (:func:`~seq2seq.sentence_confidence.confidence_json`)."""
     out: dict[str, Any] = {"text": t.text}
+    if id_to_piece is not None:
+        out.update(confidence_json(t, id_to_piece))
     if return_scores:
         out["score"] = finite_or_none(t.score)
         out["tokens"] = list(t.tokens)
@@ -157,17 +162,18 @@ def hypothesis_json(t: Translation, return_scores: bool, return_attention: bool)
     return out
 
 
-def entry_json(hypotheses: list[Translation], nbest: int, return_scores: bool, return_attention: bool) -> dict[str, Any]:
+def entry_json(hypotheses: list[Translation], nbest: int, return_scores: bool, return_attention: bool,
+               id_to_piece=None) -> dict[str, Any]:
     """One text's reply: the best hypothesis's text [, score, tokens]; with ``nbest > 1`` also ``nbest``, every
     hypothesis best first with text, score and tokens. The attention is sent once per hypothesis: with
     ``return_attention``, ``src_pieces`` (the text's) is on the entry, and ``attention`` (target x source) with
     ``tgt_pieces`` on the entry when ``nbest == 1``, else on each ``nbest`` hypothesis (never twice for the best)."""
     best = hypotheses[0]
-    entry = hypothesis_json(best, return_scores, return_attention and nbest == 1)
+    entry = hypothesis_json(best, return_scores, return_attention and nbest == 1, id_to_piece)
     if return_attention:
         entry["src_pieces"] = list(best.src_pieces)
     if nbest > 1:
-        entry["nbest"] = [hypothesis_json(h, True, return_attention) for h in hypotheses]
+        entry["nbest"] = [hypothesis_json(h, True, return_attention, id_to_piece) for h in hypotheses]
     return entry
 
 
@@ -198,7 +204,8 @@ def beam_steps(translator: Translator, trace: list[TraceStep]) -> list[dict[str,
 
 def translate_batch(translator: Translator, key: tuple, texts: list[str]) -> list[dict[str, Any]]:
     """The batcher's decode: ``key`` = (beam_size, nbest, return_scores, return_attention, return_beam); one JSON
-    entry per text (:func:`entry_json`), plus ``beam`` (:func:`beam_steps`) when asked for. One decode: with
+    entry per text (:func:`entry_json`, every hypothesis with its confidence), plus ``beam`` (:func:`beam_steps`)
+    when asked for. One decode: with
     ``return_beam`` each text is decoded on its own and its trace is the search that gave its hypotheses."""
     beam_size, nbest, return_scores, return_attention, return_beam = key
     traces: list[list[TraceStep]] | None = [] if return_beam else None
@@ -206,7 +213,7 @@ def translate_batch(translator: Translator, key: tuple, texts: list[str]) -> lis
                                   trace=traces)
     entries = []
     for number, hypotheses in enumerate(results):
-        entry = entry_json(hypotheses, nbest, return_scores, return_attention)
+        entry = entry_json(hypotheses, nbest, return_scores, return_attention, translator.tgt_tokenizer.id_to_piece)
         if traces is not None:
             entry["beam"] = beam_steps(translator, traces[number])
         entries.append(entry)

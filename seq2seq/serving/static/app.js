@@ -24,6 +24,42 @@ async function post(body) {
   return data;
 }
 
+// a word is marked when one of its pieces has a probability below this (seq2seq/decoding/confidence.py LOW_PROB)
+const LOW_PIECE_PROB = 0.2;
+
+function confidenceWords(entry) {
+  // the output's words, each with the lowest probability of its pieces (\u2581 starts a word), or null when the
+  // pieces do not spell the text (byte pieces, for instance): then the text is shown unmarked
+  const words = [];
+  (entry.pieces || []).forEach((piece, i) => {
+    if (piece === "</s>") return;
+    const prob = entry.piece_probs[i];
+    if (piece.startsWith("\u2581") || !words.length) words.push({ text: piece.replace(/^\u2581/, ""), prob });
+    else { words[words.length - 1].text += piece; words[words.length - 1].prob = Math.min(words[words.length - 1].prob, prob); }
+  });
+  const spelled = words.map((w) => w.text).filter((w) => w).join(" ");
+  return words.length && spelled === entry.text ? words.filter((w) => w.text) : null;
+}
+
+function drawTranslation(entry) {
+  const box = $("translation");
+  box.replaceChildren();
+  const words = confidenceWords(entry);
+  if (!words) box.textContent = entry.text;
+  else words.forEach((word, i) => {
+    const span = el("span", word.text, word.prob < LOW_PIECE_PROB ? "unsure" : undefined);
+    span.title = `probability ${word.prob.toFixed(2)} (lowest of its pieces)`;
+    box.append(...(i ? [" ", span] : [span]));
+  });
+  const known = entry.confidence !== null && entry.confidence !== undefined;
+  $("confidence").textContent = !known ? "" : `confidence ${entry.confidence.toFixed(2)} ` + (entry.confidence_calibrated
+    ? "(an estimate of this sentence's chrF / 100, calibrated on held-out sentences)"
+    : "(uncalibrated: the mean piece probability; run python -m seq2seq.calibrate on the model)") +
+    "; underlined words are ones the model was unsure of.";
+  $("warning").textContent = known && entry.low_confidence
+    ? "Warning: this translation is unlikely to be right. The input may be unlike anything the model learned from." : "";
+}
+
 function drawNbest(entry) {
   const table = $("nbest-list");
   table.replaceChildren();
@@ -101,7 +137,7 @@ async function translate(event) {
       post({ text, beam_size: 1, return_scores: true }),
     ]);
     const entry = rich.translations[0];
-    $("translation").textContent = entry.text;
+    drawTranslation(entry);
     $("greedy").textContent = `greedy search (beam 1): ${greedy.translations[0].text}  (score ${fmt(greedy.translations[0].score)})`;
     drawNbest(entry);
     drawHeatmap(entry);
