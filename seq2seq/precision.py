@@ -247,7 +247,9 @@ def measure(device: torch.device, model: torch.nn.Module, work: TimedWork, round
                         continue
                     best[name] = min(best[name], seconds)
                     others = [best[other] for other in best if other != name and other not in abandoned]
-                    if clearly_slower(seconds, others, TIMED_SLOWER):
+                    # its best run, not this one: one run slowed by the host must not drop a candidate whose best
+                    # is the fastest (it was then logged as "clearly slower" and chosen all the same)
+                    if clearly_slower(best[name], others, TIMED_SLOWER):
                         abandoned.append(name)
     if abandoned:
         logger.info("dtype auto for %s: stopped timing %s (clearly slower than %s)", work.purpose, ", ".join(abandoned),

@@ -154,7 +154,8 @@ def test_health_and_info(client, translator, tiny_model_dir):
     assert health["status"] == "ok" and health["device"] == "cpu" and health["dtype"] == "fp32"
     info = client.get("/info").json()
     assert (info["src_lang"], info["tgt_lang"]) == ("en", "de")
-    assert (info["src_vocab_size"], info["tgt_vocab_size"]) == (400, 400)  # tokenizer.vocab_size in TINY_OVERRIDES
+    # tokenizer.vocab_size in TINY_OVERRIDES, and byte fallback's 256 byte pieces on top
+    assert (info["src_vocab_size"], info["tgt_vocab_size"]) == (400 + 256, 400 + 256)
     assert info["decode"]["beam_size"] == info["default_beam_size"] == 3
     assert info["model"] == {"rnn_type": "gru", "rnn_impl": "fused", "emb_size": 32, "encoder_hidden_size": 32,
                              "encoder_layers": 1, "bidirectional": True, "decoder_hidden_size": 48, "decoder_layers": 1,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -160,6 +161,26 @@ def test_a_clearly_slower_candidate_is_timed_no_further():
     seconds = precision.measure(CPU, tiny_model(), slow_bf16, rounds=3)
     assert runs["fp32"] == 4 and runs["bf16"] <= 2, runs
     assert precision.decide(seconds) == "fp32" and seconds["bf16"] > 2 * seconds["fp32"]
+
+
+def test_one_slowed_run_does_not_drop_the_fastest_candidate():
+    """A host that stalls one timed run of the fastest candidate (another process took the cores) must not stop
+    its timing: the rule compares each candidate's best run, so bf16 (40 ms, one run stalled to 400 ms) is timed
+    every round and chosen over fp32 (60 ms). Sleeps, not work: the runs are counted."""
+    runs = {"fp32": 0, "bf16": 0}
+
+    def prepare(model, device, amp):
+        name = "bf16" if amp == torch.bfloat16 else "fp32"
+
+        def run():
+            runs[name] += 1
+            time.sleep(0.06 if name == "fp32" else (0.4 if runs[name] == 3 else 0.04))  # run 3: a stalled one
+        return run
+
+    stalled = precision.TimedWork("train", "sleeps", "step", prepare)
+    seconds = precision.measure(CPU, tiny_model(), stalled, rounds=3)
+    assert runs["bf16"] == 4, runs  # warm-up and three timed rounds
+    assert precision.decide(seconds) == "bf16"
 
 
 def test_candidates_within_twice_of_each_other_are_all_timed():
