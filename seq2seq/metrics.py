@@ -74,10 +74,10 @@ def bleu_and_chrf(hypotheses: Sequence[str], references: Sequence[str], legacy_l
 
 def translate_and_score(translator, sources: Sequence[str], references: Sequence[str], beam_size: int,
                         batch_size: int | None = None, show_progress: bool = False,
-                        legacy_lang: str | None = None) -> tuple[list[str], dict]:
+                        legacy_lang: str | None = None, preserve: bool = True) -> tuple[list[str], dict]:
     """Translate ``sources`` and score against ``references`` (:func:`bleu_and_chrf`; ``legacy_lang`` adds the legacy
     BLEU); adds decoding time and speed to the result. ``show_progress``: a progress bar on stderr while
-    translating."""
+    translating; ``preserve=False`` turns the translator's copy of protected spans off (passed only then)."""
     progress = None
     if show_progress:
         from tqdm import tqdm
@@ -86,7 +86,8 @@ def translate_and_score(translator, sources: Sequence[str], references: Sequence
     start = time.perf_counter()
     try:
         hypotheses = translator.translate(list(sources), beam_size=beam_size, batch_size=batch_size,
-                                          progress=progress.update if progress is not None else None)
+                                          progress=progress.update if progress is not None else None,
+                                          **({} if preserve else {"preserve": False}))
     finally:
         if progress is not None:
             progress.close()

@@ -17,7 +17,8 @@ import logging
 import signal
 import sys
 
-from seq2seq.command_line import add_decoding_arguments, check_decoding_arguments
+from seq2seq.command_line import add_decoding_arguments, add_preservation_arguments, check_decoding_arguments
+from seq2seq.command_line import load_glossary_argument
 from seq2seq.serving.app import create_app, dtype_name  # raises ImportError naming the serve extra
 from seq2seq.config import MAX_BEAM_SIZE
 from seq2seq.serving.schema import Limits
@@ -46,13 +47,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="hypotheses in one reply (texts x nbest)")
     parser.add_argument("--max-reply-bytes", type=int, default=defaults.max_reply_bytes,
                         help="reply size; a request whose worst-case reply is larger gets 413 before decoding")
+    parser.add_argument("--max-glossary-terms", type=int, default=defaults.max_glossary_terms,
+                        help="glossary and do-not-translate terms in one request")
+    add_preservation_arguments(parser, preserve=False)
     args = parser.parse_args(argv)
     check_decoding_arguments(parser, args)
     for name in ("port", "max_pending"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     limits = Limits(args.max_chars, args.max_texts, args.max_body_bytes, args.max_beam_size, args.max_hypotheses,
-                    args.max_reply_bytes)
+                    args.max_reply_bytes, args.max_glossary_terms)
     try:
         limits.check()
     except ValueError as err:
@@ -76,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         translator = Translator.load(args.model, device=args.device, dtype=args.dtype)
+        translator.glossary = load_glossary_argument(args)
     except (CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ ensemble. The command-line tools are thin layers over this module.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,9 @@ from seq2seq.decoding.forced import TargetScore
 from seq2seq.decoding.hypothesis import Hypothesis
 from seq2seq.decoding.options import DecodeOptions, check_batch_size, check_beam_size, check_nbest
 from seq2seq.decoding.sampling import Sampling
+from seq2seq.glossary import Glossary, GlossaryInput
+from seq2seq.protected_spans import SourceVocabulary, Span
+from seq2seq.span_copy import check, constraint_words, input_spans, read_spans, restore
 from seq2seq.backends import load_decoding_models
 from seq2seq.precision import choose_autocast
 from seq2seq.tokenizer import Tokenizer
@@ -40,6 +44,8 @@ class Translation:
         attention: (len(tokens) + 1, source pieces + 1) weights (rows: target pieces then EOS; columns:
             source pieces then EOS), when asked for.
         src_pieces / tgt_pieces: the pieces that label the attention matrix.
+        kept / missing: the input's protected spans and glossary terms (:class:`~seq2seq.protected_spans.Span`)
+            that are verbatim in ``text``, and those that are not (reported, never silently dropped).
     """
 
     text: str
@@ -48,6 +54,8 @@ class Translation:
     attention: Optional[torch.Tensor] = field(default=None, repr=False)
     src_pieces: list[str] = field(default_factory=list, repr=False)
     tgt_pieces: list[str] = field(default_factory=list, repr=False)
+    kept: list[Span] = field(default_factory=list, repr=False)
+    missing: list[Span] = field(default_factory=list, repr=False)
 
 
 def _per_input(value, count: int, name: str) -> list:
@@ -78,6 +86,11 @@ class Translator:
         self.src_tokenizer = src_tokenizer
         self.tgt_tokenizer = tgt_tokenizer
         self.device = device
+        self.glossary = Glossary()  # applied to every call (merged under a call's own ``glossary=``): --glossary
+        self.source_vocabulary = SourceVocabulary(src_tokenizer)
+        # protected spans as constraints of beam search too (glossary terms always are); off: restored through the
+        # attention like in greedy search, which measured better on Multi30k val (docs/preservation.md)
+        self.spans_as_constraints = False
         # the measurement of ``dtype: auto`` is cached in the user's own cache, never under the data.cache_dir of a
         # model directory's config.yaml (a model from elsewhere must not choose where loading it writes, nor plant
         # the cached choice it is then given)
@@ -165,6 +178,9 @@ class Translator:
         sampling: Sampling | None = None,
         progress: Callable[[int], None] | None = None,
         trace: list | None = None,
+        preserve: bool = True,
+        glossary: GlossaryInput = None,
+        do_not_translate: Sequence[str] = (),
     ) -> list[list[Translation]]:
         """Translate a list of texts; per input its n-best list of :class:`Translation`, best first.
 
@@ -185,9 +201,17 @@ class Translator:
             trace: a list that receives, per input, greedy or beam search's step records (see
                 :func:`seq2seq.decoding.search.beam_search`; batch row 0 is the input; empty for an empty input
                 and for constrained or sampled inputs); each input is then decoded on its own.
+            preserve: carry names, numbers, URLs, e-mail addresses, codes and rare-character spans over verbatim
+                (:mod:`seq2seq.protected_spans`), restored through the attention after the search
+                (:mod:`seq2seq.span_copy`; as constraints of beam search too with ``spans_as_constraints``).
+            glossary: source term -> target term, a dict or a list of pairs (a one-term entry: keep it as is),
+                on top of ``self.glossary``; matched as whole words, case-insensitive, longest first; constraints
+                of beam search (not of traced searches), restored through the attention otherwise.
+            do_not_translate: terms to copy untranslated (as written in the input).
         Returns:
             per input (same order, same count) a non-empty list of at most ``nbest`` translations. Empty or
-            whitespace-only inputs translate to one ``""`` (score 0) without running the model.
+            whitespace-only inputs translate to one ``""`` (score 0) without running the model. Each
+            translation's ``kept`` and ``missing`` list the spans and glossary terms that are (not) in it.
         """
         if isinstance(texts, str):
             raise TypeError("generate() takes a list of str; for one string use generate([text]) or translate(text)")
@@ -206,6 +230,15 @@ class Translator:
         if nonempty:
             src_ids = self.encode_sources([lines[i] for i in nonempty], [i + 1 for i in nonempty])
             prefix_ids = [self.tgt_tokenizer.encode([prefixes[i]])[0] if prefixes[i] else [] for i in nonempty]
+            spans = self._input_spans([lines[i] for i in nonempty], src_ids, preserve, glossary, do_not_translate)
+            if sampling is None and trace is None and options.beam_size > 1:  # beam search places glossary terms
+                word_lists = list(word_lists)
+                for position, index in enumerate(nonempty):
+                    placed = [s for s in spans[position][0] if s.kind == "glossary" or self.spans_as_constraints]
+                    words = constraint_words(placed, self.tgt_tokenizer)
+                    word_lists[index] = list(dict.fromkeys(list(word_lists[index] or []) + words)) or None
+            if any(read or unread for read, unread in spans):
+                options = dataclasses.replace(options, return_attention=True)
             phrases = [self._target_phrases(word_lists[i]) for i in nonempty]
             decode = dict(device=self.device, autocast_dtype=self.autocast_dtype, progress=progress, sampling=sampling)
             if trace is None:
@@ -218,11 +251,42 @@ class Translator:
                                                 prefixes=prefix_ids[position : position + 1],
                                                 constraints=phrases[position : position + 1], trace=traces[index],
                                                 **decode)
-            for index, ids, hyps in zip(nonempty, src_ids, hypotheses):
-                translations[index] = self._translations(ids, hyps, return_attention)
+            for position, (index, ids, hyps) in enumerate(zip(nonempty, src_ids, hypotheses)):
+                translations[index] = self._translations(ids, hyps, options.return_attention)
+                self._carry_spans(translations[index], lines[index], spans[position], len(prefix_ids[position]),
+                                  return_attention)
         if trace is not None:
             trace.extend(traces)
         return translations
+
+    def _input_spans(self, lines: list[str], src_ids: list[list[int]], preserve: bool, glossary: GlossaryInput,
+                     do_not_translate: Sequence[str]) -> list[tuple[list[Span], list[Span]]]:
+        """Per line (spans the model reads, spans past ``decode.max_src_length``)."""
+        terms = self.glossary.merged(glossary, do_not_translate)
+        if not preserve and not terms:
+            return [([], []) for _ in lines]
+        vocabulary = self.source_vocabulary if preserve else None
+        return [read_spans(line, input_spans(line, vocabulary, terms, preserve), self.src_tokenizer, len(ids) - 1)
+                for line, ids in zip(lines, src_ids)]
+
+    def _carry_spans(self, entry: list[Translation], line: str, spans: tuple[list[Span], list[Span]],
+                     prefix_pieces: int, return_attention: bool) -> None:
+        """Put each read span that a hypothesis lacks in through its attention (:func:`~seq2seq.span_copy.restore`),
+        then fill ``kept`` / ``missing``; drop the attention unless the caller asked for it."""
+        read, unread = spans
+        for translation in entry:
+            if read:
+                restored = restore(translation.text, translation.tokens, translation.attention, line, read,
+                                   self.src_tokenizer, self.tgt_tokenizer, prefix_pieces)
+                if restored != translation.text:
+                    translation.text = restored
+                    translation.tokens = self.tgt_tokenizer.encode([restored])[0]
+                    if return_attention:  # the attention labels the pieces searched, not the restored text
+                        translation.attention = None
+            translation.kept, missing = check(translation.text, read)
+            translation.missing = missing + unread
+            if not return_attention:
+                translation.attention, translation.src_pieces, translation.tgt_pieces = None, [], []
 
     def _translations(self, src_ids: list[int], hypotheses: list[Hypothesis], attention: bool) -> list[Translation]:
         """One input's hypotheses as text (with the attention and the pieces that label it when asked for)."""
@@ -249,6 +313,9 @@ class Translator:
         constraints: Sequence[str] | Sequence[Sequence[str]] | None = None,
         sampling: Sampling | None = None,
         progress: Callable[[int], None] | None = None,
+        preserve: bool = True,
+        glossary: GlossaryInput = None,
+        do_not_translate: Sequence[str] = (),
     ):
         """Translate one string or a list of strings: :meth:`generate`'s best texts.
 
@@ -262,7 +329,8 @@ class Translator:
         single = isinstance(text, str)
         results = self.generate([text] if single else text, beam_size=beam_size, nbest=nbest,
                                 return_attention=return_attention, batch_size=batch_size, prefix=prefix,
-                                constraints=constraints, sampling=sampling, progress=progress)
+                                constraints=constraints, sampling=sampling, progress=progress, preserve=preserve,
+                                glossary=glossary, do_not_translate=do_not_translate)
         if return_scores or return_attention or nbest > 1:
             out = [entry[0] if nbest == 1 else entry for entry in results]
         else:
