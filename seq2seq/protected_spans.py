@@ -11,8 +11,9 @@ Kinds, found in this order (an earlier kind wins where two overlap):
 - ``number``: digits with thousands separators, decimals, times or dates (``10,000``, ``3.14``, ``12:30``, ``1/2``);
 - ``name``: a capitalized word (any script with case: ``Łukasz``, ``Дмитрий``) that is not a common word, and
   capitalized words next to it; a common word is one the source tokenizer spells as one piece in lower case
-  (``known``). A sentence-initial capitalized word is a name only when it has a letter outside ASCII (``Zoë``),
-  or another capitalized word or ``and`` + a capitalized word follows it (``Anna Müller``, ``Zoë and Łukasz``):
+  (``known``). A sentence-initial capitalized word is a name when it has a letter outside ASCII (``Zoë``), when
+  another capitalized word or ``and`` + a capitalized word follows it (``Anna Müller``, ``Zoë and Łukasz``), or
+  when it is neither one of the English :data:`SENTENCE_STARTERS` nor ends in ``s`` (a plural: ``Swimmers``):
   sentences start with capitals, and a 2,000-piece vocabulary spells many common words (``Several``) in pieces;
 - ``rare``: a word holding a character the source tokenizer has no piece for (a byte-fallback or ``<unk>`` piece:
   emoji, CJK ``東京``, ...), the whole whitespace-free run (trailing punctuation left out).
@@ -39,6 +40,14 @@ WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
 RUN = re.compile(r"\S+")
 TRAILING_PUNCTUATION = ".,;:!?)]}\"'»”’"
 SENTENCE_END = re.compile(r"[.!?]\s*$")
+#: English words that start sentences and that a small vocabulary may spell in several pieces: never names there
+SENTENCE_STARTERS = frozenset("""
+a an the this these those that there here they them their we you he she it i my our your his her its several
+multiple some many few each every both another other others most all any no none while when where what who whom
+which why how during after before inside outside behind beside near people something someone somebody nobody
+everyone everybody anyone nothing one two three four five six seven eight nine ten twelve twenty hundred dozens
+group crowd couple pair lots hello hi yes ok okay please thanks thank look looks let come go see
+""".split())
 KINDS = ("url", "email", "code", "number", "name", "rare", "glossary")
 
 
@@ -66,8 +75,9 @@ class SourceVocabulary:
         self.rare = functools.lru_cache(maxsize=65536)(self._rare)
 
     def _known(self, word: str) -> bool:
-        """A common word: one piece in lower case."""
-        return len(self.tokenizer.encode([word.lower()])[0]) == 1
+        """A common word: one piece in lower case, or made of such words joined by hyphens (``T-shirt``)."""
+        parts = [p for p in re.split(r"[-'’]", word.lower()) if p]
+        return all(len(ids) == 1 for ids in self.tokenizer.encode(parts or [word.lower()]))
 
     def _rare(self, char: str) -> bool:
         """A character no piece covers: spelled as ``<unk>`` or as byte pieces."""
@@ -104,7 +114,8 @@ def _names(line: str, known: Callable[[str], bool]) -> Iterable[tuple[int, int]]
         if not capital[i]:
             is_name.append(False)
         elif initial[i]:
-            is_name.append(any(ord(c) > 127 for c in word) or capitalized_next(i))
+            is_name.append(word.lower() not in SENTENCE_STARTERS and (
+                any(ord(c) > 127 for c in word) or capitalized_next(i) or not word.endswith("s")))
         else:
             is_name.append(True)
     # a capitalized word right after a name, across one space, belongs to it (``Anna Müller``, ``New York``)
@@ -120,7 +131,10 @@ def _names(line: str, known: Callable[[str], bool]) -> Iterable[tuple[int, int]]
         j = i
         while j + 1 < len(words) and is_name[j + 1] and line[words[j].end() : words[j + 1].start()] == " ":
             j += 1
-        yield words[i].start(), words[j].end()
+        end = words[j].end()
+        if line[end - 2 : end] in ("'s", "’s"):  # a possessive is not part of the name: Zoë's -> Zoë
+            end -= 2
+        yield words[i].start(), end
         i = j + 1
 
 

@@ -18,13 +18,14 @@ def spans_of(line: str, vocabulary=None) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("line, expected", [
     ("Zoë and Łukasz walk past the café in Kraków.", [("Zoë", "name"), ("Łukasz", "name"), ("Kraków", "name")]),
     ("Дмитрий met Frau Müller at 10:30.", [("Дмитрий", "name"), ("Frau Müller", "name"), ("10:30", "number")]),
-    ("Mail bob.smith@example.com or see https://example.org/a?b=1.",
+    ("You can mail bob.smith@example.com or see https://example.org/a?b=1.",
      [("bob.smith@example.com", "email"), ("https://example.org/a?b=1", "url")]),
     ("Order AB-1234 costs 1,299.50 dollars at www.shop.de, not 7.", [("AB-1234", "code"), ("1,299.50", "number"),
                                                                     ("www.shop.de", "url"), ("7", "number")]),
     ("New York is big. Anna Smith lives there.", [("New York", "name"), ("Anna Smith", "name")]),
     ("A man in a red shirt rides a bike.", []),  # sentence-initial capitals are not names
-    ("Several people walk. This is nice.", []),
+    ("Several people walk. This is nice. Swimmers swim.", []),  # English sentence starters, plurals
+    ("Anna rides a bike. Zoë's dog runs.", [("Anna", "name"), ("Zoë", "name")]),
     ("Hello, how are you?", []),
 ])
 def test_detects_urls_emails_codes_numbers_and_names_without_a_tokenizer(line, expected):
@@ -75,7 +76,7 @@ def test_glossary_file_errors_name_file_and_line(tmp_path, content, line, words)
 
 
 def test_glossary_matches_whole_words_case_insensitive_longest_first():
-    glossary = Glossary.of({"york": "Y", "New York": "NYC", "bike": "Fahrrad"}, keep=["acme"])
+    glossary = Glossary.of({"york": "Y", "new": "neu", "New York": "NYC", "bike": "Fahrrad"}, keep=["acme"])
     line = "In new  york, ACME bikes and a Bike in Yorkshire."
     assert [(s.text, s.target) for s in glossary.spans(line)] == [("new  york", "NYC"), ("ACME", "ACME"),
                                                                  ("Bike", "Fahrrad")]
