@@ -44,6 +44,8 @@ class Translation:
         attention: (len(tokens) + 1, source pieces + 1) weights (rows: target pieces then EOS; columns:
             source pieces then EOS), when asked for.
         src_pieces / tgt_pieces: the pieces that label the attention matrix.
+        A restored translation (protected spans or glossary terms put in after the search) keeps the search's
+        ``tokens``, ``score`` and ``attention``; only ``text`` has the spans.
         kept / missing: the input's protected spans and glossary terms (:class:`~seq2seq.protected_spans.Span`)
             that are verbatim in ``text``, and those that are not (reported, never silently dropped).
     """
@@ -278,11 +280,7 @@ class Translator:
             if read:
                 restored = restore(translation.text, translation.tokens, translation.attention, line, read,
                                    self.src_tokenizer, self.tgt_tokenizer, prefix_pieces)
-                if restored != translation.text:
-                    translation.text = restored
-                    translation.tokens = self.tgt_tokenizer.encode([restored])[0]
-                    if return_attention:  # the attention labels the pieces searched, not the restored text
-                        translation.attention = None
+                translation.text = restored  # tokens, score and attention stay the search's
             translation.kept, missing = check(translation.text, read)
             translation.missing = missing + unread
             if not return_attention:

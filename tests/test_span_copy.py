@@ -64,6 +64,13 @@ def test_a_term_past_the_pieces_read_is_reported_missing(tiny_model_dir):
         assert [(s.text, s.kind) for s in best.missing] == [("bike", "glossary"), ("Zoë", "name")]
 
 
+def test_an_ensemble_restores_through_its_mean_attention(tiny_model_dir):
+    ensemble = Translator.load([tiny_model_dir, tiny_model_dir], device="cpu")
+    for beam_size in (1, 3):
+        best = ensemble.generate([LINE], beam_size=beam_size)[0][0]
+        assert all(span in best.text for span in SPANS) and best.missing == []
+
+
 def test_prefix_and_scoring_keep_working(translator):
     best = translator.generate([LINE], beam_size=3, prefix="Ein Hund")[0][0]
     assert best.text.startswith("Ein Hund") and all(span in best.text for span in SPANS)
