@@ -34,7 +34,8 @@ NUMBERS = [("in room {}", "in Raum {}", ["12", "305", "7", "1,250", "48"]),
            ("for {} dollars", "für {} Dollar", ["3.50", "12.99", "250"])]
 RARE = ["🐕", "東京", "🎉", "北京", "😀", "ソウル", "🚲", "서울"]
 SUBJECTS = [("A man", "Ein Mann"), ("A woman", "Eine Frau"), ("A boy", "Ein Junge"), ("A girl", "Ein Mädchen"),
-            ("A young man", "Ein junger Mann"), ("A young woman", "Eine junge Frau"), ("A little girl", "Ein kleines Mädchen"),
+            ("A young man", "Ein junger Mann"), ("A young woman", "Eine junge Frau"),
+            ("A little girl", "Ein kleines Mädchen"),
             ("A little boy", "Ein kleiner Junge"), ("A person", "Eine Person"), ("An older man", "Ein älterer Mann")]
 EXAMPLES = ["A man is riding a bike.", "Zoë and Łukasz walk past the café in Kraków.", "A man in a 東京 shirt.",
             "Two dogs 🐕 run.", "hello world", "Hello, how are you?"]

@@ -51,7 +51,8 @@ def _span_words(span: Span, words: list[tuple[int, int]]) -> list[int]:
     return [i for i, (start, end) in enumerate(words) if start < span.end and end > span.start]
 
 
-def read_spans(line: str, spans: list[Span], src_tokenizer: Tokenizer, pieces_read: int) -> tuple[list[Span], list[Span]]:
+def read_spans(line: str, spans: list[Span], src_tokenizer: Tokenizer,
+               pieces_read: int) -> tuple[list[Span], list[Span]]:
     """(spans within the first ``pieces_read`` source pieces, spans past them): the model never reads the latter."""
     piece_word = piece_words(line, src_tokenizer)
     if pieces_read >= len(piece_word):
@@ -104,11 +105,10 @@ def restore(text: str, tokens: Sequence[int], attention: torch.Tensor | None, li
 
     The output word most of whose pieces attend to the span's source words (and the aligned words right after it,
     as many as the target has words) are replaced by the span's target, keeping their outer punctuation; when
-    none do, the target goes after the
-    output words aligned to the nearest source word before the span (else before those of the nearest one after
-    it, else at the end), ahead of their trailing punctuation. A ``rare`` span (:data:`INSERTED_KINDS`) goes right
-    before the output word most of whose pieces attend to it, never over it. Words of the first ``fixed_pieces`` pieces (a
-    forced prefix), punctuation and words holding a kept span's target are never replaced.
+    none do, the target goes after the output words aligned to the nearest source word before the span (else
+    before those of the nearest one after it, else at the end), ahead of their trailing punctuation. A ``rare`` span (:data:`INSERTED_KINDS`) goes right
+    before the output word most of whose pieces attend to it, never over it. Words of the first ``fixed_pieces``
+    pieces (a forced prefix), punctuation and words holding a kept span's target are never replaced.
 
     Args:
         tokens: the output's target piece ids; attention: (len(tokens) + 1, source pieces + 1) weights.
@@ -175,3 +175,28 @@ def restore(text: str, tokens: Sequence[int], attention: torch.Tensor | None, li
             out.append(word)
         index += 1
     return re.sub(r"\s+", " ", " ".join(out)).strip()
+
+
+def spans_of_inputs(lines: list[str], src_ids: list[list[int]], vocabulary: SourceVocabulary | None,
+                    glossary: Glossary, protect: bool, src_tokenizer: Tokenizer) -> list[tuple[list[Span], list[Span]]]:
+    """Per line (spans within the pieces read, spans past them); ``src_ids``: each line's encoder input (with EOS)."""
+    if not protect and not glossary:
+        return [([], []) for _ in lines]
+    return [read_spans(line, input_spans(line, vocabulary if protect else None, glossary, protect), src_tokenizer,
+                       len(ids) - 1) for line, ids in zip(lines, src_ids)]
+
+
+def carry_spans(entry: list, line: str, spans: tuple[list[Span], list[Span]], src_tokenizer: Tokenizer,
+                tgt_tokenizer: Tokenizer, prefix_pieces: int, keep_attention: bool) -> None:
+    """Fill each :class:`~seq2seq.translator.Translation` of one input: its ``text`` with the read spans it lacks
+    put in (:func:`restore`; tokens, score and attention stay the search's), ``kept`` and ``missing`` (the spans
+    past the pieces read among them); the attention is dropped unless ``keep_attention``."""
+    read, unread = spans
+    for translation in entry:
+        if read:
+            translation.text = restore(translation.text, translation.tokens, translation.attention, line, read,
+                                       src_tokenizer, tgt_tokenizer, prefix_pieces)
+        translation.kept, missing = check(translation.text, read)
+        translation.missing = missing + unread
+        if not keep_attention:
+            translation.attention, translation.src_pieces, translation.tgt_pieces = None, [], []

@@ -25,7 +25,7 @@ from seq2seq.decoding.options import DecodeOptions, check_batch_size, check_beam
 from seq2seq.decoding.sampling import Sampling
 from seq2seq.glossary import Glossary, GlossaryInput
 from seq2seq.protected_spans import SourceVocabulary, Span
-from seq2seq.span_copy import check, constraint_words, input_spans, read_spans, restore
+from seq2seq.span_copy import carry_spans, constraint_words, spans_of_inputs
 from seq2seq.backends import load_decoding_models
 from seq2seq.precision import choose_autocast
 from seq2seq.tokenizer import Tokenizer
@@ -232,7 +232,7 @@ class Translator:
         if nonempty:
             src_ids = self.encode_sources([lines[i] for i in nonempty], [i + 1 for i in nonempty])
             prefix_ids = [self.tgt_tokenizer.encode([prefixes[i]])[0] if prefixes[i] else [] for i in nonempty]
-            spans = self._input_spans([lines[i] for i in nonempty], src_ids, preserve, glossary, do_not_translate)
+            spans = self.spans([lines[i] for i in nonempty], preserve, glossary, do_not_translate, src_ids)
             if sampling is None and trace is None and options.beam_size > 1:  # beam search places glossary terms
                 word_lists = list(word_lists)
                 for position, index in enumerate(nonempty):
@@ -255,36 +255,19 @@ class Translator:
                                                 **decode)
             for position, (index, ids, hyps) in enumerate(zip(nonempty, src_ids, hypotheses)):
                 translations[index] = self._translations(ids, hyps, options.return_attention)
-                self._carry_spans(translations[index], lines[index], spans[position], len(prefix_ids[position]),
-                                  return_attention)
+                carry_spans(translations[index], lines[index], spans[position], self.src_tokenizer,
+                            self.tgt_tokenizer, len(prefix_ids[position]), return_attention)
         if trace is not None:
             trace.extend(traces)
         return translations
 
-    def _input_spans(self, lines: list[str], src_ids: list[list[int]], preserve: bool, glossary: GlossaryInput,
-                     do_not_translate: Sequence[str]) -> list[tuple[list[Span], list[Span]]]:
-        """Per line (spans the model reads, spans past ``decode.max_src_length``)."""
-        terms = self.glossary.merged(glossary, do_not_translate)
-        if not preserve and not terms:
-            return [([], []) for _ in lines]
-        vocabulary = self.source_vocabulary if preserve else None
-        return [read_spans(line, input_spans(line, vocabulary, terms, preserve), self.src_tokenizer, len(ids) - 1)
-                for line, ids in zip(lines, src_ids)]
-
-    def _carry_spans(self, entry: list[Translation], line: str, spans: tuple[list[Span], list[Span]],
-                     prefix_pieces: int, return_attention: bool) -> None:
-        """Put each read span that a hypothesis lacks in through its attention (:func:`~seq2seq.span_copy.restore`),
-        then fill ``kept`` / ``missing``; drop the attention unless the caller asked for it."""
-        read, unread = spans
-        for translation in entry:
-            if read:
-                restored = restore(translation.text, translation.tokens, translation.attention, line, read,
-                                   self.src_tokenizer, self.tgt_tokenizer, prefix_pieces)
-                translation.text = restored  # tokens, score and attention stay the search's
-            translation.kept, missing = check(translation.text, read)
-            translation.missing = missing + unread
-            if not return_attention:
-                translation.attention, translation.src_pieces, translation.tgt_pieces = None, [], []
+    def spans(self, lines: Sequence[str], preserve: bool = True, glossary: GlossaryInput = None,
+              do_not_translate: Sequence[str] = (), src_ids: list[list[int]] | None = None):
+        """Per line (the protected spans and glossary terms the model reads, those past ``decode.max_src_length``):
+        what :meth:`generate` carries over and reports (``src_ids``: the lines already encoded)."""
+        src_ids = self.encode_sources(list(lines)) if src_ids is None else src_ids
+        return spans_of_inputs(list(lines), src_ids, self.source_vocabulary, self.glossary.merged(glossary,
+                               do_not_translate), preserve, self.src_tokenizer)
 
     def _translations(self, src_ids: list[int], hypotheses: list[Hypothesis], attention: bool) -> list[Translation]:
         """One input's hypotheses as text (with the attention and the pieces that label it when asked for)."""

@@ -170,8 +170,7 @@ def check_reply_size(request: TranslateRequest, beam_size: int, translator: Tran
 def spans_bytes(request: TranslateRequest, translator: Translator) -> int:
     """The bytes the texts' ``kept`` / ``missing`` lists take in one hypothesis (each span is in one of them)."""
     total = 0
-    for read, unread in translator._input_spans(request.texts(), translator.encode_sources(request.texts()),
-                                                request.preserve, Glossary(request.glossary_entries()), ()):
+    for read, unread in translator.spans(request.texts(), request.preserve, Glossary(request.glossary_entries())):
         total += 32 + sum(len(json.dumps(s.as_json(), ensure_ascii=False).encode()) + 1 for s in read + unread)
     return total
 
