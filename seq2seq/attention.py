@@ -115,8 +115,16 @@ class BahdanauAttention(Attention):
         if self.heads == 1:
             per_head = self.energy_layer.weight.T  # (A, 1)
         else:  # head h sums its slice of the A units with v_h: the block-diagonal (A, heads) matrix of the v_h
-            per_head = torch.block_diag(*self.energy.unsqueeze(1)).T  # (A, heads)
+            per_head = block_columns(self.energy)  # (A, heads)
         return additive_scores(projected_query, keys, per_head).permute(0, 3, 1, 2)  # (B, heads, T, S)
+
+
+def block_columns(vectors: Tensor) -> Tensor:
+    """(heads, D) -> (heads * D, heads): column h holds ``vectors[h]`` in rows ``h*D : (h+1)*D``, zeros elsewhere
+    (``torch.block_diag(*vectors.unsqueeze(1)).T``, written with ops every ONNX opset exports)."""
+    heads, size = vectors.shape
+    blocks = torch.eye(heads, dtype=vectors.dtype, device=vectors.device).repeat_interleave(size, dim=0)
+    return blocks * vectors.reshape(-1, 1)
 
 
 class LuongAttention(Attention):

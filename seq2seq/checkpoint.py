@@ -146,16 +146,37 @@ def save_model_dir(model_dir: str | Path, cfg: Config, model: torch.nn.Module, s
     save_weights(model.state_dict(), model_dir / WEIGHTS_FILE)
 
 
+def model_dir_location(location: str | Path) -> Path:
+    """``location`` as a model directory: a directory (or a path that does not exist) as it is, and
+    ``DIR/model.safetensors`` beside a ``config.yaml`` as ``DIR``; another file is a CheckpointError saying what
+    to pass instead."""
+    path = Path(location)
+    if not path.is_file():
+        return path
+    if path.name == WEIGHTS_FILE and (path.parent / CONFIG_FILE).is_file():
+        return path.parent
+    if path.parent.name in (LAST_DIR, f"{LAST_DIR}.old"):
+        raise CheckpointError(f"{path} is the training state's copy of the weights (for --resume); pass the run "
+                              f"directory {path.parent.parent}, which holds the best model")
+    raise CheckpointError(f"{path} is a file; pass the model directory that holds {CONFIG_FILE}, "
+                          f"{SRC_TOKENIZER_FILE}, {TGT_TOKENIZER_FILE} and {WEIGHTS_FILE} (e.g. a training run's --out)")
+
+
 def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu", weights_file: str = WEIGHTS_FILE):
-    """Load ``(cfg, model, src_tokenizer, tgt_tokenizer)`` from a model directory; model in eval mode.
+    """Load ``(cfg, model, src_tokenizer, tgt_tokenizer)`` from a model directory (``DIR/model.safetensors`` is
+    taken as ``DIR``); model in eval mode.
 
     Never unpickles: YAML safe_load, SentencePiece protobufs, safetensors.
     """
     from seq2seq.model import build_model
 
-    model_dir = Path(model_dir)
+    model_dir = model_dir_location(model_dir)
     if not model_dir.is_dir():
         raise CheckpointError(f"model directory not found: {model_dir} (train one with `python -m seq2seq.train`)")
+    for name in (CONFIG_FILE, SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE, weights_file):
+        if (model_dir / name).exists() and not (model_dir / name).is_file():
+            raise CheckpointError(f"{model_dir / name} is not a file (a directory?): {model_dir} is not a usable model "
+                                  f"directory; put the model's {name} there")
     if (model_dir / CONFIG_FILE).is_file() and not (model_dir / weights_file).is_file():
         _no_model_yet(model_dir, weights_file)
     for name in (CONFIG_FILE, SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE, weights_file):

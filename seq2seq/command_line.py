@@ -5,18 +5,16 @@
     check_decoding_arguments(parser, args)                                     # exit 2 naming the flag
 
 As fairseq's ``add_generation_args``: one definition of ``--device``, ``--dtype``, ``--threads``, ``--batch-size``,
-``--beam-size``, ``--nbest`` and ``--quantize``, with one wording and one range check each. The n-best rule is the
-Python API's own (:func:`seq2seq.decoding.options.check_nbest`), so both say the same thing.
+``--beam-size``, ``--nbest`` and ``--quantize``, with one wording each. The ranges are the config's and the Python
+API's (:data:`seq2seq.config.DECODE_RANGES`; the n-best rule through :func:`seq2seq.decoding.options.check_nbest`).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from seq2seq.config import MAX_BEAM_SIZE, MAX_DECODE_BATCH_SIZE
+from seq2seq.config import DECODE_RANGES, DTYPES, MAX_BEAM_SIZE, in_decode_range
 from seq2seq.decoding.options import check_nbest
-
-DTYPES = ["auto", "fp32", "tf32", "bf16", "fp16"]
 DEVICES = ["auto", "cpu", "cuda"]
 
 
@@ -50,15 +48,20 @@ def check_decoding_arguments(parser: argparse.ArgumentParser, args: argparse.Nam
     ``--sampling``); :func:`check_nbest_for_model` checks it again once the model's beam size is known.
     """
     beam_size = getattr(args, "beam_size", None)
-    if beam_size is not None and not 1 <= beam_size <= MAX_BEAM_SIZE:
-        parser.error(f"--beam-size must be >= 1 and <= {MAX_BEAM_SIZE}, got {beam_size}")
+    _check_range(parser, "beam_size", beam_size)
     if hasattr(args, "nbest"):
         check_nbest_for_model(parser, args, beam_size if beam_size is not None else MAX_BEAM_SIZE)
-    batch_size = getattr(args, "batch_size", None)
-    if batch_size is not None and not 1 <= batch_size <= MAX_DECODE_BATCH_SIZE:
-        parser.error(f"--batch-size must be >= 1 and <= {MAX_DECODE_BATCH_SIZE}, got {batch_size}")
+    _check_range(parser, "batch_size", getattr(args, "batch_size", None))
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
+
+
+def _check_range(parser: argparse.ArgumentParser, name: str, value: int | None) -> None:
+    """``parser.error`` naming the flag of decode setting ``name`` unless ``value`` (None: not given) is in its
+    range (:data:`seq2seq.config.DECODE_RANGES`)."""
+    if value is not None and not in_decode_range(name, value):
+        low, high = DECODE_RANGES[name]
+        parser.error(f"--{name.replace('_', '-')} must be >= {low} and <= {high}, got {value}")
 
 
 def check_nbest_for_model(parser: argparse.ArgumentParser, args: argparse.Namespace, beam_size: int) -> None:

@@ -149,7 +149,8 @@ class AttnDecoder(nn.Module):
             its context fed to the layers above: GNMT / RNMT+; needs ``num_layers >= 2``).
     """
 
-    #: :meth:`step` reads a :class:`Memory` whose rows serve groups of hypotheses (:meth:`Memory.for_beams`)
+    #: :meth:`step` reads a :class:`Memory` whose rows serve groups of hypotheses (:meth:`Memory.for_beams`);
+    #: part of the interface search steps (:class:`seq2seq.decoding_model.StepDecoder`)
     reads_shared_memory = True
 
     def __init__(
@@ -288,6 +289,11 @@ class AttnDecoder(nn.Module):
         context, weights = self.attention(query.view(rows // memory.group, memory.group, -1), memory.keys,
                                           memory.values, memory.pad_mask)  # (R, G, M), (R, G, S)
         return context.reshape(rows, -1), weights.reshape(rows, -1)
+
+    def compile_step(self) -> None:
+        """Compile :meth:`_advance`, the per-position core of every decoding mode (and of teacher forcing without
+        a parallel pass), with ``torch.compile`` (dynamic shapes). Weights are unaffected."""
+        self._advance = torch.compile(self._advance, dynamic=True)
 
     def step(self, prev_tokens: Tensor, state: DecoderState, memory: Memory) -> tuple[Tensor, DecoderState, Tensor]:
         """Decode one position for N hypotheses.

@@ -48,10 +48,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         references = read_lines(args.ref)
+        if not references:
+            raise ValueError(f"--ref {args.ref} is empty: give one reference translation per line")
         if args.hyp:
             if args.src or args.model:
                 parser.error("use either --hyp, or --model with --src")
             hypotheses = read_lines(args.hyp)
+            if not hypotheses:
+                raise ValueError(f"--hyp {args.hyp} is empty: give one translation per line of --ref {args.ref}")
             if len(hypotheses) != len(references):
                 raise ValueError(f"{args.hyp} has {len(hypotheses)} lines but {args.ref} has {len(references)}")
             result = bleu_and_chrf(hypotheses, references, args.lang or _language_of(args.ref))
@@ -61,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             from seq2seq.translator import Translator
 
             sources = read_lines(args.src)
+            if not sources:
+                raise ValueError(f"--src {args.src} is empty: give one source sentence per line of --ref {args.ref}")
             if len(sources) != len(references):
                 raise ValueError(f"{args.src} has {len(sources)} lines but {args.ref} has {len(references)}")
             translator = Translator.load(args.model, device=args.device, quantize=args.quantize, dtype=args.dtype,

@@ -10,7 +10,7 @@ from typing import Any
 
 from seq2seq.checkpoint import WEIGHTS_FILE, atomic_write_text
 from seq2seq.config import Config
-from seq2seq.data import DataError, read_split
+from seq2seq.data import DataError, read_split, test_split_names
 from seq2seq.metrics import translate_and_score
 from seq2seq.translator import Translator
 
@@ -22,14 +22,16 @@ def evaluate_test_splits(cfg: Config, out_dir: Path, device) -> dict[str, Any]:
 
     Training calls this at its end, on the model directory it wrote, exactly as a user would evaluate it.
     """
-    if not cfg.data.test_splits:
+    splits = cfg.data.test_splits if cfg.data.test_splits is not None else test_split_names(cfg.data)
+    if not splits:
+        logger.info("no test splits to score (data.test_splits; the corpus has none besides training and validation)")
         return {}
     if not (out_dir / WEIGHTS_FILE).is_file():
         logger.warning("no best model was saved (no validation ran); skipping the test evaluation")
         return {}
     translator = Translator.load(out_dir, device=str(device))
     results: dict[str, Any] = {}
-    for split in cfg.data.test_splits:
+    for split in splits:
         try:
             raw = read_split(cfg.data, split)
         except DataError as err:

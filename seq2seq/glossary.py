@@ -6,7 +6,7 @@
 
 Matching in the source: whole words, case-insensitive, the longest term first (``New York City`` before ``New
 York``); a kept term's target is the source text as written in the input. The spans go to the same machinery as
-protected spans (:mod:`seq2seq.span_copy`): constraints in beam search, restoration through the attention in greedy
+protected spans (:mod:`seq2seq.decoding.span_copy`): constraints in beam search, restoration through the attention in greedy
 search and sampling, and the final check that reports a term that is not in the translation.
 """
 

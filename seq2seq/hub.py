@@ -8,7 +8,8 @@ shapes checked before anything is built: nothing from the Hub is unpickled or ex
 commit) pins the version: ``hf:ORG/NAME@v1.0``.
 
 Pushing (``python -m seq2seq.push``) uploads the model directory without its training state (``last/``) and with
-a generated model card (:mod:`seq2seq.model_card`) as ``README.md``, in one commit; :func:`push_operations` builds
+a generated model card (:mod:`seq2seq.model_card`) as ``README.md``, in one commit that also deletes the files an
+older push left and this one does not write (so no stale ONNX graphs stay beside new weights); :func:`push_operations` builds
 that commit's file list without the network.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Iterable
 
 from seq2seq.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, load_model_dir
 from seq2seq.model_card import RESULTS_FILE, model_card
@@ -25,8 +27,14 @@ HUB_PREFIX = "hf:"
 #: what a model directory needs (downloaded, and required to push)
 MODEL_FILES = (CONFIG_FILE, SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE, WEIGHTS_FILE)
 #: pushed too when present: the test scores, the training curves, the ONNX graphs (python -m seq2seq.onnx_export)
-EXTRA_FILES = (RESULTS_FILE, "train_log.jsonl", "curves.png", "onnx/encoder.onnx", "onnx/decoder_step.onnx")
+EXTRA_FILES = (RESULTS_FILE, "train_log.jsonl", "curves.png", "onnx/encoder.onnx", "onnx/decoder_step.onnx",
+               "onnx/exported_from.json")
 CARD_FILE = "README.md"
+
+
+def written_by_a_push(name: str) -> bool:
+    """Whether a file of a Hub repository is one a push of a model directory writes (so one an older model left)."""
+    return name in MODEL_FILES or name in EXTRA_FILES or name == CARD_FILE or name.startswith("onnx/")
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -84,9 +92,11 @@ def resolve_model_dir(location: str | Path) -> Path:
 
 
 def push_operations(model_dir: str | Path, repo_id: str, dataset: str | None = None,
-                    license: str | None = None) -> list:
-    """The ``huggingface_hub.CommitOperationAdd`` list one push commits: the model files, the extras present, and
-    the generated card as ``README.md``; never ``last/`` (the optimizer state) or anything else in the directory.
+                    license: str | None = None, existing: Iterable[str] = ()) -> list:
+    """The operations one push commits: ``huggingface_hub.CommitOperationAdd`` for the model files, the extras
+    present and the generated card as ``README.md`` (never ``last/``, the optimizer state, or anything else in the
+    directory), and a ``CommitOperationDelete`` for each of the repository's ``existing`` files that an older push
+    wrote and this one does not (the ONNX graphs of a model retrained since, say): the commit holds one model.
 
     The directory is loaded first with the same checks as any model (a damaged one is not pushed).
     """
@@ -99,18 +109,24 @@ def push_operations(model_dir: str | Path, repo_id: str, dataset: str | None = N
     operations = [hub.CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(model_dir / name)) for name in names]
     card = model_card(model_dir, cfg, repo_id, dataset=dataset, license=license)
     operations.append(hub.CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=card.encode("utf-8")))
+    written = {op.path_in_repo for op in operations}
+    operations += [hub.CommitOperationDelete(path_in_repo=name) for name in sorted(set(existing))
+                   if written_by_a_push(name) and name not in written]
     return operations
 
 
 def push_model_dir(model_dir: str | Path, repo_id: str, private: bool = False, dataset: str | None = None,
                    license: str | None = None, token: str | None = None, message: str | None = None) -> str:
-    """Create ``repo_id`` (if needed) and commit the model directory to it; returns the commit's URL."""
-    operations = push_operations(model_dir, repo_id, dataset=dataset, license=license)
+    """Create ``repo_id`` (if needed) and commit the model directory to it, deleting the files an older model left
+    there (:func:`push_operations`); returns the commit's URL."""
+    push_operations(model_dir, repo_id, dataset=dataset, license=license)  # checks the directory before the network
     api = _hub().HfApi(token=token, library_name="seq2seq")
     from huggingface_hub.utils import HfHubHTTPError
 
     try:
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        existing = api.list_repo_files(repo_id, repo_type="model")
+        operations = push_operations(model_dir, repo_id, dataset=dataset, license=license, existing=existing)
         commit = api.create_commit(repo_id, operations, repo_type="model",
                                    commit_message=message or f"Upload seq2seq model from {Path(model_dir).name}")
     except HfHubHTTPError as err:

@@ -56,6 +56,8 @@ def bleu_and_chrf(hypotheses: Sequence[str], references: Sequence[str], legacy_l
     """
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references: they must pair up line by line")
+    if not references:
+        raise ValueError("no sentences to score: BLEU and chrF need at least one hypothesis and reference")
     bleu, chrf = BLEU(), CHRF()
     bleu_score = bleu.corpus_score(list(hypotheses), [list(references)])
     chrf_score = chrf.corpus_score(list(hypotheses), [list(references)])

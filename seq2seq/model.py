@@ -15,8 +15,9 @@ from seq2seq.gate_norm import GateNorm
 class Seq2Seq(nn.Module):
     """RNN encoder + attention decoder.
 
-    ``forward`` returns logits for teacher forcing, or, given the targets, their label-smoothed cross entropy
-    summed over real (non-pad) target tokens, computed in fp32 whatever the autocast dtype.
+    ``forward`` is the teacher-forced pass and always returns ``(logits, loss)``, as nanoGPT's does: the loss (the
+    label-smoothed cross entropy summed over the real target tokens, in fp32 whatever the autocast dtype) when the
+    targets are given, else None. Search steps the decoder instead (``encode``, ``decoder.start`` / ``step``).
     """
 
     def __init__(self, encoder: RNNEncoder, decoder: AttnDecoder, pad_id: int = 0) -> None:
@@ -38,21 +39,20 @@ class Seq2Seq(nn.Module):
         *,
         label_smoothing: float = 0.0,
         teacher_forcing_ratio: float = 1.0,
-    ) -> tuple[Tensor, Tensor] | tuple[Tensor, int]:
-        """Teacher-forced decoding of ``tgt_in``; with the targets ``tgt_out``, their loss (as nanoGPT's
-        ``forward(idx, targets)``), so that one module call is a training step's forward pass (and what
-        DistributedDataParallel wraps).
+    ) -> tuple[Tensor, Tensor | None]:
+        """Teacher-forced decoding of ``tgt_in``, and with the targets their loss, so that one module call is a
+        training step's forward pass (and what DistributedDataParallel wraps).
 
         Args:
-            src: (B, S) ids; src_lengths: (B,); tgt_in: (B, T) BOS + pieces; tgt_out: (B, T) pieces + EOS.
+            src: (B, S) ids; src_lengths: (B,); tgt_in: (B, T) BOS + pieces; tgt_out: (B, T) pieces + EOS, or None.
         Returns:
-            without ``tgt_out``: logits (B, T, V) and attention weights (B, T, S);
-            with ``tgt_out``: the label-smoothed cross entropy summed over the real (non-pad) target tokens, a
-            scalar computed in fp32 whatever the autocast dtype, and the number of those tokens.
+            logits (B, T, V), and the label-smoothed cross entropy summed over the real (non-pad) target tokens (a
+            scalar computed in fp32 whatever the autocast dtype; divide by their count, ``Batch.num_tgt_tokens``,
+            for the mean), or None without ``tgt_out``. The attention weights: ``decoder(tgt_in, encode(...))``.
         """
-        logits, attention = self.decoder(tgt_in, self.encode(src, src_lengths), teacher_forcing_ratio)
+        logits, _ = self.decoder(tgt_in, self.encode(src, src_lengths), teacher_forcing_ratio)
         if tgt_out is None:
-            return logits, attention
+            return logits, None
         loss = F.cross_entropy(
             logits.float().flatten(0, 1),
             tgt_out.flatten(),
@@ -60,20 +60,7 @@ class Seq2Seq(nn.Module):
             label_smoothing=label_smoothing,
             reduction="sum",
         )
-        return loss, int(tgt_out.ne(self.pad_id).sum())
-
-    def loss(
-        self,
-        src: Tensor,
-        src_lengths: Tensor,
-        tgt_in: Tensor,
-        tgt_out: Tensor,
-        label_smoothing: float = 0.0,
-        teacher_forcing_ratio: float = 1.0,
-    ) -> tuple[Tensor, int]:
-        """``forward`` with the targets: (scalar fp32 loss sum, number of non-pad target tokens)."""
-        return self(src, src_lengths, tgt_in, tgt_out, label_smoothing=label_smoothing,
-                    teacher_forcing_ratio=teacher_forcing_ratio)
+        return logits, loss
 
     def compile_decoder_step(self) -> None:
         """Compile the decoder's per-position core with ``torch.compile`` (dynamic shapes).
@@ -84,7 +71,7 @@ class Seq2Seq(nn.Module):
         import torch._dynamo
 
         torch._dynamo.config.suppress_errors = True  # no working compiler toolchain: fall back to eager
-        self.decoder._advance = torch.compile(self.decoder._advance, dynamic=True)
+        self.decoder.compile_step()
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

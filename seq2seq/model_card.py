@@ -47,7 +47,16 @@ def config_summary(cfg: Config) -> dict[str, Any]:
                      f"{' (joint)' if cfg.tokenizer.joint else ''}",
         "optimizer": f"{t.optimizer}, lr {t.lr}, {t.scheduler} schedule, label smoothing {t.label_smoothing}",
         "decoding": f"beam {cfg.decode.beam_size}, length penalty {cfg.decode.length_penalty}",
+        **({"initialized from": f"{t.init_from} (fine-tuned: its weights, tokenizers and architecture)"}
+           if t.init_from else {}),
     }
+
+
+def _hub_base_model(init_from: str) -> str | None:
+    """The Hub id (``ORG/NAME``) a model was fine-tuned from, for the card's ``base_model``; None otherwise."""
+    if not init_from.startswith("hf:"):
+        return None
+    return init_from[len("hf:"):].partition("@")[0]
 
 
 def eval_results(results: dict[str, Any], src_lang: str, tgt_lang: str, dataset: str) -> list:
@@ -74,23 +83,27 @@ def eval_results(results: dict[str, Any], src_lang: str, tgt_lang: str, dataset:
 
 def model_card(model_dir: str | Path, cfg: Config, repo_id: str, dataset: str | None = None,
                license: str | None = None) -> str:
-    """The text of ``README.md`` for ``model_dir`` pushed as ``repo_id`` (``dataset``: default the basename of
-    ``data.path``, e.g. ``multi30k``)."""
+    """The text of ``README.md`` for ``model_dir`` pushed as ``repo_id`` (``dataset``: default the corpus's name,
+    :func:`seq2seq.data.corpus_name`, e.g. ``multi30k``)."""
     from huggingface_hub import ModelCardData
 
     model_dir = Path(model_dir)
     src, tgt = cfg.data.src_lang, cfg.data.tgt_lang
-    dataset = dataset or Path(str(cfg.data.path).rstrip("/")).name or "unknown"
+    from seq2seq.data import corpus_name  # imports `datasets`: only when a card is written
+
+    dataset = dataset or corpus_name(cfg.data)
     results = load_results(model_dir)
     name = repo_id.split("/")[-1]
     data = ModelCardData(
         language=[src, tgt], license=license, library_name=LIBRARY_NAME, pipeline_tag="translation",
         datasets=[dataset], tags=["translation", "rnn", cfg.model.rnn_type, "attention", LIBRARY_NAME],
         model_name=name, eval_results=eval_results(results, src, tgt, dataset) or None,
+        base_model=_hub_base_model(cfg.train.init_from),
     )
     summary = config_summary(cfg)
     lines = ["---", data.to_yaml().rstrip(), "---", "", f"# {name}", "",
-             f"A recurrent {src}→{tgt} translation model trained with the seq2seq toolkit on {dataset}.", "",
+             f"A recurrent {src}→{tgt} translation model trained with the seq2seq toolkit on {dataset}"
+             + (f", fine-tuned from `{cfg.train.init_from}`." if cfg.train.init_from else "."), "",
              "## Model", "", *[f"- **{key}**: {value}" for key, value in summary.items()], ""]
     if results:
         lines += ["## Test scores (sacreBLEU)", "", "| split | decoding | BLEU | chrF | BLEU signature |",

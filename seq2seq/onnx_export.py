@@ -10,6 +10,12 @@ Every search mode loops over steps in Python and reorders the state between them
 (and not a whole search) keeps greedy, beam, sampling, constrained search and scoring unchanged: they run on
 :class:`seq2seq.onnx_runtime.OnnxSeq2Seq`, which has the model's ``encode`` / ``decoder.start`` / ``decoder.step``.
 
+``exported_from.json`` ties the two graphs to the weights they came from: the SHA-256 of the model's tensors
+(:func:`weights_digest`) and of each graph file, checked when the graphs are loaded (a retrained model, or a damaged
+graph, is refused with a message instead of translating as the old weights did). The export writes into a staging
+directory beside ``out_dir`` and swaps it in only once every file is written: a failed export leaves nothing
+half written (a previous export stays as it was).
+
 The TorchScript exporter (``dynamo=False``) is used on purpose: the dynamo exporter freezes the time axis of
 bidirectional recurrences (pytorch#191855), writes nn.GRU with the wrong ``linear_before_reset`` (pytorch#189225),
 and torch.export fails on RNNs with a dynamic length (pytorch#126339). The TorchScript exporter turns the packed
@@ -18,6 +24,12 @@ bidirectional encoder into ONNX LSTM/GRU nodes with ``sequence_lens``, dynamic i
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -31,8 +43,28 @@ from seq2seq.tokenizer import BOS_ID
 
 ENCODER_FILE = "encoder.onnx"
 STEP_FILE = "decoder_step.onnx"
+#: the digests tying the graphs to the weights they were exported from
+DIGEST_FILE = "exported_from.json"
 #: ONNX opset of the exported graphs (onnxruntime >= 1.14 runs it)
 OPSET = 17
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 of the model's fp32 tensors (names, shapes and bytes, in name order): what the graphs compute with."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        data = tensor.detach().to("cpu", torch.float32 if tensor.is_floating_point() else tensor.dtype).contiguous()
+        digest.update(f"{name}:{tuple(data.shape)}:{data.dtype};".encode())
+        digest.update(data.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def state_names(rnn_type: str) -> list[str]:
@@ -82,24 +114,70 @@ def _axes(names: list[str], rows: str) -> dict[str, dict[int, str]]:
 
 
 def export_onnx(model: Seq2Seq, out_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``encoder.onnx`` and ``decoder_step.onnx`` for ``model`` (fp32, CPU) into ``out_dir``; returns their paths.
+    """Write ``encoder.onnx``, ``decoder_step.onnx`` and ``exported_from.json`` for ``model`` (fp32, CPU) into
+    ``out_dir`` (replacing what was there, all or nothing); returns the two graphs' paths.
 
     Raises ValueError for a model built with ``model.rnn_impl: reference`` (its Python loop over time would be
-    traced at one length): rebuild it with ``fused``, which has the same weights.
+    traced at one length): rebuild it with ``fused``, which has the same weights; and ValueError naming the
+    exporter's error for anything else that cannot be exported (then nothing is written).
     """
     if any(isinstance(m, ReferenceRNN) for m in model.modules()):
         raise ValueError("ONNX export needs model.rnn_impl: fused (the textbook cells of 'reference' loop in Python "
                          "over time); the weights are the same: load the model with rnn_impl fused and export it")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     was_training = model.training
     try:
-        return _export(model.float().cpu().eval(), out_dir)
+        model = model.float().cpu().eval()
+        with _quiet_stderr():  # the exporter's C++ shape-inference notes (and its graph dump on a failure)
+            _export(model, staging)
+        digests = {"weights_sha256": weights_digest(model),
+                   **{name: file_digest(staging / name) for name in (ENCODER_FILE, STEP_FILE)}}
+        (staging / DIGEST_FILE).write_text(json.dumps(digests, indent=1) + "\n", encoding="utf-8")
+        _swap_in(staging, out_dir)
+    except Exception as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise
+        first_line = (str(err).strip().splitlines() or [""])[0][:300]
+        raise ValueError(f"cannot export this model to ONNX ({type(err).__name__}: {first_line}); nothing was "
+                         f"written to {out_dir}") from err
     finally:  # the exporter restores its wrapper's mode on the model; leave it as the caller had it
         model.train(was_training)
+    return out_dir / ENCODER_FILE, out_dir / STEP_FILE
 
 
-def _export(model: Seq2Seq, out_dir: Path) -> tuple[Path, Path]:
+def _swap_in(staging: Path, out_dir: Path) -> None:
+    """Replace ``out_dir`` by the finished ``staging`` directory (a previous export is removed only after)."""
+    old = None
+    if out_dir.exists() or out_dir.is_symlink():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        out_dir.rename(old)
+    staging.rename(out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """File descriptor 2 to a scratch file while inside (C++ code writes there directly, past sys.stderr)."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 to redirect
+        yield
+        return
+    with tempfile.TemporaryFile() as scratch:
+        os.dup2(scratch.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _export(model: Seq2Seq, out_dir: Path) -> None:
     rnn_type = model.decoder.rnn_type
     states = state_names(rnn_type)
     src = torch.tensor([[5, 6, 7, 8, 9], [5, 6, 7, 0, 0]])  # two rows of different lengths: the packed path
@@ -121,7 +199,6 @@ def _export(model: Seq2Seq, out_dir: Path) -> tuple[Path, Path]:
             dynamic_axes={"prev_tokens": {0: "rows"}, "logits": {0: "rows"}, "attn_weights": {0: "rows", 1: "src_len"},
                           **_axes(states + MEMORY_NAMES, "rows"),
                           **{f"new_{name}": axes for name, axes in _axes(states, "rows").items()}})
-    return encoder_path, step_path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,11 +2,13 @@
 
 CPU flags do not say which dtype is faster: one Intel Xeon lists ``avx512_bf16`` yet runs bf16 matmul at half
 of fp32's speed, while an AMD EPYC runs it at twice; on a GPU, small launch-bound steps can make bf16 autocast
-slower than fp32. So ``auto`` times the model's own work in each candidate dtype, once:
+slower than fp32. So ``auto`` times the model's own work in each candidate dtype, once. The work is handed in
+(:class:`TimedWork`) by the code that owns it, so this module imports nothing above it:
 
-- ``train``: training steps (:func:`seq2seq.training.step.train_step`: forward, loss, backward, clip, Adam)
+- ``train`` (:func:`seq2seq.training.step.training_work`): training steps (forward, loss, backward, clip, Adam)
   on a batch of ``train.max_tokens`` positions;
-- ``decode``: encoding a batch and decoder steps for ``decode.batch_size x decode.beam_size`` hypotheses.
+- ``decode`` (:func:`seq2seq.decoding.search.decoding_work`): encoding a batch and decoder steps for
+  ``decode.batch_size x decode.beam_size`` hypotheses.
 
 Candidates are fp32 and bf16 on a CPU; TF32, bf16 and fp16 on CUDA. Rounds alternate between the candidates
 and each keeps its fastest round, so a burst of load from another process does not decide; a candidate more than
@@ -34,15 +36,17 @@ from typing import Callable, Iterator
 
 import torch
 
-from seq2seq.config import ConfigError
+from seq2seq.config import DTYPES, ConfigError
 from seq2seq.hardware import machine_name
+from seq2seq.tokenizer import SPECIAL_IDS
 
 logger = logging.getLogger(__name__)
 
+#: the config's compute dtypes less ``auto`` (:data:`seq2seq.config.DTYPES`), most exact / safest first: ties go to
+#: the earlier one
+PRECISION_ORDER = tuple(name for name in DTYPES if name != "auto")
 #: autocast dtype per name (None: no autocast). ``tf32`` is fp32 storage with TF32 matmuls on CUDA.
-AUTOCAST = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-#: most exact / safest first: ties go to the earlier one
-PRECISION_ORDER = ("fp32", "tf32", "bf16", "fp16")
+AUTOCAST = {name: {"bf16": torch.bfloat16, "fp16": torch.float16}.get(name) for name in PRECISION_ORDER}
 CANDIDATES = {"cpu": ("fp32", "bf16"), "cuda": ("tf32", "bf16", "fp16")}
 PREFER_MARGIN = 0.03
 CACHE_FILE = "dtype-choices.json"
@@ -110,42 +114,64 @@ def decide(seconds: dict[str, float], margin: float = PREFER_MARGIN) -> str:
     raise ValueError(f"no known dtype among {sorted(seconds)}")  # pragma: no cover
 
 
-def choose_autocast(requested: str, device: torch.device, model: torch.nn.Module, purpose: str, cache_dir: str | Path,
-                    size: int, beam_size: int = 1) -> torch.dtype | None:
+@dataclass(frozen=True)
+class TimedWork:
+    """The work ``dtype: auto`` times, handed in by the code that owns it (:func:`seq2seq.training.step.training_work`,
+    :func:`seq2seq.decoding.search.decoding_work`).
+
+    Attributes:
+        purpose: what the choice is for, in the log: ``train`` | ``decode``.
+        sizes: the workload's sizes (``4096``: positions per batch; ``32 beam 5``: sentences and hypotheses), part
+            of the cache key with ``purpose``.
+        unit: what one run of the work is, in the log: ``step`` | ``batch``.
+        prepare: ``prepare(model, device, amp)`` -> a callable that runs the work once under autocast dtype ``amp``
+            (None: no autocast) on ``model``, a copy it may change.
+    """
+
+    purpose: str
+    sizes: str
+    unit: str
+    prepare: Callable[[torch.nn.Module, torch.device, torch.dtype | None], Callable[[], None]]
+
+    @property
+    def name(self) -> str:
+        return f"{self.purpose} {self.sizes}"
+
+
+def choose_autocast(requested: str, device: torch.device, model: torch.nn.Module, work: TimedWork,
+                    cache_dir: str | Path) -> torch.dtype | None:
     """Resolve a configured dtype to an autocast dtype; ``auto`` measures (or reads the cached measurement).
 
     Args:
         requested: ``auto`` | ``fp32`` | ``tf32`` | ``bf16`` | ``fp16``.
         model: the model to time (a copy is timed; its weights and the global RNG are left untouched).
-        purpose: ``train`` (``size`` = positions per batch) or ``decode`` (``size`` = sentences per batch).
+        work: what to time, in each candidate dtype.
         cache_dir: directory of the cache file.
-        beam_size: hypotheses per sentence for ``decode``.
     """
-    return AUTOCAST[choose_dtype(requested, device, model, purpose, cache_dir, size, beam_size)]
+    return AUTOCAST[choose_dtype(requested, device, model, work, cache_dir)]
 
 
-def choose_dtype(requested: str, device: torch.device, model: torch.nn.Module, purpose: str, cache_dir: str | Path,
-                 size: int, beam_size: int = 1) -> str:
+def choose_dtype(requested: str, device: torch.device, model: torch.nn.Module, work: TimedWork,
+                 cache_dir: str | Path) -> str:
     """:func:`choose_autocast`, returning the dtype's name (``fp32`` | ``tf32`` | ``bf16`` | ``fp16``)."""
-    name = requested if requested != "auto" else auto_dtype(device, model, purpose, cache_dir, size, beam_size)
+    name = requested if requested != "auto" else auto_dtype(device, model, work, cache_dir)
     explicit_autocast(name, device)
     return name
 
 
-def auto_dtype(device: torch.device, model: torch.nn.Module, purpose: str, cache_dir: str | Path, size: int,
-               beam_size: int = 1) -> str:
-    """The dtype name ``auto`` resolves to for this workload on this machine (measured once, then cached)."""
-    key = workload_key(device, model, purpose, size, beam_size)
+def auto_dtype(device: torch.device, model: torch.nn.Module, work: TimedWork, cache_dir: str | Path) -> str:
+    """The dtype name ``auto`` resolves to for this work on this machine (measured once, then cached)."""
+    key = workload_key(device, model, work)
     cache_path = Path(cache_dir).expanduser() / CACHE_FILE
     entry = _read_cache(cache_path).get(key)
     if entry is not None and entry.get("choice") in CANDIDATES[device.type]:
-        logger.info("dtype auto for %s: %s (cached measurement of %s: %s)", purpose, entry["choice"], entry["measured"],
-                    _format(entry["seconds"]))
+        logger.info("dtype auto for %s: %s (cached measurement of %s: %s)", work.purpose, entry["choice"],
+                    entry["measured"], _format(entry["seconds"]))
         return entry["choice"]
-    seconds = measure(device, model, purpose, size, beam_size)
+    seconds = measure(device, model, work)
     choice = decide(seconds)
-    logger.info("dtype auto for %s: %s, measured on %s (seconds per %s: %s)", purpose, choice, machine_name(device),
-                "step" if purpose == "train" else "batch", _format(seconds))
+    logger.info("dtype auto for %s: %s, measured on %s (seconds per %s: %s)", work.purpose, choice,
+                machine_name(device), work.unit, _format(seconds))
     entry = {"choice": choice, "seconds": seconds, "measured": time.strftime("%Y-%m-%d %H:%M"),
              "machine": machine_name(device), "torch": torch.__version__}
     _write_cache(cache_path, key, entry)
@@ -156,13 +182,13 @@ def _format(seconds: dict[str, float]) -> str:
     return ", ".join(f"{name} {value:.4f}" for name, value in seconds.items())
 
 
-def workload_key(device: torch.device, model: torch.nn.Module, purpose: str, size: int, beam_size: int) -> str:
-    """Names everything the timing depends on: machine (:func:`seq2seq.hardware.machine_name`), torch, threads, parameter shapes,
-    workload."""
+def workload_key(device: torch.device, model: torch.nn.Module, work: TimedWork) -> str:
+    """Names everything the timing depends on: machine (:func:`seq2seq.hardware.machine_name`), torch, threads,
+    parameter shapes, workload."""
     shapes = hashlib.sha256(json.dumps([[n, list(p.shape)] for n, p in model.named_parameters()]).encode())
     threads = torch.get_num_threads() if device.type == "cpu" else 0
     return (f"{machine_name(device)} | torch {torch.__version__} | threads {threads} | model {shapes.hexdigest()[:12]}"
-            f" | {purpose} {size}" + (f" beam {beam_size}" if purpose == "decode" else ""))
+            f" | {work.name}")
 
 
 def _read_cache(path: Path) -> dict:
@@ -186,16 +212,14 @@ def _write_cache(path: Path, key: str, entry: dict) -> None:
 
 
 # ---------------------------------------------------------------------------- timing
-def measure(device: torch.device, model: torch.nn.Module, purpose: str, size: int, beam_size: int = 1,
-            rounds: int = 3) -> dict[str, float]:
+def measure(device: torch.device, model: torch.nn.Module, work: TimedWork, rounds: int = 3) -> dict[str, float]:
     """Seconds per unit of work for each candidate dtype: the fastest of ``rounds`` alternating rounds, after a
     warm-up round. A candidate clearly slower than another (:func:`clearly_slower`) is timed no further and keeps
     the time it took: a host that emulates bf16 at 1/20 of fp32's speed pays for one bf16 step, not four."""
-    work = _training_work if purpose == "train" else _decoding_work
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # the run's random streams are not consumed
         torch.manual_seed(0)
-        runners = {name: work(copy.deepcopy(model), device, AUTOCAST[name], size, beam_size)
+        runners = {name: work.prepare(copy.deepcopy(model), device, AUTOCAST[name])
                    for name in CANDIDATES[device.type]}
         most_exact = next(iter(runners))  # never abandoned on its warm-up: it wins ties, and goes first
         warmup: dict[str, float] = {}
@@ -226,7 +250,7 @@ def measure(device: torch.device, model: torch.nn.Module, purpose: str, size: in
                     if clearly_slower(seconds, others, TIMED_SLOWER):
                         abandoned.append(name)
     if abandoned:
-        logger.info("dtype auto for %s: stopped timing %s (clearly slower than %s)", purpose, ", ".join(abandoned),
+        logger.info("dtype auto for %s: stopped timing %s (clearly slower than %s)", work.purpose, ", ".join(abandoned),
                     ", ".join(name for name in runners if name not in abandoned))
     return {name: round(value, 5) for name, value in best.items()}
 
@@ -244,51 +268,10 @@ def clearly_slower(seconds: float, others: list[float], factor: float) -> bool:
     return bool(finite) and seconds > factor * min(finite)
 
 
-def _random_ids(rows: int, length: int, vocab_size: int, device: torch.device) -> torch.Tensor:
-    return torch.randint(4, max(vocab_size, 5), (rows, length), device=device)  # ids 0-3 are special
-
-
-def _training_work(model: torch.nn.Module, device: torch.device, amp: torch.dtype | None, size: int,
-                   beam_size: int) -> Callable[[], None]:  # noqa: ARG001
-    """One training step (:func:`seq2seq.training.step.train_step`, as training runs it) on a batch of ``size``
-    positions (sentences of 20 source + 20 target pieces)."""
-    from seq2seq.token_batches import Batch
-    from seq2seq.training.step import Learner, StepSettings, train_step
-
-    length = 20
-    rows = max(1, size // (2 * length))
-    src = _random_ids(rows, length, model.encoder.embedding.num_embeddings, device)
-    tgt = _random_ids(rows, length, model.decoder.embedding.num_embeddings, device)
-    lengths = torch.full((rows,), length, dtype=torch.long, device=device)
-    batch = Batch(src, lengths, tgt, tgt, lengths)
-    model.train()
-    learner = Learner(model, torch.optim.Adam(model.parameters(), lr=1e-4),
-                      StepSettings(label_smoothing=0.1, clip_norm=1.0), device, amp)
-    return lambda: train_step(learner, [batch], rows * length)
-
-
-def _decoding_work(model: torch.nn.Module, device: torch.device, amp: torch.dtype | None, size: int,
-                   beam_size: int) -> Callable[[], None]:
-    """Encoding ``size`` sentences of 20 pieces and 25 decoder steps for ``size * beam_size`` hypotheses, started
-    and stepped as beam search does (:func:`seq2seq.decoding.search.start_beams`, ``Ensemble.step``)."""
-    from seq2seq.decoding.ensemble import as_ensemble
-    from seq2seq.decoding.search import start_beams
-
-    length, steps = 20, 25
-    src = _random_ids(size, length, model.encoder.embedding.num_embeddings, device)
-    src_lengths = torch.full((size,), length, dtype=torch.long, device=device)
-    ensemble = as_ensemble(model.eval())
-
-    @torch.no_grad()
-    def decode() -> None:
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            state, memory, _ = start_beams(ensemble, src, src_lengths, beam_size, None, share=True)
-            tokens = torch.full((size * beam_size,), 2, dtype=torch.long, device=device)  # BOS
-            for _ in range(steps):
-                log_probs, state, _ = ensemble.step(tokens, state, memory)
-                tokens = log_probs.argmax(dim=-1)
-
-    return decode
+def random_ids(rows: int, length: int, vocab_size: int, device: torch.device) -> torch.Tensor:
+    """(rows, length) random piece ids for timed work, special ids (:data:`seq2seq.tokenizer.SPECIAL_IDS`) left out."""
+    first = len(SPECIAL_IDS)
+    return torch.randint(first, max(vocab_size, first + 1), (rows, length), device=device)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

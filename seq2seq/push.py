@@ -5,7 +5,8 @@
 
 Uploads ``config.yaml``, both tokenizers, ``model.safetensors``, and ``results.json``, ``train_log.jsonl``,
 ``curves.png`` when present, plus ``README.md`` (the card: languages, ``pipeline_tag: translation``, the dataset, a
-config summary and the test scores with their sacreBLEU signatures), in one commit. Never the training state
+config summary and the test scores with their sacreBLEU signatures), in one commit, which also deletes the files
+an older push left and this one does not write (e.g. ONNX graphs of older weights). Never the training state
 (``last/``). Log in first with ``hf auth login`` (or set ``HF_TOKEN``). Load it back with
 ``--model hf:ORG/NAME`` (see seq2seq/hub.py).
 """

@@ -41,10 +41,11 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{args.src} has {len(sources)} lines but {args.tgt} has {len(targets)}: "
                              "they must pair up line by line")
         translator = Translator.load(args.model, device=args.device, dtype=args.dtype, threads=args.threads)
+        # ValueError before any scoring for a target over the length limit (Translator.max_target_pieces)
+        results = translator.score(sources, targets, batch_size=args.batch_size) if sources else []
     except (OSError, CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    results = translator.score(sources, targets, batch_size=args.batch_size) if sources else []
     out = sys.stdout
     for result in results:
         if args.json:

@@ -7,7 +7,9 @@ Endpoints: ``POST /translate``, ``GET /health``, ``GET /info``, ``GET /`` (the p
 Concurrent requests are gathered for ``--batch-wait-ms`` into one decode (:mod:`seq2seq.serving.dynamic_batcher`). Errors are JSON
 ``{"error": "..."}``: 413 over a size limit (texts, characters, body, hypotheses, reply), 422 for bad input, 503
 when too many requests wait or the service is stopping, 500 (a generic message; the log has the details) for
-anything unexpected. SIGTERM or Ctrl-C stop the service after the requests in flight are answered.
+anything unexpected, 401 without the token and 429 over the rate limit when those are on
+(:mod:`seq2seq.serving.access`; ``/health`` stays open). SIGTERM or Ctrl-C stop the service after the requests in
+flight are answered.
 """
 
 from __future__ import annotations
@@ -47,11 +49,25 @@ def main(argv: list[str] | None = None) -> int:
                         help="hypotheses in one reply (texts x nbest)")
     parser.add_argument("--max-reply-bytes", type=int, default=defaults.max_reply_bytes,
                         help="reply size; a request whose worst-case reply is larger gets 413 before decoding")
+    parser.add_argument("--token-file", metavar="FILE",
+                        help="require 'Authorization: Bearer TOKEN' (the token in FILE; or set $SEQ2SEQ_SERVE_TOKEN) "
+                             "on every request but /health")
+    parser.add_argument("--rate-limit", type=int, metavar="N",
+                        help="requests per minute per client address (a burst of N, then N/60 a second); more get "
+                             "429 (default: no limit); /health is not counted")
     parser.add_argument("--max-glossary-terms", type=int, default=defaults.max_glossary_terms,
                         help="glossary and do-not-translate terms in one request")
     add_preservation_arguments(parser, preserve=False)
     args = parser.parse_args(argv)
     check_decoding_arguments(parser, args)
+    from seq2seq.serving.access import read_token
+
+    try:
+        token = read_token(args.token_file)
+    except ValueError as err:
+        parser.error(str(err))
+    if args.rate_limit is not None and args.rate_limit < 1:
+        parser.error(f"--rate-limit must be >= 1 request per minute, got {args.rate_limit}")
     for name in ("port", "max_pending"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -66,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.beam_size is not None and not 1 <= args.beam_size <= args.max_beam_size:
         parser.error(f"--beam-size must be between 1 and --max-beam-size {args.max_beam_size}, got {args.beam_size}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    if args.host not in LOOPBACK:
-        logger.warning("binding %s: the service is reachable from other machines (it has no authentication)", args.host)
+    if args.host not in LOOPBACK and (token is None or args.rate_limit is None):
+        logger.warning("binding %s: the service is reachable from other machines%s%s", args.host,
+                       "" if token is not None else "; anyone may use it (set $SEQ2SEQ_SERVE_TOKEN or --token-file)",
+                       "" if args.rate_limit is not None else "; no --rate-limit per client")
     import torch
 
     if args.threads is not None:
@@ -86,9 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.beam_size is not None:
         translator.cfg.decode.beam_size = args.beam_size
-    app = create_app(translator, args.model, limits, args.batch_wait_ms, not args.no_batching, args.max_pending)
-    logger.info("serving %s on http://%s:%d/ (device %s, dtype %s, batching %s)", args.model, args.host, args.port,
-                translator.device, dtype_name(translator), "off" if args.no_batching else f"{args.batch_wait_ms} ms")
+    app = create_app(translator, args.model, limits, args.batch_wait_ms, not args.no_batching, args.max_pending,
+                     token=token, rate_limit=args.rate_limit)
+    logger.info("serving %s on http://%s:%d/ (device %s, dtype %s, batching %s, token %s, rate limit %s)", args.model,
+                args.host, args.port, translator.device, dtype_name(translator),
+                "off" if args.no_batching else f"{args.batch_wait_ms} ms", "required" if token else "off",
+                f"{args.rate_limit}/min per client" if args.rate_limit else "off")
     # uvicorn shuts down gracefully on SIGTERM / Ctrl-C, then raises the signal again under the handlers it found:
     # a no-op for SIGTERM makes a finished shutdown exit 0; Ctrl-C ends as KeyboardInterrupt (exit 130).
     signal.signal(signal.SIGTERM, lambda signum, frame: None)

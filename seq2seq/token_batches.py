@@ -25,7 +25,8 @@ import pyarrow.compute as pc
 import torch
 
 from seq2seq.config import ConfigError
-from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from seq2seq.padding import pad_flat
+from seq2seq.tokenizer import BOS_ID, EOS_ID
 
 
 @dataclass
@@ -68,26 +69,15 @@ class Batch:
         return moved
 
 
-def _pad(flat: np.ndarray, lengths: np.ndarray, width: int, offset: int = 0) -> np.ndarray:
-    """(B, width) int64 array of PAD_ID with row i's ids at columns ``offset .. offset + lengths[i] - 1``.
-
-    ``flat`` holds the ids of all rows one after another (sum(lengths) values).
-    """
-    out = np.full((len(lengths), width), PAD_ID, dtype=np.int64)
-    columns = np.arange(width)
-    out[(columns >= offset) & (columns < offset + lengths[:, None])] = flat  # fills row by row
-    return out
-
-
 def collate_flat(src_flat: np.ndarray, src_lengths: np.ndarray, tgt_flat: np.ndarray, tgt_pieces: np.ndarray) -> Batch:
     """A :class:`Batch` from concatenated ids: source rows end in EOS, target rows are pieces only."""
     src_lengths = src_lengths.astype(np.int64)
     tgt_pieces = tgt_pieces.astype(np.int64)
-    src = _pad(src_flat, src_lengths, int(src_lengths.max()))
+    src = pad_flat(src_flat, src_lengths, int(src_lengths.max()))
     width = int(tgt_pieces.max()) + 1
-    tgt_in = _pad(tgt_flat, tgt_pieces, width, offset=1)
+    tgt_in = pad_flat(tgt_flat, tgt_pieces, width, offset=1)
     tgt_in[:, 0] = BOS_ID
-    tgt_out = _pad(tgt_flat, tgt_pieces, width)
+    tgt_out = pad_flat(tgt_flat, tgt_pieces, width)
     tgt_out[np.arange(len(tgt_pieces)), tgt_pieces] = EOS_ID
     return Batch(
         src=torch.from_numpy(src),

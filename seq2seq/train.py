@@ -39,6 +39,7 @@ from seq2seq.precision import numerics_flags, resolve_device
 from seq2seq.tokenizer import TokenizerError
 from seq2seq.training.arguments import build_parser, config_from_args
 from seq2seq.training.distributed import Distributed, exit_process, from_environment
+from seq2seq.training.init_from import init_model_dir, start_from_model
 from seq2seq.training.model_selection import validate_and_save
 from seq2seq.training.optimizer import estimated_total_steps
 from seq2seq.training.prepare import TrainingData, prepare_data
@@ -91,11 +92,14 @@ def _train(cfg: Config, out_dir: Path, resume: bool, dist: Distributed, dist_dev
     if not resume and dist.is_main:  # written first, so that a run stopped while it prepares the data is recognised
         check_reused_tokenizers(cfg, out_dir)
         atomic_write_text(out_dir / CONFIG_FILE, cfg.to_yaml())
+    init_dir = None
+    if cfg.train.init_from and not resume:  # fine-tuning: rank 0 puts the model's tokenizers into out_dir
+        init_dir = start_from_model(cfg, out_dir) if dist.is_main else init_model_dir(cfg.train.init_from)
     random.seed(tcfg.seed)
     torch.manual_seed(tcfg.seed)
     tensorboard = TensorBoardLog(out_dir, tcfg.tensorboard and dist.is_main)  # before the data: fails fast
     data = dist.in_turns(lambda: prepare_data(cfg, out_dir), "preparing the data and tokenizers")
-    run = build_run(cfg, out_dir, data, device, state_dir, dist)
+    run = build_run(cfg, out_dir, data, device, state_dir, dist, init_dir)
     log_file = open(out_dir / "train_log.jsonl", "a", encoding="utf-8") if dist.is_main else contextlib.nullcontext()
     with log_file as run.log_file, tensorboard as run.tensorboard:
         stop_reason = run_loop(run, data)

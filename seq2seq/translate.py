@@ -110,6 +110,9 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
               "  scripts/train_translator.sh --data ../shared/data/multi30k --max-minutes 20\n"
               "or pass --model DIR.", file=sys.stderr)
         return 2
+    if not args.model:  # say which: runs/ may hold several
+        print(f"using the most recently trained model, {model_dirs[0]} (choose another with --model DIR)",
+              file=sys.stderr)
     return model_dirs
 
 
@@ -126,6 +129,7 @@ def load_translator(args: argparse.Namespace, model_dirs: list[Path]):
         if sampling is not None:
             sampling.sampler()  # checks the settings: one clear error before any input is read
         translator.check_constraints(args.constraints)
+        translator.check_prefix(args.prefix)
         translator.glossary = load_glossary_argument(args)
     except (CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

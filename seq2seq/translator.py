@@ -17,15 +17,16 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-from seq2seq.config import Config, DataConfig, DecodeConfig
+from seq2seq.config import Config, DataConfig
 from seq2seq.decoding.driver import score_ids, source_ids, translate_ids
 from seq2seq.decoding.forced import TargetScore
 from seq2seq.decoding.hypothesis import Hypothesis
 from seq2seq.decoding.options import DecodeOptions, check_batch_size, check_beam_size, check_nbest
 from seq2seq.decoding.sampling import Sampling
+from seq2seq.decoding.search import decoding_work
 from seq2seq.glossary import Glossary, GlossaryInput
 from seq2seq.protected_spans import SourceVocabulary, Span
-from seq2seq.span_copy import carry_spans, constraint_words, spans_of_inputs
+from seq2seq.decoding.span_copy import carry_spans, constraint_words, spans_of_inputs
 from seq2seq.backends import load_decoding_models
 from seq2seq.precision import choose_autocast
 from seq2seq.tokenizer import Tokenizer
@@ -96,8 +97,9 @@ class Translator:
         # the measurement of ``dtype: auto`` is cached in the user's own cache, never under the data.cache_dir of a
         # model directory's config.yaml (a model from elsewhere must not choose where loading it writes, nor plant
         # the cached choice it is then given)
-        self.autocast_dtype = choose_autocast(cfg.decode.dtype, device, model, "decode", DataConfig().cache_dir,
-                                              cfg.decode.batch_size, cfg.decode.beam_size)
+        self.autocast_dtype = choose_autocast(cfg.decode.dtype, device, model,
+                                              decoding_work(cfg.decode.batch_size, cfg.decode.beam_size),
+                                              DataConfig().cache_dir)
 
     @classmethod
     def load(cls, model_dir: str | Path | Sequence[str | Path], device: str = "auto", quantize: str | None = None,
@@ -149,11 +151,6 @@ class Translator:
         return DecodeOptions.from_config(self.cfg.decode, beam_size=beam_size, nbest=nbest,
                                          return_attention=return_attention, batch_size=batch_size)
 
-    def _decode_config(self, batch_size: int | None) -> DecodeConfig:
-        if batch_size is not None:
-            check_batch_size(batch_size)
-        return self.cfg.decode if batch_size is None else DecodeConfig(**{**vars(self.cfg.decode), "batch_size": batch_size})
-
     def _target_phrases(self, words: str | Sequence[str] | None) -> list[list[int]]:
         """Constraint words -> target piece id lists (each as it would appear after a space)."""
         words = [words] if isinstance(words, str) else list(words or [])
@@ -162,6 +159,29 @@ class Translator:
             if not phrase:
                 raise ValueError(f"constraint {word!r} has no target pieces (empty?)")
         return phrases
+
+    def max_target_pieces(self) -> int:
+        """The most target pieces a prefix or a target to score may have: the longest translation any input may get,
+        ``decode.max_len_a * decode.max_src_length + decode.max_len_b`` (user text is bounded like the output)."""
+        decode = self.cfg.decode
+        return int(decode.max_len_a * decode.max_src_length + decode.max_len_b)
+
+    def check_target_lengths(self, pieces: Sequence[Sequence[int]], what: str,
+                             numbers: Sequence[int] | None = None) -> None:
+        """ValueError naming the first of ``pieces`` (target piece lists of ``what``, e.g. "prefix", numbered by
+        ``numbers``, default 1, 2, ...) over :meth:`max_target_pieces`, before any decoding."""
+        limit = self.max_target_pieces()
+        numbers = range(1, len(pieces) + 1) if numbers is None else numbers
+        for number, ids in zip(numbers, pieces):
+            if len(ids) > limit:
+                raise ValueError(f"{what} {number} has {len(ids)} target pieces; the limit is {limit} "
+                                 "(decode.max_len_a * decode.max_src_length + decode.max_len_b, the longest "
+                                 "translation the model may give)")
+
+    def check_prefix(self, prefix: str | None) -> None:
+        """ValueError when ``prefix`` is longer than :meth:`max_target_pieces`, before any decoding."""
+        if prefix:
+            self.check_target_lengths(self.tgt_tokenizer.encode([prefix]), "prefix")
 
     def check_constraints(self, words: Sequence[str]) -> None:
         """ValueError naming the first constraint that has no target pieces (e.g. ``" "``), before any decoding."""
@@ -205,7 +225,7 @@ class Translator:
                 and for constrained or sampled inputs); each input is then decoded on its own.
             preserve: carry names, numbers, URLs, e-mail addresses, codes and rare-character spans over verbatim
                 (:mod:`seq2seq.protected_spans`), restored through the attention after the search
-                (:mod:`seq2seq.span_copy`; as constraints of beam search too with ``spans_as_constraints``).
+                (:mod:`seq2seq.decoding.span_copy`; as constraints of beam search too with ``spans_as_constraints``).
             glossary: source term -> target term, a dict or a list of pairs (a one-term entry: keep it as is),
                 on top of ``self.glossary``; matched as whole words, case-insensitive, longest first; constraints
                 of beam search (not of traced searches), restored through the attention otherwise.
@@ -232,6 +252,7 @@ class Translator:
         if nonempty:
             src_ids = self.encode_sources([lines[i] for i in nonempty], [i + 1 for i in nonempty])
             prefix_ids = [self.tgt_tokenizer.encode([prefixes[i]])[0] if prefixes[i] else [] for i in nonempty]
+            self.check_target_lengths(prefix_ids, "the prefix of input", [i + 1 for i in nonempty])
             spans = self.spans([lines[i] for i in nonempty], preserve, glossary, do_not_translate, src_ids)
             if sampling is None and trace is None and options.beam_size > 1:  # beam search places glossary terms
                 word_lists = list(word_lists)
@@ -335,8 +356,10 @@ class Translator:
             raise ValueError(f"{len(sources)} sources but {len(targets)} targets: they must pair up one to one")
         src_ids = self.encode_sources(sources)
         tgt_ids = self.tgt_tokenizer.encode(targets) if targets else []
-        results: list[TargetScore] = score_ids(self.models, src_ids, tgt_ids, self._decode_config(batch_size),
-                                               return_attention, self.device, self.autocast_dtype)
+        self.check_target_lengths(tgt_ids, "target")
+        options = self.decode_options(batch_size=batch_size, return_attention=return_attention)
+        results: list[TargetScore] = score_ids(self.models, src_ids, tgt_ids, options, device=self.device,
+                                               autocast_dtype=self.autocast_dtype)
         for result in results:
             result.pieces = [self.tgt_tokenizer.id_to_piece(i) for i in result.tokens] + ["</s>"]
         return results[0] if single else results

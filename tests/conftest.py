@@ -16,8 +16,11 @@ from seq2seq.tokenizer import Tokenizer, train_tokenizers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: the environment of command-line subprocesses: one torch thread (the CI machine's two cores are shared, and two
-#: threads then run far slower), and no GPU: the tests compare CPU results (tests that need a GPU are marked cuda)
-SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+#: threads then run far slower), and no GPU: the tests compare CPU results (tests that need a GPU are marked cuda);
+#: PYTHONPATH: the package of this checkout, whatever the directory a command runs in (not another checkout
+#: installed in the environment)
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
+                  "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
 MULTI30K = Path(os.environ.get("SEQ2SEQ_MULTI30K", REPO_ROOT.parent / "shared" / "data" / "multi30k"))
 
 

@@ -68,3 +68,23 @@ def test_fp32_matches_the_formula_and_bf16_autocast_computes_inside_in_fp32(step
     assert scores.dtype == torch.bfloat16
     rounded_inputs = textbook(qb.double(), kb.double(), V.double())  # the only rounding is the inputs' and the result's
     torch.testing.assert_close(scores.double(), rounded_inputs, atol=1e-6, rtol=2**-8)  # half a bf16 step
+
+
+def test_bf16_autocast_gradients_match_the_formula_at_the_rounded_inputs():
+    """Training under bf16 autocast: the gradients reaching the bf16 projections and the fp32 energy vector are the
+    fp64 formula's at the bf16-rounded inputs and incoming gradient, to within a bf16 step of their scale (the
+    backward pass works in fp32 and rounds only the results it hands back)."""
+    q, k, V = inputs(batch=3, steps=5, length=6, size=16, heads=2, dtype=torch.float32)
+    qb = q.detach().bfloat16().requires_grad_()
+    kb = k.detach().bfloat16().requires_grad_()
+    Vf = V.detach().clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        scores = additive_scores(qb, kb, Vf, budget=2 * 6 * 16)
+    grad = torch.randn(scores.shape, generator=torch.Generator().manual_seed(1)).bfloat16()
+    got = torch.autograd.grad(scores, (qb, kb, Vf), grad)
+    assert [g.dtype for g in got] == [torch.bfloat16, torch.bfloat16, torch.float32]
+    q64, k64, V64 = (x.detach().double().requires_grad_() for x in (qb, kb, Vf))
+    want = torch.autograd.grad(textbook(q64, k64, V64), (q64, k64, V64), grad.double())
+    for name, a, b in zip("qkV", got, want):
+        scale = float(b.abs().max())
+        torch.testing.assert_close(a.double(), b, atol=2**-8 * scale, rtol=2**-8, msg=f"d{name}")

@@ -37,3 +37,10 @@ def test_the_page_test_fails_under_ci_without_a_browser(tmp_path):
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=300, check=False)
     assert result.returncode == 1, result.stdout[-2000:]
     assert "no Chromium found" in result.stdout and "CI=true needs it" in result.stdout, result.stdout[-2000:]
+
+
+def test_ci_reports_every_skip_with_its_reason():
+    """.ci/run's pytest line asks for the skip reasons (``-rs``): a skip in CI is read, not counted."""
+    lines = [line for line in (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+             if "python -m pytest" in line and not line.lstrip().startswith("#")]
+    assert lines and all(" -rs" in line.split("#")[0] for line in lines), lines

@@ -98,9 +98,13 @@ def test_translate_without_a_model_explains_how_to_train(tmp_path):
 
 
 def test_translate_defaults_to_the_model_under_runs_and_prints_one_line(tiny_model_dir, translator, tmp_path):
+    """Without --model: the newest model under runs/, named on stderr. --model DIR/model.safetensors is DIR."""
     shutil.copytree(tiny_model_dir, tmp_path / "runs" / "tiny")
-    lines = output_lines(run("seq2seq.translate", "a man is riding a bike", cwd=tmp_path))
-    assert lines == [translator.translate("a man is riding a bike")]
+    result = run("seq2seq.translate", "a man is riding a bike", cwd=tmp_path)
+    assert output_lines(result) == [translator.translate("a man is riding a bike")]
+    assert "using the most recently trained model, runs/tiny (choose another with --model DIR)" in result.stderr
+    result = run("seq2seq.translate", "--model", str(tmp_path / "runs" / "tiny" / "model.safetensors"), "a dog")
+    assert output_lines(result) == [translator.translate("a dog")] and "most recently" not in result.stderr
 
 
 # ---------------------------------------------------------------------------- python -m seq2seq.evaluate

@@ -53,3 +53,30 @@ def test_the_group_checks_beam_batch_and_nbest(capsys):
             check_decoding_arguments(parser, parser.parse_args(flags))
         err = capsys.readouterr().err
         assert all(word in err for word in words), err
+
+
+@pytest.mark.parametrize("name, flag, highest", [("beam_size", "--beam-size", 100),
+                                                 ("batch_size", "--batch-size", 4096)])
+def test_config_python_api_and_flags_draw_the_same_line(name, flag, highest, capsys):
+    """One range per decode setting (written here by hand: [1, 100] beams, [1, 4096] sentences per batch): the
+    config check, the Python API's check and the flag check accept its ends and refuse one past either end."""
+    from seq2seq.config import Config, ConfigError
+    from seq2seq.decoding import options
+
+    parser = argparse.ArgumentParser()
+    add_decoding_arguments(parser, batch_size=True, beam_size=True)
+    api_check = {"beam_size": options.check_beam_size, "batch_size": options.check_batch_size}[name]
+    for value, allowed in ((0, False), (1, True), (highest, True), (highest + 1, False)):
+        cfg = Config()
+        setattr(cfg.decode, name, value)
+        if name == "beam_size":
+            cfg.decode.nbest = 1
+        for check, error in ((cfg.validate, ConfigError), (lambda: api_check(value), ValueError),
+                             (lambda: check_decoding_arguments(parser, parser.parse_args([flag, str(value)])),
+                              SystemExit)):
+            if allowed:
+                check()
+            else:
+                with pytest.raises(error):
+                    check()
+    capsys.readouterr()

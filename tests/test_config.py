@@ -96,9 +96,9 @@ def test_overrides_apply_with_types(tmp_path):
 
 def test_configs_do_not_share_mutable_defaults():
     first, second = load_config(), load_config()
-    first.data.test_splits.append("extra")
+    first.data.files["train"] = ["extra.en", "extra.de"]
     first.train.betas[0] = 0.5
-    assert second.data.test_splits == Config().data.test_splits
+    assert second.data.files == Config().data.files == {}
     assert second.train.betas == [0.9, 0.999]
 
 

@@ -96,13 +96,16 @@ def test_auto_dtype_on_cuda_times_the_cuda_candidates(tmp_path):
     the fastest; a second call returns the cached choice."""
     from seq2seq import precision
     from seq2seq.config import ModelConfig
+    from seq2seq.decoding.search import decoding_work
     from seq2seq.model import build_model
+    from seq2seq.training.step import training_work
 
     device = torch.device("cuda")
     model = build_model(ModelConfig(emb_size=64, encoder_hidden_size=64, decoder_hidden_size=128), 500, 500).to(device)
     chosen = {}
-    for purpose, size in (("train", 2048), ("decode", 32)):
-        chosen[purpose] = precision.auto_dtype(device, model, purpose, tmp_path, size, beam_size=4)
+    work = {"train": training_work(2048), "decode": decoding_work(32, 4)}
+    for purpose in work:
+        chosen[purpose] = precision.auto_dtype(device, model, work[purpose], tmp_path)
     cache = json.loads((tmp_path / precision.CACHE_FILE).read_text(encoding="utf-8"))
     assert len(cache) == 2
     for purpose in chosen:
@@ -113,6 +116,5 @@ def test_auto_dtype_on_cuda_times_the_cuda_candidates(tmp_path):
         fastest = min(seconds.values())
         expected = next(name for name in ("tf32", "bf16", "fp16") if seconds[name] <= fastest * 1.03)
         assert entry["choice"] == chosen[purpose] == expected, (purpose, seconds)
-    size = {"train": 2048, "decode": 32}
     for purpose in chosen:  # from the cache now: the same answer without timing again
-        assert precision.auto_dtype(device, model, purpose, tmp_path, size[purpose], beam_size=4) == chosen[purpose]
+        assert precision.auto_dtype(device, model, work[purpose], tmp_path) == chosen[purpose]

@@ -146,3 +146,57 @@ def test_unreachable_hub_suggests_a_local_directory(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(DataError, match=r"'bentrevett/multi30k'.*hub could not be reached.*--data"):
         read_split(config("bentrevett/multi30k", tmp_path), "train")
+
+
+# --------------------------------------------------------------------------- a user's own corpus
+
+
+def test_a_tsv_file_is_the_training_split(tmp_path):
+    """--data my.tsv: one pair a line (a header naming the languages skipped, or swapping the columns when it names
+    them the other way round); empty lines counted; no other split (SplitNotFound says how to add one)."""
+    from seq2seq.data import SplitNotFound, read_split_counted
+
+    tsv = write(tmp_path / "my.tsv", ["en\tde", *[f"{en}\t{de}" for en, de in zip(EN, DE)], "", " \t "])
+    dataset, empty = read_split_counted(config(tsv, tmp_path), "train")
+    assert pairs(dataset) == list(zip(EN, DE)) and empty == 2
+    swapped = write(tmp_path / "swapped.tsv", ["de\ten", *[f"{de}\t{en}" for en, de in zip(EN, DE)]], gz=True)
+    assert pairs(read_split(config(swapped, tmp_path), "train")) == list(zip(EN, DE))
+    with pytest.raises(SplitNotFound, match=r"my.tsv is one TSV file.*no split 'val'.*data.files.val"):
+        read_split(config(tsv, tmp_path), "val")
+
+
+def test_a_bad_tsv_line_names_the_file_line_and_the_fix(tmp_path):
+    tsv = write(tmp_path / "bad.tsv", ["A dog.\tEin Hund.", "only one field", "x\ty"])
+    with pytest.raises(DataError, match=r"bad.tsv:2: 1 tab-separated field\(s\); a TSV corpus has two per line"):
+        read_split(config(tsv, tmp_path), "train")
+    with pytest.raises(DataError, match=r"TSV file not found: .*missing.tsv"):
+        read_split(config(tmp_path / "missing.tsv", tmp_path), "train")
+
+
+def test_data_files_are_the_whole_corpus_and_may_be_tsv(tmp_path):
+    from seq2seq.data import SplitNotFound, corpus_name, test_split_names
+
+    src, tgt = write(tmp_path / "europarl.en", EN), write(tmp_path / "europarl.de", DE)
+    dev = write(tmp_path / "dev.tsv", [f"{en}\t{de}" for en, de in zip(EN[:2], DE[:2])])
+    cfg = config("bentrevett/multi30k", tmp_path, files={"train": [str(src), str(tgt)], "dev": [str(dev)],
+                                                         "news": [str(dev)]})
+    assert pairs(read_split(cfg, "val")) == list(zip(EN[:2], DE[:2]))  # val -> dev
+    with pytest.raises(SplitNotFound, match="split 'test' is not in data.files, which lists train, dev, news"):
+        read_split(cfg, "test")  # never data.path's hub dataset
+    assert test_split_names(cfg) == ["news"] and corpus_name(cfg) == "europarl"
+
+
+def test_a_users_test_split_keeps_its_name(tmp_path):
+    """The corpus's own test splits are every split besides training and validation; a Multi30k name is never
+    found in a user's directory through its `test` split (the hub copy of Multi30k alone has that alias)."""
+    from seq2seq.data import SplitNotFound, corpus_name, test_split_names
+
+    for split in ("train", "dev", "test", "test_news"):
+        write(tmp_path / f"{split}.en", EN)
+        write(tmp_path / f"{split}.fr", DE)
+    write(tmp_path / "extra.en", EN)  # no French side: not a split of en-fr
+    cfg = config(tmp_path, tmp_path, tgt_lang="fr")
+    assert test_split_names(cfg) == ["test", "test_news"]
+    with pytest.raises(SplitNotFound):
+        read_split(cfg, "test_2016_flickr")
+    assert corpus_name(cfg) == tmp_path.name and corpus_name(config(tmp_path / "my.tsv.gz", tmp_path)) == "my"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from support.model_inputs import (
+    summed_loss,
     ATOL,
     ATTENTIONS,
     DEC_HIDDEN,
@@ -174,7 +175,7 @@ def test_parallel_decoder_equals_stepped(attention, rnn_type, decoder_layers):
     torch.testing.assert_close(parallel_logits, loop_logits, atol=ATOL, rtol=0)
     torch.testing.assert_close(parallel_attn, loop_attn, atol=ATOL, rtol=0)
     torch.testing.assert_close(stepped_logits(model, src, src_lengths, tgt_in), loop_logits, atol=ATOL, rtol=0)
-    loss, _ = model.loss(src, src_lengths, tgt_in, tgt_out)  # the model uses the parallel path
+    loss, _ = summed_loss(model, src, src_lengths, tgt_in, tgt_out)  # the model uses the parallel path
     torch.testing.assert_close(loss, summed_nll(loop_logits, tgt_out), atol=1e-4, rtol=1e-5)
 
 
@@ -267,3 +268,52 @@ def test_attention_from_the_bottom_layer_needs_two_decoder_layers():
         cfg.validate()
     cfg.model.decoder_layers = 2
     cfg.validate()
+
+
+# ---------------------------------------------------------------------------- every lever against the textbook decoder
+LEVERS = [  # rnn_type, decoder_layers, layer_norm, residual, heads, attention, attention_layer, input_feeding
+    ("gru", 1, True, False, 1, "bahdanau", "top", True),
+    ("lstm", 1, True, False, 1, "luong_general", "top", True),
+    ("gru", 3, True, True, 2, "bahdanau", "top", True),
+    ("lstm", 3, True, True, 2, "bahdanau", "top", False),
+    ("lstm", 2, False, True, 2, "luong_dot", "top", True),
+    ("gru", 3, True, True, 2, "luong_general", "bottom", True),
+    ("lstm", 3, True, True, 1, "bahdanau", "bottom", False),
+]
+
+
+@pytest.mark.parametrize("rnn_type,layers,layer_norm,residual,heads,attention,attention_layer,input_feeding", LEVERS)
+def test_every_lever_through_step_and_forward_equals_the_textbook_decoder(
+        rnn_type, layers, layer_norm, residual, heads, attention, attention_layer, input_feeding):
+    """Random gains, biases and weights (far from a fresh layer norm's 1 and 0) through ``AttnDecoder.step`` and
+    ``forward``, against the decoder written out with the textbook (LN) cells and attention summed by hand: a lever
+    switched off inside the model (no norms, no cell norm, no residual, one head, attention from the top) fails."""
+    from support.textbook_decoder import textbook_logits
+
+    model = make_model(rnn_type, attention=attention, decoder_layers=layers, layer_norm=layer_norm,
+                       residual=residual, attention_heads=heads, attention_layer=attention_layer,
+                       input_feeding=input_feeding)
+    randomize(model, seed=11)
+    assert (model.decoder.gate_norms is not None) == layer_norm
+    src, src_lengths, tgt_in, _ = random_batch(SRC_LENGTHS, TGT_LENGTHS)
+    with torch.no_grad():
+        expected = textbook_logits(model, src, src_lengths, tgt_in, attention_layer == "bottom", residual, heads)
+        forward_logits, _ = model(src, src_lengths, tgt_in)
+        stepped = stepped_logits(model, src, src_lengths, tgt_in)
+    torch.testing.assert_close(stepped, expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(forward_logits, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_word_dropout_reaches_the_one_call_teacher_forced_path():
+    """Without input feeding teacher forcing embeds every position in one call (``_forward_parallel``): word dropout
+    must act there too (training differs from eval), and p = 0 in training is eval (dropout 0)."""
+    src, src_lengths, tgt_in, _ = random_batch(SRC_LENGTHS, TGT_LENGTHS)
+    for p in (0.0, 0.5):
+        model = make_model("gru", input_feeding=False, word_dropout=p)
+        assert model.decoder.can_run_parallel
+        enc = model.encode(src, src_lengths)
+        reference, _ = model.decoder(tgt_in, enc)
+        model.decoder.train()
+        torch.manual_seed(3)
+        trained, _ = model.decoder(tgt_in, enc)
+        assert torch.allclose(trained, reference) == (p == 0.0), p

@@ -263,8 +263,16 @@ def _agree_on_rank(rank: int, port: int, results) -> None:
     # rank r: loss r + 1, clock 100 * (r + 1), rank 2 asks to stop, every rank would save
     agreed = dist.agree(float(rank + 1), 100.0 * (rank + 1), stop=rank == 2, save=True)
     quiet = dist.agree(1.0, 5.0 + rank, stop=False, save=rank == 1)  # only rank 0's clock decides a save
-    shared = dist.from_main(lambda: {"bleu": 1.5 + rank}, "test")
-    results.put((rank, agreed, quiet, shared, dist.gather(rank * 10, "test")))
+    import torch.distributed.distributed_c10d as c10d
+
+    class NoPickle:  # what the ranks send each other must never be pickled (README: no pickle anywhere)
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("pickled between ranks")
+
+    c10d._pickler = c10d._unpickler = NoPickle
+    shared = dist.from_main(lambda: {"bleu": 1.5 + rank, "pair": (rank, "ü")}, "test")
+    gathered = dist.gather({"rank": rank * 10, "text": "x" * 100 * rank}, "test")  # lengths differ
+    results.put((rank, agreed, quiet, shared, [g["rank"] for g in gathered] if rank != 1 else gathered))
     torch.distributed.destroy_process_group()
 
 
@@ -280,7 +288,11 @@ def test_ranks_agree_on_the_step_loss_rank_0s_clock_and_any_stop_request():
     for rank, agreed, quiet, shared, gathered in collected:
         assert agreed == StepAgreement(loss=6.0, elapsed=100.0, stop=True, save=True), rank
         assert quiet == StepAgreement(loss=3.0, elapsed=5.0, stop=False, save=False), rank
-        assert shared == {"bleu": 1.5} and gathered == [0, 10, 20]
+        assert shared == {"bleu": 1.5, "pair": [0, "ü"]}, rank  # rank 0's value, as JSON reads it, on every rank
+        if rank == 1:
+            assert gathered == [{"rank": r * 10, "text": "x" * 100 * r} for r in range(3)]
+        else:
+            assert gathered == [0, 10, 20]
 
 
 def test_only_collective_failures_are_reported_as_lost_contact():
@@ -307,6 +319,23 @@ def test_one_process_agrees_with_itself():
     dist = Distributed()
     assert dist.agree(2.5, 7.0, stop=True, save=False) == StepAgreement(2.5, 7.0, True, False)
     assert dist.from_main(lambda: 3, "x") == 3 and dist.gather("a", "x") == ["a"]
+    assert dist.from_main(lambda: (1, 2), "x") == [1, 2]  # as another rank would receive it
+    with pytest.raises(TypeError):
+        dist.gather(object(), "x")  # only JSON travels between ranks
+
+
+def test_no_module_pickles():
+    """README: no pickle anywhere. No module of the package imports pickle, calls torch.load, or uses
+    torch.distributed's object collectives (which pickle)."""
+    import re
+
+    from conftest import REPO_ROOT
+
+    banned = re.compile(r"\bimport pickle\b|\bfrom pickle\b|torch\.load\(|_object_list\(|_object\(|\bdill\b")
+    offenders = [f"{path.relative_to(REPO_ROOT)}:{number}" for path in sorted((REPO_ROOT / "seq2seq").rglob("*.py"))
+                 for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+                 if banned.search(line)]
+    assert offenders == []
 
 
 _EXIT_SCRIPT = """

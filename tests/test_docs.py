@@ -1,5 +1,6 @@
-"""The README and docs/ stay true to the repository: links resolve, named paths exist, the code map lists every
-module, and the names the README imports from ``seq2seq`` exist. Cheap (text only, plus one import)."""
+"""The README and docs/ stay true to the repository: links resolve, named paths exist, the code map
+(docs/architecture.md) lists every module, the names the README imports from ``seq2seq`` exist, and the README's
+first screen is what it is, the two commands, the results and how to use it. Cheap (text only, plus one import)."""
 
 from __future__ import annotations
 
@@ -53,9 +54,10 @@ def missing_paths(page: Path, root: Path = ROOT) -> list[str]:
     return missing
 
 
-def code_map_modules(readme: str) -> tuple[set[str], set[str]]:
-    """The README's code map: (module files it names, e.g. 'seq2seq/decoding/search.py'; folders it names)."""
-    section = readme.split("## Code map", 1)[1]
+def code_map_modules(page: str) -> tuple[set[str], set[str]]:
+    """The code map (docs/architecture.md): (module files it names, e.g. 'seq2seq/decoding/search.py'; folders it
+    names)."""
+    section = page.split("## Code map", 1)[1]
     block = CODE_BLOCK.search(section).group(2)
     files, folders, folder = set(), set(), None
     for line in block.splitlines():
@@ -99,13 +101,13 @@ def test_a_planted_stale_path_is_caught(tmp_path):
 
 
 def test_the_code_map_lists_every_module_and_nothing_else():
-    files, folders = code_map_modules((ROOT / "README.md").read_text(encoding="utf-8"))
+    files, folders = code_map_modules((ROOT / "docs" / "architecture.md").read_text(encoding="utf-8"))
     package = ROOT / "seq2seq"
     detailed = {"seq2seq/", "seq2seq/decoding/", "seq2seq/training/", "seq2seq/serving/"}
     actual = {str(p.relative_to(ROOT)) for folder in detailed for p in (ROOT / folder).glob("*.py")
               if p.name != "__init__.py"}
     subpackages = {f"seq2seq/{p.parent.name}/" for p in package.glob("*/__init__.py")}
-    assert sorted(actual - files) == [], "modules missing from the README's code map"
+    assert sorted(actual - files) == [], "modules missing from docs/architecture.md's code map"
     assert sorted(p for p in files if not (ROOT / p.rstrip("/")).exists()) == [], "code map names missing files"
     assert sorted(subpackages - folders) == [], "subpackages missing from the README's code map"
 
@@ -136,3 +138,32 @@ def test_the_names_the_readme_imports_from_seq2seq_exist():
 def test_the_readme_opens_with_the_two_commands(command):
     first_lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()[:15]
     assert any(command in line for line in first_lines)
+
+
+def first_screen_problems(readme: str) -> list[str]:
+    """What is wrong with a README's first 40 lines: they should hold what it is, the two commands, the results
+    (three rows, undated, each linked to its home) and the start of "Using it"."""
+    screen = "\n".join(readme.splitlines()[:40])
+    problems = []
+    if "## Using it" not in screen:
+        problems.append('"## Using it" does not start within the first 40 lines')
+    rows = [line for line in screen.split("## The result", 1)[-1].splitlines()
+            if line.startswith("| ") and not line.startswith("| recipe")]
+    if len(rows) != 3:
+        problems.append(f"{len(rows)} result rows instead of 3")
+    problems += [f"result row without a link: {row[:40]}" for row in rows if not LINK.search(row)]
+    problems += [f"a date on the first screen: {date}" for date in re.findall(r"\b20\d\d-\d\d-\d\d\b", screen)]
+    return problems
+
+
+def test_the_readmes_first_screen_is_what_it_is_how_to_run_it_the_results_and_how_to_use_it():
+    assert first_screen_problems((ROOT / "README.md").read_text(encoding="utf-8")) == []
+
+
+def test_a_crowded_first_screen_is_caught():
+    readme = ("# x\n\n## The result\n\n| recipe | BLEU |\n|---|---|\n| [a](docs/a.md) | 1 |\n| b (2026-12-02) | 2 |\n"
+              + "filler\n" * 40 + "## Using it\n")
+    assert first_screen_problems(readme) == ['"## Using it" does not start within the first 40 lines',
+                                             "2 result rows instead of 3",
+                                             "result row without a link: | b (2026-12-02) | 2 |",
+                                             "a date on the first screen: 2026-12-02"]

@@ -70,6 +70,6 @@ def test_word_dropout_drops_whole_tokens_at_its_rate_and_keeps_the_expectation()
     dropped = drop_words(embedded, 0.3, training=True)
     zero_rows = (dropped == 0).all(-1)
     assert ((dropped == 0).any(-1) == zero_rows).all(), "a token is dropped whole or not at all"
-    assert abs(float(zero_rows.float().mean()) - 0.3) < 0.01  # 10,000 tokens: 3 standard deviations ~ 0.014
+    assert abs(float(zero_rows.float().mean()) - 0.3) < 0.014  # 10,000 tokens: sd 0.0046, so 3 sd
     torch.testing.assert_close(dropped[~zero_rows], embedded[~zero_rows] / 0.7)
     assert torch.equal(drop_words(embedded, 0.3, training=False), embedded)

@@ -20,10 +20,38 @@ from support.tiny_models import (
 )
 
 from seq2seq.decoding.ensemble import Ensemble
+from seq2seq.decoding_model import DecodingModel, StepDecoder
 from seq2seq.decoding.forced import score_targets
 from seq2seq.tokenizer import BOS_ID, UNK_ID
 
 ATOL = 1e-5
+
+
+def test_members_are_decoding_models_and_others_are_refused_by_name():
+    model = sharp_model("gru", vocab=7)
+    assert isinstance(model, DecodingModel) and isinstance(model.decoder, StepDecoder)
+    assert model.decoder.reads_shared_memory  # the torch decoder reads a sentence's memory row once for its beams
+
+    class NoFlag:  # a decoder that does not say whether it reads shared memory rows
+        def start(self, encoded):
+            return encoded
+
+        def step(self, prev_tokens, state, memory):
+            return prev_tokens, state, memory
+
+    class Model:
+        decoder = NoFlag()
+
+        def encode(self, src, src_lengths):
+            return src
+
+        def eval(self):
+            return self
+
+    with pytest.raises(TypeError, match="Model is not a DecodingModel.*reads_shared_memory"):
+        Ensemble([model, Model()])
+    NoFlag.reads_shared_memory = False
+    assert len(Ensemble([model, Model()])) == 2
 
 
 def test_step_is_the_mean_of_the_members_log_probs():

@@ -104,8 +104,10 @@ def build_cases(base: Path, corpus: Path, model_dir: Path) -> dict[str, Case]:
         "corpus_gzip_garbage": train_case(
             "gz_garbage", gzipped(base / "gz_garbage", en, de, val, damage=lambda b: b[:10] + b"garbage" * 50),
             [str(base / "gz_garbage" / "train.de.gz"), "damaged"]),
+        # without a validation split a tenth is held out (tests/test_own_corpus.py); 9 pairs are too few for that
         "corpus_missing_validation_split": train_case(
-            "no_val", {"train.en": en, "train.de": de}, ["split 'val' not found", "data.valid_split"]),
+            "no_val", {"train.en": en[:9], "train.de": de[:9]},
+            ["split 'val' not found", "too few to hold out", "val.{lang} files", "data.files.val"]),
         "train_negative_max_steps_flag": train_case("max_steps", good, ["train.max_steps", ">= 0"], "--max-steps", "-1"),
         "train_max_tokens_smaller_than_a_sentence": train_case(
             "max_tokens", good, ["train.max_tokens = 10", "longest pair"], "--set", "train.max_tokens=10"),
@@ -152,6 +154,49 @@ def build_cases(base: Path, corpus: Path, model_dir: Path) -> dict[str, Case]:
     cases["evaluate_corrupt_tokenizer"] = Case(
         ["seq2seq.evaluate", "--model", corrupt_tok, "--src", corpus / "val.en", "--ref", corpus / "val.de"],
         [str(corrupt_tok / "tokenizer.src.model"), "not a SentencePiece model"])
+    # issue 37: damaged ONNX graphs, flags that conflict, empty files, a directory for the weights, unbounded text
+    from seq2seq.checkpoint import load_model_dir
+    from seq2seq.onnx_export import export_onnx
+
+    exported = model_copy(model_dir, base / "exported")
+    export_onnx(load_model_dir(exported)[1], exported / "onnx")
+    damaged_encoder = model_copy(exported, base / "damaged_encoder")
+    (damaged_encoder / "onnx" / "encoder.onnx").write_bytes(os.urandom(3000))
+    truncated_step = model_copy(exported, base / "truncated_step")
+    step = truncated_step / "onnx" / "decoder_step.onnx"
+    step.write_bytes(step.read_bytes()[: step.stat().st_size // 3])
+    cases["translate_onnx_damaged_encoder"] = Case(
+        ["seq2seq.translate", "--model", damaged_encoder, "--backend", "onnx", "x"],
+        [str(damaged_encoder / "onnx" / "encoder.onnx"), "python -m seq2seq.onnx_export"])
+    cases["translate_onnx_truncated_step"] = Case(
+        ["seq2seq.translate", "--model", truncated_step, "--backend", "onnx", "x"],
+        [str(step), "not the graph that was exported"])
+    cases["translate_onnx_with_bf16"] = Case(
+        ["seq2seq.translate", "--model", exported, "--backend", "onnx", "--dtype", "bf16", "x"],
+        ["--backend onnx", "runs fp32", "--dtype bf16"])
+    weights_dir = model_copy(model_dir, base / "weights_dir")
+    (weights_dir / "model.safetensors").unlink()
+    (weights_dir / "model.safetensors").mkdir()
+    cases["translate_weights_is_a_directory"] = Case(["seq2seq.translate", "--model", weights_dir, "x"],
+                                                     [str(weights_dir / "model.safetensors"), "is not a file"])
+    (base / "empty.en").write_bytes(b"")
+    (base / "empty.de").write_bytes(b"")
+    cases["evaluate_empty_src_and_ref"] = Case(
+        ["seq2seq.evaluate", "--model", model_dir, "--src", base / "empty.en", "--ref", base / "empty.de"],
+        ["--ref", str(base / "empty.de"), "is empty"])
+    cases["evaluate_empty_src"] = Case(
+        ["seq2seq.evaluate", "--model", model_dir, "--src", base / "empty.en", "--ref", corpus / "val.de"],
+        ["--src", str(base / "empty.en"), "is empty"])
+    cases["evaluate_empty_hyp"] = Case(["seq2seq.evaluate", "--hyp", base / "empty.de", "--ref", corpus / "val.de"],
+                                       ["--hyp", str(base / "empty.de"), "is empty"])
+    cases["translate_prefix_of_3000_words"] = Case(
+        ["seq2seq.translate", "--model", model_dir, "--prefix", " ".join(["ein Mann"] * 1500), "x"],
+        ["prefix 1 has 3000 target pieces; the limit is", "decode.max_len_b"])
+    (base / "one.en").write_text("a man .\n", encoding="utf-8")
+    (base / "long.de").write_text(" ".join(["Hund"] * 20_000) + "\n", encoding="utf-8")
+    cases["score_target_of_20000_words"] = Case(
+        ["seq2seq.score", "--model", model_dir, "--src", base / "one.en", "--tgt", base / "long.de"],
+        ["target 1 has 20000 target pieces; the limit is"])
     return cases
 
 
@@ -183,6 +228,9 @@ CASE_NAMES = [
     "translate_device_cuda_without_gpu", "translate_fp16_on_cpu", "translate_unwritable_plot_attention",
     "evaluate_beam_size_0", "evaluate_batch_size_0",
     "translate_truncated_weights", "translate_config_with_python_tag", "evaluate_corrupt_tokenizer",
+    "translate_onnx_damaged_encoder", "translate_onnx_truncated_step", "translate_onnx_with_bf16",
+    "translate_weights_is_a_directory", "evaluate_empty_src_and_ref", "evaluate_empty_src", "evaluate_empty_hyp",
+    "translate_prefix_of_3000_words", "score_target_of_20000_words",
 ]
 
 

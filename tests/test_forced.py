@@ -19,7 +19,7 @@ from support.tiny_models import (
     teacher_forced_scores,
 )
 
-from seq2seq.config import DecodeConfig
+from seq2seq.decoding.options import DecodeOptions
 from seq2seq.decoding.driver import pad_batch, score_ids, source_ids
 from seq2seq.decoding.forced import score_targets
 from seq2seq.tokenizer import EOS_ID, PAD_ID, UNK_ID
@@ -72,7 +72,7 @@ def test_scoring_the_beams_own_output_gives_its_score_back(alpha):
     src, src_lengths = random_src([6, 3, 8, 1], vocab=9)
     beams = run_beam(model, src, src_lengths, beam_size=4, nbest=4, max_len_a=1.0, max_len_b=4,
                      length_penalty=alpha)
-    decode = DecodeConfig(length_penalty=alpha, batch_size=3)
+    decode = DecodeOptions(length_penalty=alpha, batch_size=3)
     src_ids = [src[i, :n].tolist() for i, n in enumerate(src_lengths.tolist())]
     pairs = [(i, h) for i, hyps in enumerate(beams) for h in hyps]
     scored = score_ids(model, [src_ids[i] for i, _ in pairs], [h.tokens for _, h in pairs], decode)
@@ -84,7 +84,7 @@ def test_scoring_the_beams_own_output_gives_its_score_back(alpha):
 
 def test_score_ids_rejects_unpaired_input():
     with pytest.raises(ValueError, match="pair up"):
-        score_ids(sharp_model(), [[4, EOS_ID]], [[4], [5]], DecodeConfig())
+        score_ids(sharp_model(), [[4, EOS_ID]], [[4], [5]], DecodeOptions())
 
 
 def test_source_ids_and_padding_helpers():
@@ -104,7 +104,8 @@ def test_translator_score_matches_beam_search(tiny_model_dir):
     src_ids = translator.encode_sources(sources)
     beams = translate_ids(translator.models, src_ids, translator.decode_options(beam_size=3, nbest=3))
     pairs = [(ids, h) for ids, hyps in zip(src_ids, beams) for h in hyps]
-    scored = score_ids(translator.models, [ids for ids, _ in pairs], [h.tokens for _, h in pairs], translator.cfg.decode)
+    scored = score_ids(translator.models, [ids for ids, _ in pairs], [h.tokens for _, h in pairs],
+                       translator.decode_options())
     assert len(pairs) == 9
     for (_, hyp), result in zip(pairs, scored):
         assert result.score == pytest.approx(hyp.score, abs=1e-5)
@@ -114,7 +115,7 @@ def test_translator_score_matches_beam_search(tiny_model_dir):
     repeated = [s for s in sources for _ in range(3)]
     results = translator.score(repeated, texts)
     retokenized = translator.tgt_tokenizer.encode(texts)  # a text may re-tokenize differently from the beam's ids
-    by_ids = score_ids(translator.models, translator.encode_sources(repeated), retokenized, translator.cfg.decode)
+    by_ids = score_ids(translator.models, translator.encode_sources(repeated), retokenized, translator.decode_options())
     for result, ids, expected, hyp in zip(results, retokenized, by_ids, [h for entry in best for h in entry]):
         assert result.tokens == ids
         assert result.score == pytest.approx(expected.score, abs=1e-6)

@@ -3,9 +3,7 @@ pushed file list and the model card."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -15,34 +13,12 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT, SUBPROCESS_ENV
+from support.hub_cache import add_snapshot, model_files
 
 pytest.importorskip("huggingface_hub")
 
 COMMIT_A = "a" * 40
 COMMIT_B = "b" * 40
-
-
-def add_snapshot(cache: Path, repo_id: str, commit: str, files: dict[str, Path], ref: str | None = None) -> Path:
-    """Put ``files`` into ``cache`` as huggingface_hub stores a downloaded snapshot: content-addressed blobs under
-    ``models--ORG--NAME/blobs/``, ``snapshots/COMMIT/NAME`` symlinks to them, and ``refs/REF`` holding the commit."""
-    storage = cache / ("models--" + repo_id.replace("/", "--"))
-    snapshot = storage / "snapshots" / commit
-    (storage / "blobs").mkdir(parents=True, exist_ok=True)
-    snapshot.mkdir(parents=True)
-    for name, source in files.items():
-        data = source.read_bytes()
-        blob = storage / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.write_bytes(data)
-        (snapshot / name).symlink_to(os.path.relpath(blob, snapshot))
-    if ref is not None:
-        (storage / "refs").mkdir(exist_ok=True)
-        (storage / "refs" / ref).write_text(commit)
-    return snapshot
-
-
-def model_files(model_dir: Path) -> dict[str, Path]:
-    names = ("config.yaml", "tokenizer.src.model", "tokenizer.tgt.model", "model.safetensors", "results.json")
-    return {name: model_dir / name for name in names}
 
 
 @pytest.fixture
@@ -186,3 +162,65 @@ def test_model_card_front_matter(tiny_model_dir):
     assert found == expected and len(expected) == 4  # test_2016_flickr: greedy and beam, BLEU and chrF
     assert "model.decoder_hidden_size" not in body and "48 units" in body  # the config summary (decoder size)
     assert 'Translator.load("hf:org/tiny")' in body
+
+
+def test_a_push_deletes_the_files_an_older_model_left(tiny_model_dir, other_model_dir, tmp_path, offline_cache,
+                                                     monkeypatch):
+    """Version 1 was pushed with its ONNX graphs; version 2 (other weights, not exported) is pushed over it. The
+    commit deletes the old graphs (a push used to only add files, leaving graphs of other weights beside the new
+    ones), keeps files no push writes, and the new snapshot loads as version 2 with no ONNX graphs in it."""
+    pytest.importorskip("onnxruntime")
+    import huggingface_hub
+
+    from seq2seq.checkpoint import load_model_dir
+    from seq2seq.hub import push_model_dir
+    from seq2seq.onnx_export import export_onnx
+    from seq2seq.translator import Translator
+
+    first = tmp_path / "v1"
+    shutil.copytree(tiny_model_dir, first, ignore=shutil.ignore_patterns("last"))
+    export_onnx(load_model_dir(first)[1], first / "onnx")
+    keep = tmp_path / "notes.txt"
+    keep.write_text("the owner's own file\n")
+    old_files = {**model_files(first), **{f"onnx/{p.name}": p for p in (first / "onnx").iterdir()},
+                 "notes.txt": keep}
+    add_snapshot(offline_cache, "org/tiny", COMMIT_A, old_files, ref="main")
+    assert Translator.load("hf:org/tiny", device="cpu", backend="onnx").translate(SENTENCES[:1]) == \
+        Translator.load(first, device="cpu").translate(SENTENCES[:1])
+
+    commits = []
+
+    class HubStandIn:  # the Hub's side of a push: the repository's files now, and the commit asked for
+        def __init__(self, **kwargs):
+            pass
+
+        def create_repo(self, repo_id, **kwargs):
+            pass
+
+        def list_repo_files(self, repo_id, **kwargs):
+            return sorted(old_files)
+
+        def create_commit(self, repo_id, operations, **kwargs):
+            commits.append(operations)
+            return huggingface_hub.CommitInfo(commit_url=f"https://huggingface.co/{repo_id}/commit/{COMMIT_B}",
+                                              commit_message="", commit_description="", oid=COMMIT_B)
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", HubStandIn)
+    push_model_dir(other_model_dir, "org/tiny")
+    [operations] = commits
+    deleted = {op.path_in_repo for op in operations if isinstance(op, huggingface_hub.CommitOperationDelete)}
+    assert deleted == {"onnx/encoder.onnx", "onnx/decoder_step.onnx", "onnx/exported_from.json"}
+    files = {name: path for name, path in old_files.items() if name not in deleted}
+    for op in operations:
+        if isinstance(op, huggingface_hub.CommitOperationAdd):
+            data = op.path_or_fileobj
+            if isinstance(data, bytes):
+                (tmp_path / "card.md").write_bytes(data)
+                data = tmp_path / "card.md"
+            files[op.path_in_repo] = Path(data)
+    snapshot = add_snapshot(offline_cache, "org/tiny", COMMIT_B, files, ref="v2")
+    assert not (snapshot / "onnx").exists() and (snapshot / "notes.txt").exists()
+    with pytest.raises(ValueError, match="onnx/encoder.onnx is missing"):
+        Translator.load("hf:org/tiny@v2", device="cpu", backend="onnx")
+    assert Translator.load("hf:org/tiny@v2", device="cpu").translate(SENTENCES) == \
+        Translator.load(other_model_dir, device="cpu").translate(SENTENCES)

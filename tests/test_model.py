@@ -10,6 +10,7 @@ import time
 import pytest
 import torch
 from support.model_inputs import (
+    summed_loss,
     ATOL,
     DEC_HIDDEN,
     EMB,
@@ -69,9 +70,11 @@ def test_shapes(rnn_type, bidirectional, encoder_layers, decoder_layers):
     logits, attn = model.decoder(tgt_in, enc)
     assert logits.shape == (batch, tgt_len, TGT_VOCAB)
     assert attn.shape == (batch, tgt_len, src_len)
-    logits, attn = model(src, src_lengths, tgt_in)
-    assert logits.shape == (batch, tgt_len, TGT_VOCAB)
-    loss, num_tokens = model.loss(src, src_lengths, tgt_in, tgt_out)
+    logits, loss = model(src, src_lengths, tgt_in)  # one return shape: (logits, loss), loss None without targets
+    assert logits.shape == (batch, tgt_len, TGT_VOCAB) and loss is None
+    with_targets, _ = model(src, src_lengths, tgt_in, tgt_out)
+    torch.testing.assert_close(with_targets, logits, atol=0, rtol=0)
+    loss, num_tokens = summed_loss(model, src, src_lengths, tgt_in, tgt_out)
     assert loss.shape == () and loss.dtype == torch.float32 and torch.isfinite(loss)
     assert num_tokens == sum(TGT_LENGTHS) + len(TGT_LENGTHS)
 
@@ -83,7 +86,7 @@ def test_padding_invariance(rnn_type, bidirectional, input_feeding):
     model = make_model(rnn_type, bidirectional, encoder_layers=2, decoder_layers=2, input_feeding=input_feeding)
     src, src_lengths, tgt_in, tgt_out = random_batch(SRC_LENGTHS, TGT_LENGTHS)
     enc = model.encode(src, src_lengths)
-    logits, attn = model(src, src_lengths, tgt_in)
+    logits, attn = model.decoder(tgt_in, enc)
     losses = []
     for i, (n, m) in enumerate(zip(SRC_LENGTHS, TGT_LENGTHS)):
         alone_src, alone_tgt = src[i : i + 1, :n], tgt_in[i : i + 1, : m + 1]
@@ -92,12 +95,13 @@ def test_padding_invariance(rnn_type, bidirectional, input_feeding):
         torch.testing.assert_close(alone.final_hidden[:, 0], enc.final_hidden[:, i], atol=ATOL, rtol=0)
         if rnn_type == "lstm":
             torch.testing.assert_close(alone.final_cell[:, 0], enc.final_cell[:, i], atol=ATOL, rtol=0)
-        alone_logits, alone_attn = model(alone_src, src_lengths[i : i + 1], alone_tgt)
+        alone_logits, alone_attn = model.decoder(alone_tgt, alone)
         torch.testing.assert_close(alone_logits[0], logits[i, : m + 1], atol=ATOL, rtol=0)
         torch.testing.assert_close(alone_attn[0], attn[i, : m + 1, :n], atol=ATOL, rtol=0)
         assert torch.count_nonzero(attn[i, :, n:]) == 0
-        losses.append(model.loss(alone_src, src_lengths[i : i + 1], alone_tgt, tgt_out[i : i + 1, : m + 1])[0])
-    loss, _ = model.loss(src, src_lengths, tgt_in, tgt_out)
+        losses.append(summed_loss(model, alone_src, src_lengths[i : i + 1], alone_tgt,
+                                  tgt_out[i : i + 1, : m + 1])[0])
+    loss, _ = summed_loss(model, src, src_lengths, tgt_in, tgt_out)
     torch.testing.assert_close(loss, torch.stack(losses).sum(), atol=1e-4, rtol=1e-5)
 
 
@@ -105,11 +109,11 @@ def test_padding_invariance(rnn_type, bidirectional, input_feeding):
 def test_loss_ignores_padding(label_smoothing):
     model = make_model("lstm")
     src, src_lengths, tgt_in, tgt_out = random_batch(SRC_LENGTHS, TGT_LENGTHS)
-    loss, num_tokens = model.loss(src, src_lengths, tgt_in, tgt_out, label_smoothing=label_smoothing)
+    loss, num_tokens = summed_loss(model, src, src_lengths, tgt_in, tgt_out, label_smoothing=label_smoothing)
     total, count = torch.tensor(0.0), 0
     for i, m in enumerate(TGT_LENGTHS):
-        one, n = model.loss(
-            src[i : i + 1, : SRC_LENGTHS[i]], src_lengths[i : i + 1], tgt_in[i : i + 1, : m + 1],
+        one, n = summed_loss(
+            model, src[i : i + 1, : SRC_LENGTHS[i]], src_lengths[i : i + 1], tgt_in[i : i + 1, : m + 1],
             tgt_out[i : i + 1, : m + 1], label_smoothing=label_smoothing,
         )
         total, count = total + one, count + n
@@ -130,12 +134,12 @@ def test_reference_rnn_model_matches_fused(rnn_type, bidirectional, input_feedin
     reference = make_model(rnn_type, bidirectional, rnn_impl="reference", **kwargs)
     reference.load_state_dict(fused.state_dict())
     src, src_lengths, tgt_in, tgt_out = random_batch(SRC_LENGTHS, TGT_LENGTHS)
-    logits_f, attn_f = fused(src, src_lengths, tgt_in)
-    logits_r, attn_r = reference(src, src_lengths, tgt_in)
+    logits_f, attn_f = fused.decoder(tgt_in, fused.encode(src, src_lengths))
+    logits_r, attn_r = reference.decoder(tgt_in, reference.encode(src, src_lengths))
     torch.testing.assert_close(logits_r, logits_f, atol=ATOL, rtol=0)
     torch.testing.assert_close(attn_r, attn_f, atol=ATOL, rtol=0)
-    loss_f, _ = fused.loss(src, src_lengths, tgt_in, tgt_out, label_smoothing=0.1)
-    loss_r, _ = reference.loss(src, src_lengths, tgt_in, tgt_out, label_smoothing=0.1)
+    loss_f, _ = summed_loss(fused, src, src_lengths, tgt_in, tgt_out, label_smoothing=0.1)
+    loss_r, _ = summed_loss(reference, src, src_lengths, tgt_in, tgt_out, label_smoothing=0.1)
     torch.testing.assert_close(loss_r, loss_f, atol=ATOL, rtol=1e-6)
 
 
@@ -152,7 +156,7 @@ def test_tie_embeddings_shares_the_parameter():
     src, src_lengths, tgt_in, tgt_out = random_batch(SRC_LENGTHS, TGT_LENGTHS)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     before = decoder.embedding.weight.detach().clone()
-    first, count = model.loss(src, src_lengths, tgt_in, tgt_out)
+    first, count = summed_loss(model, src, src_lengths, tgt_in, tgt_out)
     (first / count).backward()
     assert torch.isfinite(decoder.embedding.weight.grad).all()
     optimizer.step()
@@ -160,7 +164,7 @@ def test_tie_embeddings_shares_the_parameter():
     assert not torch.equal(decoder.embedding.weight, before)
     for _ in range(20):
         optimizer.zero_grad()
-        loss, count = model.loss(src, src_lengths, tgt_in, tgt_out)
+        loss, count = summed_loss(model, src, src_lengths, tgt_in, tgt_out)
         (loss / count).backward()
         optimizer.step()
     assert loss < first
@@ -173,7 +177,7 @@ def test_teacher_forcing_ratio_one_is_the_standard_path(input_feeding):
     src, src_lengths, tgt_in, tgt_out = random_batch(SRC_LENGTHS, TGT_LENGTHS)
     logits, _ = model(src, src_lengths, tgt_in, teacher_forcing_ratio=1.0)
     torch.testing.assert_close(logits, stepped_logits(model, src, src_lengths, tgt_in), atol=ATOL, rtol=0)
-    loss, _ = model.loss(src, src_lengths, tgt_in, tgt_out, teacher_forcing_ratio=1.0)
+    loss, _ = summed_loss(model, src, src_lengths, tgt_in, tgt_out, teacher_forcing_ratio=1.0)
     torch.testing.assert_close(loss, summed_nll(logits, tgt_out), atol=1e-4, rtol=1e-5)
 
 
@@ -181,7 +185,7 @@ def test_teacher_forcing_ratio_one_is_the_standard_path(input_feeding):
 def test_teacher_forcing_ratio_below_one(input_feeding):
     model = make_model("gru", input_feeding=input_feeding).train()
     src, src_lengths, tgt_in, tgt_out = random_batch(SRC_LENGTHS, TGT_LENGTHS)
-    loss, count = model.loss(src, src_lengths, tgt_in, tgt_out, teacher_forcing_ratio=0.5)
+    loss, count = summed_loss(model, src, src_lengths, tgt_in, tgt_out, teacher_forcing_ratio=0.5)
     assert torch.isfinite(loss) and count == sum(TGT_LENGTHS) + len(TGT_LENGTHS)
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
@@ -227,7 +231,7 @@ def reversal_accuracy(cfg: ModelConfig, num_symbols: int, steps: int, longest: i
     model.train()
     for _ in range(steps):
         batch = reversal_batch([seq for seq in sample(64) if tuple(seq) not in held_out_set])
-        loss, num_tokens = model.loss(*batch)
+        loss, num_tokens = summed_loss(model, *batch)
         optimizer.zero_grad()
         (loss / num_tokens).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -260,8 +264,8 @@ def test_word_dropout_reaches_both_embeddings_in_training_only():
     src, lengths = torch.randint(4, 20, (4, 6)), torch.full((4,), 6)
     tgt = torch.randint(4, 20, (4, 5))
     model.eval()
-    reference = model.loss(src, lengths, tgt, tgt)[0]
-    assert torch.equal(model.loss(src, lengths, tgt, tgt)[0], reference)
+    reference = summed_loss(model, src, lengths, tgt, tgt)[0]
+    assert torch.equal(summed_loss(model, src, lengths, tgt, tgt)[0], reference)
     model.train()
     torch.manual_seed(5)
     encoded = model.encode(src, lengths).outputs

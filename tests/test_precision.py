@@ -10,7 +10,9 @@ import torch
 from seq2seq import hardware, precision
 from test_hardware import FAST_BF16, NO_AVX512
 from seq2seq.config import ConfigError, ModelConfig
+from seq2seq.decoding.search import decoding_work
 from seq2seq.model import build_model
+from seq2seq.training.step import training_work
 
 CPU = torch.device("cpu")
 
@@ -39,6 +41,9 @@ def test_explicit_dtypes_and_errors():
         precision.explicit_autocast("fp8", CPU)
 
 
+WORK = {"train": training_work(200), "decode": decoding_work(200, 2)}
+
+
 @pytest.mark.parametrize("purpose", ["train", "decode"])
 def test_measure_times_every_cpu_candidate_without_touching_the_model_or_the_rng(purpose):
     model = tiny_model()
@@ -46,7 +51,7 @@ def test_measure_times_every_cpu_candidate_without_touching_the_model_or_the_rng
     torch.manual_seed(123)
     expected_next = torch.rand(3)
     torch.manual_seed(123)
-    seconds = precision.measure(CPU, model, purpose, size=200, beam_size=2, rounds=1)
+    seconds = precision.measure(CPU, model, WORK[purpose], rounds=1)
     assert set(seconds) == {"fp32", "bf16"} and all(0 < s < 60 for s in seconds.values())
     assert torch.equal(torch.rand(3), expected_next), "measuring consumed the global random stream"
     for name, tensor in model.state_dict().items():
@@ -59,18 +64,18 @@ def test_auto_measures_once_per_workload_and_then_reads_the_cache(tmp_path, monk
     real_measure = precision.measure
 
     def counting_measure(*args, **kwargs):
-        calls.append(args[2])
+        calls.append(args[2].purpose)
         return real_measure(*args, **kwargs, rounds=1)
 
     monkeypatch.setattr(precision, "measure", counting_measure)
     with caplog.at_level("INFO", logger="seq2seq.precision"):
-        first = precision.choose_autocast("auto", CPU, model, "train", tmp_path, 200)
-        again = precision.choose_autocast("auto", CPU, model, "train", tmp_path, 200)
-        other = precision.choose_autocast("auto", CPU, model, "decode", tmp_path, 8, beam_size=2)
+        first = precision.choose_autocast("auto", CPU, model, training_work(200), tmp_path)
+        again = precision.choose_autocast("auto", CPU, model, training_work(200), tmp_path)
+        other = precision.choose_autocast("auto", CPU, model, decoding_work(8, 2), tmp_path)
     assert calls == ["train", "decode"], "the second train lookup should come from the cache"
     assert first == again and first in (None, torch.bfloat16) and other in (None, torch.bfloat16)
     cache = json.loads((tmp_path / precision.CACHE_FILE).read_text(encoding="utf-8"))
-    assert len(cache) == 2
+    assert sorted(key.split(" | ")[-1] for key in cache) == ["decode 8 beam 2", "train 200"]
     for key, entry in cache.items():
         assert torch.__version__ in key and "threads" in key
         assert set(entry["seconds"]) == {"fp32", "bf16"}
@@ -78,14 +83,14 @@ def test_auto_measures_once_per_workload_and_then_reads_the_cache(tmp_path, monk
     assert "cached measurement" in caplog.text and "dtype auto for train" in caplog.text
     # a different model shape is a different workload
     bigger = build_model(ModelConfig(emb_size=16, encoder_hidden_size=16, decoder_hidden_size=32), 50, 60)
-    precision.choose_autocast("auto", CPU, bigger, "train", tmp_path, 200)
+    precision.choose_autocast("auto", CPU, bigger, training_work(200), tmp_path)
     assert calls == ["train", "decode", "train"]
 
 
 def test_an_unwritable_cache_still_gives_a_choice(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory", encoding="utf-8")
-    assert precision.auto_dtype(CPU, tiny_model(), "decode", blocker / "cache", 4) in ("fp32", "bf16")
+    assert precision.auto_dtype(CPU, tiny_model(), decoding_work(4, 1), blocker / "cache") in ("fp32", "bf16")
 
 
 @pytest.fixture
@@ -130,19 +135,19 @@ def test_a_cache_shared_by_two_hosts_measures_on_each(tmp_path, monkeypatch):
     for host in (FAST_BF16, NO_AVX512, FAST_BF16, NO_AVX512):
         (tmp_path / "cpuinfo").write_text(host, encoding="utf-8")
         monkeypatch.setattr(hardware, "CPUINFO", tmp_path / "cpuinfo")
-        precision.auto_dtype(CPU, model, "train", tmp_path / "shared", 200)
+        precision.auto_dtype(CPU, model, training_work(200), tmp_path / "shared")
     assert len(calls) == 2 and calls[0] != calls[1]
     assert len(json.loads((tmp_path / "shared" / precision.CACHE_FILE).read_text(encoding="utf-8"))) == 2
 
 
-def test_a_clearly_slower_candidate_is_timed_no_further(monkeypatch):
+def test_a_clearly_slower_candidate_is_timed_no_further():
     """A real slow candidate (bf16 doing ten training steps where fp32 does one, as a host emulating bf16 does in
     effect): after its warm-up, or at the latest its first timed run, it is timed no further, while fp32 runs every
     round; the choice is fp32. The runs are counted, not timed."""
-    real_work, runs = precision._training_work, {"fp32": 0, "bf16": 0}
+    real_work, runs = training_work(200), {"fp32": 0, "bf16": 0}
 
-    def work(model, device, amp, size, beam_size):
-        name, step = "bf16" if amp == torch.bfloat16 else "fp32", real_work(model, device, amp, size, beam_size)
+    def prepare(model, device, amp):
+        name, step = "bf16" if amp == torch.bfloat16 else "fp32", real_work.prepare(model, device, amp)
         repeats = 10 if name == "bf16" else 1
 
         def run():
@@ -151,8 +156,8 @@ def test_a_clearly_slower_candidate_is_timed_no_further(monkeypatch):
                 step()
         return run
 
-    monkeypatch.setattr(precision, "_training_work", work)
-    seconds = precision.measure(CPU, tiny_model(), "train", size=200, rounds=3)
+    slow_bf16 = precision.TimedWork("train", "200", "step", prepare)
+    seconds = precision.measure(CPU, tiny_model(), slow_bf16, rounds=3)
     assert runs["fp32"] == 4 and runs["bf16"] <= 2, runs
     assert precision.decide(seconds) == "fp32" and seconds["bf16"] > 2 * seconds["fp32"]
 

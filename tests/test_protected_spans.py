@@ -8,7 +8,7 @@ import torch
 
 from seq2seq.glossary import Glossary, GlossaryError
 from seq2seq.protected_spans import SourceVocabulary, Span, find_spans, verbatim
-from seq2seq.span_copy import check, input_spans, read_spans, restore
+from seq2seq.decoding.span_copy import check, input_spans, read_spans, restore
 
 
 def spans_of(line: str, vocabulary=None) -> list[tuple[str, str]]:

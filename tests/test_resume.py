@@ -106,6 +106,8 @@ def test_unreadable_training_state_is_one_clear_error(run_dir, capsys, content):
     ("data.max_length=20", "data.max_length"),
     ("data.path=/another/corpus", "data.path"),
     ("data.files={train: [a.en, a.de]}", "data.files"),
+    ("data.clean_max_ratio=9", "data.clean_max_ratio"),
+    ("train.init_from=/some/model", "train.init_from"),
 ])
 def test_resume_refuses_settings_that_change_the_model_or_the_batches(run_dir, capsys, override, key):
     err = resume_error(run_dir, capsys, override)
@@ -167,6 +169,25 @@ def test_tokenizers_without_a_config_are_checked_by_their_vocabulary(tiny_model_
     assert train_main(new_run_argv(out, tiny_corpus, tmp_path / "cache", override)) == 2
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err, err
+
+
+def test_tokenizers_without_a_config_count_their_byte_pieces_on_top(tiny_model_dir, tmp_path):
+    """Byte fallback adds 256 pieces on top of tokenizer.vocab_size: the tiny model's tokenizers (400 + 256) are
+    reused under vocab_size 400 (they were refused as "656 pieces, more than 400"), and still refused under 399."""
+    from seq2seq.config import load_config
+    from seq2seq.training.resume import check_reused_tokenizers
+    from seq2seq.training import TrainingError
+
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("tokenizer.src.model", "tokenizer.tgt.model"):
+        shutil.copy(tiny_model_dir / name, out / name)
+    cfg = load_config(tiny_model_dir / "config.yaml")
+    assert cfg.tokenizer.vocab_size == 400 and cfg.tokenizer.byte_fallback
+    check_reused_tokenizers(cfg, out)
+    cfg.tokenizer.vocab_size = 399
+    with pytest.raises(TrainingError, match="more than tokenizer.vocab_size = 399 \\+ 256 byte pieces"):
+        check_reused_tokenizers(cfg, out)
 
 
 # ---------------------------------------------------------------------------- stopped before the first save

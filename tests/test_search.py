@@ -56,6 +56,8 @@ class ScriptedDecoder:
     and a prefix the script does not list ends (EOS 1.0). ``calls`` counts the steps taken.
     """
 
+    reads_shared_memory = False  # one ScriptedMemory row per hypothesis
+
     def __init__(self, scripts: list[dict[tuple[int, ...], dict[int, float]]]) -> None:
         self.scripts = scripts
         self.calls = 0
@@ -80,13 +82,17 @@ class ScriptedDecoder:
 
 
 class ScriptedModel:
-    """What search.py needs from a model: ``encode`` and a ``decoder`` with ``start`` / ``step``."""
+    """What search needs from a model (a DecodingModel): ``encode``, ``eval`` and a ``decoder`` with ``start`` /
+    ``step``."""
 
     def __init__(self, *scripts) -> None:
         self.decoder = ScriptedDecoder(list(scripts))
 
     def encode(self, src, src_lengths):
         return src, src_lengths
+
+    def eval(self):
+        return self
 
 
 def scripted_src(*lengths: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,6 +1,6 @@
-"""The optional per-step ``trace`` of greedy and beam search (what the service's page draws): every kept
-hypothesis and every finishing candidate carries its teacher-forced log-probability, the returned n-best are
-among the finished candidates, and a sentence's trace in a batch is its trace alone."""
+"""The optional per-step ``trace`` of greedy, beam and constrained beam search (what the service's page draws):
+every kept hypothesis and every finishing candidate carries its teacher-forced log-probability, the returned n-best
+are among the finished candidates, and a sentence's trace in a batch is its trace alone."""
 
 from __future__ import annotations
 
@@ -29,32 +29,35 @@ def run(search: str, model, src, src_lengths, trace: list):
     kwargs = {"max_len_a": 1.0, "max_len_b": 4, "length_penalty": ALPHA, "trace": trace}
     if search == "greedy":
         return [[h] for h in run_greedy(model, src, src_lengths, **kwargs)]
+    if search == "constrained":  # one phrase per sentence; the hypotheses that end are the candidates
+        phrases = [[[5, 6]], [[7]], [[4], [9]]][: src.size(0)]
+        return run_beam(model, src, src_lengths, beam_size=3, nbest=2, constraints=phrases, **kwargs)
     return run_beam(model, src, src_lengths, beam_size=3, nbest=2, **kwargs)
 
 
-@pytest.mark.parametrize("search", ["greedy", "beam"])
+@pytest.mark.parametrize("search", ["greedy", "beam", "constrained"])
 def test_trace_scores_are_teacher_forced_log_probabilities(search):
     model = random_model("gru")
     src, src_lengths = random_src([6, 2, 9])
-    trace: list[dict] = []
+    trace: list = []
     results = run(search, model, src, src_lengths, trace)
-    assert trace and bool(trace[-1]["done"].all())
+    assert trace and bool(trace[-1].done.all())
     for b, n in enumerate(src_lengths.tolist()):
         finished = []
         for t, record in enumerate(trace):
-            if t > 0 and bool(trace[t - 1]["done"][b]):
+            if t > 0 and bool(trace[t - 1].done[b]):
                 break
-            for tokens, score in zip(record["tokens"][b].tolist(), record["scores"][b].tolist()):
+            for tokens, score in zip(record.tokens[b].tolist(), record.scores[b].tolist()):
                 if math.isfinite(score):
                     assert len(tokens) == t + 1 and EOS_ID not in tokens
                     assert score == pytest.approx(log_prob(model, src[b], n, tokens), abs=1e-4)
-            for tokens, score, ends in zip(record["candidate_tokens"][b].tolist(), record["candidate_scores"][b].tolist(),
-                                           record["finishing"][b].tolist()):
+            for tokens, score, ends in zip(record.candidate_tokens[b].tolist(), record.candidate_scores[b].tolist(),
+                                           record.finishing[b].tolist()):
                 if ends:
                     assert tokens[-1] == EOS_ID and len(tokens) == t + 1
                     assert score == pytest.approx(log_prob(model, src[b], n, tokens) / lp(t + 1, ALPHA), abs=1e-4)
                     finished.append((tokens[:-1], score))
-        done_at = next(t for t, record in enumerate(trace) if bool(record["done"][b]))
+        done_at = next(t for t, record in enumerate(trace) if bool(record.done[b]))
         if search == "greedy":  # greedy is done for a sentence at the step it emits EOS
             assert done_at == len(results[b][0].tokens)
         else:  # beam search is done no earlier than its n-best have finished
@@ -67,13 +70,13 @@ def test_trace_scores_are_teacher_forced_log_probabilities(search):
 def test_a_sentences_trace_in_a_batch_is_its_trace_alone(search):
     model = random_model("lstm")
     src, src_lengths = random_src([6, 2, 9, 4])
-    together: list[dict] = []
+    together: list = []
     run(search, model, src, src_lengths, together)
     for b, n in enumerate(src_lengths.tolist()):
-        alone: list[dict] = []
+        alone: list = []
         run(search, model, src[b : b + 1, :n], src_lengths[b : b + 1], alone)
         for record, single in zip(together, alone):
-            assert record["tokens"][b].tolist() == single["tokens"][0].tolist()
-            assert record["scores"][b].tolist() == pytest.approx(single["scores"][0].tolist(), abs=1e-5)
-            assert record["finishing"][b].tolist() == single["finishing"][0].tolist()
-            assert bool(record["done"][b]) == bool(single["done"][0])
+            assert record.tokens[b].tolist() == single.tokens[0].tolist()
+            assert record.scores[b].tolist() == pytest.approx(single.scores[0].tolist(), abs=1e-5)
+            assert record.finishing[b].tolist() == single.finishing[0].tolist()
+            assert bool(record.done[b]) == bool(single.done[0])

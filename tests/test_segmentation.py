@@ -116,6 +116,25 @@ def test_pair_seeds_depend_on_seed_epoch_and_side_but_not_on_the_corpus_size():
     assert base.dtype == np.uint32 and base.max() < 2**32 - 1
 
 
+def test_a_pair_is_sampled_with_its_corpus_row_seed_whatever_the_length_filter_dropped(corpus, tmp_path):
+    """The seed of a pair is its corpus row's, not its position after the length filter: corpus row r is segmented
+    the same in the filtered training set as in an unfiltered one (no limit replaces a sample by the best here)."""
+    raw, train, src_tok, tgt_tok = corpus
+    everything = tokenize_split(raw, src_tok, tgt_tok, str(tmp_path), 10_000)
+    assert len(everything) == len(raw) > len(train)
+
+    def by_row(dataset) -> dict[int, tuple[list[int], list[int]]]:
+        segmentation = SampledSegmentation(raw, dataset, src_tok, tgt_tok, 0.1, None, 10**9, seed=7)
+        sampled = segmentation.sample(3)
+        return {int(row): (sampled.src_flat[sampled.src_offsets[j]:sampled.src_offsets[j + 1]].tolist(),
+                           sampled.tgt_flat[sampled.tgt_offsets[j]:sampled.tgt_offsets[j + 1]].tolist())
+                for j, row in enumerate(segmentation.rows)}
+
+    filtered, unfiltered = by_row(train), by_row(everything)
+    assert filtered.keys() < unfiltered.keys()
+    assert all(filtered[row] == unfiltered[row] for row in filtered)
+
+
 # ---------------------------------------------------------------------------- training with sampled segmentations
 def test_sampled_training_is_reproducible_and_resumes_exactly(tiny_corpus, tmp_path, monkeypatch):
     """With tokenizer.sample_alpha, a run interrupted at step 5 repeats the uninterrupted run's first 5 steps (one
@@ -131,6 +150,8 @@ def test_sampled_training_is_reproducible_and_resumes_exactly(tiny_corpus, tmp_p
 
     train(cfg, full_dir)
     train_until_interrupted(cfg, out, 5, monkeypatch)
+    interrupted = json.loads((out / "last" / "state.json").read_text(encoding="utf-8"))
+    assert interrupted["step"] == 5 and interrupted["batch_in_epoch"] > 0  # the interrupt landed mid-epoch
     assert train(cfg, out, resume=True)["step"] == 8
 
     def losses(run_dir: Path) -> dict[int, float]:

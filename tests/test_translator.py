@@ -142,9 +142,9 @@ def test_scores_equal_the_teacher_forced_log_probability(translator, beam_size, 
         hypotheses = translator.translate(sentence, beam_size=beam_size, nbest=nbest, return_scores=True)
         for hypothesis in hypotheses if isinstance(hypotheses, list) else [hypotheses]:
             with torch.no_grad():
-                loss, _ = translator.model.loss(torch.tensor([src_ids]), torch.tensor([len(src_ids)]),
-                                                torch.tensor([[BOS_ID, *hypothesis.tokens]]),
-                                                torch.tensor([[*hypothesis.tokens, EOS_ID]]))
+                _, loss = translator.model(torch.tensor([src_ids]), torch.tensor([len(src_ids)]),
+                                           torch.tensor([[BOS_ID, *hypothesis.tokens]]),
+                                           torch.tensor([[*hypothesis.tokens, EOS_ID]]))
             expected = -float(loss) / ((5 + len(hypothesis.tokens) + 1) / 6) ** alpha
             assert hypothesis.score == pytest.approx(expected, abs=1e-4), (sentence, hypothesis.tokens)
             checked += 1
@@ -186,8 +186,8 @@ def test_generate_trace_is_the_search_that_gave_the_translations(translator):
     assert len(traces) == 3 and traces[1] == []
     for entry, trace in zip([entries[0], entries[2]], [traces[0], traces[2]]):
         finished = [(tokens, score) for record in trace for tokens, score, ends in
-                    zip(record["candidate_tokens"][0].tolist(), record["candidate_scores"][0].tolist(),
-                        record["finishing"][0].tolist()) if ends]
+                    zip(record.candidate_tokens[0].tolist(), record.candidate_scores[0].tolist(),
+                        record.finishing[0].tolist()) if ends]
         best_tokens, best_score = max(finished, key=lambda item: item[1])
         assert best_tokens[:-1] == entry[0].tokens and best_score == pytest.approx(entry[0].score, abs=1e-6)
     assert [e[0].text for e in entries] == [e[0].text for e in translator.generate([SENTENCES[1], "  ", SENTENCES[3]],
@@ -286,3 +286,22 @@ def test_loading_a_model_writes_only_to_the_users_own_cache(tiny_model_dir, tmp_
     assert not elsewhere.exists()
     cached = json.loads((tmp_path / "home" / ".cache" / "seq2seq" / precision.CACHE_FILE).read_text("utf-8"))
     assert [entry["choice"] for entry in cached.values()] in (["fp32"], ["bf16"])
+
+
+def test_prefixes_and_scored_targets_are_bounded_like_the_output(translator):
+    """A 3,000-word prefix used to decode 3,000+ pieces and a 20,000-piece target to be scored without a limit: both
+    are refused before any decoding once over the longest output the model may give (max_len_a * max_src_length +
+    max_len_b pieces, computed here from the config by hand); a prefix within it still decodes."""
+    decode = translator.cfg.decode
+    limit = int(decode.max_len_a * decode.max_src_length + decode.max_len_b)
+    assert translator.max_target_pieces() == limit
+    over = " ".join(["Hund"] * (limit + 1))
+    assert len(translator.tgt_tokenizer.encode([over])[0]) > limit
+    with pytest.raises(ValueError, match=f"the prefix of input 2 has {limit + 1} target pieces; the limit is {limit}"):
+        translator.generate(["", "a dog", "a cat"], prefix=[None, over, "Eine"], beam_size=2)
+    with pytest.raises(ValueError, match=f"prefix 1 has {limit + 1} target pieces"):
+        translator.check_prefix(over)
+    with pytest.raises(ValueError, match=f"target 2 has {limit + 1} target pieces; the limit is {limit}"):
+        translator.score(["a dog", "a cat"], ["Ein Hund", over])
+    [[fine]] = translator.generate(["a dog"], prefix="Ein Hund", beam_size=1)
+    assert fine.text.startswith("Ein Hund")

@@ -77,7 +77,7 @@ def counted_training_flops(model: Seq2Seq, batch) -> tuple[int, dict[str, int]]:
 
     counter = FlopCounterMode(display=False)
     with counter:
-        loss, tokens = model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, 0.1)
-        (loss / tokens).backward()
+        _, loss = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, label_smoothing=0.1)
+        (loss / batch.num_tgt_tokens).backward()
     per_module = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
     return counter.get_total_flops(), per_module

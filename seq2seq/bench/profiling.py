@@ -13,13 +13,13 @@ from seq2seq.decoding.driver import translate_ids
 from seq2seq.decoding.options import DecodeOptions
 from seq2seq.model import Seq2Seq
 from seq2seq.training.optimizer import build_optimizer
-from seq2seq.training.step import Learner, StepSettings, train_step
+from seq2seq.training.step import Learner, StepSettings, train_step, training_work
 from seq2seq.precision import choose_autocast
 
 
 def profile(cfg: Config, work: Workload, model: Seq2Seq, device: torch.device, sources: list[str], rows: int) -> None:
     """Print torch.profiler's top ops (self time) for one training step and one beam batch."""
-    amp = choose_autocast(cfg.train.dtype, device, model, "train", cfg.data.cache_dir, cfg.train.max_tokens)
+    amp = choose_autocast(cfg.train.dtype, device, model, training_work(cfg.train.max_tokens), cfg.data.cache_dir)
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 

@@ -19,7 +19,7 @@ from seq2seq.bench.workload import Workload
 from seq2seq.config import Config
 from seq2seq.model import Seq2Seq, build_model
 from seq2seq.training.optimizer import build_optimizer
-from seq2seq.training.step import Learner, StepSettings, train_step
+from seq2seq.training.step import Learner, StepSettings, train_step, training_work
 from seq2seq.precision import choose_autocast
 
 
@@ -34,8 +34,8 @@ class TrainingBench:
         torch.manual_seed(cfg.train.seed)
         self.cfg, self.work, self.device = cfg, work, device
         self.model = build_model(cfg.model, work.src_tok.vocab_size, work.tgt_tok.vocab_size).to(device).train()
-        self.amp = choose_autocast(cfg.train.dtype, device, self.model, "train", cfg.data.cache_dir,
-                                   cfg.train.max_tokens)
+        self.amp = choose_autocast(cfg.train.dtype, device, self.model, training_work(cfg.train.max_tokens),
+                                   cfg.data.cache_dir)
         self.learner = Learner(self.model, build_optimizer(cfg.train, self.model.parameters()),
                                StepSettings.of(cfg.train), device, self.amp)
         sampler = TokenBatchSampler.from_dataset(work.train_data, cfg.train.max_tokens, cfg.train.seed)

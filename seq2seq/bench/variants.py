@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from seq2seq.config import ConfigError
+from seq2seq.config import DTYPES, ConfigError  # DTYPES: the compute dtypes a variant may ask for (``auto`` too)
 
-#: compute dtypes a variant may ask for; ``auto`` resolves per machine by measurement (seq2seq/precision.py)
-DTYPES = ("fp32", "bf16", "tf32", "fp16", "auto")
+__all__ = ["DTYPES", "Variant", "parse_variants"]
 
 
 @dataclass

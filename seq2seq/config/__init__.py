@@ -7,16 +7,19 @@ type-checked on load; an unknown key, a wrong type or a value outside its allowe
 
 - :mod:`~seq2seq.config.sections`: the sections, every key with its default and meaning;
 - :mod:`~seq2seq.config.loading`: YAML files and ``section.key=value`` overrides, checked against the annotations;
-- :mod:`~seq2seq.config.checks`: the range checks a well-typed config must still pass.
+- :mod:`~seq2seq.config.checks`: the range checks a well-typed config must still pass, and the decode settings'
+  ranges (:data:`DECODE_RANGES`, :func:`nbest_range`) that the Python API and the command lines check against.
 """
 
-from seq2seq.config.checks import check_config
+from seq2seq.config.checks import DECODE_RANGES, check_config, in_decode_range, nbest_range
 from seq2seq.config.loading import apply_overrides, config_from_dict, load_config, parse_override
 from seq2seq.config.sections import (
     MAX_BEAM_SIZE,
     MAX_DECODE_BATCH_SIZE,
     MAX_LEN_A,
     MAX_LEN_B,
+    MAX_SAMPLES,
+    DTYPES,
     SECTIONS,
     SEGMENTATION_SAMPLING_KEYS,
     SPECIAL_PIECES,
@@ -30,7 +33,8 @@ from seq2seq.config.sections import (
 )
 
 __all__ = [
-    "MAX_BEAM_SIZE", "MAX_DECODE_BATCH_SIZE", "MAX_LEN_A", "MAX_LEN_B", "SECTIONS", "SEGMENTATION_SAMPLING_KEYS",
-    "SPECIAL_PIECES", "Config", "ConfigError", "DataConfig", "DecodeConfig", "ModelConfig", "TokenizerConfig",
-    "TrainConfig", "apply_overrides", "check_config", "config_from_dict", "load_config", "parse_override",
+    "DECODE_RANGES", "DTYPES", "MAX_BEAM_SIZE", "MAX_DECODE_BATCH_SIZE", "MAX_LEN_A", "MAX_LEN_B", "MAX_SAMPLES",
+    "SECTIONS", "SEGMENTATION_SAMPLING_KEYS", "SPECIAL_PIECES", "Config", "ConfigError", "DataConfig", "DecodeConfig",
+    "ModelConfig", "TokenizerConfig", "TrainConfig", "apply_overrides", "check_config", "config_from_dict",
+    "in_decode_range", "load_config", "nbest_range", "parse_override",
 ]

@@ -13,9 +13,26 @@ from seq2seq.config.sections import (
     MAX_DECODE_BATCH_SIZE,
     MAX_LEN_A,
     MAX_LEN_B,
+    MAX_SAMPLES,
     SPECIAL_PIECES,
     ConfigError,
 )
+
+#: the decode settings' ranges [lowest, highest], stated once: config.yaml's ``decode`` section, the Python API
+#: (:mod:`seq2seq.decoding.options`) and the command-line flags (:mod:`seq2seq.command_line`) check against them
+DECODE_RANGES = {"beam_size": (1, MAX_BEAM_SIZE), "batch_size": (1, MAX_DECODE_BATCH_SIZE),
+                 "max_len_a": (0, MAX_LEN_A), "max_len_b": (1, MAX_LEN_B)}
+
+
+def in_decode_range(name: str, value: float) -> bool:
+    """Whether decode setting ``name`` (a key of :data:`DECODE_RANGES`) may be ``value``."""
+    return _within(value, DECODE_RANGES[name])
+
+
+def nbest_range(beam_size: int, sampling: bool = False) -> tuple[int, int]:
+    """The n-best rule: an input gets 1 to ``beam_size`` hypotheses from a search, 1 to :data:`MAX_SAMPLES`
+    samples when sampling."""
+    return 1, (MAX_SAMPLES if sampling else beam_size)
 
 if TYPE_CHECKING:
     from seq2seq.config.sections import Config
@@ -24,6 +41,15 @@ if TYPE_CHECKING:
 def _get(cfg: "Config", dotted: str) -> Any:
     section, key = dotted.split(".", 1)
     return getattr(getattr(cfg, section), key)
+
+
+def _within(value: float, bounds: tuple[float, float]) -> bool:
+    return bounds[0] <= value <= bounds[1]
+
+
+def _decode_range_check(cfg: "Config", name: str) -> tuple[str, bool, str]:
+    low, high = DECODE_RANGES[name]
+    return f"decode.{name}", in_decode_range(name, getattr(cfg.decode, name)), f"in [{low}, {high}]"
 
 
 def check_config(cfg: "Config") -> "Config":
@@ -62,6 +88,10 @@ def check_config(cfg: "Config") -> "Config":
          "'top', or 'bottom' with model.decoder_layers >= 2"),
         ("data.max_length", cfg.data.max_length >= 1, ">= 1"),
         ("data.num_workers", cfg.data.num_workers >= 0, ">= 0 (0 = auto)"),
+        ("data.held_out_pairs", cfg.data.held_out_pairs >= 1, ">= 1"),
+        ("data.clean_max_ratio", cfg.data.clean_max_ratio == 0 or cfg.data.clean_max_ratio >= 1,
+         "0 (off) or a ratio >= 1"),
+        ("data.clean_min_script", 0.0 <= cfg.data.clean_min_script <= 1.0, "in [0, 1] (0 = off)"),
         ("train.max_tokens", cfg.train.max_tokens >= 2, ">= 2"),
         ("train.lr", 0 < cfg.train.lr < float("inf"), "a finite number > 0"),
         ("train.label_smoothing", 0.0 <= cfg.train.label_smoothing < 1.0, "in [0, 1)"),
@@ -76,12 +106,11 @@ def check_config(cfg: "Config") -> "Config":
         ("train.max_bad_steps", cfg.train.max_bad_steps >= 1, ">= 1"),
         ("train.ema_decay", 0.0 <= cfg.train.ema_decay < 1.0, "in [0, 1) (0 = off)"),
         ("train.save_every", t.save_every >= 0, ">= 0 (minutes; 0 = save only at validation)"),
-        ("decode.beam_size", 1 <= cfg.decode.beam_size <= MAX_BEAM_SIZE, f"in [1, {MAX_BEAM_SIZE}]"),
-        ("decode.nbest", 1 <= cfg.decode.nbest <= cfg.decode.beam_size, "in [1, decode.beam_size]"),
-        ("decode.batch_size", 1 <= cfg.decode.batch_size <= MAX_DECODE_BATCH_SIZE,
-         f"in [1, {MAX_DECODE_BATCH_SIZE}]"),
-        ("decode.max_len_a", 0 <= cfg.decode.max_len_a <= MAX_LEN_A, f"in [0, {MAX_LEN_A}]"),
-        ("decode.max_len_b", 1 <= cfg.decode.max_len_b <= MAX_LEN_B, f"in [1, {MAX_LEN_B}]"),
+        _decode_range_check(cfg, "beam_size"),
+        ("decode.nbest", _within(cfg.decode.nbest, nbest_range(cfg.decode.beam_size)), "in [1, decode.beam_size]"),
+        _decode_range_check(cfg, "batch_size"),
+        _decode_range_check(cfg, "max_len_a"),
+        _decode_range_check(cfg, "max_len_b"),
         ("decode.min_length", cfg.decode.min_length >= 0, ">= 0"),
         ("decode.no_repeat_ngram", cfg.decode.no_repeat_ngram >= 0, ">= 0 (0 = off)"),
         ("decode.max_src_length", cfg.decode.max_src_length >= 1, ">= 1"),

@@ -8,6 +8,7 @@ checks in seq2seq/config/checks.py.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +21,12 @@ MAX_BEAM_SIZE = 100
 MAX_DECODE_BATCH_SIZE = 4096
 MAX_LEN_A = 10.0
 MAX_LEN_B = 1000
+#: most samples one input may ask for (``--sampling --nbest``, ``translate(nbest=..., sampling=...)``)
+MAX_SAMPLES = MAX_BEAM_SIZE
+
+#: compute dtype names: ``auto`` (measured on the machine at hand, seq2seq/precision.py), then most exact first
+ComputeDtype = Literal["auto", "fp32", "tf32", "bf16", "fp16"]
+DTYPES: tuple[str, ...] = typing.get_args(ComputeDtype)
 
 
 class ConfigError(ValueError):
@@ -34,9 +41,27 @@ class DataConfig:
     tgt_lang: str = "de"
     train_split: str = "train"
     valid_split: str = "val"
-    test_splits: list[str] = field(default_factory=lambda: ["test_2016_flickr", "test_2017_flickr"])
-    #: explicit file pairs per split, e.g. ``{train: [corpus.en, corpus.de]}``; they override ``path``
+    #: the splits scored at the end of training; null (the default): the corpus's own test splits, every split
+    #: besides the training and validation ones (none for a TSV file); [] = none
+    test_splits: list[str] | None = None
+    #: explicit files per split, e.g. ``{train: [corpus.en, corpus.de], val: [dev.tsv]}`` (a pair of line-aligned
+    #: files, or one TSV file of source<TAB>target lines); they are the whole corpus and override ``path``
     files: dict[str, list[str]] = field(default_factory=dict)
+    #: pairs held out of the training split for validation when the corpus has no ``valid_split`` (at most a tenth
+    #: of the training pairs; chosen with ``train.seed``, saved in the run directory as held_out.{lang})
+    held_out_pairs: int = 1000
+    #: cleaning of the training split before training (seq2seq/cleaning.py; validation and test are never
+    #: filtered); what each filter removed is in the log and in the run's cleaning.json. Exact duplicate pairs
+    #: (the first kept):
+    clean_duplicates: bool = True
+    #: pairs whose target is the source copied (equal up to case and spacing)
+    clean_copies: bool = True
+    #: pairs whose longer side has more than this many times the characters of the shorter one, each counted + 1
+    #: (0 = off)
+    clean_max_ratio: float = 3.0
+    #: pairs where less than this share of one side's letters is in its language's script (Latin for en/de/fr/cs,
+    #: Cyrillic for ru, ...; languages of unknown script are not checked; 0 = off)
+    clean_min_script: float = 0.5
     #: training pairs longer than this many pieces (either side, before BOS/EOS) are dropped
     max_length: int = 50
     #: where tokenized corpora are cached as Arrow files
@@ -120,6 +145,10 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     seed: int = 1234
+    #: fine-tuning: start this new run from a trained model (a model directory or ``hf:ORG/NAME[@REVISION]``): its
+    #: weights, tokenizers and architecture, with a fresh optimizer and this run's schedule (``--init-from``;
+    #: seq2seq/training/init_from.py). "" = a new model from random weights
+    init_from: str = ""
     #: padded source + target positions per batch
     max_tokens: int = 4096
     optimizer: Literal["adam", "adamw"] = "adam"
@@ -160,7 +189,7 @@ class TrainConfig:
     #: compute dtype under autocast; the loss, the recurrent state and the gate arithmetic stay fp32.
     #: ``auto``: the fastest on this machine for this model, measured once and cached (seq2seq/precision.py):
     #: fp32 or bf16 on a CPU; tf32, bf16 or fp16 (with a grad scaler) on CUDA
-    dtype: Literal["auto", "fp32", "tf32", "bf16", "fp16"] = "auto"
+    dtype: ComputeDtype = "auto"
     #: CPU threads (0 = all cores)
     threads: int = 0
     #: consecutive non-finite losses tolerated (each skipped) before training aborts
@@ -195,7 +224,7 @@ class DecodeConfig:
     #: source lines longer than this many pieces are truncated, with a warning
     max_src_length: int = 250
     #: compute dtype for translation; ``auto`` measures as for training (decoding steps of this batch and beam size)
-    dtype: Literal["auto", "fp32", "tf32", "bf16", "fp16"] = "auto"
+    dtype: ComputeDtype = "auto"
 
 
 @dataclass

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from seq2seq.decoding.hypothesis import Hypothesis, strip_ids
+from seq2seq.decoding.hypothesis import Hypothesis, TraceStep, strip_ids
 from seq2seq.decoding.logits import length_penalty
 from seq2seq.decoding.options import DecodeOptions
 from seq2seq.tokenizer import EOS_ID, PAD_ID
@@ -148,16 +148,18 @@ def constraint_room(constraints: list[list[list[int]]], device) -> Tensor:
 
 
 class ConstrainedSelection:
-    """The beams of B sentences (K each, flat rows b*K .. b*K + K - 1), their constraint states and finished lists.
+    """The beams of B sentences (K each, flat rows b*K .. b*K + K - 1), their constraint states and finished lists:
+    a :class:`~seq2seq.decoding.selection.SelectionStrategy`.
 
     Args:
         constraints: per sentence, its phrases, each a non-empty list of target piece ids.
         options: ``beam_size`` (K), ``nbest``, ``length_penalty``, ``return_attention``.
         max_lengths: (B,) most output pieces per sentence, :func:`constraint_room` included; src_lengths: (B,).
+        tracing: keep each step's ended hypotheses for :meth:`trace_record`.
     """
 
     def __init__(self, constraints: list[list[list[int]]], options: DecodeOptions, max_lengths: Tensor,
-                 src_lengths: Tensor) -> None:
+                 src_lengths: Tensor, tracing: bool = False) -> None:
         if len(constraints) != max_lengths.size(0) or any(not phrase for phrases in constraints for phrase in phrases):
             raise ValueError("constraints: one list of non-empty phrases per sentence")
         self.constraints, self.options = constraints, options
@@ -171,6 +173,8 @@ class ConstrainedSelection:
         self.beam_states = [[ConstraintState()] * beams for _ in range(batch_size)]  # immutable: sharing is safe
         self.finished: list[list[_Finished]] = [[] for _ in range(batch_size)]
         self.done = [False] * batch_size
+        self.tracing = tracing
+        self.step_ended: list[list[tuple[list[int], float]]] = []  # per sentence: (ids + EOS, score) ended this step
 
     def _candidate_pairs(self, top_ids: list[list[int]], best_tokens: list[int], vocab_size: int):
         """Per sentence the (beam, token) pairs worth scoring, and the EOS pairs that may end a hypothesis."""
@@ -221,7 +225,7 @@ class ConstrainedSelection:
             scores_of.append(flat_scores[start : start + len(pairs_of[b])])
             start += len(pairs_of[b])
 
-        origins, tokens = [], []
+        origins, tokens, ended = [], [], [[] for _ in range(batch_size)]
         for b in range(batch_size):
             phrases, chosen = constraints[b], []
             if not self.done[b]:
@@ -239,6 +243,8 @@ class ConstrainedSelection:
                         normalized = score / length_penalty(float(step + 1), self.options.length_penalty)
                         finished[b].append(_Finished(new_state.complete(phrases), normalized,
                                                      strip_ids(history[row].tolist()), attn))
+                        if self.tracing:
+                            ended[b].append((history[row].tolist() + [EOS_ID], normalized))
                     else:
                         candidates.append((score, new_state.pieces_met(phrases), (k, token, score, new_state)))
                 chosen = allocate(candidates, beams, self.total[b])
@@ -250,6 +256,7 @@ class ConstrainedSelection:
             origins += [b * beams + k for k, _, _, _ in chosen]
             tokens += [token for _, token, _, _ in chosen]
             self._check_done(b)
+        self.step_ended = ended
         return torch.tensor(origins, device=device), torch.tensor(tokens, device=device)
 
     def _check_done(self, b: int) -> None:
@@ -263,6 +270,23 @@ class ConstrainedSelection:
     def done_sentences(self) -> Tensor:
         """(B,) bool: the sentences whose search is over (their rows need no more model steps)."""
         return torch.tensor(self.done, device=self.device)
+
+    def trace_record(self, history: Tensor) -> TraceStep:
+        """This step for ``beam_search``'s trace: the beams kept (``history`` (B*K, t + 1) after the move) and, as
+        the candidates, the hypotheses that ended at the step (every one joins the finished list; C is the most
+        any sentence had, at least 1; PAD, score -inf and not finishing past a sentence's own)."""
+        width = history.size(1)
+        count = max([1] + [len(entries) for entries in self.step_ended])
+        candidate_tokens = torch.full((self.batch_size, count, width), PAD_ID, dtype=torch.long)
+        candidate_scores = torch.full((self.batch_size, count), float("-inf"))
+        finishing = torch.zeros(self.batch_size, count, dtype=torch.bool)
+        for b, entries in enumerate(self.step_ended):
+            for c, (ids, score) in enumerate(entries):
+                candidate_tokens[b, c, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+                candidate_scores[b, c], finishing[b, c] = score, True
+        return TraceStep(tokens=history.view(self.batch_size, self.beams, -1).cpu(),
+                         scores=torch.tensor(self.beam_scores), candidate_tokens=candidate_tokens, finishing=finishing,
+                         candidate_scores=candidate_scores, done=torch.tensor(self.done))
 
     def hypotheses(self) -> list[list[Hypothesis]]:
         """Per sentence its ``nbest`` hypotheses, those meeting every constraint first, best score first."""

@@ -12,14 +12,14 @@ from typing import Callable, Sequence
 
 import torch
 
-from seq2seq.config import DecodeConfig
 from seq2seq.decoding.ensemble import as_ensemble
 from seq2seq.decoding.forced import TargetScore, score_targets
 from seq2seq.decoding.hypothesis import Hypothesis
 from seq2seq.decoding.options import DecodeOptions
 from seq2seq.decoding.sampling import Sampling, sample_search
 from seq2seq.decoding.search import beam_search, greedy_search
-from seq2seq.tokenizer import EOS_ID, PAD_ID
+from seq2seq.padding import pad_rows
+from seq2seq.tokenizer import EOS_ID
 
 
 def sentence_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -37,22 +37,15 @@ def source_ids(pieces: Sequence[int], max_src_length: int) -> list[int]:
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad id lists into (B, S) with PAD_ID; returns (ids, lengths (B,))."""
-    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
-    padded = torch.full((len(sequences), int(lengths.max())), PAD_ID, dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        padded[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-    return padded.to(device), lengths.to(device)
+    """Right-pad id lists into (B, S) with PAD_ID (:func:`~seq2seq.padding.pad_rows`); returns (ids,
+    lengths (B,))."""
+    ids, lengths = pad_rows(sequences)
+    return ids.to(device), lengths.to(device)
 
 
 def pad_prefixes(prefixes: Sequence[Sequence[int]], device: torch.device) -> torch.Tensor | None:
     """Forced target prefixes -> (B, P) right-padded with PAD_ID, or None when no row has one."""
-    if not any(prefixes):
-        return None
-    padded = torch.full((len(prefixes), max(len(p) for p in prefixes)), PAD_ID, dtype=torch.long)
-    for row, prefix in enumerate(prefixes):
-        padded[row, : len(prefix)] = torch.tensor(list(prefix), dtype=torch.long)
-    return padded.to(device)
+    return pad_rows(prefixes)[0].to(device) if any(prefixes) else None
 
 
 def translate_ids(
@@ -112,30 +105,27 @@ def score_ids(
     model,
     src_ids: Sequence[Sequence[int]],
     tgt_ids: Sequence[Sequence[int]],
-    decode: DecodeConfig,
-    return_attention: bool = False,
+    options: DecodeOptions,
+    *,
     device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype | None = None,
 ) -> list[TargetScore]:
     """Score given targets (piece ids, no BOS/EOS) of source id sequences (ending in EOS); input order.
 
-    Scores use ``decode.length_penalty``, as beam search does.
+    Reads ``options.batch_size``, ``options.length_penalty`` (scores are normalized as beam search ranks) and
+    ``options.return_attention``.
     """
     if len(src_ids) != len(tgt_ids):
         raise ValueError(f"{len(src_ids)} sources but {len(tgt_ids)} targets: they must pair up one to one")
     model = as_ensemble(model)
     device = torch.device(device)
     results: list[TargetScore | None] = [None] * len(src_ids)
-    for indices in sentence_batches([len(s) for s in src_ids], decode.batch_size):
+    for indices in sentence_batches([len(s) for s in src_ids], options.batch_size):
         src, src_lengths = pad_batch([src_ids[i] for i in indices], device)
-        targets = [tgt_ids[i] for i in indices]
-        tgt = torch.full((len(targets), max(len(t) for t in targets)), PAD_ID, dtype=torch.long)  # (B, T), T may be 0
-        for row, target in enumerate(targets):
-            tgt[row, : len(target)] = torch.tensor(list(target), dtype=torch.long)
-        tgt_lengths = torch.tensor([len(t) for t in targets], device=device)
+        tgt, tgt_lengths = pad_batch([tgt_ids[i] for i in indices], device)  # (B, T), T may be 0
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            scored = score_targets(model, src, src_lengths, tgt.to(device), tgt_lengths, decode.length_penalty,
-                                   return_attention)
+            scored = score_targets(model, src, src_lengths, tgt, tgt_lengths, options.length_penalty,
+                                   options.return_attention)
         for index, result in zip(indices, scored):
             results[index] = result
     return results

@@ -17,6 +17,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from seq2seq.decoding_model import DecodingModel, StepDecoder
+
 
 @dataclass
 class EnsembleState:
@@ -48,12 +50,16 @@ class Ensemble:
     """One or more encoder-decoder models decoding as one.
 
     Args:
-        models: objects with ``encode(src, src_lengths)`` and ``decoder.start`` / ``decoder.step`` (a Seq2Seq).
+        models: :class:`~seq2seq.decoding_model.DecodingModel` s (a Seq2Seq, an onnxruntime model, ...).
     """
 
-    def __init__(self, models: Sequence) -> None:
+    def __init__(self, models: Sequence[DecodingModel]) -> None:
         if not models:
             raise ValueError("an ensemble needs at least one model")
+        for model in models:
+            if not isinstance(model, DecodingModel) or not isinstance(model.decoder, StepDecoder):
+                raise TypeError(f"{type(model).__name__} is not a DecodingModel (seq2seq/decoding_model.py): it "
+                                "needs encode(), eval() and a decoder with start(), step() and reads_shared_memory")
         self.models = list(models)
 
     def __len__(self) -> int:
@@ -69,7 +75,7 @@ class Ensemble:
         shared (:meth:`~seq2seq.decoder.Memory.for_beams`) where a member's decoder reads shared memory
         (``reads_shared_memory``), else copied per hypothesis."""
         return EnsembleMemory([
-            member.for_beams(beams) if getattr(model.decoder, "reads_shared_memory", False)
+            member.for_beams(beams) if model.decoder.reads_shared_memory
             else member.repeat_interleave(beams)
             for model, member in zip(self.models, memory.members)
         ])

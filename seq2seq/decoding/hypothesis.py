@@ -1,4 +1,5 @@
-"""What a search returns: :class:`Hypothesis`, and the id clean-up every search applies to its outputs."""
+"""What a search returns: :class:`Hypothesis`; what it records of each step when traced: :class:`TraceStep`; and
+the id clean-up every search applies to its outputs."""
 
 from __future__ import annotations
 
@@ -23,6 +24,29 @@ class Hypothesis:
     tokens: list[int]
     score: float
     attention: Optional[Tensor] = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class TraceStep:
+    """One step of a traced search (CPU tensors; B sentences, K kept hypotheses each, C candidates each): what the
+    service's page draws (seq2seq/serving/schema.py ``beam_steps``).
+
+    Attributes:
+        tokens: (B, K, t + 1) the hypotheses kept after the step (PAD where a row holds none).
+        scores: (B, K) their summed log-probabilities (-inf: no hypothesis kept in that slot).
+        candidate_tokens: (B, C, t + 1) candidates ending at this step: the top 2K of plain beam search, the
+            piece chosen by greedy search, the hypotheses that ended here in constrained search.
+        finishing: (B, C) which of them joined the finished hypotheses.
+        candidate_scores: (B, C) their length-normalized scores.
+        done: (B,) whether the sentence's search is over.
+    """
+
+    tokens: Tensor
+    scores: Tensor
+    candidate_tokens: Tensor
+    finishing: Tensor
+    candidate_scores: Tensor
+    done: Tensor
 
 
 def strip_ids(tokens: list[int]) -> list[int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from seq2seq.decoding.options import DecodeOptions
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
@@ -93,13 +94,15 @@ def force_prefix(log_probs: Tensor, raw_log_probs: Tensor, step: int, prefix: Te
 
 
 def next_log_probs(
-    model, prev_tokens: Tensor, state, memory, history: Tensor, max_lengths: Tensor, min_length: int,
-    no_repeat_ngram: int, shortest_limit: int = 0, prefix: Tensor | None = None,
+    model, prev_tokens: Tensor, state, memory, options: DecodeOptions, *, history: Tensor, max_lengths: Tensor,
+    shortest_limit: int = 0, prefix: Tensor | None = None,
 ):
     """One ensemble step followed by the constraints. Returns (log_probs (N, V) fp32, state, attn (N, S)).
 
     Args:
-        model: an :class:`~seq2seq.decoding.ensemble.Ensemble`; history: (N, t) ids generated so far.
+        model: an :class:`~seq2seq.decoding.ensemble.Ensemble`; prev_tokens: (N,); state / memory: N rows.
+        options: the decode's settings; ``min_length`` and ``no_repeat_ngram`` are read.
+        history: (N, t) ids generated so far.
         max_lengths: (N,) per row; shortest_limit: its minimum as a Python int (no device sync per step).
         prefix: (N, P) forced ids (PAD = free), see :func:`force_prefix`.
     """
@@ -107,8 +110,8 @@ def next_log_probs(
     log_probs = raw_log_probs.clone() if prefix is not None else raw_log_probs
     log_probs[:, PAD_ID] = float("-inf")
     log_probs[:, BOS_ID] = float("-inf")
-    log_probs = ban_eos_before_min_length(log_probs, history, min_length, max_lengths)
-    log_probs = ban_repeated_ngrams(log_probs, history, no_repeat_ngram)
+    log_probs = ban_eos_before_min_length(log_probs, history, options.min_length, max_lengths)
+    log_probs = ban_repeated_ngrams(log_probs, history, options.no_repeat_ngram)
     log_probs = force_eos_at_max_length(log_probs, history.size(1), max_lengths, shortest_limit)
     log_probs = force_prefix(log_probs, raw_log_probs, history.size(1), prefix)
     return log_probs, state, attn_weights

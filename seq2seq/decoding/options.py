@@ -4,7 +4,8 @@
 the length limits, the length penalty, ``min_length``, ``no_repeat_ngram``, ``return_attention``) and the batch
 size :func:`~seq2seq.decoding.driver.translate_ids` decodes with. :meth:`DecodeOptions.from_config` builds it from
 a model's ``decode`` section plus the caller's overrides (a request's beam size, n-best, ...); the names are the
-config's names. :func:`check_nbest` is the one n-best rule the Python API and the command lines share.
+config's names. :func:`check_beam_size`, :func:`check_batch_size` and :func:`check_nbest` raise the Python API's
+errors for the ranges stated once in :mod:`seq2seq.config.checks` (``DECODE_RANGES``, ``nbest_range``).
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from seq2seq.config import MAX_BEAM_SIZE, MAX_DECODE_BATCH_SIZE, DecodeConfig
+from seq2seq.config import DECODE_RANGES, MAX_SAMPLES, DecodeConfig, in_decode_range, nbest_range
 
-#: most samples one input may ask for (``--sampling --nbest``, ``translate(nbest=..., sampling=...)``)
-MAX_SAMPLES = MAX_BEAM_SIZE
+__all__ = ["MAX_SAMPLES", "DecodeOptions", "check_batch_size", "check_beam_size", "check_nbest"]
 
 
 @dataclass(frozen=True)
@@ -61,21 +61,23 @@ class DecodeOptions:
 
 
 def check_beam_size(beam_size: int) -> None:
-    """ValueError unless ``1 <= beam_size <= MAX_BEAM_SIZE``."""
-    if not 1 <= beam_size <= MAX_BEAM_SIZE:
-        raise ValueError(f"beam_size must be in [1, {MAX_BEAM_SIZE}], got {beam_size}")
+    """ValueError unless ``beam_size`` is in ``DECODE_RANGES["beam_size"]`` ([1, MAX_BEAM_SIZE])."""
+    if not in_decode_range("beam_size", beam_size):
+        raise ValueError(f"beam_size must be in [1, {DECODE_RANGES['beam_size'][1]}], got {beam_size}")
 
 
 def check_batch_size(batch_size: int) -> None:
-    """ValueError unless ``1 <= batch_size <= MAX_DECODE_BATCH_SIZE``."""
-    if not 1 <= batch_size <= MAX_DECODE_BATCH_SIZE:
-        raise ValueError(f"batch_size must be in [1, {MAX_DECODE_BATCH_SIZE}], got {batch_size}")
+    """ValueError unless ``batch_size`` is in ``DECODE_RANGES["batch_size"]`` ([1, MAX_DECODE_BATCH_SIZE])."""
+    if not in_decode_range("batch_size", batch_size):
+        raise ValueError(f"batch_size must be in [1, {DECODE_RANGES['batch_size'][1]}], got {batch_size}")
 
 
 def check_nbest(nbest: int, beam_size: int, sampling: bool = False) -> None:
-    """ValueError unless ``nbest`` is in [1, beam_size] (search) or [1, MAX_SAMPLES] (sampling)."""
+    """ValueError unless ``nbest`` is in :func:`~seq2seq.config.nbest_range`: [1, beam_size] (search) or
+    [1, MAX_SAMPLES] (sampling)."""
+    low, high = nbest_range(beam_size, sampling)
+    if low <= nbest <= high:
+        return
     if sampling:
-        if not 1 <= nbest <= MAX_SAMPLES:
-            raise ValueError(f"nbest (samples per input) must be between 1 and {MAX_SAMPLES}, got {nbest}")
-    elif not 1 <= nbest <= beam_size:
-        raise ValueError(f"nbest must be between 1 and the beam size ({beam_size}), got {nbest}")
+        raise ValueError(f"nbest (samples per input) must be between 1 and {high}, got {nbest}")
+    raise ValueError(f"nbest must be between 1 and the beam size ({high}), got {nbest}")

@@ -111,9 +111,7 @@ def sample_search(
     Returns:
         per sentence (input order) its samples, in the order drawn (not sorted: they are draws, not a ranking).
     """
-    num_samples = options.nbest
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    num_samples = options.nbest  # checked where the settings enter (check_nbest with sampling)
     hypotheses = greedy_search(model, src, src_lengths, options, prefix=prefix, pick=sampler, copies=num_samples)
     return [hypotheses[i : i + num_samples] for i in range(0, len(hypotheses), num_samples)]
 

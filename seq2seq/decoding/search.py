@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 
 from seq2seq.decoding.constrained import ConstrainedSelection, constraint_room
-from seq2seq.decoding.ensemble import Ensemble
-from seq2seq.decoding.hypothesis import Hypothesis, strip_ids
+from seq2seq.decoding.ensemble import Ensemble, as_ensemble
+from seq2seq.decoding.hypothesis import Hypothesis, TraceStep, strip_ids
 from seq2seq.decoding.live_rows import LiveRows
 from seq2seq.decoding.logits import (  # re-exported: the search API in one place
     ban_eos_before_min_length,
@@ -33,13 +33,15 @@ from seq2seq.decoding.logits import (  # re-exported: the search API in one plac
     max_output_lengths,
     next_log_probs,
 )
-from seq2seq.decoding.options import DecodeOptions
+from seq2seq.decoding.options import DecodeOptions, check_nbest
+from seq2seq.decoding.selection import SelectionStrategy
 from seq2seq.decoding.topk import TopKSelection
+from seq2seq.precision import TimedWork, random_ids
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 __all__ = ["DecodeOptions", "Hypothesis", "beam_search", "greedy_search", "start_beams", "limits_with_prefix",
-           "argmax_tokens", "ban_eos_before_min_length", "ban_repeated_ngrams", "force_eos_at_max_length",
-           "force_prefix", "length_penalty", "max_output_lengths", "next_log_probs"]
+           "argmax_tokens", "decoding_work", "ban_eos_before_min_length", "ban_repeated_ngrams",
+           "force_eos_at_max_length", "force_prefix", "length_penalty", "max_output_lengths", "next_log_probs"]
 
 
 def limits_with_prefix(src_lengths: Tensor, max_len_a: float, max_len_b: int, prefix: Tensor | None) -> Tensor:
@@ -78,8 +80,8 @@ def greedy_search(
         prefix: (B, P) target ids every output must start with (PAD past each row's prefix), or None.
         pick: (B, V) constrained log-probabilities -> (B,) next tokens; the argmax (greedy) by default,
             a :class:`~seq2seq.decoding.sampling.Sampler` for sampling.
-        trace: if a list, receives one dict per step in :func:`beam_search`'s format with a beam of one
-            (K = 1, and one candidate: the piece chosen).
+        trace: if a list, receives one :class:`~seq2seq.decoding.hypothesis.TraceStep` per step with a beam of
+            one (K = 1, and one candidate: the piece chosen).
         copies: decode each sentence this many times (rows b*copies .. b*copies + copies - 1), encoding it once;
             :func:`~seq2seq.decoding.sampling.sample_search` draws several samples this way.
     Returns:
@@ -101,9 +103,8 @@ def greedy_search(
     live = LiveRows(batch_size, 1)  # the model steps only the rows not yet finished
     for step in range(longest_limit + 1):
         log_probs, state, attn_weights = next_log_probs(
-            model, live.take(prev_tokens), state, memory, live.take(history), live.take(max_lengths),
-            options.min_length, options.no_repeat_ngram, shortest_limit, live.take(prefix),
-        )
+            model, live.take(prev_tokens), state, memory, options, history=live.take(history),
+            max_lengths=live.take(max_lengths), shortest_limit=shortest_limit, prefix=live.take(prefix))
         # finished rows get a uniform row (a sampler draws for every row, as its random streams expect)
         log_probs, attn_weights = live.spread(log_probs, 0.0), live.spread(attn_weights, 0.0)
         next_tokens = pick(log_probs)
@@ -117,9 +118,9 @@ def greedy_search(
             ends_here = next_tokens.eq(EOS_ID)
             normalized = scores / length_penalty(float(step + 1), alpha)
             kept_scores = scores.masked_fill(finished | ends_here, float("-inf"))
-            trace.append({"tokens": history.unsqueeze(1).cpu(), "scores": kept_scores.unsqueeze(1).cpu(),
-                          "candidate_tokens": history.unsqueeze(1).cpu(), "finishing": ends_here.unsqueeze(1).cpu(),
-                          "candidate_scores": normalized.unsqueeze(1).cpu(), "done": (finished | ends_here).cpu()})
+            trace.append(TraceStep(tokens=history.unsqueeze(1).cpu(), scores=kept_scores.unsqueeze(1).cpu(),
+                                   candidate_tokens=history.unsqueeze(1).cpu(), finishing=ends_here.unsqueeze(1).cpu(),
+                                   candidate_scores=normalized.unsqueeze(1).cpu(), done=(finished | ends_here).cpu()))
         finished |= next_tokens.eq(EOS_ID)
         prev_tokens = next_tokens
         state, memory = live.follow(None, finished, state, memory)
@@ -179,26 +180,22 @@ def beam_search(
         prefix: (B, P) target ids every output must start with (PAD past each row's prefix), or None.
         constraints: per sentence, phrases (non-empty lists of target ids) its outputs must contain
             (:mod:`~seq2seq.decoding.constrained`; each sentence's length limit grows by its phrases' length), or None.
-        trace: (without constraints) if a list, receives one dict of CPU tensors per step (the beam as it went):
-            ``tokens`` (B, K, t + 1) the kept hypotheses, ``scores`` (B, K) their summed log-probs,
-            ``candidate_tokens`` (B, 2K, t + 1) the top 2K candidates ending there, ``finishing`` (B, 2K) which
-            of them joined the finished buffer, ``candidate_scores`` (B, 2K) their length-normalized scores,
-            ``done`` (B,).
+        trace: if a list, receives one :class:`~seq2seq.decoding.hypothesis.TraceStep` per step (the beam as it
+            went: the kept hypotheses and their summed log-probs; the candidates ending there, the top 2K, or with
+            constraints the hypotheses that ended; which joined the finished ones; their normalized scores; done).
     Returns:
         per sentence (input order), its ``nbest`` hypotheses, best first (with constraints: those meeting every
         constraint first).
     """
     beams = options.beam_size
-    if not 1 <= options.nbest <= beams:
-        raise ValueError(f"nbest must be in [1, beam_size={beams}], got {options.nbest}")
-    if constraints is not None and trace is not None:
-        raise ValueError("trace records unconstrained beam search only")
+    check_nbest(options.nbest, beams)  # the n-best rule (also where the settings enter: it guards direct calls)
     device = src.device
     state, memory, row_prefix = start_beams(model, src, src_lengths, beams, prefix, share=True)
     max_lengths = limits_with_prefix(src_lengths, options.max_len_a, options.max_len_b, prefix).to(device)  # (B,)
+    selection: SelectionStrategy
     if constraints is not None:
         max_lengths = max_lengths + constraint_room(constraints, device)  # room for the phrases
-        selection = ConstrainedSelection(constraints, options, max_lengths, src_lengths)
+        selection = ConstrainedSelection(constraints, options, max_lengths, src_lengths, tracing=trace is not None)
     else:
         selection = TopKSelection(options, max_lengths, src_lengths, src.size(1), tracing=trace is not None)
     shortest_limit = int(max_lengths.min())  # once: no device sync per step
@@ -211,9 +208,8 @@ def beam_search(
     live = LiveRows(rows, beams)  # the model steps only the rows of sentences not yet done
     for step in range(int(max_lengths.max()) + 1):
         log_probs, state, attn_weights = next_log_probs(
-            model, live.take(prev_tokens), state, memory, live.take(history), live.take(row_max_lengths),
-            options.min_length, options.no_repeat_ngram, shortest_limit, live.take(row_prefix),
-        )
+            model, live.take(prev_tokens), state, memory, options, history=live.take(history),
+            max_lengths=live.take(row_max_lengths), shortest_limit=shortest_limit, prefix=live.take(row_prefix))
         log_probs, attn_weights = live.spread(log_probs, float("-inf")), live.spread(attn_weights, 0.0)
         attention = torch.cat([attn_history, attn_weights.unsqueeze(1)], dim=1) if options.return_attention else None
         chosen_rows, prev_tokens = selection.choose(step, log_probs, history, attention)
@@ -226,3 +222,28 @@ def beam_search(
         if live.all_done:
             break
     return selection.hypotheses()
+
+
+def decoding_work(sentences: int, beams: int) -> TimedWork:
+    """What ``dtype: auto`` (:mod:`seq2seq.precision`) times for decoding: encoding ``sentences`` sentences of 20
+    pieces and 25 decoder steps for ``sentences * beams`` hypotheses, started and stepped as beam search does
+    (:func:`start_beams`, :meth:`~seq2seq.decoding.ensemble.Ensemble.step`)."""
+
+    def prepare(model: torch.nn.Module, device: torch.device, amp: torch.dtype | None) -> Callable[[], None]:
+        length, steps = 20, 25
+        src = random_ids(sentences, length, model.encoder.embedding.num_embeddings, device)
+        src_lengths = torch.full((sentences,), length, dtype=torch.long, device=device)
+        ensemble = as_ensemble(model.eval())
+
+        @torch.no_grad()
+        def decode() -> None:
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                state, memory, _ = start_beams(ensemble, src, src_lengths, beams, None, share=True)
+                tokens = torch.full((sentences * beams,), BOS_ID, dtype=torch.long, device=device)
+                for _ in range(steps):
+                    log_probs, state, _ = ensemble.step(tokens, state, memory)
+                    tokens = log_probs.argmax(dim=-1)
+
+        return decode
+
+    return TimedWork("decode", f"{sentences} beam {beams}", "batch", prepare)

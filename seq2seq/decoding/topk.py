@@ -13,14 +13,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from seq2seq.decoding.hypothesis import Hypothesis, strip_ids
+from seq2seq.decoding.hypothesis import Hypothesis, TraceStep, strip_ids
 from seq2seq.decoding.logits import length_penalty
 from seq2seq.decoding.options import DecodeOptions
 from seq2seq.tokenizer import EOS_ID, PAD_ID
 
 
 class TopKSelection:
-    """The beams of B sentences (K each, flat rows b*K .. b*K + K - 1) and their finished buffers.
+    """The beams of B sentences (K each, flat rows b*K .. b*K + K - 1) and their finished buffers: a
+    :class:`~seq2seq.decoding.selection.SelectionStrategy`.
 
     Args:
         options: ``beam_size`` (K), ``nbest``, ``length_penalty``, ``return_attention``.
@@ -45,7 +46,7 @@ class TopKSelection:
         self.done = torch.zeros(batch_size, dtype=torch.bool, device=device)
         self.rank = torch.arange(2 * beams, device=device).unsqueeze(0)  # (1, 2K)
         self.batch_offsets = (torch.arange(batch_size, device=device) * beams).unsqueeze(1)  # (B, 1)
-        self.step_trace: dict = {}
+        self.step_candidates: tuple[Tensor, Tensor, Tensor] | None = None  # (tokens, finishing, scores)
 
     def choose(self, step: int, log_probs: Tensor, history: Tensor, attention: Tensor | None) -> tuple[Tensor, Tensor]:
         """One step: record the hypotheses that end here and pick the K that continue.
@@ -88,9 +89,8 @@ class TopKSelection:
 
         if self.tracing:  # the candidates as they stand before the beam moves on
             candidates_tokens = torch.cat([history.index_select(0, origin_rows), top_tokens.view(-1, 1)], dim=1)
-            self.step_trace = {"candidate_tokens": candidates_tokens.view(batch_size, 2 * beams, -1).cpu(),
-                               "finishing": finishing.cpu(),
-                               "candidate_scores": (top_scores / length_penalty(float(step + 1), alpha)).cpu()}
+            self.step_candidates = (candidates_tokens.view(batch_size, 2 * beams, -1).cpu(), finishing.cpu(),
+                                    (top_scores / length_penalty(float(step + 1), alpha)).cpu())
 
         # 2. The K best candidates that do not end in EOS continue.
         self.beam_scores, chosen = top_scores.masked_fill(is_eos, neg_inf).topk(beams, dim=1)  # (B, K)
@@ -106,11 +106,13 @@ class TopKSelection:
         """(B,) bool: the sentences whose search is over (their rows need no more model steps)."""
         return self.done
 
-    def trace_record(self, history: Tensor) -> dict:
-        """This step for ``beam_search``'s trace: the candidates of :meth:`choose` and the beams kept (``history``
-        (B*K, t + 1) after the move)."""
-        return {**self.step_trace, "tokens": history.view(self.batch_size, self.beams, -1).cpu(),
-                "scores": self.beam_scores.cpu(), "done": self.done.cpu().clone()}  # done changes in place
+    def trace_record(self, history: Tensor) -> TraceStep:
+        """This step for ``beam_search``'s trace: the top 2K candidates of :meth:`choose` (kept when built with
+        ``tracing``) and the beams kept (``history`` (B*K, t + 1) after the move)."""
+        candidate_tokens, finishing, candidate_scores = self.step_candidates
+        return TraceStep(tokens=history.view(self.batch_size, self.beams, -1).cpu(), scores=self.beam_scores.cpu(),
+                         candidate_tokens=candidate_tokens, finishing=finishing, candidate_scores=candidate_scores,
+                         done=self.done.cpu().clone())  # done changes in place
 
     def hypotheses(self) -> list[list[Hypothesis]]:
         """Per sentence its ``nbest`` finished hypotheses, best first."""

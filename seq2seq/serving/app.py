@@ -28,6 +28,7 @@ except ImportError as _err:  # the package itself must work without the serve ex
 import torch
 
 from seq2seq.translator import Translator
+from seq2seq.serving.access import AccessControl, RateLimiter
 from seq2seq.serving.dynamic_batcher import BatcherBusy, BatcherStopped, DynamicBatcher
 from seq2seq.serving.schema import (
     LimitExceeded,
@@ -135,11 +136,13 @@ async def wait_for_disconnect(request: Request) -> None:
 
 def create_app(translator: Translator, model_dir: str | Path | None = None, limits: Limits | None = None,
                batch_wait_ms: float = 5.0, batching: bool = True, max_pending: int = 256,
-               max_batch_texts: int | None = None) -> FastAPI:
+               max_batch_texts: int | None = None, token: str | None = None,
+               rate_limit: int | None = None) -> FastAPI:
     """The service for a loaded :class:`Translator` (the batcher starts and stops with the app's lifespan).
 
     ``max_batch_texts``: a batch closes early with this many texts (default: the larger of ``decode.batch_size``
-    and ``limits.max_texts``).
+    and ``limits.max_texts``). ``token`` (a shared secret) and ``rate_limit`` (requests per minute per client):
+    :mod:`seq2seq.serving.access`, for everything but ``/health``; None = off.
     """
     limits = Limits() if limits is None else limits
     default_beam = translator.cfg.decode.beam_size
@@ -161,6 +164,9 @@ def create_app(translator: Translator, model_dir: str | Path | None = None, limi
     app.state.batcher = batcher
     app.state.translator = translator
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    if token is not None or rate_limit is not None:  # added last: runs first, before a body is read
+        app.add_middleware(AccessControl, token=token,
+                           rate_limiter=RateLimiter(rate_limit) if rate_limit is not None else None)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:

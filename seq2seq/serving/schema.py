@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from seq2seq.glossary import Glossary
 from seq2seq.translator import Translation, Translator
 from seq2seq.config import MAX_BEAM_SIZE, DecodeConfig
+from seq2seq.decoding.hypothesis import TraceStep
 from seq2seq.tokenizer import EOS_ID, PAD_ID
 
 
@@ -210,7 +211,7 @@ def entry_json(hypotheses: list[Translation], nbest: int, return_scores: bool, r
     return entry
 
 
-def beam_steps(translator: Translator, trace: list[dict]) -> list[dict[str, Any]]:
+def beam_steps(translator: Translator, trace: list[TraceStep]) -> list[dict[str, Any]]:
     """One text's search as it went (its records from :meth:`Translator.generate`'s ``trace``), for the web page:
     per step the kept hypotheses (pieces, summed log-probability) and those that finished there (pieces ending in
     ``</s>``, length-normalized score)."""
@@ -222,13 +223,13 @@ def beam_steps(translator: Translator, trace: list[dict]) -> list[dict[str, Any]
     steps = []
     for record in trace:
         kept = [{"pieces": pieces(tokens), "score": round(score, 4)}
-                for tokens, score in zip(record["tokens"][0].tolist(), record["scores"][0].tolist())
+                for tokens, score in zip(record.tokens[0].tolist(), record.scores[0].tolist())
                 if math.isfinite(score)]
         finished = [{"pieces": pieces(tokens) + ["</s>"], "score": round(score, 4)}
-                    for tokens, score, ends in zip(record["candidate_tokens"][0].tolist(),
-                                                   record["candidate_scores"][0].tolist(),
-                                                   record["finishing"][0].tolist()) if ends]
-        done = bool(record["done"][0])
+                    for tokens, score, ends in zip(record.candidate_tokens[0].tolist(),
+                                                   record.candidate_scores[0].tolist(),
+                                                   record.finishing[0].tolist()) if ends]
+        done = bool(record.done[0])
         steps.append({"kept": kept, "finished": finished, "done": done})
         if done:
             break
@@ -242,7 +243,7 @@ def translate_batch(translator: Translator, key: tuple, texts: list[str]) -> lis
     ``return_beam`` each text is decoded on its own and its trace is the search that gave its hypotheses."""
     beam_size, nbest, return_scores, return_attention, return_beam = key[:5]
     preserve, glossary = key[5:7] if len(key) >= 7 else (True, ())
-    traces: list[list[dict]] | None = [] if return_beam else None
+    traces: list[list[TraceStep]] | None = [] if return_beam else None
     results = translator.generate(texts, beam_size=beam_size, nbest=nbest, return_attention=return_attention,
                                   trace=traces, preserve=preserve, glossary=Glossary(glossary))
     entries = []

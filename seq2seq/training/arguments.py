@@ -4,10 +4,12 @@ Config they select (a YAML file, flags for the common keys, ``--set section.key=
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from seq2seq.checkpoint import CONFIG_FILE
 from seq2seq.config import Config, load_config
+from seq2seq.training.init_from import adopt_model_settings, explicit_keys
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tensorboard", action="store_true", default=None,
                         help="also log the scalars for TensorBoard under OUT/tensorboard/ (train.tensorboard)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    parser.add_argument("--init-from", metavar="MODEL",
+                        help="fine-tune: start a new run from a trained model directory or hf:ORG/NAME (its weights, "
+                             "tokenizers and architecture; a fresh optimizer and this run's schedule; train.init_from)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value, e.g. --set train.lr=0.0005 (repeatable)")
     parser.add_argument("extra_overrides", nargs="*", metavar="SECTION.KEY=VALUE", help="more overrides")
@@ -33,11 +38,18 @@ def config_from_args(args: argparse.Namespace) -> Config:
     overrides = list(args.overrides) + list(args.extra_overrides)
     for flag, key in (("data", "data.path"), ("src_lang", "data.src_lang"), ("tgt_lang", "data.tgt_lang"),
                       ("max_steps", "train.max_steps"), ("max_minutes", "train.max_minutes"), ("device", "train.device"),
-                      ("tensorboard", "train.tensorboard")):
+                      ("tensorboard", "train.tensorboard"), ("init_from", "train.init_from")):
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")
     config_path = args.config
     if config_path is None and args.resume and (Path(args.out) / CONFIG_FILE).is_file():
         config_path = Path(args.out) / CONFIG_FILE
-    return load_config(config_path, overrides)
+    cfg = load_config(config_path, overrides)
+    if config_path is None and not args.resume:  # the dataclass defaults are a 2015-style baseline, not a recipe
+        print("note: no --config: the built-in defaults (an 8k vocabulary, input feeding, a plateau schedule, no "
+              "time budget); the measured 20-minute CPU recipe is --config configs/own_corpus.yaml (your corpus) or "
+              "configs/multi30k_en_de.yaml", file=sys.stderr)
+    if cfg.train.init_from and not args.resume:  # a new fine-tuning run: the model's architecture and tokenizers
+        cfg = adopt_model_settings(cfg, explicit_keys(config_path, overrides))
+    return cfg

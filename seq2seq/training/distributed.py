@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import logging
 import os
 import sys
@@ -86,23 +87,36 @@ class Distributed:
             loss, elapsed, stop_votes, save_votes = values.tolist()  # NCCL: the wait for the other ranks is here
         return StepAgreement(loss, elapsed, stop_votes > 0, save_votes > 0)
 
-    def from_main(self, compute: Callable[[], T], what: str) -> T:
-        """``compute()`` on rank 0 and its (picklable) result on every rank; the others wait for it."""
+    def from_main(self, compute: Callable[[], Any], what: str) -> Any:
+        """``compute()`` on rank 0 and its result on every rank, the others waiting for it. The result must be
+        JSON-able; it travels as UTF-8 JSON in a byte tensor (never pickled), and every rank, rank 0 included,
+        gets the value as JSON reads it back (lists for tuples), so all ranks go on with equal values."""
         if not self.enabled:
-            return compute()
-        box = [compute() if self.is_main else None]
+            return json_round_trip(compute())
+        payload = json_bytes(compute()) if self.is_main else torch.empty(0, dtype=torch.uint8)
         with self.reporting(f"waiting for rank 0 ({what})"):
-            dist.broadcast_object_list(box, src=0, device=self.device)
-        return box[0]
+            size = torch.tensor([payload.numel()], dtype=torch.int64, device=self.device)
+            dist.broadcast(size, src=0)
+            buffer = payload.to(self.device) if self.is_main else torch.empty(int(size.item()), dtype=torch.uint8,
+                                                                              device=self.device)
+            dist.broadcast(buffer, src=0)
+        return from_json_bytes(buffer)
 
     def gather(self, value: Any, what: str) -> list[Any]:
-        """Every rank's ``value`` (picklable), in rank order, on every rank."""
+        """Every rank's JSON-able ``value``, in rank order, on every rank (as JSON reads it back; never pickled)."""
         if not self.enabled:
-            return [value]
-        values: list[Any] = [None] * self.world_size
+            return [json_round_trip(value)]
+        payload = json_bytes(value).to(self.device)
         with self.reporting(what):
-            dist.all_gather_object(values, value)
-        return values
+            size = torch.tensor([payload.numel()], dtype=torch.int64, device=self.device)
+            sizes = [torch.zeros_like(size) for _ in range(self.world_size)]
+            dist.all_gather(sizes, size)
+            longest = max(int(s.item()) for s in sizes)
+            padded = torch.zeros(longest, dtype=torch.uint8, device=self.device)
+            padded[: payload.numel()] = payload
+            buffers = [torch.empty_like(padded) for _ in range(self.world_size)]
+            dist.all_gather(buffers, padded)
+        return [from_json_bytes(buffer[: int(n.item())]) for buffer, n in zip(buffers, sizes)]
 
     def barrier(self, what: str) -> None:
         if self.enabled:
@@ -211,3 +225,18 @@ def from_environment(device_setting: str, timeout_minutes: float) -> tuple[Distr
                                f"({type(err).__name__}: {err}); check MASTER_ADDR / MASTER_PORT or torchrun's "
                                "--rdzv-endpoint, and that every node can reach it") from None
     return Distributed(rank, local_rank, world_size, local_world_size, device if use_cuda else None), device
+
+
+def json_bytes(value: Any) -> torch.Tensor:
+    """``value`` as UTF-8 JSON in a (N,) uint8 CPU tensor; TypeError for what JSON cannot hold."""
+    data = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
+
+
+def from_json_bytes(tensor: torch.Tensor) -> Any:
+    return json.loads(bytes(tensor.cpu().numpy().tobytes()).decode("utf-8"))
+
+
+def json_round_trip(value: Any) -> Any:
+    """``value`` as another rank would receive it."""
+    return from_json_bytes(json_bytes(value))

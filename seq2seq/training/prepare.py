@@ -13,17 +13,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
+
 from seq2seq.decoding.driver import source_ids
 from seq2seq.token_batches import Batch, TokenBatchSampler, batch_view, read_batch
-from seq2seq.checkpoint import atomic_write
+from seq2seq.checkpoint import atomic_write, atomic_write_text
 from seq2seq.config import Config
-from seq2seq.data import DataError, read_split
+from seq2seq.cleaning import clean_pairs
+from seq2seq.data import DataError, SplitNotFound, read_split, read_split_counted
 from seq2seq.tokenized_corpus import tokenize_split
 from seq2seq.segmentation import SampledBatchSampler, SampledSegmentation
 from seq2seq.tokenizer import SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE, Tokenizer, load_tokenizers, train_tokenizers
 from seq2seq.training.validation import ValidationSet
 
 logger = logging.getLogger("seq2seq.train")
+
+#: what cleaning removed from the training split (and the held-out validation split, if one was made)
+CLEANING_FILE = "cleaning.json"
 
 
 @dataclass
@@ -76,14 +82,46 @@ def cached_tokenizers(cfg: Config, raw_train) -> Path:
     return directory
 
 
+def hold_out(raw_train, cfg: Config, out_dir: Path, why: str):
+    """(training pairs, validation pairs, their description) for a corpus without a validation split: up to
+    ``data.held_out_pairs`` pairs (at most a tenth) drawn with ``train.seed``, before cleaning (validation is
+    never filtered), and saved as ``OUT/held_out.{lang}``."""
+    count = min(cfg.data.held_out_pairs, len(raw_train) // 10)
+    if count < 1:
+        raise DataError(f"{why}; and with {len(raw_train)} training pairs there are too few to hold out a tenth for "
+                        "validation: add a validation split (e.g. val.{lang} files beside the training files, or "
+                        "data.files.val)")
+    order = np.random.default_rng(cfg.train.seed).permutation(len(raw_train))
+    valid_rows, train_rows = np.sort(order[:count]), np.sort(order[count:])
+    raw_valid = raw_train.select(valid_rows)
+    names = []
+    for column, lang in (("src", cfg.data.src_lang), ("tgt", cfg.data.tgt_lang)):
+        names.append(f"held_out.{lang}")
+        atomic_write_text(out_dir / names[-1], "".join(line + "\n" for line in raw_valid[column]))
+    logger.info("no validation split (%s): held out %d of the %d training pairs for validation, drawn with "
+                "train.seed = %d (data.held_out_pairs = %d, at most a tenth), saved as %s", why, count, len(raw_train),
+                cfg.train.seed, cfg.data.held_out_pairs, " / ".join(str(out_dir / name) for name in names))
+    description = {"pairs": count, "of": len(raw_train), "seed": cfg.train.seed, "files": names, "why": why}
+    return raw_train.select(train_rows), raw_valid, description
+
+
 def prepare_data(cfg: Config, out_dir: Path) -> TrainingData:
     """Read the corpus, get the tokenizers (those in ``out_dir``, else trained, or found in the cache, and copied
     there), tokenize (or find the tokenized corpus in the cache), build the batch sampler."""
-    logger.info("reading corpus %s (%s -> %s)", cfg.data.path, cfg.data.src_lang, cfg.data.tgt_lang)
-    raw_train = read_split(cfg.data, cfg.data.train_split)
-    raw_valid = read_split(cfg.data, cfg.data.valid_split)
+    where = f"data.files {cfg.data.files}" if cfg.data.files else cfg.data.path
+    logger.info("reading corpus %s (%s -> %s)", where, cfg.data.src_lang, cfg.data.tgt_lang)
+    raw_train, empty = read_split_counted(cfg.data, cfg.data.train_split)
+    try:
+        raw_valid, held_out = read_split(cfg.data, cfg.data.valid_split), None
+    except SplitNotFound as err:
+        raw_train, raw_valid, held_out = hold_out(raw_train, cfg, out_dir, str(err))
+    raw_train, report = clean_pairs(raw_train, cfg.data, empty)
+    if held_out is not None:
+        report["held_out"] = held_out
+    atomic_write_text(out_dir / CLEANING_FILE, json.dumps(report, indent=2, ensure_ascii=False))
     if len(raw_train) == 0:
-        raise DataError(f"the training split '{cfg.data.train_split}' of {cfg.data.path} has no sentence pairs")
+        raise DataError(f"cleaning removed every training pair ({out_dir / CLEANING_FILE} says which filter): check "
+                        "data.src_lang / data.tgt_lang, or loosen the data.clean_* keys")
     if (out_dir / SRC_TOKENIZER_FILE).is_file() and (out_dir / TGT_TOKENIZER_FILE).is_file():
         logger.info("tokenizers loaded from %s", out_dir)
     else:

@@ -19,7 +19,7 @@ from seq2seq.checkpoint import CONFIG_FILE, CheckpointError
 from seq2seq.config import Config, ConfigError, load_config
 from seq2seq.precision import AUTOCAST, ComputeDtypes, explicit_autocast
 from seq2seq.training import TrainingError
-from seq2seq.tokenizer import SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE, load_tokenizers
+from seq2seq.tokenizer import BYTE_PIECES, SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE, load_tokenizers
 
 logger = logging.getLogger("seq2seq.train")
 
@@ -58,7 +58,9 @@ class StopRequest:
 #: settings a ``--resume`` may not change: they define the model, its vocabulary, or the order and content of
 #: the batches (an exact resume replays the same batches from the saved position)
 FIXED_ON_RESUME = ("model.", "tokenizer.", "data.path", "data.files", "data.src_lang", "data.tgt_lang",
-                   "data.train_split", "data.max_length", "train.seed", "train.max_tokens", "train.accumulate")
+                   "data.train_split", "data.max_length", "train.seed", "train.max_tokens", "train.accumulate",
+                   "train.init_from", "data.held_out_pairs", "data.clean_duplicates", "data.clean_copies",
+                   "data.clean_max_ratio", "data.clean_min_script")
 
 
 def check_resume_config(cfg: Config, state_dir: Path) -> None:
@@ -138,9 +140,11 @@ def check_reused_tokenizers(cfg: Config, out_dir: Path) -> None:
         return
     src_tok, tgt_tok = load_tokenizers(out_dir)
     for tok in (src_tok, tgt_tok):
-        if tok.vocab_size > cfg.tokenizer.vocab_size:
+        limit = cfg.tokenizer.vocab_size + (BYTE_PIECES if tok.byte_fallback else 0)  # byte pieces come on top
+        if tok.vocab_size > limit:
             raise TrainingError(f"{tok.source} has {tok.vocab_size} pieces, more than tokenizer.vocab_size = "
-                                f"{cfg.tokenizer.vocab_size}; {advice}")
+                                f"{cfg.tokenizer.vocab_size}{' + 256 byte pieces' if tok.byte_fallback else ''}; "
+                                f"{advice}")
     if (src_tok is tgt_tok) != cfg.tokenizer.joint:
         raise TrainingError(f"the tokenizers in {out_dir} are {'one joint' if src_tok is tgt_tok else 'two separate'} "
                             f"vocabular{'y' if src_tok is tgt_tok else 'ies'}, but tokenizer.joint = "

@@ -17,12 +17,20 @@ from typing import Any, Iterator
 
 import torch
 
-from seq2seq.checkpoint import CONFIG_FILE, CheckpointError, atomic_write_text
+from seq2seq.checkpoint import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+    atomic_write_text,
+    load_state_into,
+    load_weights,
+)
 from seq2seq.config import Config
 from seq2seq.training.distributed import Distributed, StepAgreement
 from seq2seq.model import build_model
 from seq2seq.training.optimizer import LRSchedule, WeightAverage, budget_progress, build_optimizer
 from seq2seq.precision import ComputeDtypes, apply_numerics, choose_dtype
+from seq2seq.decoding.search import decoding_work
 from seq2seq.training.prepare import TrainingData
 from seq2seq.training.saved_state import (
     load_training_state,
@@ -33,7 +41,7 @@ from seq2seq.training.saved_state import (
 )
 from seq2seq.training import TrainingError
 from seq2seq.training.resume import StopRequest, resumed_dtypes
-from seq2seq.training.step import Learner, StepSettings
+from seq2seq.training.step import Learner, StepSettings, training_work
 
 logger = logging.getLogger("seq2seq.train")
 
@@ -251,20 +259,24 @@ def run_logging(log_file: Path | None, rank_prefix: str = "") -> Iterator[None]:
 
 
 def build_run(cfg: Config, out_dir: Path, data: TrainingData, device: torch.device, state_dir: Path | None,
-              dist: Distributed | None = None) -> Run:
+              dist: Distributed | None = None, init_dir: Path | None = None) -> Run:
     """Model, optimizer, schedule, weight average and compute dtypes; restored from ``state_dir`` when resuming.
+    A new fine-tuning run's model starts from the weights of the model directory ``init_dir``
+    (seq2seq/training/init_from.py), before the weight average copies them.
 
     Under several processes (``dist``) rank 0 picks the compute dtypes for all, and the model is wrapped in
     DistributedDataParallel (which averages the gradients over the ranks during the backward pass).
     """
     tcfg, dist = cfg.train, dist or Distributed()
     model = build_model(cfg.model, data.src_tok.vocab_size, data.tgt_tok.vocab_size).to(device)
+    if init_dir is not None and state_dir is None:
+        load_state_into(model, load_weights(init_dir / WEIGHTS_FILE), init_dir / WEIGHTS_FILE)
     cache_dir = cfg.data.cache_dir
     dtypes = resumed_dtypes(cfg, state_dir, device) if state_dir is not None else None
-    dtypes = dtypes or dist.from_main(lambda: ComputeDtypes(
-        choose_dtype(tcfg.dtype, device, model, "train", cache_dir, tcfg.max_tokens),
-        choose_dtype(cfg.decode.dtype, device, model, "decode", cache_dir, cfg.decode.batch_size,
-                     beam_size=cfg.decode.beam_size)), "choosing the compute dtype")
+    dtypes = dtypes or ComputeDtypes(**dist.from_main(lambda: asdict(ComputeDtypes(
+        choose_dtype(tcfg.dtype, device, model, training_work(tcfg.max_tokens), cache_dir),
+        choose_dtype(cfg.decode.dtype, device, model, decoding_work(cfg.decode.batch_size, cfg.decode.beam_size),
+                     cache_dir))), "choosing the compute dtype"))
     apply_numerics(dtypes.train)  # on every rank (rank 0 alone resolved them), whatever the device
     optimizer = build_optimizer(tcfg, model.parameters())
     learner = Learner(model, optimizer, StepSettings.of(tcfg), device, dtypes.train_amp,

@@ -1,9 +1,9 @@
 """One optimizer step of training, written once: :func:`train_step` is what ``python -m seq2seq.train`` runs
 each step, what the training benchmark (:mod:`seq2seq.bench.training_speed`) times, and what ``dtype: auto``
-(:mod:`seq2seq.precision`) measures. It does the forward and backward passes (gradient accumulation, and under
-torchrun the gradient all-reduce), the agreement between ranks, gradient clipping, the update and the weight
-average. :class:`Learner` is what the step changes. Also this rank's share of a step's batches, and the loss and
-throughput window the training log reports. The loop that calls these is :mod:`seq2seq.train`.
+(:mod:`seq2seq.precision`) measures (:func:`training_work`). It does the forward and backward passes (gradient
+accumulation, and under torchrun the gradient all-reduce), the agreement between ranks, gradient clipping, the
+update and the weight average. :class:`Learner` is what the step changes. Also this rank's share of a step's
+batches, and the loss and throughput window the training log reports. The loop that calls these is :mod:`seq2seq.train`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 from seq2seq.token_batches import Batch
 from seq2seq.config import TrainConfig
 from seq2seq.model import Seq2Seq
+from seq2seq.precision import TimedWork, random_ids
 from seq2seq.training.distributed import Distributed
 from seq2seq.training.optimizer import WeightAverage
 
@@ -88,7 +89,7 @@ def train_step(learner: Learner, micro_batches: list[Batch], step_tokens: int, c
         no_sync = ranks.enabled and i < len(micro_batches) - 1  # the gradients are all-reduced once, after the last
         with learner.forward.no_sync() if no_sync else contextlib.nullcontext():
             with torch.autocast(learner.device.type, dtype=learner.amp, enabled=learner.amp is not None):
-                loss, _ = learner.forward(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out,
+                _, loss = learner.forward(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out,
                                           label_smoothing=settings.label_smoothing,
                                           teacher_forcing_ratio=settings.teacher_forcing_ratio)
             with ranks.reporting("averaging gradients"):
@@ -106,6 +107,26 @@ def train_step(learner: Learner, micro_batches: list[Batch], step_tokens: int, c
     if learner.average is not None:
         learner.average.update(model)
     return step_loss / step_tokens
+
+
+def training_work(positions: int) -> TimedWork:
+    """What ``dtype: auto`` (:mod:`seq2seq.precision`) times for training: one :func:`train_step`, as training runs
+    it (label smoothing, clipping, Adam), on a batch of ``positions`` positions (sentences of 20 source + 20
+    target pieces)."""
+
+    def prepare(model: Seq2Seq, device: torch.device, amp: torch.dtype | None) -> Callable[[], None]:
+        length = 20
+        rows = max(1, positions // (2 * length))
+        src = random_ids(rows, length, model.encoder.embedding.num_embeddings, device)
+        tgt = random_ids(rows, length, model.decoder.embedding.num_embeddings, device)
+        lengths = torch.full((rows,), length, dtype=torch.long, device=device)
+        batch = Batch(src, lengths, tgt, tgt, lengths)
+        model.train()
+        learner = Learner(model, torch.optim.Adam(model.parameters(), lr=1e-4),
+                          StepSettings(label_smoothing=0.1, clip_norm=1.0), device, amp)
+        return lambda: train_step(learner, [batch], rows * length)
+
+    return TimedWork("train", str(positions), "step", prepare)
 
 
 def step_share(group: list[list[int]], rank: int, accumulate: int) -> tuple[list[list[int]], bool]:

@@ -57,9 +57,9 @@ def validation_loss(model: Seq2Seq, dataset, max_tokens: int, device: torch.devi
         rows = dataset[indices]
         batch = collate(rows["src_ids"], rows["tgt_ids"]).to(device)
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            loss, tokens = model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out)
+            _, loss = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out)
         total_loss += float(loss)
-        total_tokens += tokens
+        total_tokens += batch.num_tgt_tokens
     return total_loss / max(total_tokens, 1)
 
 

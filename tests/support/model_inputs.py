@@ -78,6 +78,12 @@ def stepped_logits(model: Seq2Seq, src, src_lengths, tgt_in) -> torch.Tensor:
     return torch.stack(logits, dim=1)
 
 
+def summed_loss(model: Seq2Seq, src, src_lengths, tgt_in, tgt_out, **options) -> tuple[torch.Tensor, int]:
+    """The model's forward pass with targets: (its summed loss, the real target tokens counted here)."""
+    _, loss = model(src, src_lengths, tgt_in, tgt_out, **options)
+    return loss, int(tgt_out.ne(PAD_ID).sum())
+
+
 def summed_nll(logits: torch.Tensor, tgt_out: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), ignore_index=PAD_ID, reduction="sum")
 

@@ -28,11 +28,14 @@ def http_json(url: str, body: dict | None = None) -> dict:
         return json.loads(response.read())
 
 
-def start_server(model_dir: str | Path, *args: str, startup_timeout: float = 120) -> tuple[subprocess.Popen, str]:
-    """Start the service; returns (process, base URL) once /health answers. Stop it with SIGTERM."""
+def start_server(model_dir: str | Path, *args: str, startup_timeout: float = 120,
+                 env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """Start the service (``env``: added to the environment); returns (process, base URL) once /health answers.
+    Stop it with SIGTERM."""
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "seq2seq.serve", "--model", str(model_dir), "--port", str(port),
-                                "--threads", "1", *args], cwd=REPO_ROOT, env=ENV, stdout=subprocess.PIPE,
+                                "--threads", "1", *args], cwd=REPO_ROOT, env={**ENV, **(env or {})},
+                               stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + startup_timeout  # a bound on waiting for the start, not a measurement
