@@ -70,3 +70,25 @@ def check_nbest_for_model(parser: argparse.ArgumentParser, args: argparse.Namesp
         check_nbest(args.nbest, beam_size, sampling=bool(getattr(args, "sampling", False)))
     except ValueError as err:
         parser.error(f"--{err}")
+
+
+def add_preservation_arguments(parser: argparse.ArgumentParser, preserve: bool = True) -> argparse._ArgumentGroup:
+    """Add ``--glossary FILE`` (translate, evaluate, serve) and, with ``preserve``, ``--no-preserve`` (translate,
+    evaluate; the service's requests have a field): see docs/decoding.md."""
+    group = parser.add_argument_group("what is carried over verbatim (docs/preservation.md)")
+    group.add_argument("--glossary", metavar="FILE",
+                       help="source term<TAB>target term per line (one term alone: keep it untranslated; # comments); "
+                            "terms match whole words, case-insensitive, longest first")
+    if preserve:
+        group.add_argument("--no-preserve", dest="preserve", action="store_false",
+                           help="do not carry names, numbers, URLs, e-mail addresses, codes and rare characters "
+                                "over verbatim (the glossary still applies)")
+    return group
+
+
+def load_glossary_argument(args: argparse.Namespace):
+    """The :class:`~seq2seq.glossary.Glossary` of ``--glossary`` (empty without it); raises GlossaryError (a
+    ValueError naming FILE:LINE) for a bad file."""
+    from seq2seq.glossary import Glossary
+
+    return Glossary.load(args.glossary) if args.glossary else Glossary()

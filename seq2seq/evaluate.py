@@ -13,7 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from seq2seq.command_line import add_decoding_arguments, check_decoding_arguments
+from seq2seq.command_line import add_decoding_arguments, add_preservation_arguments, check_decoding_arguments
+from seq2seq.command_line import load_glossary_argument
 from seq2seq.lines import read_lines
 from seq2seq.metrics import bleu_and_chrf, translate_and_score
 
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hyp", help="score this existing output instead of translating")
     parser.add_argument("--ref", required=True, help="reference translations, one per line")
     add_decoding_arguments(parser, batch_size=True, beam_size=True, quantize=True)
+    add_preservation_arguments(parser)
     parser.add_argument("--lang", help="target language of the Moses tokenizer for the lowercased, Moses-tokenized "
                         "BLEU (default: the model's data.tgt_lang; with --hyp, the --ref file's extension, e.g. .de)")
     parser.add_argument("--out", help="write the translations here")
@@ -71,11 +73,12 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"{args.src} has {len(sources)} lines but {args.ref} has {len(references)}")
             translator = Translator.load(args.model, device=args.device, quantize=args.quantize, dtype=args.dtype,
                                          threads=args.threads)
+            translator.glossary = load_glossary_argument(args)
             beam_size = args.beam_size or translator.cfg.decode.beam_size
             hypotheses, result = translate_and_score(translator, sources, references, beam_size, args.batch_size,
                                                      show_progress=not args.no_progress,
                                                      legacy_lang=args.lang or translator.cfg.data.tgt_lang,
-                                                     confidence=not args.no_confidence)
+                                                     confidence=not args.no_confidence, preserve=args.preserve)
             if args.out:
                 Path(args.out).write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
     except (OSError, ValueError) as err:

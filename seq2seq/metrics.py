@@ -100,11 +100,13 @@ def confidence_ranking(translations: Sequence, references: Sequence[str]) -> dic
 
 def translate_and_score(translator, sources: Sequence[str], references: Sequence[str], beam_size: int,
                         batch_size: int | None = None, show_progress: bool = False,
-                        legacy_lang: str | None = None, confidence: bool = False) -> tuple[list[str], dict]:
+                        legacy_lang: str | None = None, confidence: bool = False,
+                        preserve: bool = True) -> tuple[list[str], dict]:
     """Translate ``sources`` and score against ``references`` (:func:`bleu_and_chrf`; ``legacy_lang`` adds the legacy
     BLEU); adds decoding time and speed to the result. ``show_progress``: a progress bar on stderr while
     translating. ``confidence``: the translator's ``generate`` computes each translation's confidence (timed with
-    the decoding) and :func:`confidence_ranking`'s figures are added."""
+    the decoding) and :func:`confidence_ranking`'s figures are added. ``preserve=False`` turns the translator's copy
+    of protected spans off (passed only then)."""
     progress = None
     if show_progress:
         from tqdm import tqdm
@@ -113,13 +115,14 @@ def translate_and_score(translator, sources: Sequence[str], references: Sequence
     start = time.perf_counter()
     try:
         update = progress.update if progress is not None else None
+        copy = {} if preserve else {"preserve": False}
         if confidence:
             best = [entry[0] for entry in translator.generate(list(sources), beam_size=beam_size, batch_size=batch_size,
-                                                              progress=update)]
+                                                              progress=update, **copy)]
             hypotheses = [translation.text for translation in best]
         else:
             hypotheses = translator.translate(list(sources), beam_size=beam_size, batch_size=batch_size,
-                                              progress=update)
+                                              progress=update, **copy)
     finally:
         if progress is not None:
             progress.close()

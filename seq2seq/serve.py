@@ -19,7 +19,8 @@ import logging
 import signal
 import sys
 
-from seq2seq.command_line import add_decoding_arguments, check_decoding_arguments
+from seq2seq.command_line import add_decoding_arguments, add_preservation_arguments, check_decoding_arguments
+from seq2seq.command_line import load_glossary_argument
 from seq2seq.serving.app import create_app, dtype_name  # raises ImportError naming the serve extra
 from seq2seq.config import MAX_BEAM_SIZE
 from seq2seq.serving.schema import Limits
@@ -54,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate-limit", type=int, metavar="N",
                         help="requests per minute per client address (a burst of N, then N/60 a second); more get "
                              "429 (default: no limit); /health is not counted")
+    parser.add_argument("--max-glossary-terms", type=int, default=defaults.max_glossary_terms,
+                        help="glossary and do-not-translate terms in one request")
+    add_preservation_arguments(parser, preserve=False)
     args = parser.parse_args(argv)
     check_decoding_arguments(parser, args)
     from seq2seq.serving.access import read_token
@@ -68,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     limits = Limits(args.max_chars, args.max_texts, args.max_body_bytes, args.max_beam_size, args.max_hypotheses,
-                    args.max_reply_bytes)
+                    args.max_reply_bytes, args.max_glossary_terms)
     try:
         limits.check()
     except ValueError as err:
@@ -94,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         translator = Translator.load(args.model, device=args.device, dtype=args.dtype)
+        translator.glossary = load_glossary_argument(args)
     except (CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@
     python -m seq2seq.translate --prefix "Ein Hund" "a dog runs"  # the translation starts with the prefix
     python -m seq2seq.translate --constraints Hund "a dog runs"   # the translation contains "Hund"
     python -m seq2seq.translate --sampling --top-p 0.9 --nbest 5 --seed 1 "a dog"   # 5 samples
+    python -m seq2seq.translate --glossary terms.tsv "a dog runs" # glossary terms honoured or reported on stderr
 
 Lines on stdin are translated as they arrive: a batch is whatever input is already there (up to 4 batches of
 ``decode.batch_size``), and each output line is flushed, so a program can write one line and wait for its answer.
@@ -26,7 +27,13 @@ import sys
 from pathlib import Path
 from typing import Iterable
 
-from seq2seq.command_line import add_decoding_arguments, check_decoding_arguments, check_nbest_for_model
+from seq2seq.command_line import (
+    add_decoding_arguments,
+    add_preservation_arguments,
+    check_decoding_arguments,
+    check_nbest_for_model,
+    load_glossary_argument,
+)
 
 DEFAULT_RUNS_DIR = Path("runs")
 
@@ -44,6 +51,9 @@ def format_output(hypotheses: list, args: argparse.Namespace, alignments: list[d
     ``id_to_piece`` names the target pieces)."""
     if args.json:
         objects = [{"text": h.text, "score": round(h.score, 4)} for h in hypotheses]
+        for obj, h in zip(objects, hypotheses):
+            if h.kept or h.missing:  # the input's protected spans and glossary terms: in the text, or not
+                obj.update(kept=[s.as_json() for s in h.kept], missing=[s.as_json() for s in h.missing])
         for obj, alignment in zip(objects, alignments or []):
             obj["alignment"] = alignment
         if id_to_piece is not None:
@@ -75,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--top-k", type=int, default=0, help="sample among the k most probable pieces (0 = all)")
     sampling.add_argument("--top-p", type=float, default=1.0, help="nucleus: the fewest pieces reaching p (1 = all)")
     sampling.add_argument("--seed", type=int, default=0, help="random seed (same seed, same samples)")
+    add_preservation_arguments(parser)
     parser.add_argument("--alignments", action="store_true",
                         help="with --json: hard alignments (per target piece, the most attended source piece and word)")
     parser.add_argument("--backend", choices=["torch", "onnx"], default="torch",
@@ -127,6 +138,7 @@ def load_translator(args: argparse.Namespace, model_dirs: list[Path]):
             sampling.sampler()  # checks the settings: one clear error before any input is read
         translator.check_constraints(args.constraints)
         translator.check_prefix(args.prefix)
+        translator.glossary = load_glossary_argument(args)
     except (CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -158,6 +170,14 @@ def output_lines(translator, source: str, hypotheses: list, args: argparse.Names
     return format_output(hypotheses, args, alignments, translator.tgt_tokenizer.id_to_piece)
 
 
+def warn_missing_terms(source: str, best) -> None:
+    """A warning on stderr for each glossary term the best translation of ``source`` does not hold."""
+    for span in best.missing:
+        if span.kind == "glossary":
+            print(f"warning: glossary term {span.text!r} -> {span.target!r} is not in the translation of "
+                  f"{source[:60]!r}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -186,8 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         results = translator.generate(chunk, beam_size=beam_size, nbest=args.nbest, batch_size=args.batch_size,
                                       return_attention=bool(args.plot_attention or args.alignments),
                                       prefix=args.prefix, constraints=args.constraints or None, sampling=sampling,
-                                      confidence=args.json)
+                                      confidence=args.json, preserve=args.preserve)
         for source, hypotheses in zip(chunk, results):
+            warn_missing_terms(source, hypotheses[0])
             out.write("".join(line + "\n" for line in output_lines(translator, source, hypotheses, args)))
             if args.plot_attention and hypotheses[0].attention is not None:
                 attention_plots.append(hypotheses[0])

@@ -9,6 +9,7 @@ ensemble. The command-line tools are thin layers over this module.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,9 @@ from seq2seq.decoding.hypothesis import Hypothesis
 from seq2seq.decoding.options import DecodeOptions, check_batch_size, check_beam_size, check_nbest
 from seq2seq.decoding.sampling import Sampling
 from seq2seq.decoding.search import decoding_work
+from seq2seq.glossary import Glossary, GlossaryInput
+from seq2seq.protected_spans import SourceVocabulary, Span
+from seq2seq.decoding.span_copy import carry_spans, constraint_words, spans_of_inputs
 from seq2seq.backends import load_decoding_models
 from seq2seq.calibration import Calibration, load_calibration
 from seq2seq.decoding.confidence import FEATURE_NAMES, SourceVocabulary
@@ -52,6 +56,10 @@ class Translation:
             ``piece_probs``; None for an empty input or when not computed.
         low_confidence: the confidence is below the calibration's threshold: unlikely to be right.
         confidence_features: the signals the confidence is computed from (by name).
+        A restored translation (protected spans or glossary terms put in after the search) keeps the search's
+        ``tokens``, ``score`` and ``attention``; only ``text`` has the spans.
+        kept / missing: the input's protected spans and glossary terms (:class:`~seq2seq.protected_spans.Span`)
+            that are verbatim in ``text``, and those that are not (reported, never silently dropped).
     """
 
     text: str
@@ -65,6 +73,8 @@ class Translation:
     confidence_calibrated: bool = False
     low_confidence: bool = False
     confidence_features: dict[str, float] = field(default_factory=dict, repr=False)
+    kept: list[Span] = field(default_factory=list, repr=False)
+    missing: list[Span] = field(default_factory=list, repr=False)
 
 
 def _per_input(value, count: int, name: str) -> list:
@@ -95,6 +105,11 @@ class Translator:
         self.src_tokenizer = src_tokenizer
         self.tgt_tokenizer = tgt_tokenizer
         self.device = device
+        self.glossary = Glossary()  # applied to every call (merged under a call's own ``glossary=``): --glossary
+        self.source_vocabulary = SourceVocabulary(src_tokenizer)
+        # protected spans as constraints of beam search too (glossary terms always are); off: restored through the
+        # attention like in greedy search, which measured better on Multi30k val (docs/preservation.md)
+        self.spans_as_constraints = False
         # the measurement of ``dtype: auto`` is cached in the user's own cache, never under the data.cache_dir of a
         # model directory's config.yaml (a model from elsewhere must not choose where loading it writes, nor plant
         # the cached choice it is then given)
@@ -211,6 +226,9 @@ class Translator:
         progress: Callable[[int], None] | None = None,
         trace: list | None = None,
         confidence: bool = True,
+        preserve: bool = True,
+        glossary: GlossaryInput = None,
+        do_not_translate: Sequence[str] = (),
     ) -> list[list[Translation]]:
         """Translate a list of texts; per input its n-best list of :class:`Translation`, best first.
 
@@ -233,9 +251,17 @@ class Translator:
                 and for constrained or sampled inputs); each input is then decoded on its own.
             confidence: fill each Translation's ``piece_probs``, ``confidence`` and ``low_confidence`` (one more
                 teacher-forced pass of the outputs, batched; see docs/confidence.md).
+            preserve: carry names, numbers, URLs, e-mail addresses, codes and rare-character spans over verbatim
+                (:mod:`seq2seq.protected_spans`), restored through the attention after the search
+                (:mod:`seq2seq.decoding.span_copy`; as constraints of beam search too with ``spans_as_constraints``).
+            glossary: source term -> target term, a dict or a list of pairs (a one-term entry: keep it as is),
+                on top of ``self.glossary``; matched as whole words, case-insensitive, longest first; constraints
+                of beam search (not of traced searches), restored through the attention otherwise.
+            do_not_translate: terms to copy untranslated (as written in the input).
         Returns:
             per input (same order, same count) a non-empty list of at most ``nbest`` translations. Empty or
-            whitespace-only inputs translate to one ``""`` (score 0) without running the model.
+            whitespace-only inputs translate to one ``""`` (score 0) without running the model. Each
+            translation's ``kept`` and ``missing`` list the spans and glossary terms that are (not) in it.
         """
         if isinstance(texts, str):
             raise TypeError("generate() takes a list of str; for one string use generate([text]) or translate(text)")
@@ -255,6 +281,15 @@ class Translator:
             src_ids = self.encode_sources([lines[i] for i in nonempty], [i + 1 for i in nonempty])
             prefix_ids = [self.tgt_tokenizer.encode([prefixes[i]])[0] if prefixes[i] else [] for i in nonempty]
             self.check_target_lengths(prefix_ids, "the prefix of input", [i + 1 for i in nonempty])
+            spans = self.spans([lines[i] for i in nonempty], preserve, glossary, do_not_translate, src_ids)
+            if sampling is None and trace is None and options.beam_size > 1:  # beam search places glossary terms
+                word_lists = list(word_lists)
+                for position, index in enumerate(nonempty):
+                    placed = [s for s in spans[position][0] if s.kind == "glossary" or self.spans_as_constraints]
+                    words = constraint_words(placed, self.tgt_tokenizer)
+                    word_lists[index] = list(dict.fromkeys(list(word_lists[index] or []) + words)) or None
+            if any(read or unread for read, unread in spans):
+                options = dataclasses.replace(options, return_attention=True)
             phrases = [self._target_phrases(word_lists[i]) for i in nonempty]
             decode = dict(device=self.device, autocast_dtype=self.autocast_dtype, progress=progress, sampling=sampling)
             if trace is None:
@@ -267,15 +302,25 @@ class Translator:
                                                 prefixes=prefix_ids[position : position + 1],
                                                 constraints=phrases[position : position + 1], trace=traces[index],
                                                 **decode)
-            for index, ids, hyps in zip(nonempty, src_ids, hypotheses):
-                translations[index] = self._translations(ids, hyps, return_attention)
-            if confidence:
+            for position, (index, ids, hyps) in enumerate(zip(nonempty, src_ids, hypotheses)):
+                translations[index] = self._translations(ids, hyps, options.return_attention)
+                carry_spans(translations[index], lines[index], spans[position], self.src_tokenizer,
+                            self.tgt_tokenizer, len(prefix_ids[position]), return_attention)
+            if confidence:  # of the search's tokens (a restored text keeps them)
                 add_confidence([translations[i] for i in nonempty], src_ids, [lines[i] for i in nonempty],
                                self.models, self.source_vocabulary, self.calibration, options.batch_size,
                                self.device, self.autocast_dtype)
         if trace is not None:
             trace.extend(traces)
         return translations
+
+    def spans(self, lines: Sequence[str], preserve: bool = True, glossary: GlossaryInput = None,
+              do_not_translate: Sequence[str] = (), src_ids: list[list[int]] | None = None):
+        """Per line (the protected spans and glossary terms the model reads, those past ``decode.max_src_length``):
+        what :meth:`generate` carries over and reports (``src_ids``: the lines already encoded)."""
+        src_ids = self.encode_sources(list(lines)) if src_ids is None else src_ids
+        return spans_of_inputs(list(lines), src_ids, self.source_vocabulary, self.glossary.merged(glossary,
+                               do_not_translate), preserve, self.src_tokenizer)
 
     def _translations(self, src_ids: list[int], hypotheses: list[Hypothesis], attention: bool) -> list[Translation]:
         """One input's hypotheses as text (with the attention and the pieces that label it when asked for)."""
@@ -302,6 +347,9 @@ class Translator:
         constraints: Sequence[str] | Sequence[Sequence[str]] | None = None,
         sampling: Sampling | None = None,
         progress: Callable[[int], None] | None = None,
+        preserve: bool = True,
+        glossary: GlossaryInput = None,
+        do_not_translate: Sequence[str] = (),
     ):
         """Translate one string or a list of strings: :meth:`generate`'s best texts.
 
@@ -317,7 +365,8 @@ class Translator:
         rich = return_scores or return_attention or nbest > 1  # Translations out: with their confidence
         results = self.generate([text] if single else text, beam_size=beam_size, nbest=nbest,
                                 return_attention=return_attention, batch_size=batch_size, prefix=prefix,
-                                constraints=constraints, sampling=sampling, progress=progress, confidence=rich)
+                                constraints=constraints, sampling=sampling, progress=progress, confidence=rich,
+                                preserve=preserve, glossary=glossary, do_not_translate=do_not_translate)
         if rich:
             out = [entry[0] if nbest == 1 else entry for entry in results]
         else:

@@ -19,8 +19,8 @@ LAYERS = [
     "config hardware lines metrics plots quantize additive_scores cells dropout gate_norm decoding_model",
     # the network, part on part; text to ids
     "tokenizer data rnn attention cleaning calibration",
-    "encoder precision padding tokenized_corpus model_card",
-    "decoder token_batches",
+    "encoder precision padding tokenized_corpus model_card protected_spans",
+    "decoder token_batches glossary",
     "model segmentation",
     # model directories: saved, on the Hub, exported; loaded for inference
     "checkpoint",

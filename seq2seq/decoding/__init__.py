@@ -14,4 +14,5 @@
 - :mod:`~seq2seq.decoding.logits`: the per-step log-probability masks and the length penalty;
 - :mod:`~seq2seq.decoding.alignment`: hard source-target alignments from attention;
 - :mod:`~seq2seq.decoding.confidence`: the outputs' teacher-forced piece probabilities and confidence features.
+- :mod:`~seq2seq.decoding.span_copy`: protected spans and glossary terms carried into translations, or reported.
 """

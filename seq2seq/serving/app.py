@@ -192,7 +192,8 @@ def create_app(translator: Translator, model_dir: str | Path | None = None, limi
         """Translate ``text`` (one string or a list); ``translations`` holds one entry per text, in order."""
         beam_size = check_limits(body, limits, default_beam)
         check_reply_size(body, beam_size, translator, limits)
-        key = (beam_size, body.nbest, body.return_scores, body.return_attention, body.return_beam)
+        key = (beam_size, body.nbest, body.return_scores, body.return_attention, body.return_beam, body.preserve,
+               body.glossary_entries())
         job = asyncio.ensure_future(batcher.submit(body.texts(), key))
         gone = asyncio.ensure_future(wait_for_disconnect(request))
         await asyncio.wait({job, gone}, return_when=asyncio.FIRST_COMPLETED)

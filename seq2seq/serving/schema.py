@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from seq2seq.glossary import Glossary
 from seq2seq.sentence_confidence import confidence_json
 from seq2seq.translator import Translation, Translator
 from seq2seq.config import MAX_BEAM_SIZE, DecodeConfig
@@ -29,6 +30,7 @@ class Limits:
     max_beam_size: int = 16  #: largest beam_size a request may ask for (--max-beam-size)
     max_hypotheses: int = 64  #: hypotheses in one reply, texts x nbest (--max-hypotheses)
     max_reply_bytes: int = 8_000_000  #: reply size, checked before decoding on the worst case (--max-reply-bytes)
+    max_glossary_terms: int = 256  #: glossary entries plus do-not-translate terms per request (--max-glossary-terms)
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the flag of a limit below 1 or a beam over the API's maximum."""
@@ -62,9 +64,26 @@ class TranslateRequest(BaseModel):
     return_attention: bool = Field(False, description="add the attention matrix (target x source) with its source and "
                                    "target pieces, once per hypothesis: on each nbest entry when nbest > 1")
     return_beam: bool = Field(False, description="add the search step by step (the hypotheses kept at each step)")
+    preserve: bool = Field(True, description="carry names, numbers, URLs, e-mail addresses, codes and rare characters "
+                           "over verbatim; each entry lists them under kept and missing")
+    glossary: dict[str, str] | list[Annotated[list[str], Field(min_length=1, max_length=2)]] | None = Field(
+        None, description="source term -> target term ({source: target} or [[source, target], ...]; [term] = keep "
+        "it untranslated), on top of the server's --glossary; a term not in the translation is listed in missing",
+        examples=[{"bike": "Fahrrad"}])
+    do_not_translate: list[str] = Field([], description="terms to copy untranslated")
 
     def texts(self) -> list[str]:
         return [self.text] if isinstance(self.text, str) else list(self.text)
+
+    def glossary_entries(self) -> tuple:
+        """The request's glossary and do-not-translate terms, checked, as hashable (source, target or None) pairs;
+        raises :class:`LimitExceeded` (422) naming a bad entry."""
+        from seq2seq.glossary import Glossary, GlossaryError
+
+        try:
+            return Glossary.of(self.glossary, self.do_not_translate).entries
+        except GlossaryError as err:
+            raise LimitExceeded(str(err), status=422) from err
 
 
 def check_limits(request: TranslateRequest, limits: Limits, default_beam_size: int) -> int:
@@ -83,6 +102,15 @@ def check_limits(request: TranslateRequest, limits: Limits, default_beam_size: i
     if request.nbest > beam_size:
         raise LimitExceeded(f"nbest {request.nbest} is larger than beam_size {beam_size}; ask for at most "
                             f"beam_size hypotheses", status=422)
+    terms = len(request.glossary or ()) + len(request.do_not_translate)
+    if terms > limits.max_glossary_terms:
+        raise LimitExceeded(f"{terms} glossary and do-not-translate terms in one request; the limit is "
+                            f"{limits.max_glossary_terms} (--max-glossary-terms)")
+    entries = request.glossary.items() if isinstance(request.glossary, dict) else (request.glossary or ())
+    for term in [t for entry in entries for t in entry] + list(request.do_not_translate):
+        if len(term) > limits.max_chars:
+            raise LimitExceeded(f"a glossary term has {len(term)} characters; the limit is {limits.max_chars} "
+                                f"(--max-chars)")
     if request.return_beam and len(texts) != 1:
         raise LimitExceeded("return_beam traces one text at a time; send a single text", status=422)
     hypotheses = len(texts) * request.nbest
@@ -133,12 +161,21 @@ def check_reply_size(request: TranslateRequest, beam_size: int, translator: Tran
     tgt = translator.tgt_tokenizer
     piece_bytes = max(len(json.dumps(tgt.id_to_piece(i), ensure_ascii=False).encode()) for i in range(tgt.vocab_size))
     bound = worst_case_reply_bytes(request, beam_size, src_lengths, translator.cfg.decode, piece_bytes + 1)
+    bound += (request.nbest + (request.nbest > 1)) * spans_bytes(request, translator)
     if bound > limits.max_reply_bytes:
         asked = ", ".join(name for name in ("return_attention", "return_beam") if getattr(request, name))
         raise LimitExceeded(
             f"the reply could reach {bound} bytes ({len(src_lengths)} texts of up to {max(src_lengths)} source pieces, "
             f"nbest {request.nbest}{', ' + asked if asked else ''}); the limit is {limits.max_reply_bytes} bytes "
             f"(--max-reply-bytes): send fewer or shorter texts, a smaller nbest, or leave out the attention or beam")
+
+
+def spans_bytes(request: TranslateRequest, translator: Translator) -> int:
+    """The bytes the texts' ``kept`` / ``missing`` lists take in one hypothesis (each span is in one of them)."""
+    total = 0
+    for read, unread in translator.spans(request.texts(), request.preserve, Glossary(request.glossary_entries())):
+        total += 32 + sum(len(json.dumps(s.as_json(), ensure_ascii=False).encode()) + 1 for s in read + unread)
+    return total
 
 
 # ---------------------------------------------------------------------------- results as JSON
@@ -148,9 +185,12 @@ def finite_or_none(x: float) -> float | None:
 
 
 def hypothesis_json(t: Translation, return_scores: bool, return_attention: bool, id_to_piece=None) -> dict[str, Any]:
-    """One :class:`Translation` as the API's fields: text [, score, tokens] [, attention, tgt_pieces], and with
-    ``id_to_piece`` its confidence (:func:`~seq2seq.sentence_confidence.confidence_json`)."""
+    """One :class:`Translation` as the API's fields: text [, kept, missing] [, score, tokens] [, attention,
+    tgt_pieces], and with ``id_to_piece`` its confidence (:func:`~seq2seq.sentence_confidence.confidence_json`);
+    ``kept`` / ``missing`` when the input has protected spans or glossary terms."""
     out: dict[str, Any] = {"text": t.text}
+    if t.kept or t.missing:  # the protected spans and glossary terms of the input: in the text, or not
+        out.update(kept=[s.as_json() for s in t.kept], missing=[s.as_json() for s in t.missing])
     if id_to_piece is not None:
         out.update(confidence_json(t, id_to_piece))
     if return_scores:
@@ -203,14 +243,15 @@ def beam_steps(translator: Translator, trace: list[TraceStep]) -> list[dict[str,
 
 
 def translate_batch(translator: Translator, key: tuple, texts: list[str]) -> list[dict[str, Any]]:
-    """The batcher's decode: ``key`` = (beam_size, nbest, return_scores, return_attention, return_beam); one JSON
-    entry per text (:func:`entry_json`, every hypothesis with its confidence), plus ``beam`` (:func:`beam_steps`)
-    when asked for. One decode: with
+    """The batcher's decode: ``key`` = (beam_size, nbest, return_scores, return_attention, return_beam, preserve,
+    glossary entries); one JSON entry per text (:func:`entry_json`, every hypothesis with its confidence), plus
+    ``beam`` (:func:`beam_steps`) when asked for. One decode: with
     ``return_beam`` each text is decoded on its own and its trace is the search that gave its hypotheses."""
-    beam_size, nbest, return_scores, return_attention, return_beam = key
+    beam_size, nbest, return_scores, return_attention, return_beam = key[:5]
+    preserve, glossary = key[5:7] if len(key) >= 7 else (True, ())
     traces: list[list[TraceStep]] | None = [] if return_beam else None
     results = translator.generate(texts, beam_size=beam_size, nbest=nbest, return_attention=return_attention,
-                                  trace=traces)
+                                  trace=traces, preserve=preserve, glossary=Glossary(glossary))
     entries = []
     for number, hypotheses in enumerate(results):
         entry = entry_json(hypotheses, nbest, return_scores, return_attention, translator.tgt_tokenizer.id_to_piece)
