@@ -84,7 +84,7 @@ def speed(translator: Translator, sources: list[str], repeats: int) -> None:
                 begin = time.perf_counter()
                 entries = translator.generate(sources[chunk], beam_size=beam, batch_size=64, confidence=False)
                 middle = time.perf_counter()
-                add_confidence(entries, ids[chunk], sources[chunk], translator.models, translator.source_vocabulary,
+                add_confidence(entries, ids[chunk], sources[chunk], translator.models, translator.source_piece_stats,
                                translator.calibration, 64, translator.device, translator.autocast_dtype)
                 search, extra = search + middle - begin, extra + time.perf_counter() - middle
             best = (search, extra) if best is None or search + extra < sum(best) else best

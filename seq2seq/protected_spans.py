@@ -1,6 +1,6 @@
 """Protected spans: the parts of a source line that must come out of translation verbatim.
 
-    spans = find_spans("Zoë paid 12.50 at www.cafe.pl", SourceVocabulary(src_tokenizer))
+    spans = find_spans("Zoë paid 12.50 at www.cafe.pl", SourceWords(src_tokenizer))
     # [Span(0, 3, 'Zoë', 'name', 'Zoë'), Span(9, 14, '12.50', 'number', '12.50'), Span(18, 29, ..., 'url', ...)]
 
 Kinds, found in this order (an earlier kind wins where two overlap):
@@ -20,7 +20,7 @@ Kinds, found in this order (an earlier kind wins where two overlap):
 
 Each :class:`Span` carries the text it must appear as in the translation (``target``): the span itself, or a
 glossary's target term (:mod:`seq2seq.glossary`). Pure text: the tokenizer enters only through
-:class:`SourceVocabulary`'s two questions.
+:class:`SourceWords`'s two questions.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ everyone everybody anyone nothing one two three four five six seven eight nine t
 group crowd couple pair lots hello hi yes ok okay please thanks thank look looks let come go see
 """.split())
 KINDS = ("url", "email", "code", "number", "name", "rare", "glossary")
+#: source languages whose nouns are all capitalized (ISO 639-1): no ``name`` spans there
+NOUNS_CAPITALIZED = frozenset({"de", "lb"})
 
 
 @dataclass(frozen=True)
@@ -66,11 +68,16 @@ class Span:
         return {"start": self.start, "end": self.end, "text": self.text, "kind": self.kind, "target": self.target}
 
 
-class SourceVocabulary:
-    """What :func:`find_spans` asks of the source tokenizer, answered once per word or character (cached)."""
+class SourceWords:
+    """What :func:`find_spans` asks of the source tokenizer, answered once per word or character (cached).
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    ``capitalized_nouns``: the source language capitalizes every noun (German: :data:`NOUNS_CAPITALIZED`), so a
+    capital letter says nothing of a name and ``name`` spans are not looked for (the other kinds still are).
+    """
+
+    def __init__(self, tokenizer: Tokenizer, capitalized_nouns: bool = False) -> None:
         self.tokenizer = tokenizer
+        self.capitalized_nouns = capitalized_nouns
         self.known = functools.lru_cache(maxsize=65536)(self._known)
         self.rare = functools.lru_cache(maxsize=65536)(self._rare)
 
@@ -148,12 +155,12 @@ def _rare_runs(line: str, rare: Callable[[str], bool]) -> Iterable[tuple[int, in
             yield _strip_trailing(m.start() + lead, m.group()[lead:])
 
 
-def find_spans(line: str, vocabulary: SourceVocabulary | None = None, kinds: Iterable[str] = KINDS) -> list[Span]:
+def find_spans(line: str, vocabulary: SourceWords | None = None, kinds: Iterable[str] = KINDS) -> list[Span]:
     """The protected spans of ``line``, in order, none overlapping (see the module docstring for the kinds).
 
     Without ``vocabulary`` every capitalized word counts as uncommon and no character as rare.
     """
-    kinds = set(kinds)
+    kinds = set(kinds) - ({"name"} if vocabulary is not None and vocabulary.capitalized_nouns else set())
     known = vocabulary.known if vocabulary is not None else (lambda word: False)
     rare = vocabulary.rare if vocabulary is not None else (lambda char: False)
     found: list[tuple[int, int, str]] = []

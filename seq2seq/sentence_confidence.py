@@ -15,11 +15,11 @@ from typing import Sequence
 import numpy as np
 
 from seq2seq.calibration import UNCALIBRATED_LOW_THRESHOLD, Calibration, uncalibrated_confidence
-from seq2seq.decoding.confidence import FEATURE_NAMES, SourceVocabulary, assess_outputs
+from seq2seq.decoding.confidence import FEATURE_NAMES, SourcePieceStats, assess_outputs
 
 
 def add_confidence(entries: Sequence[Sequence], src_ids: Sequence[list[int]], sources: Sequence[str], models,
-                   vocabulary: SourceVocabulary, calibration: Calibration | None, batch_size: int, device,
+                   vocabulary: SourcePieceStats, calibration: Calibration | None, batch_size: int, device,
                    autocast_dtype=None) -> None:
     """Set ``piece_probs``, ``confidence``, ``confidence_calibrated``, ``low_confidence`` and
     ``confidence_features`` on every translation of every entry (one entry per source: its n-best list).

@@ -25,11 +25,11 @@ from seq2seq.decoding.options import DecodeOptions, check_batch_size, check_beam
 from seq2seq.decoding.sampling import Sampling
 from seq2seq.decoding.search import decoding_work
 from seq2seq.glossary import Glossary, GlossaryInput
-from seq2seq.protected_spans import SourceVocabulary, Span
+from seq2seq.protected_spans import NOUNS_CAPITALIZED, SourceWords, Span
 from seq2seq.decoding.span_copy import carry_spans, constraint_words, spans_of_inputs
 from seq2seq.backends import load_decoding_models
 from seq2seq.calibration import Calibration, load_calibration
-from seq2seq.decoding.confidence import FEATURE_NAMES, SourceVocabulary
+from seq2seq.decoding.confidence import FEATURE_NAMES, SourcePieceStats
 from seq2seq.hub import resolve_model_dir
 from seq2seq.sentence_confidence import add_confidence
 from seq2seq.precision import choose_autocast
@@ -106,7 +106,7 @@ class Translator:
         self.tgt_tokenizer = tgt_tokenizer
         self.device = device
         self.glossary = Glossary()  # applied to every call (merged under a call's own ``glossary=``): --glossary
-        self.source_vocabulary = SourceVocabulary(src_tokenizer)
+        self.source_words = SourceWords(src_tokenizer, capitalized_nouns=cfg.data.src_lang in NOUNS_CAPITALIZED)
         # protected spans as constraints of beam search too (glossary terms always are); off: restored through the
         # attention like in greedy search, which measured better on Multi30k val (docs/preservation.md)
         self.spans_as_constraints = False
@@ -118,7 +118,7 @@ class Translator:
                                               DataConfig().cache_dir)
         #: turns confidence features into an estimate of sentence chrF (the model directory's confidence.json)
         self.calibration: Calibration | None = None
-        self.source_vocabulary = SourceVocabulary.of(src_tokenizer)
+        self.source_piece_stats = SourcePieceStats.of(src_tokenizer)
 
     @classmethod
     def load(cls, model_dir: str | Path | Sequence[str | Path], device: str = "auto", quantize: str | None = None,
@@ -308,7 +308,7 @@ class Translator:
                             self.tgt_tokenizer, len(prefix_ids[position]), return_attention)
             if confidence:  # of the search's tokens (a restored text keeps them)
                 add_confidence([translations[i] for i in nonempty], src_ids, [lines[i] for i in nonempty],
-                               self.models, self.source_vocabulary, self.calibration, options.batch_size,
+                               self.models, self.source_piece_stats, self.calibration, options.batch_size,
                                self.device, self.autocast_dtype)
         if trace is not None:
             trace.extend(traces)
@@ -319,7 +319,7 @@ class Translator:
         """Per line (the protected spans and glossary terms the model reads, those past ``decode.max_src_length``):
         what :meth:`generate` carries over and reports (``src_ids``: the lines already encoded)."""
         src_ids = self.encode_sources(list(lines)) if src_ids is None else src_ids
-        return spans_of_inputs(list(lines), src_ids, self.source_vocabulary, self.glossary.merged(glossary,
+        return spans_of_inputs(list(lines), src_ids, self.source_words, self.glossary.merged(glossary,
                                do_not_translate), preserve, self.src_tokenizer)
 
     def _translations(self, src_ids: list[int], hypotheses: list[Hypothesis], attention: bool) -> list[Translation]:

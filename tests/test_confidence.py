@@ -15,7 +15,7 @@ from support.tiny_models import random_src, sharp_model
 
 from seq2seq.decoding.confidence import (
     FEATURE_NAMES,
-    SourceVocabulary,
+    SourcePieceStats,
     assess_outputs,
     confidence_features,
     forced_pass,
@@ -55,8 +55,8 @@ class NotAModule:
         self.encode, self.decoder = model.encode, model.decoder
 
 
-def uniform_vocabulary(size: int) -> SourceVocabulary:
-    return SourceVocabulary(piece_log_prob=-torch.arange(size, dtype=torch.float32),
+def uniform_vocabulary(size: int) -> SourcePieceStats:
+    return SourcePieceStats(piece_log_prob=-torch.arange(size, dtype=torch.float32),
                             rare=torch.zeros(size, dtype=torch.bool))
 
 
@@ -96,7 +96,7 @@ def test_features_equal_values_worked_out_by_hand():
     scores = torch.tensor([0.0, 0.0, 0.0, 0.0, -2.0, -3.0, -9.0])
     rare = torch.tensor([False] * 6 + [True])
     features = confidence_features(probs.log(), torch.tensor([3]), torch.cat([attention, torch.zeros(1, 4, 1)], 2),
-                                   src, torch.tensor([4]), torch.tensor([2]), SourceVocabulary(scores, rare))
+                                   src, torch.tensor([4]), torch.tensor([2]), SourcePieceStats(scores, rare))
     expected = {
         "mean_log_prob": (math.log(0.5) + math.log(0.1) + math.log(0.9)) / 3,
         "min_log_prob": math.log(0.1),
@@ -198,7 +198,7 @@ def test_rare_source_pieces_are_unk_and_byte_pieces(translator):
     import re
 
     tokenizer = translator.src_tokenizer
-    vocabulary = SourceVocabulary.of(tokenizer)
+    vocabulary = SourcePieceStats.of(tokenizer)
     pieces = [tokenizer.id_to_piece(i) for i in range(tokenizer.vocab_size)]
     expected = [i == 1 or re.fullmatch(r"<0x[0-9A-F]{2}>", piece) is not None for i, piece in enumerate(pieces)]
     assert vocabulary.rare.tolist() == expected and sum(expected) == 257  # <unk> and 256 byte pieces

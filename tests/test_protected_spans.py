@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from seq2seq.glossary import Glossary, GlossaryError
-from seq2seq.protected_spans import SourceVocabulary, Span, find_spans, verbatim
+from seq2seq.protected_spans import SourceWords, Span, find_spans, verbatim
 from seq2seq.decoding.span_copy import check, input_spans, read_spans, restore
 
 
@@ -41,12 +41,21 @@ def test_offsets_and_target_are_the_text_itself():
 
 def test_with_the_tokenizer_common_words_are_not_names_and_unseen_characters_are_rare(small_tokenizers):
     src, _ = small_tokenizers  # vocabulary 40 trained on English lines: "a", "the" ... are single pieces
-    vocabulary = SourceVocabulary(src)
+    vocabulary = SourceWords(src)
     assert vocabulary.known("The") and not vocabulary.known("Łukasz")
     assert vocabulary.rare("東") and vocabulary.rare("🐕") and not vocabulary.rare("a")
     assert spans_of("Two dogs 🐕 run in 東京.", vocabulary) == [("🐕", "rare"), ("東京", "rare")]
     # a capitalized common word inside a sentence is no name; "(東京)" loses its brackets
     assert spans_of("A man rides The bike (東京)", vocabulary) == [("東京", "rare")]
+
+
+def test_a_source_language_that_capitalizes_nouns_has_no_name_spans(small_tokenizers):
+    """German capitalizes every noun: a capital there says nothing of a name, so a de->X model must not copy its
+    nouns verbatim; numbers and unseen characters are still kept."""
+    src, _ = small_tokenizers
+    line = "Ein Radfahrer fahrt 12 Kilometer nach Berlin 🐕"
+    assert ("Kilometer", "name") in spans_of(line, SourceWords(src))  # as an English model would read it
+    assert spans_of(line, SourceWords(src, capitalized_nouns=True)) == [("12", "number"), ("🐕", "rare")]
 
 
 def test_numbers_must_stand_alone_to_count_as_kept():

@@ -46,14 +46,14 @@ LOG_PROB_FLOOR = -20.0
 
 
 @dataclass
-class SourceVocabulary:
+class SourcePieceStats:
     """What the source-side features need to know of each source piece id (both (V,) tensors)."""
 
     piece_log_prob: Tensor  #: the piece's unigram log-probability; rare pieces: the vocabulary's lowest
     rare: Tensor  #: True for ``<unk>`` and byte pieces
 
     @classmethod
-    def of(cls, tokenizer) -> "SourceVocabulary":
+    def of(cls, tokenizer) -> "SourcePieceStats":
         """From a :class:`~seq2seq.tokenizer.Tokenizer` (its pieces' scores and which pieces are rare)."""
         scores = torch.tensor(tokenizer.piece_log_probs(), dtype=torch.float32)
         rare = torch.tensor([tokenizer.is_rare_piece(i) for i in range(len(scores))])
@@ -107,7 +107,7 @@ def _stepped_pass(ensemble, src, src_lengths, tgt, tgt_lengths, gold) -> tuple[T
 
 
 def confidence_features(token_log_probs: Tensor, output_lengths: Tensor, attention: Tensor, src: Tensor,
-                        src_lengths: Tensor, source_words: Tensor, vocabulary: SourceVocabulary) -> Tensor:
+                        src_lengths: Tensor, source_words: Tensor, vocabulary: SourcePieceStats) -> Tensor:
     """The features of :data:`FEATURE_NAMES`, one row per sentence.
 
     Args:
@@ -153,7 +153,7 @@ class OutputAssessment:
 
 
 def assess_outputs(model, src_ids: list[list[int]], outputs: list[list[int]], source_words: list[int],
-                   vocabulary: SourceVocabulary, batch_size: int, device: torch.device | str = "cpu",
+                   vocabulary: SourcePieceStats, batch_size: int, device: torch.device | str = "cpu",
                    autocast_dtype: torch.dtype | None = None) -> list[OutputAssessment]:
     """:func:`forced_pass` and :func:`confidence_features` of outputs (piece ids, no BOS/EOS) of sources (ids
     ending in EOS), in length-sorted batches of ``batch_size``; results in input order. ``source_words``: per

@@ -23,7 +23,7 @@ import torch
 
 from seq2seq.decoding.alignment import argmax_source, piece_words
 from seq2seq.glossary import Glossary
-from seq2seq.protected_spans import RUN, TRAILING_PUNCTUATION, SourceVocabulary, Span, find_spans, verbatim
+from seq2seq.protected_spans import RUN, TRAILING_PUNCTUATION, SourceWords, Span, find_spans, verbatim
 from seq2seq.tokenizer import UNK_ID, Tokenizer
 
 LEADING_PUNCTUATION = "\"'([{«„“‘"
@@ -32,7 +32,7 @@ LEADING_PUNCTUATION = "\"'([{«„“‘"
 INSERTED_KINDS = frozenset({"rare"})
 
 
-def input_spans(line: str, vocabulary: SourceVocabulary | None, glossary: Glossary | None, protect: bool) -> list[Span]:
+def input_spans(line: str, vocabulary: SourceWords | None, glossary: Glossary | None, protect: bool) -> list[Span]:
     """The spans of ``line`` to carry over: glossary terms first, then (with ``protect``) protected spans that
     overlap none of them; in order."""
     spans = glossary.spans(line) if glossary else []
@@ -177,7 +177,7 @@ def restore(text: str, tokens: Sequence[int], attention: torch.Tensor | None, li
     return re.sub(r"\s+", " ", " ".join(out)).strip()
 
 
-def spans_of_inputs(lines: list[str], src_ids: list[list[int]], vocabulary: SourceVocabulary | None,
+def spans_of_inputs(lines: list[str], src_ids: list[list[int]], vocabulary: SourceWords | None,
                     glossary: Glossary, protect: bool, src_tokenizer: Tokenizer) -> list[tuple[list[Span], list[Span]]]:
     """Per line (spans within the pieces read, spans past them); ``src_ids``: each line's encoder input (with EOS)."""
     if not protect and not glossary:
