@@ -55,7 +55,8 @@ def test_a_source_language_that_capitalizes_nouns_has_no_name_spans(small_tokeni
     src, _ = small_tokenizers
     line = "Ein Radfahrer fahrt 12 Kilometer nach Berlin 🐕"
     assert ("Kilometer", "name") in spans_of(line, SourceWords(src))  # as an English model would read it
-    assert spans_of(line, SourceWords(src, capitalized_nouns=True)) == [("12", "number"), ("🐕", "rare")]
+    german = spans_of(line, SourceWords(src, capitalized_nouns=True))
+    assert not [span for span in german if span[1] == "name"] and {("12", "number"), ("🐕", "rare")} <= set(german)
 
 
 def test_numbers_must_stand_alone_to_count_as_kept():
