@@ -132,13 +132,13 @@ def clean_pairs(raw, cfg: DataConfig, empty: int = 0) -> tuple[Any, dict[str, An
     key = hashlib.sha256(json.dumps([_VERSION, raw._fingerprint, cfg.src_lang, cfg.tgt_lang, settings(cfg)],
                                     sort_keys=True).encode()).hexdigest()[:32]
     cache = Path(cfg.cache_dir).expanduser() / "cleaning"
-    rows_file, counts_file = cache / f"{key}.npy", cache / f"{key}.json"
-    if rows_file.is_file() and counts_file.is_file():
-        rows, removed = np.load(rows_file), json.loads(counts_file.read_text(encoding="utf-8"))
+    rows_file, counts_file = cache / f"{key}.rows", cache / f"{key}.json"
+    if rows_file.is_file() and counts_file.is_file():  # raw int64 rows: nothing that could unpickle
+        rows, removed = np.fromfile(rows_file, dtype=np.int64), json.loads(counts_file.read_text(encoding="utf-8"))
     else:
         rows, removed = kept_rows(raw, cfg)
         cache.mkdir(parents=True, exist_ok=True)
-        np.save(rows_file, rows)  # the rows first: a counts file is only ever beside its rows
+        np.asarray(rows, dtype=np.int64).tofile(rows_file)  # the rows first: counts are only ever beside their rows
         counts_file.write_text(json.dumps(removed), encoding="utf-8")
     removed = {"empty": empty, **removed}
     report = {"pairs_read": len(raw) + empty, "removed": removed, "pairs_kept": int(len(rows)),

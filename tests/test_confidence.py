@@ -54,6 +54,9 @@ class NotAModule:
     def __init__(self, model) -> None:
         self.encode, self.decoder = model.encode, model.decoder
 
+    def eval(self) -> "NotAModule":  # the rest of seq2seq/decoding_model.py's DecodingModel
+        return self
+
 
 def uniform_vocabulary(size: int) -> SourcePieceStats:
     return SourcePieceStats(piece_log_prob=-torch.arange(size, dtype=torch.float32),
@@ -130,7 +133,7 @@ def test_every_search_mode_gets_the_forced_scores_of_its_outputs(translator, sea
     assert results[-1][0].confidence is None and results[-1][0].piece_probs == []  # an empty input: nothing decoded
     src_ids = translator.encode_sources(SENTENCES)
     for ids, entry in zip(src_ids, results):
-        scored = score_ids(translator.models, [ids] * len(entry), [t.tokens for t in entry], translator.cfg.decode)
+        scored = score_ids(translator.models, [ids] * len(entry), [t.tokens for t in entry], translator.decode_options())
         for translation, score in zip(entry, scored):
             assert translation.piece_probs == pytest.approx([math.exp(x) for x in score.token_log_probs], abs=1e-5)
             assert 0.0 <= translation.confidence <= 1.0 and translation.confidence_calibrated

@@ -24,7 +24,7 @@ from seq2seq.decoding.logits import (
     length_penalty,
     max_output_lengths,
 )
-from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, TGT_TOKENIZER_FILE, Tokenizer
 
 SENTENCES = ["A man is riding a bike.", "Two dogs play in the snow.", "People."]
 
@@ -36,6 +36,10 @@ def eos_model_dir(tiny_model_dir, tmp_path_factory):
     shutil.copytree(tiny_model_dir, model_dir, ignore=shutil.ignore_patterns("last", "*.log", "*.png"))
     weights = load_weights(model_dir / WEIGHTS_FILE)
     weights["decoder.output_layer.bias"][EOS_ID] += 100.0
+    # the bare word boundary "▁" (a piece of its own with byte fallback) would make the one forced piece a space:
+    # push it down, so that the piece min_length forces is one with text
+    space = Tokenizer.load(model_dir / TGT_TOKENIZER_FILE)._sp.piece_to_id("\u2581")
+    weights["decoder.output_layer.bias"][space] -= 100.0
     save_weights(weights, model_dir / WEIGHTS_FILE)
     return model_dir
 

@@ -41,13 +41,13 @@ def poison_training_loss(monkeypatch, bad_calls) -> None:
     """Make the training loss NaN on the given training-mode calls (1-based); validation is left alone."""
     original, calls = Seq2Seq.forward, {"n": 0}
 
-    def forward(self, *args, **kwargs):  # the training step calls forward with the targets: (loss, tokens)
-        value, tokens = original(self, *args, **kwargs)
-        if self.training:
+    def forward(self, *args, **kwargs):  # the training step calls forward with the targets: (logits, loss)
+        logits, loss = original(self, *args, **kwargs)
+        if self.training and loss is not None:
             calls["n"] += 1
             if calls["n"] in bad_calls:
-                value = value * float("nan")
-        return value, tokens
+                loss = loss * float("nan")
+        return logits, loss
 
     monkeypatch.setattr(Seq2Seq, "forward", forward)
 
