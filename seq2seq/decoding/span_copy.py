@@ -26,18 +26,21 @@ from seq2seq.glossary import Glossary
 from seq2seq.protected_spans import RUN, TRAILING_PUNCTUATION, SourceWords, Span, find_spans, verbatim
 from seq2seq.tokenizer import UNK_ID, Tokenizer
 
+#: past the pieces the model reads, protected spans are looked for (and reported missing) this far into a line
+SCANNED_CHARS = 2_000
 LEADING_PUNCTUATION = "\"'([{«„“‘"
 #: kinds put in next to the output, never over an output word: the model reads their characters as ``<unk>`` or
 #: bytes, so the words attending to them are more often a neighbour's translation than an attempt at them
 INSERTED_KINDS = frozenset({"rare"})
 
 
-def input_spans(line: str, vocabulary: SourceWords | None, glossary: Glossary | None, protect: bool) -> list[Span]:
-    """The spans of ``line`` to carry over: glossary terms first, then (with ``protect``) protected spans that
-    overlap none of them; in order."""
+def input_spans(line: str, vocabulary: SourceWords | None, glossary: Glossary | None, protect: bool,
+                protect_until: int | None = None) -> list[Span]:
+    """The spans of ``line`` to carry over: glossary terms first, then (with ``protect``) protected spans (in
+    ``line[:protect_until]``, a start made of whole words) that overlap none of them; in order."""
     spans = glossary.spans(line) if glossary else []
     if protect:
-        spans += [s for s in find_spans(line, vocabulary)
+        spans += [s for s in find_spans(line[:protect_until], vocabulary)
                   if all(s.end <= g.start or s.start >= g.end for g in spans)]
     return sorted(spans, key=lambda s: s.start)
 
@@ -51,17 +54,42 @@ def _span_words(span: Span, words: list[tuple[int, int]]) -> list[int]:
     return [i for i, (start, end) in enumerate(words) if start < span.end and end > span.start]
 
 
+def _whole_words_within(line: str, limit: int) -> int:
+    """The length of the longest start of ``line`` of at most ``limit`` characters that cuts no word."""
+    if limit >= len(line):
+        return len(line)
+    runs = list(RUN.finditer(line[:limit]))
+    if runs and not line[limit].isspace():  # the last word goes on past the limit
+        runs.pop()
+    return runs[-1].end() if runs else 0
+
+
+def read_head(line: str, src_tokenizer: Tokenizer, pieces_read: int) -> tuple[str, list[int]]:
+    """(the start of ``line`` made of whole words that holds every source piece the model reads, the word of each
+    of its pieces): a 14,000-character line cut to 40 pieces is segmented and searched only that far."""
+    words = _source_words(line)
+    count = pieces_read + 1  # each word is at least one piece: this many words hold the pieces read, and more
+    while True:
+        head = line[: words[min(count, len(words)) - 1][1]] if words else line
+        piece_word = piece_words(head, src_tokenizer)
+        if len(piece_word) > pieces_read or count >= len(words):  # (words of no piece: look further)
+            return head, piece_word
+        count *= 2
+
+
 def read_spans(line: str, spans: list[Span], src_tokenizer: Tokenizer,
                pieces_read: int) -> tuple[list[Span], list[Span]]:
     """(spans within the first ``pieces_read`` source pieces, spans past them): the model never reads the latter."""
-    piece_word = piece_words(line, src_tokenizer)
+    head, piece_word = read_head(line, src_tokenizer, pieces_read)
     if pieces_read >= len(piece_word):
         return spans, []
-    # the last word read may be cut: only the words before it were read whole
-    last_whole = piece_word[pieces_read] - 1 if pieces_read < len(piece_word) else len(_source_words(line)) - 1
-    words = _source_words(line)
-    inside = [s for s in spans if max(_span_words(s, words), default=-1) <= last_whole]
-    return inside, [s for s in spans if s not in inside]
+    # the last word read may be cut: only the words before it were read whole; a span is read whole when no word
+    # after the last whole one starts before its end
+    last_whole = piece_word[pieces_read] - 1
+    words = _source_words(head)
+    limit = words[last_whole + 1][0] if last_whole + 1 < len(words) else len(head)
+    inside = [s.end <= limit for s in spans]
+    return [s for s, read in zip(spans, inside) if read], [s for s, read in zip(spans, inside) if not read]
 
 
 def constraint_words(spans: Sequence[Span], tgt_tokenizer: Tokenizer) -> list[str]:
@@ -182,8 +210,16 @@ def spans_of_inputs(lines: list[str], src_ids: list[list[int]], vocabulary: Sour
     """Per line (spans within the pieces read, spans past them); ``src_ids``: each line's encoder input (with EOS)."""
     if not protect and not glossary:
         return [([], []) for _ in lines]
-    return [read_spans(line, input_spans(line, vocabulary if protect else None, glossary, protect), src_tokenizer,
-                       len(ids) - 1) for line, ids in zip(lines, src_ids)]
+    out = []
+    for line, ids in zip(lines, src_ids):
+        # protected spans are looked for in what the model reads and, past a cut, up to SCANNED_CHARS characters
+        # (reported missing: a sentence's worth; the rest of a longer line is not translated at all, and the log
+        # says so); glossary terms, which the user asked for, in the whole line
+        head, _ = read_head(line, src_tokenizer, len(ids) - 1)
+        until = max(len(head), _whole_words_within(line, SCANNED_CHARS))
+        spans = input_spans(line, vocabulary if protect else None, glossary, protect, protect_until=until)
+        out.append(read_spans(line, spans, src_tokenizer, len(ids) - 1))
+    return out
 
 
 def carry_spans(entry: list, line: str, spans: tuple[list[Span], list[Span]], src_tokenizer: Tokenizer,
