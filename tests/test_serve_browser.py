@@ -8,11 +8,16 @@ except under ``CI=true`` (``.ci/run`` installs Debian's ``chromium``), where it 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+from pathlib import Path
 
 import pytest
 from support.chromium import Chromium, find_chromium
 from support.serving import http_json, start_server
+
+from seq2seq.checkpoint import WEIGHTS_FILE, load_weights, save_weights
+from seq2seq.tokenizer import TGT_TOKENIZER_FILE, Tokenizer
 
 SENTENCE = "Two dogs play in the snow."
 
@@ -33,10 +38,22 @@ def browser():
 def server(browser, request):
     pytest.importorskip("uvicorn", reason='the service needs the serve extra: pip install -e ".[serve]"')
     tiny_model_dir = request.getfixturevalue("tiny_model_dir")  # only once a browser is there: no training in vain
-    process, url = start_server(tiny_model_dir)
+    process, url = start_server(with_text(tiny_model_dir, request.getfixturevalue("tmp_path_factory")))
     yield url
     process.send_signal(signal.SIGTERM)
     process.communicate(timeout=60)
+
+
+def with_text(model_dir: Path, tmp_path_factory) -> Path:
+    """A copy of the tiny model whose bare word boundary "▁" is pushed down: the tiny model, barely trained, would
+    otherwise spell most outputs as runs of "▁" (empty text), and the page must show words."""
+    copy = tmp_path_factory.mktemp("browser_model") / "model"
+    shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns("last", "*.log", "*.png"))
+    weights = load_weights(copy / WEIGHTS_FILE)
+    space = Tokenizer.load(copy / TGT_TOKENIZER_FILE)._sp.piece_to_id("\u2581")
+    weights["decoder.output_layer.bias"][space] -= 100.0
+    save_weights(weights, copy / WEIGHTS_FILE)
+    return copy
 
 
 def read_page(browser: Chromium) -> dict:
