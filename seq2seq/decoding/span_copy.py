@@ -77,10 +77,11 @@ def read_head(line: str, src_tokenizer: Tokenizer, pieces_read: int) -> tuple[st
         count *= 2
 
 
-def read_spans(line: str, spans: list[Span], src_tokenizer: Tokenizer,
-               pieces_read: int) -> tuple[list[Span], list[Span]]:
-    """(spans within the first ``pieces_read`` source pieces, spans past them): the model never reads the latter."""
-    head, piece_word = read_head(line, src_tokenizer, pieces_read)
+def read_spans(line: str, spans: list[Span], src_tokenizer: Tokenizer, pieces_read: int,
+               read: tuple[str, list[int]] | None = None) -> tuple[list[Span], list[Span]]:
+    """(spans within the first ``pieces_read`` source pieces, spans past them): the model never reads the latter.
+    ``read``: :func:`read_head`'s answer for this line, when the caller has it already."""
+    head, piece_word = read or read_head(line, src_tokenizer, pieces_read)
     if pieces_read >= len(piece_word):
         return spans, []
     # the last word read may be cut: only the words before it were read whole; a span is read whole when no word
@@ -128,7 +129,8 @@ def _split_punctuation(word: str) -> tuple[str, str, str]:
 
 
 def restore(text: str, tokens: Sequence[int], attention: torch.Tensor | None, line: str, spans: Sequence[Span],
-            src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, fixed_pieces: int = 0) -> str:
+            src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, fixed_pieces: int = 0,
+            src_piece_word: list[int] | None = None) -> str:
     """``text`` with each span that is not verbatim in it put in through the attention alignment.
 
     The output word most of whose pieces attend to the span's source words (and the aligned words right after it,
@@ -140,6 +142,7 @@ def restore(text: str, tokens: Sequence[int], attention: torch.Tensor | None, li
 
     Args:
         tokens: the output's target piece ids; attention: (len(tokens) + 1, source pieces + 1) weights.
+        src_piece_word: the source word of each piece the model read (:func:`read_head`), when the caller has it.
     """
     missing = [s for s in spans if not verbatim(s, text)]
     if not missing or attention is None or not tokens:
@@ -150,7 +153,9 @@ def restore(text: str, tokens: Sequence[int], attention: torch.Tensor | None, li
         groups[word].append(token)
     words_out = [w.strip() for w in tgt_tokenizer.decode(groups)]  # each output word as the text spells it
     src_pieces = attention.size(1) - 1
-    src_piece_word = piece_words(line, src_tokenizer)[:src_pieces]
+    if src_piece_word is None:
+        src_piece_word = read_head(line, src_tokenizer, src_pieces)[1]
+    src_piece_word = src_piece_word[:src_pieces]
     source_piece = argmax_source(attention, len(tokens), len(src_piece_word))
     aligned: dict[int, list[int]] = defaultdict(list)  # source word -> output words, in order
     for j, piece in enumerate(source_piece):
@@ -215,10 +220,10 @@ def spans_of_inputs(lines: list[str], src_ids: list[list[int]], vocabulary: Sour
         # protected spans are looked for in what the model reads and, past a cut, up to SCANNED_CHARS characters
         # (reported missing: a sentence's worth; the rest of a longer line is not translated at all, and the log
         # says so); glossary terms, which the user asked for, in the whole line
-        head, _ = read_head(line, src_tokenizer, len(ids) - 1)
-        until = max(len(head), _whole_words_within(line, SCANNED_CHARS))
+        read = read_head(line, src_tokenizer, len(ids) - 1)  # segmented once, for both steps
+        until = max(len(read[0]), _whole_words_within(line, SCANNED_CHARS))
         spans = input_spans(line, vocabulary if protect else None, glossary, protect, protect_until=until)
-        out.append(read_spans(line, spans, src_tokenizer, len(ids) - 1))
+        out.append(read_spans(line, spans, src_tokenizer, len(ids) - 1, read))
     return out
 
 
@@ -228,10 +233,13 @@ def carry_spans(entry: list, line: str, spans: tuple[list[Span], list[Span]], sr
     put in (:func:`restore`; tokens, score and attention stay the search's), ``kept`` and ``missing`` (the spans
     past the pieces read among them); the attention is dropped unless ``keep_attention``."""
     read, unread = spans
+    src_piece_word = None  # segmented once per input, for all its hypotheses, and only when one lacks a span
     for translation in entry:
-        if read:
+        if read and translation.attention is not None and any(not verbatim(s, translation.text) for s in read):
+            if src_piece_word is None:
+                src_piece_word = read_head(line, src_tokenizer, translation.attention.size(1) - 1)[1]
             translation.text = restore(translation.text, translation.tokens, translation.attention, line, read,
-                                       src_tokenizer, tgt_tokenizer, prefix_pieces)
+                                       src_tokenizer, tgt_tokenizer, prefix_pieces, src_piece_word)
         translation.kept, missing = check(translation.text, read)
         translation.missing = missing + unread
         if not keep_attention:
