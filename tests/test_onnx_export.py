@@ -107,6 +107,12 @@ def test_translator_onnx_backend_translates_as_torch(tiny_model_dir, tiny_corpus
     for ours, theirs in zip(onnx_translator.generate(lines[:8]), torch_translator.generate(lines[:8])):
         assert ours[0].piece_probs == pytest.approx(theirs[0].piece_probs, abs=1e-4)
         assert ours[0].confidence == pytest.approx(theirs[0].confidence, abs=1e-4)
+    # protected spans and a glossary term go through the onnxruntime attention alike: kept, and the same text
+    line = "Zoë has 12 dogs in Kraków."
+    for beam_size in (1, 3):
+        ours, theirs = (t.generate([line], beam_size=beam_size, glossary=[("dogs", "Hunde")])[0][0]
+                        for t in (onnx_translator, torch_translator))
+        assert ours.text == theirs.text and ours.missing == [] and {"Zoë", "12", "Kraków"} <= {s.text for s in ours.kept}
 
 
 # ---------------------------------------------------------------------------- every architecture the config accepts
