@@ -5,6 +5,8 @@
 #   scripts/decode_outputs.sh MODEL /tmp/after && diff -r /tmp/before /tmp/after
 # Greedy, beam 5 with 3-best and scores, seeded sampling, a forced prefix, lexical constraints and forced-decoding
 # scores, all in fp32 on the CPU (one thread count, so the arithmetic is the same on every run).
+# TRANSLATE_FLAGS="--no-preserve" adds flags to every translate call (to switch a later default off against an
+# older version; docs/architecture.md, "Behaviour unchanged").
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 MODEL="$1"; OUT="$2"
@@ -12,7 +14,8 @@ SRC="${3:-../shared/data/multi30k/test_2016_flickr.en.gz}"
 REF="${4:-../shared/data/multi30k/test_2016_flickr.de.gz}"
 PYTHON="${PYTHON:-python}"
 mkdir -p "$OUT"
-common=(--model "$MODEL" --device cpu --dtype fp32 --threads 2 --no-progress)
+read -r -a extra <<< "${TRANSLATE_FLAGS:-}"
+common=(--model "$MODEL" --device cpu --dtype fp32 --threads 2 --no-progress "${extra[@]}")
 zcat -f "$SRC" > "$OUT/source.txt"
 zcat -f "$REF" > "$OUT/reference.txt"
 head -n 200 "$OUT/source.txt" > "$OUT/source200.txt"

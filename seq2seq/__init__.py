@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 #: public name -> the module that defines it
 _PUBLIC = {
     "Translator": "seq2seq.translator",
-    "Translation": "seq2seq.translator",
+    "Translation": "seq2seq.translation",
     "Sampling": "seq2seq.decoding.sampling",
     "hard_alignment": "seq2seq.decoding.alignment",
     "load_config": "seq2seq.config",
@@ -21,7 +21,8 @@ _PUBLIC = {
 __all__ = [*_PUBLIC, "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from seq2seq.translator import Translation, Translator
+    from seq2seq.translation import Translation
+    from seq2seq.translator import Translator
     from seq2seq.config import load_config
     from seq2seq.decoding.alignment import hard_alignment
     from seq2seq.decoding.sampling import Sampling

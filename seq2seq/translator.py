@@ -1,31 +1,29 @@
 """Python API: ``Translator.load(model_dir).translate(text_or_lines)`` and ``.generate(lines, nbest=...)``.
 
-Layers (each usable alone): :func:`seq2seq.decoding.driver.translate_ids` / :func:`~seq2seq.decoding.driver.score_ids`
-(ids in, hypotheses or scores out, batched and sorted by length internally, results in input order) ->
-:meth:`Translator.generate` (texts in, per input its n-best list of :class:`Translation` out) ->
-:meth:`Translator.translate` (text in, text out); :meth:`Translator.score` for given translations. ``Translator.load([A, B])`` loads an
-ensemble. The command-line tools are thin layers over this module.
+Layers (each usable alone, one return shape each): :func:`seq2seq.decoding.driver.translate_ids` /
+:func:`~seq2seq.decoding.driver.score_ids` (ids in, hypotheses or scores out, batched and sorted by length internally,
+results in input order) -> :meth:`Translator.generate` (texts in, per input its n-best list of
+:class:`~seq2seq.translation.Translation` out) -> :meth:`Translator.translate` (str in, str out; list in, list of str
+out); :meth:`Translator.score` for given translations. ``Translator.load([A, B])`` loads an ensemble. What a call is
+asked is checked in seq2seq/translator_inputs.py; the command-line tools are thin layers over this module.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Sequence, Union
 
 import torch
 
 from seq2seq.config import Config, DataConfig
-from seq2seq.decoding.driver import score_ids, source_ids, translate_ids
+from seq2seq.decoding.driver import score_ids, translate_ids
 from seq2seq.decoding.forced import TargetScore
-from seq2seq.decoding.hypothesis import Hypothesis
-from seq2seq.decoding.options import DecodeOptions, check_batch_size, check_beam_size, check_nbest
 from seq2seq.decoding.sampling import Sampling
 from seq2seq.decoding.search import decoding_work
 from seq2seq.glossary import Glossary, GlossaryInput
-from seq2seq.protected_spans import NOUNS_CAPITALIZED, SourceWords, Span
+from seq2seq.protected_spans import NOUNS_CAPITALIZED, SourceWords
 from seq2seq.decoding.span_copy import carry_spans, constraint_words, spans_of_inputs
 from seq2seq.backends import load_decoding_models
 from seq2seq.calibration import Calibration, load_calibration
@@ -34,62 +32,18 @@ from seq2seq.hub import resolve_model_dir
 from seq2seq.sentence_confidence import add_confidence
 from seq2seq.precision import choose_autocast
 from seq2seq.tokenizer import Tokenizer
+from seq2seq.translation import Translation, translations_of
+from seq2seq.translator_inputs import TranslatorInputs, per_input
+
+__all__ = ["Translation", "Translator"]
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass
-class Translation:
-    """One translation hypothesis of one input.
-
-    Attributes:
-        text: detokenized translation.
-        tokens: target piece ids (no BOS/EOS).
-        score: length-normalized log-probability.
-        attention: (len(tokens) + 1, source pieces + 1) weights (rows: target pieces then EOS; columns:
-            source pieces then EOS), when asked for.
-        src_pieces / tgt_pieces: the pieces that label the attention matrix.
-        piece_probs: the model's probability of each output piece, then of EOS (an ensemble's: the exponent of its
-            members' mean log-probability, what its search ranks by); empty when not computed.
-        confidence: 0-1, an estimate of the translation's sentence chrF / 100 when ``confidence_calibrated``
-            (the model directory's ``confidence.json``, see docs/confidence.md), else the geometric mean of
-            ``piece_probs``; None for an empty input or when not computed.
-        low_confidence: the confidence is below the calibration's threshold: unlikely to be right.
-        confidence_features: the signals the confidence is computed from (by name).
-        A restored translation (protected spans or glossary terms put in after the search) keeps the search's
-        ``tokens``, ``score`` and ``attention``; only ``text`` has the spans.
-        kept / missing: the input's protected spans and glossary terms (:class:`~seq2seq.protected_spans.Span`)
-            that are verbatim in ``text``, and those that are not (reported, never silently dropped).
-    """
-
-    text: str
-    tokens: list[int]
-    score: float
-    attention: Optional[torch.Tensor] = field(default=None, repr=False)
-    src_pieces: list[str] = field(default_factory=list, repr=False)
-    tgt_pieces: list[str] = field(default_factory=list, repr=False)
-    piece_probs: list[float] = field(default_factory=list, repr=False)
-    confidence: Optional[float] = None
-    confidence_calibrated: bool = False
-    low_confidence: bool = False
-    confidence_features: dict[str, float] = field(default_factory=dict, repr=False)
-    kept: list[Span] = field(default_factory=list, repr=False)
-    missing: list[Span] = field(default_factory=list, repr=False)
+#: what :meth:`Translator.translate` took before it returned texts only; :meth:`Translator.generate` takes them
+RICH_RESULT_ARGUMENTS = ("nbest", "return_scores", "return_attention")
 
 
-def _per_input(value, count: int, name: str) -> list:
-    """``value`` for every input (a str, or a list of str for constraints), or one entry per input."""
-    if value is None:
-        return [None] * count
-    if isinstance(value, str) or (name == "constraints" and value and all(isinstance(v, str) for v in value)):
-        return [value] * count
-    value = list(value)
-    if len(value) != count:
-        raise ValueError(f"{name}: give one value for all inputs or one per input ({count}), got {len(value)}")
-    return value
-
-
-class Translator:
+class Translator(TranslatorInputs):
     """A trained model (or an ensemble of models sharing tokenizers) ready to translate text.
 
     >>> tr = Translator.load("runs/multi30k_en_de")           # doctest: +SKIP
@@ -146,71 +100,6 @@ class Translator:
         except ValueError as err:
             logger.warning("confidences are uncalibrated: %s", err)
         return translator
-
-    def encode_sources(self, lines: Sequence[str], numbers: Sequence[int] | None = None) -> list[list[int]]:
-        """Source lines -> piece ids + EOS, truncated to ``decode.max_src_length`` pieces with a warning.
-
-        ``numbers`` name the lines in that warning (default 1, 2, ...).
-        """
-        limit = self.cfg.decode.max_src_length
-        numbers = range(1, len(lines) + 1) if numbers is None else numbers
-        encoded = []
-        for line_number, line, ids in zip(numbers, lines, self.src_tokenizer.encode(list(lines))):
-            if len(ids) > limit:
-                logger.warning(
-                    "input %d (%r...) has %d source pieces; translating only the first %d (decode.max_src_length)",
-                    line_number, line[:30], len(ids), limit,
-                )
-            encoded.append(source_ids(ids, limit))
-        return encoded
-
-    def decode_options(self, beam_size: int | None = None, nbest: int = 1, return_attention: bool = False,
-                       batch_size: int | None = None, sampling: bool = False) -> DecodeOptions:
-        """The model's ``decode`` settings with these overrides (None = the model's), checked: ValueError names
-        the one out of range."""
-        beam_size = self.cfg.decode.beam_size if beam_size is None else int(beam_size)
-        check_beam_size(beam_size)
-        check_nbest(nbest, beam_size, sampling)
-        if batch_size is not None:
-            check_batch_size(batch_size)
-        return DecodeOptions.from_config(self.cfg.decode, beam_size=beam_size, nbest=nbest,
-                                         return_attention=return_attention, batch_size=batch_size)
-
-    def _target_phrases(self, words: str | Sequence[str] | None) -> list[list[int]]:
-        """Constraint words -> target piece id lists (each as it would appear after a space)."""
-        words = [words] if isinstance(words, str) else list(words or [])
-        phrases = self.tgt_tokenizer.encode([w.strip() for w in words]) if words else []
-        for word, phrase in zip(words, phrases):
-            if not phrase:
-                raise ValueError(f"constraint {word!r} has no target pieces (empty?)")
-        return phrases
-
-    def max_target_pieces(self) -> int:
-        """The most target pieces a prefix or a target to score may have: the longest translation any input may get,
-        ``decode.max_len_a * decode.max_src_length + decode.max_len_b`` (user text is bounded like the output)."""
-        decode = self.cfg.decode
-        return int(decode.max_len_a * decode.max_src_length + decode.max_len_b)
-
-    def check_target_lengths(self, pieces: Sequence[Sequence[int]], what: str,
-                             numbers: Sequence[int] | None = None) -> None:
-        """ValueError naming the first of ``pieces`` (target piece lists of ``what``, e.g. "prefix", numbered by
-        ``numbers``, default 1, 2, ...) over :meth:`max_target_pieces`, before any decoding."""
-        limit = self.max_target_pieces()
-        numbers = range(1, len(pieces) + 1) if numbers is None else numbers
-        for number, ids in zip(numbers, pieces):
-            if len(ids) > limit:
-                raise ValueError(f"{what} {number} has {len(ids)} target pieces; the limit is {limit} "
-                                 "(decode.max_len_a * decode.max_src_length + decode.max_len_b, the longest "
-                                 "translation the model may give)")
-
-    def check_prefix(self, prefix: str | None) -> None:
-        """ValueError when ``prefix`` is longer than :meth:`max_target_pieces`, before any decoding."""
-        if prefix:
-            self.check_target_lengths(self.tgt_tokenizer.encode([prefix]), "prefix")
-
-    def check_constraints(self, words: Sequence[str]) -> None:
-        """ValueError naming the first constraint that has no target pieces (e.g. ``" "``), before any decoding."""
-        self._target_phrases(words)
 
     def generate(
         self,
@@ -270,7 +159,7 @@ class Translator:
             if not isinstance(line, str):
                 raise TypeError(f"translate() takes str or a list of str; item {i} is {type(line).__name__}")
         options = self.decode_options(beam_size, nbest, return_attention, batch_size, sampling is not None)
-        prefixes, word_lists = _per_input(prefix, len(lines), "prefix"), _per_input(constraints, len(lines), "constraints")
+        prefixes, word_lists = per_input(prefix, len(lines), "prefix"), per_input(constraints, len(lines), "constraints")
 
         nonempty = [i for i, line in enumerate(lines) if line.strip()]
         translations: list[list[Translation]] = [[Translation(text="", tokens=[], score=0.0)] for _ in lines]
@@ -290,7 +179,7 @@ class Translator:
                     word_lists[index] = list(dict.fromkeys(list(word_lists[index] or []) + words)) or None
             if any(read or unread for read, unread in spans):
                 options = dataclasses.replace(options, return_attention=True)
-            phrases = [self._target_phrases(word_lists[i]) for i in nonempty]
+            phrases = [self.target_phrases(word_lists[i]) for i in nonempty]
             decode = dict(device=self.device, autocast_dtype=self.autocast_dtype, progress=progress, sampling=sampling)
             if trace is None:
                 hypotheses = translate_ids(self.models, src_ids, options, prefixes=prefix_ids, constraints=phrases,
@@ -303,7 +192,8 @@ class Translator:
                                                 constraints=phrases[position : position + 1], trace=traces[index],
                                                 **decode)
             for position, (index, ids, hyps) in enumerate(zip(nonempty, src_ids, hypotheses)):
-                translations[index] = self._translations(ids, hyps, options.return_attention)
+                translations[index] = translations_of(ids, hyps, options.return_attention, self.src_tokenizer,
+                                                   self.tgt_tokenizer)
                 carry_spans(translations[index], lines[index], spans[position], self.src_tokenizer,
                             self.tgt_tokenizer, len(prefix_ids[position]), return_attention)
             if confidence:  # of the search's tokens (a restored text keeps them)
@@ -322,26 +212,11 @@ class Translator:
         return spans_of_inputs(list(lines), src_ids, self.source_words, self.glossary.merged(glossary,
                                do_not_translate), preserve, self.src_tokenizer)
 
-    def _translations(self, src_ids: list[int], hypotheses: list[Hypothesis], attention: bool) -> list[Translation]:
-        """One input's hypotheses as text (with the attention and the pieces that label it when asked for)."""
-        texts = self.tgt_tokenizer.decode([h.tokens for h in hypotheses])
-        entry = []
-        for text, hyp in zip(texts, hypotheses):
-            translation = Translation(text=text, tokens=hyp.tokens, score=hyp.score)
-            if attention:
-                translation.attention = hyp.attention
-                translation.src_pieces = [self.src_tokenizer.id_to_piece(i) for i in src_ids]
-                translation.tgt_pieces = [self.tgt_tokenizer.id_to_piece(i) for i in hyp.tokens] + ["</s>"]
-            entry.append(translation)
-        return entry
-
     def translate(
         self,
         text: Union[str, Sequence[str]],
         beam_size: int | None = None,
-        nbest: int = 1,
-        return_scores: bool = False,
-        return_attention: bool = False,
+        *,
         batch_size: int | None = None,
         prefix: str | Sequence[str | None] | None = None,
         constraints: Sequence[str] | Sequence[Sequence[str]] | None = None,
@@ -350,28 +225,31 @@ class Translator:
         preserve: bool = True,
         glossary: GlossaryInput = None,
         do_not_translate: Sequence[str] = (),
-    ):
-        """Translate one string or a list of strings: :meth:`generate`'s best texts.
+        **rich_results,
+    ) -> Union[str, list[str]]:
+        """Translate one string or a list of strings: :meth:`generate`'s best texts, texts only.
 
-        The arguments are :meth:`generate`'s (``nbest`` samples per input when ``sampling``).
+        The arguments are :meth:`generate`'s (one sample per input when ``sampling``).
         Returns:
-            ``str`` for a string, ``list[str]`` for a list (same order, same count). For compatibility,
-            ``return_scores`` / ``return_attention`` / ``nbest > 1`` return per input a :class:`Translation`
-            (``nbest == 1``) or a list of them, best first, with their confidence; new code calls :meth:`generate`
-            for those. Texts alone come without the confidence's extra pass.
-        Empty or whitespace-only inputs translate to ``""`` (score 0) without running the model.
+            ``str`` for a string, ``list[str]`` for a list (same order, same count), nothing else: n-best lists,
+            scores, attention and confidence come from :meth:`generate` (``nbest``, ``return_scores`` or
+            ``return_attention`` here raise a TypeError that says so). Texts come without the confidence's extra
+            pass. Empty or whitespace-only inputs translate to ``""`` without running the model.
         """
+        if rich_results:
+            names = ", ".join(sorted(rich_results))
+            if set(rich_results) <= set(RICH_RESULT_ARGUMENTS):
+                raise TypeError(f"translate() returns texts only and takes no {names}: call generate(texts, ...), "
+                                "which returns per input a list of Translation (text, score, tokens, attention, "
+                                "confidence; nbest=, return_attention=)")
+            raise TypeError(f"translate() got unexpected keyword arguments: {names}")
         single = isinstance(text, str)
-        rich = return_scores or return_attention or nbest > 1  # Translations out: with their confidence
-        results = self.generate([text] if single else text, beam_size=beam_size, nbest=nbest,
-                                return_attention=return_attention, batch_size=batch_size, prefix=prefix,
-                                constraints=constraints, sampling=sampling, progress=progress, confidence=rich,
-                                preserve=preserve, glossary=glossary, do_not_translate=do_not_translate)
-        if rich:
-            out = [entry[0] if nbest == 1 else entry for entry in results]
-        else:
-            out = [entry[0].text for entry in results]
-        return out[0] if single else out
+        results = self.generate([text] if single else text, beam_size=beam_size, batch_size=batch_size,
+                                prefix=prefix, constraints=constraints, sampling=sampling, progress=progress,
+                                confidence=False, preserve=preserve, glossary=glossary,
+                                do_not_translate=do_not_translate)
+        texts = [entry[0].text for entry in results]
+        return texts[0] if single else texts
 
     def score(self, sources: Union[str, Sequence[str]], targets: Union[str, Sequence[str]],
               batch_size: int | None = None, return_attention: bool = False):

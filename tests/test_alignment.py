@@ -65,7 +65,7 @@ def test_translate_json_alignments(tiny_model_dir):
     records = [json.loads(line) for line in output_lines(run(
         "seq2seq.translate", "--model", str(tiny_model_dir), "--json", "--alignments", "--nbest", "2",
         "--beam-size", "3", *inputs))]
-    expected = tr.translate(inputs, beam_size=3, nbest=2, return_attention=True)
+    expected = tr.generate(inputs, beam_size=3, nbest=2, return_attention=True)
     for line, record, hypotheses in zip(inputs, records, expected):
         assert [h["text"] for h in record["translations"]] == [t.text for t in hypotheses[: len(record["translations"])]]
         for h, t in zip(record["translations"], hypotheses):

@@ -68,7 +68,7 @@ def test_scores_nbest_and_attention_are_the_python_apis(client, translator):
     body = {"text": SENTENCES, "beam_size": 3, "nbest": 2, "return_scores": True, "return_attention": True}
     answer = post(client, body).json()
     assert answer["beam_size"] == 3
-    expected = translator.translate(SENTENCES, beam_size=3, nbest=2, return_scores=True, return_attention=True)
+    expected = translator.generate(SENTENCES, beam_size=3, nbest=2, return_attention=True)
     for entry, hypotheses in zip(answer["translations"], expected):
         assert entry["text"] == hypotheses[0].text and entry["tokens"] == hypotheses[0].tokens
         assert [h["text"] for h in entry["nbest"]] == [h.text for h in hypotheses]

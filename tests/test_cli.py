@@ -48,7 +48,7 @@ def test_translate_equals_the_api_under_each_compute_dtype(tiny_model_dir, dtype
     api = Translator.load(tiny_model_dir, device="cpu", dtype=dtype)
     lines = output_lines(run("seq2seq.translate", "--model", str(tiny_model_dir), "--device", "cpu", "--dtype", dtype,
                              "--nbest", "2", "--beam-size", "3", *SENTENCES))
-    expected = [f"{h.score:.4f}\t{h.text}" for entry in api.translate(SENTENCES, beam_size=3, nbest=2) for h in entry]
+    expected = [f"{h.score:.4f}\t{h.text}" for entry in api.generate(SENTENCES, beam_size=3, nbest=2) for h in entry]
     assert lines == expected
 
 
@@ -65,7 +65,7 @@ def test_translate_nbest_prints_score_tab_text(tiny_model_dir, translator):
     lines = output_lines(run("seq2seq.translate", "--model", str(tiny_model_dir), "--nbest", "2", "--beam-size", "3",
                              *SENTENCES[:2]))
     assert len(lines) == 4
-    expected = [f"{t.score:.4f}\t{t.text}" for entry in translator.translate(SENTENCES[:2], beam_size=3, nbest=2)
+    expected = [f"{t.score:.4f}\t{t.text}" for entry in translator.generate(SENTENCES[:2], beam_size=3, nbest=2)
                 for t in entry]
     assert lines == expected
     for first, second in (lines[0:2], lines[2:4]):
@@ -76,7 +76,7 @@ def test_translate_json_lines(tiny_model_dir, translator):
     lines = output_lines(run("seq2seq.translate", "--model", str(tiny_model_dir), "--json", *SENTENCES))
     assert len(lines) == len(SENTENCES)
     records = [json.loads(line) for line in lines]
-    expected = translator.translate(SENTENCES, return_scores=True)
+    expected = [entry[0] for entry in translator.generate(SENTENCES)]
     for record, t in zip(records, expected):
         assert [h["text"] for h in record["translations"]] == [t.text]
         assert record["translations"][0]["score"] == pytest.approx(t.score, abs=1e-3)

@@ -144,7 +144,7 @@ def test_concurrent_requests_share_a_decode_and_equal_translations_alone(transla
     assert stats.decodes == len(beam_sizes) and stats.texts == len(SENTENCES)  # one decode per beam size
     assert stats.largest_batch_requests == len(SENTENCES) // len(beam_sizes)
     for body, (entry,) in zip(bodies, answers):
-        alone = translator.translate(body["text"], beam_size=body["beam_size"], return_scores=True)
+        [[alone]] = translator.generate([body["text"]], beam_size=body["beam_size"])
         assert entry["text"] == alone.text and entry["tokens"] == alone.tokens
         assert entry["score"] == pytest.approx(alone.score, abs=1e-4)
 

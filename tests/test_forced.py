@@ -110,7 +110,7 @@ def test_translator_score_matches_beam_search(tiny_model_dir):
     for (_, hyp), result in zip(pairs, scored):
         assert result.score == pytest.approx(hyp.score, abs=1e-5)
 
-    best = translator.translate(sources, beam_size=3, nbest=3, return_scores=True)
+    best = translator.generate(sources, beam_size=3, nbest=3)
     texts = [h.text for entry in best for h in entry]
     repeated = [s for s in sources for _ in range(3)]
     results = translator.score(repeated, texts)

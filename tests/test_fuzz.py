@@ -184,7 +184,7 @@ def test_api_any_unicode_one_output_per_input_in_order(fuzz_translator, lines, b
         if not line.strip():
             assert text == ""
     # Order: each result carries the source pieces it was decoded from; they must be its own input's.
-    rich = tr.translate(lines, beam_size=beam_size, return_attention=True)
+    rich = [entry[0] for entry in tr.generate(lines, beam_size=beam_size, return_attention=True)]
     assert [t.text for t in rich] == out
     for line, translation in zip(lines, rich):
         if line.strip():
@@ -212,9 +212,9 @@ def test_api_batched_equals_alone_under_bf16_and_auto(fuzz_translators, lines, b
     within the dtype's tolerance, each result decoded from its own input's pieces."""
     for tr in fuzz_translators.values():
         tolerance = SCORE_TOLERANCE[tr.autocast_dtype]
-        batched = tr.translate(lines, beam_size=beam_size, return_attention=True)
+        batched = [entry[0] for entry in tr.generate(lines, beam_size=beam_size, return_attention=True)]
         for line, together in zip(lines, batched):
-            alone = tr.translate(line, beam_size=beam_size, return_scores=True)
+            [[alone]] = tr.generate([line], beam_size=beam_size)
             assert together.tokens == alone.tokens and together.text == alone.text
             assert together.score == pytest.approx(alone.score, abs=tolerance)
             if line.strip():
@@ -224,9 +224,9 @@ def test_api_batched_equals_alone_under_bf16_and_auto(fuzz_translators, lines, b
 @settings(FUZZ, max_examples=max(5, EXAMPLES // 20))
 @given(line=texts(), nbest=st.integers(1, 3))
 def test_api_nbest_and_scores_any_unicode(fuzz_translator, line, nbest):
-    result = fuzz_translator.translate([line, "A dog."], beam_size=3, nbest=nbest, return_scores=True)
+    result = fuzz_translator.generate([line, "A dog."], beam_size=3, nbest=nbest)
     assert len(result) == 2
-    first = result[0] if nbest > 1 else [result[0]]
+    first = result[0]
     assert 1 <= len(first) <= nbest
     for hyp in first:
         assert not any(c in LINE_BREAKS for c in hyp.text)
@@ -242,7 +242,7 @@ def test_api_nbest_and_scores_any_unicode(fuzz_translator, line, nbest):
 def test_api_long_lines_are_truncated_with_a_warning(tiny_translator, line):
     """Real limit (decode.max_src_length = 250): translated from the first 250 pieces, with a warning naming the
     input by its position in the call."""
-    with captured_warnings("seq2seq.translator") as warnings:
+    with captured_warnings("seq2seq.translator_inputs") as warnings:
         out = tiny_translator.translate(["", line], beam_size=1)
     assert len(out) == 2 and out[0] == ""
     assert not any(c in LINE_BREAKS for c in out[1])
@@ -254,7 +254,7 @@ def test_api_edge_cases(fuzz_translator):
     assert tr.translate([]) == []
     assert tr.translate("") == "" and tr.translate(" \t\u3000\u2028") == ""
     # a string with a newline is still one input: decoded from the pieces of both words (a newline is whitespace)
-    one = tr.translate("A\nman", return_attention=True)
+    [[one]] = tr.generate(["A\nman"], return_attention=True)
     assert isinstance(one.text, str) and one.src_pieces == expected_src_pieces(tr, "A man")
     assert expected_src_pieces(tr, "A man") != expected_src_pieces(tr, "A")
     assert "\n" not in tr.translate("A\nman\r\nis\rhere")
@@ -263,7 +263,7 @@ def test_api_edge_cases(fuzz_translator):
     with pytest.raises(ValueError, match="beam_size"):
         tr.translate("x", beam_size=0)
     with pytest.raises(ValueError, match="nbest"):
-        tr.translate("x", beam_size=2, nbest=3)
+        tr.generate(["x"], beam_size=2, nbest=3)
     with pytest.raises(ValueError, match="batch_size"):
         tr.translate("x", batch_size=0)
 
@@ -423,8 +423,8 @@ def test_one_translator_shared_by_threads(tiny_translator):
 
     def run(job):
         batch, beam = job
-        result = tr.translate(batch, beam_size=beam, nbest=min(beam, 2), return_scores=True)
-        flat = [h for entry in result for h in (entry if isinstance(entry, list) else [entry])]
+        result = tr.generate(batch, beam_size=beam, nbest=min(beam, 2))
+        flat = [h for entry in result for h in entry]
         return [(h.text, tuple(h.tokens), round(h.score, 4)) for h in flat]
 
     expected = [run(job) for job in jobs]

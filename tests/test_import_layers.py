@@ -28,7 +28,8 @@ LAYERS = [
     "onnx_export",
     "onnx_runtime",
     "backends decoding",
-    "sentence_confidence",
+    "sentence_confidence translation",
+    "translator_inputs",
     # training (its validation decodes) and the Python API on decoding; what builds on them
     "training translator command_line",
     "serving final_evaluation bench calibrate",

@@ -54,9 +54,8 @@ def test_the_default_is_one_everywhere(tiny_model_dir):
 def test_eos_first_model_gives_a_non_empty_translation_by_default(eos_model_dir, beam_size):
     tr = Translator.load(eos_model_dir, device="cpu")
     assert tr.cfg.decode.min_length == 1
-    nbest = tr.translate(SENTENCES, beam_size=beam_size, nbest=beam_size, return_scores=True)
+    nbest = tr.generate(SENTENCES, beam_size=beam_size, nbest=beam_size)
     for hypotheses in nbest:
-        hypotheses = hypotheses if isinstance(hypotheses, list) else [hypotheses]
         assert len(hypotheses) == beam_size
         # EOS may end the output as soon as one piece is there, and it dominates: exactly one piece each
         assert all(len(h.tokens) == 1 for h in hypotheses), [h.tokens for h in hypotheses]
@@ -68,7 +67,7 @@ def test_eos_first_model_gives_a_non_empty_translation_by_default(eos_model_dir,
 def test_min_length_zero_allows_the_empty_translation(eos_model_dir, beam_size):
     tr = Translator.load(eos_model_dir, device="cpu")
     tr.cfg.decode.min_length = 0
-    out = tr.translate(SENTENCES, beam_size=beam_size, return_scores=True)
+    out = [entry[0] for entry in tr.generate(SENTENCES, beam_size=beam_size)]
     assert [t.tokens for t in out] == [[]] * len(SENTENCES)  # EOS is the argmax at step 0
     assert [t.text for t in out] == [""] * len(SENTENCES)
 

@@ -132,7 +132,7 @@ def test_sampling_cli_is_seeded_and_equals_the_api(tiny_model_dir):
     lines = first.stdout.splitlines()
     assert len(lines) == 5
     translator = Translator.load(tiny_model_dir, device="cpu", dtype="fp32")
-    samples = translator.translate("a man is riding a bike", nbest=5, sampling=Sampling(top_k=20, seed=3))
+    [samples] = translator.generate(["a man is riding a bike"], nbest=5, sampling=Sampling(top_k=20, seed=3))
     assert [line.split("\t", 1)[1] for line in lines] == [s.text for s in samples]
     bad = run_translate("--model", str(tiny_model_dir), "--sampling", "--temperature", "0", "a dog")
     assert bad.returncode == 2 and "temperature must be > 0" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,4 +1,5 @@
-"""The Python API: ``Translator.load(dir).translate(...)`` on the real tiny model of ``tiny_model_dir``."""
+"""The Python API: ``Translator.load(dir).translate(...)`` / ``.generate(...)`` on the real tiny model of
+``tiny_model_dir``."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import sys
 import pytest
 import torch
 
-from seq2seq.translator import Translation, Translator
+from seq2seq.translation import Translation
+from seq2seq.translator import Translator
 from seq2seq.decoding.sampling import Sampling
-from seq2seq.tokenizer import BOS_ID, EOS_ID
+from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 # Different lengths, so that batching (sorted by length inside) has something to reorder.
 SENTENCES = [
@@ -46,6 +48,11 @@ def source_pieces(translator: Translator, text: str) -> int:
     return len(translator.src_tokenizer.encode([text])[0])
 
 
+def best(translator: Translator, lines: list[str], **options) -> list[Translation]:
+    """Each input's best :class:`Translation` (``generate``'s first of each n-best list)."""
+    return [entry[0] for entry in translator.generate(lines, **options)]
+
+
 def test_translate_a_string_returns_a_string(translator):
     out = translator.translate("a man is riding a bike")
     assert isinstance(out, str)
@@ -62,8 +69,58 @@ def test_translate_a_list_returns_a_list_in_order(translator):
     distinct = list(by_length.values())
     assert len(distinct) >= 4
     for order in (distinct, distinct[::-1]):
-        rich = translator.translate(order, return_attention=True, batch_size=2)
+        rich = best(translator, order, return_attention=True, batch_size=2)
         assert [t.attention.shape[1] for t in rich] == [len(ids) + 1 for ids in translator.src_tokenizer.encode(order)]
+
+
+def greedy_by_hand(translator: Translator, line: str) -> str:
+    """Independent reference for greedy search: the whole prefix fed back through the model's teacher-forced
+    forward at every step (no decoder state, no search code), the most probable piece taken, PAD and BOS never,
+    EOS not before ``decode.min_length`` and forced at ``max_len_a * source pieces (+ EOS) + max_len_b``."""
+    if not line.strip():
+        return ""
+    decode = translator.cfg.decode
+    assert decode.no_repeat_ngram == 0  # the reference has no n-gram bans
+    src = [*translator.src_tokenizer.encode([line])[0], EOS_ID]
+    limit, tokens = max(int(len(src) * decode.max_len_a + decode.max_len_b), 1), []
+    while True:
+        with torch.no_grad():
+            logits, _ = translator.model(torch.tensor([src]), torch.tensor([len(src)]),
+                                         torch.tensor([[BOS_ID, *tokens]]))
+        log_probs = logits[0, -1].float().log_softmax(-1)
+        log_probs[[PAD_ID, BOS_ID]] = float("-inf")
+        if len(tokens) < decode.min_length and len(tokens) < limit:
+            log_probs[EOS_ID] = float("-inf")
+        token = EOS_ID if len(tokens) >= limit else int(log_probs.argmax())
+        if token == EOS_ID:
+            return translator.tgt_tokenizer.decode([tokens])[0]
+        tokens.append(token)
+
+
+def test_translate_returns_texts_only_and_refuses_the_rich_flags(tiny_model_dir):
+    """One shape per input kind: a str for a str, a list of str (same order, same count) for a list, the greedy
+    texts found by hand; n-best lists, scores and attention are generate()'s, and asking translate() for them is a
+    TypeError that names generate. The tiny model's weights are redrawn at random: it then writes long, different
+    texts for different inputs (trained, it writes "" for most), so the reference has something to tell apart."""
+    translator = Translator.load(tiny_model_dir, device="cpu")
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for parameter in translator.model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
+    lines = ["two dogs play in the snow .", "", "a man is riding a bike .", "people ."]
+    expected = [greedy_by_hand(translator, line) for line in lines]
+    assert len({text for text in expected if text}) == 3, expected
+    one = translator.translate(lines[0], beam_size=1)
+    assert type(one) is str and one == expected[0]
+    out = translator.translate(lines, beam_size=1)
+    assert type(out) is list and all(type(text) is str for text in out) and out == expected
+    sampled = translator.translate(lines[:2], sampling=Sampling(seed=1))
+    assert type(sampled) is list and [type(text) for text in sampled] == [str, str] and sampled[1] == ""
+    for flag in ({"nbest": 2}, {"return_scores": True}, {"return_attention": True}, {"nbest": 1}):
+        with pytest.raises(TypeError, match=r"texts only.*call generate\("):
+            translator.translate(lines[0], beam_size=2, **flag)
+    with pytest.raises(TypeError, match="unexpected keyword arguments: beam"):
+        translator.translate(lines[0], beam=2)
 
 
 def test_empty_inputs_translate_to_empty_strings(translator):
@@ -71,7 +128,7 @@ def test_empty_inputs_translate_to_empty_strings(translator):
     assert translator.translate([]) == []
     out = translator.translate(["", SENTENCES[0], "   "])
     assert out == ["", translator.translate(SENTENCES[0]), ""]
-    empty = translator.translate("", return_scores=True)
+    [empty] = best(translator, [""])
     assert isinstance(empty, Translation) and empty.text == "" and empty.tokens == []
 
 
@@ -91,9 +148,9 @@ def test_progress_counts_every_input_once_as_batches_finish(translator):
 def test_batched_translation_equals_one_by_one(translators, beam_size, dtype):
     translator = translators[dtype]
     tolerance = SCORE_TOLERANCE[translator.autocast_dtype]
-    batched = translator.translate(SENTENCES, beam_size=beam_size, return_scores=True)
+    batched = best(translator, SENTENCES, beam_size=beam_size)
     for sentence, together in zip(SENTENCES, batched):
-        alone = translator.translate(sentence, beam_size=beam_size, return_scores=True)
+        [alone] = best(translator, [sentence], beam_size=beam_size)
         assert together.text == alone.text
         assert together.tokens == alone.tokens
         assert together.score == pytest.approx(alone.score, abs=tolerance)
@@ -104,9 +161,9 @@ def test_batched_translation_equals_one_by_one(translators, beam_size, dtype):
 def test_batch_size_does_not_change_results(translators, beam_size, dtype):
     translator = translators[dtype]
     tolerance = SCORE_TOLERANCE[translator.autocast_dtype]
-    default = translator.translate(SENTENCES, beam_size=beam_size, return_scores=True)
+    default = best(translator, SENTENCES, beam_size=beam_size)
     for batch_size in (1, 2):
-        other = translator.translate(SENTENCES, beam_size=beam_size, batch_size=batch_size, return_scores=True)
+        other = best(translator, SENTENCES, beam_size=beam_size, batch_size=batch_size)
         assert [t.text for t in other] == [t.text for t in default]
         assert [t.tokens for t in other] == [t.tokens for t in default]
         assert [t.score for t in other] == pytest.approx([t.score for t in default], abs=tolerance)
@@ -115,7 +172,7 @@ def test_batch_size_does_not_change_results(translators, beam_size, dtype):
 @pytest.mark.parametrize("beam_size", [1, 3])
 def test_scores_and_attention(translator, beam_size):
     plain = translator.translate(SENTENCES, beam_size=beam_size)
-    rich = translator.translate(SENTENCES, beam_size=beam_size, return_scores=True, return_attention=True)
+    rich = best(translator, SENTENCES, beam_size=beam_size, return_attention=True)
     assert len(rich) == len(SENTENCES)
     for sentence, text, t in zip(SENTENCES, plain, rich):
         assert isinstance(t, Translation)
@@ -127,7 +184,7 @@ def test_scores_and_attention(translator, beam_size):
         torch.testing.assert_close(t.attention.sum(dim=-1), torch.ones(len(t.tokens) + 1), atol=1e-4, rtol=0)
         assert bool((t.attention >= 0).all())
         assert len(t.src_pieces) == n_src + 1 and len(t.tgt_pieces) == len(t.tokens) + 1
-    scores_only = translator.translate(SENTENCES[0], beam_size=beam_size, return_scores=True)
+    [scores_only] = best(translator, SENTENCES[:1], beam_size=beam_size)
     assert scores_only.attention is None and scores_only.text == plain[0]
 
 
@@ -139,8 +196,8 @@ def test_scores_equal_the_teacher_forced_log_probability(translator, beam_size, 
     alpha, checked = translator.cfg.decode.length_penalty, 0
     for sentence in SENTENCES:
         src_ids = translator.encode_sources([sentence])[0]
-        hypotheses = translator.translate(sentence, beam_size=beam_size, nbest=nbest, return_scores=True)
-        for hypothesis in hypotheses if isinstance(hypotheses, list) else [hypotheses]:
+        [hypotheses] = translator.generate([sentence], beam_size=beam_size, nbest=nbest)
+        for hypothesis in hypotheses:
             with torch.no_grad():
                 _, loss = translator.model(torch.tensor([src_ids]), torch.tensor([len(src_ids)]),
                                            torch.tensor([[BOS_ID, *hypothesis.tokens]]),
@@ -152,30 +209,28 @@ def test_scores_equal_the_teacher_forced_log_probability(translator, beam_size, 
 
 
 def test_nbest_returns_hypotheses_best_first(translator):
-    nbest = translator.translate(SENTENCES[2], beam_size=3, nbest=3)
+    [nbest] = translator.generate([SENTENCES[2]], beam_size=3, nbest=3)
     assert isinstance(nbest, list) and len(nbest) == 3
     assert all(isinstance(t, Translation) for t in nbest)
     scores = [t.score for t in nbest]
     assert scores == sorted(scores, reverse=True)
     assert nbest[0].text == translator.translate(SENTENCES[2], beam_size=3)
     assert len({tuple(t.tokens) for t in nbest}) == 3  # distinct hypotheses
-    several = translator.translate(SENTENCES[:2], beam_size=3, nbest=2)
+    several = translator.generate(SENTENCES[:2], beam_size=3, nbest=2)
     assert [len(entry) for entry in several] == [2, 2]
 
 
 def test_generate_returns_every_inputs_nbest_list(translator):
     """One shape for every call: per input a list of at most nbest Translations, best first; translate() is its
-    texts, and the rich translate() shapes are its entries."""
+    best texts."""
     inputs = [SENTENCES[0], "", SENTENCES[2]]
     entries = translator.generate(inputs, beam_size=3, nbest=2)
     assert [len(entry) for entry in entries] == [2, 1, 2]
     assert all(isinstance(t, Translation) for entry in entries for t in entry)
     assert entries[1][0].text == "" and entries[1][0].score == 0.0
     assert [entry[0].text for entry in entries] == translator.translate(inputs, beam_size=3)
-    rich = translator.translate(inputs, beam_size=3, nbest=2)
-    assert [[(t.text, t.score) for t in entry] for entry in rich] == [[(t.text, t.score) for t in e] for e in entries]
-    [[best]] = translator.generate([SENTENCES[0]], beam_size=1)
-    assert best.text == translator.translate(SENTENCES[0], beam_size=1) and best.attention is None
+    [[first]] = translator.generate([SENTENCES[0]], beam_size=1)
+    assert first.text == translator.translate(SENTENCES[0], beam_size=1) and first.attention is None
     with pytest.raises(TypeError, match="list of str"):
         translator.generate(SENTENCES[0])
 
@@ -196,13 +251,13 @@ def test_generate_trace_is_the_search_that_gave_the_translations(translator):
 
 def test_invalid_arguments_raise(translator):
     with pytest.raises(ValueError, match="nbest"):
-        translator.translate("a dog", beam_size=2, nbest=3)
+        translator.generate(["a dog"], beam_size=2, nbest=3)
     with pytest.raises(ValueError, match="beam_size"):
         translator.translate("a dog", beam_size=0)
     with pytest.raises(TypeError, match="item 1"):
         translator.translate(["a dog", 3])
     with pytest.raises(ValueError, match="samples per input"):  # sampling: nbest has an upper bound too
-        translator.translate("a dog", nbest=101, sampling=Sampling())
+        translator.generate(["a dog"], nbest=101, sampling=Sampling())
 
 
 def test_long_input_is_truncated_with_a_warning(translator, monkeypatch, caplog):
@@ -211,10 +266,10 @@ def test_long_input_is_truncated_with_a_warning(translator, monkeypatch, caplog)
     assert source_pieces(translator, long_line) > 8
     # Listen on the module's logger itself: train() (run by the tiny_model_dir fixture) stops the "seq2seq"
     # logger from propagating to the root logger, where caplog listens.
-    logger = logging.getLogger("seq2seq.translator")
+    logger = logging.getLogger("seq2seq.translator_inputs")
     logger.addHandler(caplog.handler)
     try:
-        out = translator.translate(long_line, return_attention=True)
+        [out] = best(translator, [long_line], return_attention=True)
     finally:
         logger.removeHandler(caplog.handler)
     assert isinstance(out.text, str)
@@ -248,10 +303,10 @@ def test_compute_dtypes_and_int8_translate_every_input(tiny_model_dir):
             assert len(out) == 3 and out[1] == "" and all(isinstance(t, str) for t in out)
     # against fp32: the same tokens (a near-tie may flip one sentence), scores within the stated tolerance
     # (bf16 as in SCORE_TOLERANCE per piece; int8, dynamic quantization of the linear layers: 0.25 per sentence)
-    exact = reference.translate(SENTENCES, beam_size=1, return_scores=True)
+    exact = best(reference, SENTENCES, beam_size=1)
     for translator, tolerance in ((bf16, lambda t: SCORE_TOLERANCE[torch.bfloat16] * (len(t.tokens) + 1)),
                                   (int8, lambda t: 0.25)):
-        approximate = translator.translate(SENTENCES, beam_size=1, return_scores=True)
+        approximate = best(translator, SENTENCES, beam_size=1)
         same = [(a, b) for a, b in zip(exact, approximate) if a.tokens == b.tokens]
         assert len(same) >= len(SENTENCES) - 1
         for a, b in same:

@@ -21,7 +21,7 @@ MAX_BEAM_SIZE = 100
 MAX_DECODE_BATCH_SIZE = 4096
 MAX_LEN_A = 10.0
 MAX_LEN_B = 1000
-#: most samples one input may ask for (``--sampling --nbest``, ``translate(nbest=..., sampling=...)``)
+#: most samples one input may ask for (``--sampling --nbest``, ``generate(texts, nbest=..., sampling=...)``)
 MAX_SAMPLES = MAX_BEAM_SIZE
 
 #: compute dtype names: ``auto`` (measured on the machine at hand, seq2seq/precision.py), then most exact first

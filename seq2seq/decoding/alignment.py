@@ -1,7 +1,7 @@
 """Hard alignments from attention: for each target piece, the source piece it attends to most, and that piece's word.
 
     tr = Translator.load("runs/multi30k_en_de")
-    best = tr.translate("A man is riding a bike.", return_attention=True)
+    best = tr.generate(["A man is riding a bike."], return_attention=True)[0][0]
     hard_alignment(best, "A man is riding a bike.", tr.src_tokenizer)
     # {'src_pieces': ['▁A', '▁man', ...], 'tgt_pieces': ['▁Ein', ...], 'src_piece_index': [0, 1, ...],
     #  'src_word_index': [0, 1, ...]}
@@ -49,7 +49,7 @@ def argmax_source(attention: torch.Tensor, target_pieces: int, source_pieces: in
 
 
 def hard_alignment(translation, line: str, src_tokenizer: Tokenizer) -> dict[str, list]:
-    """Hard alignment of one :class:`~seq2seq.translator.Translation` (made with ``return_attention=True``) of ``line``.
+    """Hard alignment of one :class:`~seq2seq.translation.Translation` (made with ``return_attention=True``) of ``line``.
 
     Returns ``src_pieces`` / ``tgt_pieces`` (EOS left out; the source as the model read it, so truncated by
     ``decode.max_src_length``), and per target piece ``src_piece_index`` and ``src_word_index``.

@@ -229,7 +229,7 @@ def spans_of_inputs(lines: list[str], src_ids: list[list[int]], vocabulary: Sour
 
 def carry_spans(entry: list, line: str, spans: tuple[list[Span], list[Span]], src_tokenizer: Tokenizer,
                 tgt_tokenizer: Tokenizer, prefix_pieces: int, keep_attention: bool) -> None:
-    """Fill each :class:`~seq2seq.translator.Translation` of one input: its ``text`` with the read spans it lacks
+    """Fill each :class:`~seq2seq.translation.Translation` of one input: its ``text`` with the read spans it lacks
     put in (:func:`restore`; tokens, score and attention stay the search's), ``kept`` and ``missing`` (the spans
     past the pieces read among them); the attention is dropped unless ``keep_attention``."""
     read, unread = spans

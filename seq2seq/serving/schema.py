@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from seq2seq.glossary import Glossary
 from seq2seq.sentence_confidence import confidence_json
-from seq2seq.translator import Translation, Translator
+from seq2seq.translation import Translation
+from seq2seq.translator import Translator
 from seq2seq.config import MAX_BEAM_SIZE, DecodeConfig
 from seq2seq.decoding.hypothesis import TraceStep
 from seq2seq.tokenizer import EOS_ID, PAD_ID
