@@ -174,6 +174,9 @@ def student_config(args: argparse.Namespace, teacher_cfg: Config, data_cfg: Data
         overrides.append(f"train.device={args.device}")
     cfg = load_config(args.train_config, overrides)
     for key, value in teacher_cfg.tokenizer.training_settings().items():
+        if getattr(cfg.tokenizer, key) != value:
+            print(f"note: the student's config says tokenizer.{key} = {getattr(cfg.tokenizer, key)!r}; the teachers' "
+                  f"{value!r} applies (the student takes the teachers' tokenizers)", file=sys.stderr)
         setattr(cfg.tokenizer, key, value)
     return cfg.validate()
 
