@@ -27,6 +27,7 @@ from seq2seq.model_card import model_card
 from seq2seq.translator import Translator
 
 RECIPE = REPO_ROOT / "configs" / "multi30k_en_de.yaml"
+STUDENT_RECIPE = REPO_ROOT / "configs" / "distill_student.yaml"
 ADJ = {"red": "rot", "blue": "blau", "big": "gross", "old": "alt"}
 NOUN = {"dog": "hund", "cat": "katze", "bird": "vogel", "man": "mann", "horse": "pferd", "fish": "fisch"}
 VERB = {"runs": "rennt", "sleeps": "schlaeft", "eats": "isst", "sings": "singt"}
@@ -87,7 +88,7 @@ def distil_argv(toy, out: Path, *more: str) -> list[str]:
     sets = [a for s in TOY_RUN if not s.startswith("tokenizer.") for a in ("--set", s)]  # the teacher's are taken
     return ["--teachers", str(teacher_dir), "--data", str(corpus), "--out", str(out), "--beam-size", "3",
             "--chunk-size", "40", "--cache-dir", str(cache), "--threads", "1", "--dtype", "fp32", "--device", "cpu",
-            "--train-config", str(RECIPE), *sets, "--set", "train.seed=7", *more]
+            "--train-config", str(STUDENT_RECIPE), *sets, "--set", "train.seed=7", *more]
 
 
 def test_a_student_learns_the_teachers_outputs_not_the_references(toy, teacher, tmp_path, capsys):
