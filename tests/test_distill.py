@@ -135,6 +135,23 @@ def test_a_student_learns_the_teachers_outputs_not_the_references(toy, teacher, 
     assert "--with-references" in capsys.readouterr().err
 
 
+def test_an_ensemble_of_teachers_and_the_union_with_the_references(toy, teacher, tmp_path):
+    """``--teachers A,B``: the ensemble translates (two copies of one model: the model's own outputs) and the record
+    names both; ``--with-references`` puts the original pairs after the distilled ones; without ``--train-config``
+    the command stops after the corpus."""
+    teacher_dir, corpus, cache = toy
+    out = tmp_path / "distilled"
+    assert main(["--teachers", f"{teacher_dir},{teacher_dir}", "--data", str(corpus), "--out", str(out),
+                 "--beam-size", "2", "--cache-dir", str(cache), "--dtype", "fp32", "--device", "cpu",
+                 "--with-references"]) == 0
+    sources, references = lines(corpus / "train.en"), lines(corpus / "train.de")
+    assert lines(out / "train.en") == sources + sources
+    assert lines(out / "train.de") == teacher.translate(sources, beam_size=2, preserve=False) + references
+    record = json.loads((out / "distillation.json").read_text(encoding="utf-8"))
+    assert len(record["teachers"]) == 2 and record["with_references"] is True
+    assert not (out / "student").exists()
+
+
 def counting(translator: Translator) -> list[str]:
     """The source lines ``translator.generate`` is called with from now on, in order (the real method runs)."""
     seen, real = [], translator.generate
