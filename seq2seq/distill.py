@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import sys
 import time
@@ -36,6 +37,8 @@ from seq2seq.distillation import (DistillationError, distil_sources, file_sha256
 from seq2seq.distilled_corpus import ON_EMPTY, copy_reference_splits, read_outputs, training_pairs, write_training_pairs
 from seq2seq.tokenizer import SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE, TokenizerError
 from seq2seq.training import TrainingError
+
+logger = logging.getLogger("seq2seq.distill")
 
 #: the record of a distillation, in OUT and beside the student
 RECORD_FILE = DISTILLATION_FILE
@@ -113,9 +116,6 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 def distil(args: argparse.Namespace, teachers: list[tuple[str, Path]], data_cfg: DataConfig) -> dict:
     """Stage 1 (translation resumed where it stopped, or skipped when finished); the record written to
     ``OUT/distillation.json``."""
-    import logging
-
-    logger = logging.getLogger("seq2seq.distill")
     out, work = Path(args.out), Path(args.out) / WORK_DIR
     sources, references = training_pairs(data_cfg)
     identity = {"sources": len(sources), "sources_sha256": lines_sha256(sources),

@@ -69,8 +69,8 @@ def copy_reference_splits(cfg: DataConfig, out_dir: Path) -> list[str]:
         return copied
     if path.is_file():
         logger.warning("%s is one TSV file of training pairs, without a validation split: the student will hold out "
-                       "distilled pairs for validation (its validation BLEU then measures agreement with the teachers); "
-                       "give a corpus directory with a val split to validate against references", path)
+                       "distilled pairs for validation (its validation BLEU then measures agreement with the "
+                       "teachers); give a corpus directory with a val split to validate against references", path)
         return []
     copied = []
     for split in [cfg.valid_split, *test_split_names(cfg)]:

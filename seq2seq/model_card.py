@@ -39,9 +39,12 @@ def distillation_summary(model_dir: Path) -> dict[str, str]:
     """``{"distilled from": ...}`` naming the teachers (with their weights' SHA-256), beam size and training data of
     a student trained by ``python -m seq2seq.distill`` (its ``distillation.json``); {} for any other model."""
     path = Path(model_dir) / DISTILLATION_FILE
+    if not path.is_file():
+        return {}
     try:
-        record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        teachers = ", ".join(f"`{t['model']}` (weights SHA-256 {t['weights_sha256'][:12]}…)" for t in record["teachers"])
+        record = json.loads(path.read_text(encoding="utf-8"))
+        teachers = ", ".join(f"`{t['model']}` (weights SHA-256 {t['weights_sha256'][:12]}…)"
+                             for t in record["teachers"])
         data = "the distilled and the original pairs" if record["with_references"] else "the distilled pairs"
         return {"distilled from": f"{teachers}: sequence-level knowledge distillation, the teachers' beam-"
                                   f"{record['beam_size']} translations of the training sources; trained on {data}"}
