@@ -13,11 +13,15 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import random
+import signal
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import REPO_ROOT, TINY_OVERRIDES
+from support.runs import assert_same_weights
 
 from seq2seq.config import load_config
 from seq2seq.distill import main
@@ -91,7 +95,15 @@ def distil_argv(toy, out: Path, *more: str) -> list[str]:
             "--train-config", str(STUDENT_RECIPE), *sets, "--set", "train.seed=7", *more]
 
 
-def test_a_student_learns_the_teachers_outputs_not_the_references(toy, teacher, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def distilled(toy, tmp_path_factory) -> Path:
+    """The command's output directory after one uninterrupted run, the student included."""
+    out = tmp_path_factory.mktemp("distilled") / "out"
+    assert main(distil_argv(toy, out)) == 0
+    return out
+
+
+def test_a_student_learns_the_teachers_outputs_not_the_references(toy, teacher, distilled, capsys):
     """One command: the teacher's beam-3 outputs become the training targets (exactly what the teacher gives each
     source), validation and test are copied byte for byte, and the student, trained on them with the teacher's
     tokenizers (and their settings in its config.yaml, whatever the recipe says), gives the teacher's output
@@ -99,8 +111,7 @@ def test_a_student_learns_the_teachers_outputs_not_the_references(toy, teacher, 
     The record beside the student names the teacher by its weights' SHA-256, and so does the model card; a rerun
     finds both stages done."""
     teacher_dir, corpus, _ = toy
-    out = tmp_path / "distilled"
-    assert main(distil_argv(toy, out)) == 0
+    out = distilled
     sources, references = lines(corpus / "train.en"), lines(corpus / "train.de")
     expected = teacher.translate(sources, beam_size=3, preserve=False)
     assert lines(out / "train.en") == sources
@@ -150,6 +161,30 @@ def test_an_ensemble_of_teachers_and_the_union_with_the_references(toy, teacher,
     record = json.loads((out / "distillation.json").read_text(encoding="utf-8"))
     assert len(record["teachers"]) == 2 and record["with_references"] is True
     assert not (out / "student").exists()
+
+
+def test_an_interrupted_student_resumes_when_the_command_is_rerun(toy, distilled, tmp_path, monkeypatch, capsys):
+    """Ctrl-C in the student's 40th step (a real SIGINT): the command exits 130 saying to rerun it; the rerun
+    finds the corpus done and resumes the student, whose weights end equal to the uninterrupted run's."""
+    real_step, calls = torch.amp.GradScaler.step, {"n": 0}
+
+    def interrupting_step(self, optimizer, *args, **kwargs):
+        result = real_step(self, optimizer, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 40:
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    out = tmp_path / "distilled"
+    monkeypatch.setattr(torch.amp.GradScaler, "step", interrupting_step)
+    assert main(distil_argv(toy, out)) == 130
+    monkeypatch.undo()
+    assert "rerun the same command" in capsys.readouterr().err
+    record = out / "student" / "distillation.json"
+    assert json.loads(record.read_text(encoding="utf-8"))["student"]["finished"] is False
+    assert main(distil_argv(toy, out)) == 0
+    assert json.loads(record.read_text(encoding="utf-8"))["student"]["finished"] is True
+    assert_same_weights(out / "student" / "model.safetensors", distilled / "student" / "model.safetensors")
 
 
 def counting(translator: Translator) -> list[str]:
