@@ -213,6 +213,9 @@ def train_student(args: argparse.Namespace, teachers: list[tuple[str, Path]], da
                                 "--student or delete it")
     cfg = student_config(args, load_config(teachers[0][1] / CONFIG_FILE), data_cfg)
     resume = find_training_state(student) is not None
+    if resume and not previous:
+        raise DistillationError(f"{student} holds a training run that is not a student of this distillation (no "
+                                f"{RECORD_FILE}); choose another --student")
     if not resume:
         student.mkdir(parents=True, exist_ok=True)
         for name in (SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE):
