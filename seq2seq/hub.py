@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterable
 
 from seq2seq.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, load_model_dir
-from seq2seq.model_card import RESULTS_FILE, model_card
+from seq2seq.model_card import DISTILLATION_FILE, RESULTS_FILE, model_card
 from seq2seq.tokenizer import SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE
 
 HUB_PREFIX = "hf:"
@@ -29,7 +29,7 @@ MODEL_FILES = (CONFIG_FILE, SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE, WEIGHTS_FILE
 #: pushed too when present: the test scores, the training curves, the ONNX graphs (python -m seq2seq.onnx_export),
 #: the confidence calibration (python -m seq2seq.calibrate)
 EXTRA_FILES = (RESULTS_FILE, "train_log.jsonl", "curves.png", "onnx/encoder.onnx", "onnx/decoder_step.onnx",
-               "onnx/exported_from.json", "confidence.json")
+               "onnx/exported_from.json", "confidence.json", DISTILLATION_FILE)
 CARD_FILE = "README.md"
 
 

@@ -17,6 +17,8 @@ from seq2seq.config import Config
 #: the ``library_name`` of models pushed by this toolkit
 LIBRARY_NAME = "seq2seq"
 RESULTS_FILE = "results.json"
+#: a distilled student's record of its teachers (``python -m seq2seq.distill``, docs/distillation.md)
+DISTILLATION_FILE = "distillation.json"
 
 
 def load_results(model_dir: Path) -> dict[str, Any]:
@@ -31,6 +33,23 @@ def load_results(model_dir: Path) -> dict[str, Any]:
     if not isinstance(results, dict):
         raise ValueError(f"{path} does not hold {{split: {{mode: scores}}}}; re-run the evaluation or remove it")
     return results
+
+
+def distillation_summary(model_dir: Path) -> dict[str, str]:
+    """``{"distilled from": ...}`` naming the teachers (with their weights' SHA-256), beam size and training data of
+    a student trained by ``python -m seq2seq.distill`` (its ``distillation.json``); {} for any other model."""
+    path = Path(model_dir) / DISTILLATION_FILE
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        teachers = ", ".join(f"`{t['model']}` (weights SHA-256 {t['weights_sha256'][:12]}…)"
+                             for t in record["teachers"])
+        data = "the distilled and the original pairs" if record["with_references"] else "the distilled pairs"
+        return {"distilled from": f"{teachers}: sequence-level knowledge distillation, the teachers' beam-"
+                                  f"{record['beam_size']} translations of the training sources; trained on {data}"}
+    except (ValueError, KeyError, TypeError):
+        return {}
 
 
 def config_summary(cfg: Config) -> dict[str, Any]:
@@ -100,7 +119,7 @@ def model_card(model_dir: str | Path, cfg: Config, repo_id: str, dataset: str | 
         model_name=name, eval_results=eval_results(results, src, tgt, dataset) or None,
         base_model=_hub_base_model(cfg.train.init_from),
     )
-    summary = config_summary(cfg)
+    summary = {**config_summary(cfg), **distillation_summary(model_dir)}
     lines = ["---", data.to_yaml().rstrip(), "---", "", f"# {name}", "",
              f"A recurrent {src}→{tgt} translation model trained with the seq2seq toolkit on {dataset}"
              + (f", fine-tuned from `{cfg.train.init_from}`." if cfg.train.init_from else "."), "",

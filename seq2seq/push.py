@@ -4,11 +4,11 @@
     python -m seq2seq.push --model runs/multi30k_en_de --repo ORG/NAME --dry-run     # print the files and the card
 
 Uploads ``config.yaml``, both tokenizers, ``model.safetensors``, and ``results.json``, ``train_log.jsonl``,
-``curves.png`` when present, plus ``README.md`` (the card: languages, ``pipeline_tag: translation``, the dataset, a
-config summary and the test scores with their sacreBLEU signatures), in one commit, which also deletes the files
-an older push left and this one does not write (e.g. ONNX graphs of older weights). Never the training state
-(``last/``). Log in first with ``hf auth login`` (or set ``HF_TOKEN``). Load it back with
-``--model hf:ORG/NAME`` (see seq2seq/hub.py).
+``curves.png``, ``distillation.json`` (a distilled student's teachers) when present, plus ``README.md`` (the card:
+languages, ``pipeline_tag: translation``, the dataset, a config summary and the test scores with their sacreBLEU
+signatures), in one commit, which also deletes the files an older push left and this one does not write (e.g. ONNX
+graphs of older weights). Never the training state (``last/``). Log in first with ``hf auth login`` (or set
+``HF_TOKEN``). Load it back with ``--model hf:ORG/NAME`` (see seq2seq/hub.py).
 """
 
 from __future__ import annotations

@@ -32,9 +32,11 @@ LAYERS = [
     "translator_inputs",
     # training (its validation decodes) and the Python API on decoding; what builds on them
     "training translator command_line",
-    "serving final_evaluation bench calibrate",
+    "serving final_evaluation bench calibrate distillation distilled_corpus",
     # command lines
     "train translate evaluate score serve push",
+    # the command lines that run others (distill: translation, then training)
+    "distill",
     "seq2seq",
 ]
 LAYER = {unit: level for level, line in enumerate(LAYERS) for unit in line.split()}
