@@ -16,8 +16,13 @@ import pytest
 
 from conftest import REPO_ROOT, SUBPROCESS_ENV
 
-jupytext = pytest.importorskip("jupytext")
-nbformat = pytest.importorskip("nbformat")
+try:
+    import jupytext
+    import nbformat
+except ImportError:  # the test extra installs them; CI must not pass with this file skipped
+    if os.environ.get("CI", "").lower() == "true":
+        raise
+    pytest.skip("jupytext and nbformat are not installed: pip install -e '.[test]'", allow_module_level=True)
 
 SOURCE = REPO_ROOT / "notebooks" / "learners_path.py"
 EXECUTED = REPO_ROOT / "notebooks" / "learners_path.ipynb"

@@ -38,8 +38,10 @@ def tutorial_blocks(text: str) -> list[tuple[str, str | None]]:
 
 
 def line_labels(printed: str) -> list[str]:
-    """Each line's label: its text before the first colon, digit, parenthesis or quote."""
-    return [re.match(r"[^:\d('\"]*", line).group() for line in printed.splitlines()]
+    """Each line's label: its text before the first colon, digit, parenthesis or quote; a run of equal labels counts
+    once (a short run's beam may stop after fewer steps)."""
+    labels = [re.match(r"[^:\d('\"]*", line).group() for line in printed.splitlines()]
+    return [label for number, label in enumerate(labels) if number == 0 or labels[number - 1] != label]
 
 
 def example_outputs(text: str) -> dict[str, str]:
