@@ -811,8 +811,9 @@ assert right["no attention"][-1] < right["no attention"][0] and right["no attent
 # corpus, batches of about the same length, the model of section 3 (bigger), teacher forcing, the label-smoothed
 # loss, clipped Adam steps with a learning-rate schedule, and validation by greedy BLEU, the best weights kept. This
 # is the CPU recipe (`configs/multi30k_en_de.yaml`) made smaller, for `NOTEBOOK_STEPS` steps (600 by default). The
-# copy you read ran them in about 5 minutes on one thread of a busy 2-core CPU and reached 19 validation BLEU (greedy,
-# 200 sentences): short sentences come out nearly right, long ones fall apart. The README's 20-minute recipe reaches
+# copy you read ran the whole notebook in about 2 minutes on one thread of a shared 2-core CPU (5 when it was busy)
+# and reached 19 validation BLEU (greedy, 200 sentences): short sentences come out nearly right, long ones fall
+# apart. The README's 20-minute recipe reaches
 # about 37 BLEU on the test set.
 
 # %%
