@@ -203,12 +203,14 @@ def test_cli_any_argv_exits_0_or_2_with_one_error_line_never_a_traceback(fuzz_mo
     # found by the campaign: undecodable bytes in an argument, copied verbatim by a protected span (a traceback)
     ("translate", ["--model", "MODEL", as_argv(":\ud800")], 0),
     ("score", ["--model", "MODEL", "--src", "FILE:src", "--tgt", "FILE:tgt"], 0),
+    ("score", ["--model", "MODEL", "--src", "FILE:src", "--tgt", "FILE:one"], 2),  # 2 lines against 1
     ("evaluate", ["--hyp", "FILE:src", "--ref", "FILE:tgt"], 0),
     ("evaluate", ["--hyp", "FILE:src", "--ref", "FILE:missing"], 2),
 ])
 def test_the_runs_reach_both_outcomes(fuzz_model_dir, tmp_path, command, argv, status):
     """The checks are not vacuous: real runs that succeed and real runs that fail, each as expected."""
-    files = {"src": b"A man .\nTwo dogs .\n", "tgt": b"Ein Mann .\nZwei Hunde .\n", "missing": None}
+    files = {"src": b"A man .\nTwo dogs .\n", "tgt": b"Ein Mann .\nZwei Hunde .\n", "one": b"Ein Mann .\n",
+             "missing": None}
     result = run_in_process(command, materialize(argv, files, fuzz_model_dir, tmp_path), b"", tmp_path)
     check_run(*result)
     assert result[0] == status, result[2]
