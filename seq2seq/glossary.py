@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence, Union
 
 from seq2seq.protected_spans import Span
+from seq2seq.tokenizer import without_lone_surrogates
 
 #: what the API and the service take: {source: target}, [(source, target), ...] or [[source, target], ...]
 GlossaryInput = Union[Mapping[str, str], Sequence[Sequence[str]], "Glossary", None]
@@ -122,11 +123,11 @@ class Glossary:
 def _entry(source, target, where: str) -> tuple[str, str | None]:
     if not isinstance(source, str) or (target is not None and not isinstance(target, str)):
         raise GlossaryError(f"{where}: terms must be strings")
-    source = " ".join(source.split())
+    source = " ".join(without_lone_surrogates(source).split())  # as the input is read; the output must be UTF-8
     if not source:
         raise GlossaryError(f"{where}: empty source term")
     if target is not None:
-        target = " ".join(target.split())
+        target = " ".join(without_lone_surrogates(target).split())
         if not target:
             raise GlossaryError(f"{where}: empty target term (leave the tab and target out to keep "
                                 f"{source!r} untranslated)")

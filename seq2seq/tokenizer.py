@@ -49,8 +49,9 @@ class TokenizerError(ValueError):
     """A tokenizer model that cannot be used (missing, corrupt, wrong special ids) or cannot be trained."""
 
 
-def _clean(text: str) -> str:
-    """``text`` with lone surrogates replaced by U+FFFD, so that it can be encoded as UTF-8."""
+def without_lone_surrogates(text: str) -> str:
+    """``text`` with lone surrogates replaced by U+FFFD, so that it can be encoded as UTF-8 (how the tokenizer,
+    the translator and the glossary read any text)."""
     try:
         text.encode("utf-8")
         return text
@@ -133,7 +134,7 @@ class Tokenizer:
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Piece ids of each text, without BOS/EOS. Never fails on odd unicode (lone surrogates become U+FFFD)."""
-        return self._sp.encode([_clean(t) for t in texts], out_type=int)
+        return self._sp.encode([without_lone_surrogates(t) for t in texts], out_type=int)
 
     def sample(self, texts: list[str], alpha: float, seeds: Iterable[int]) -> list[list[int]]:
         """One sampled segmentation (piece ids, without BOS/EOS) of each text, for subword regularization:
@@ -149,7 +150,7 @@ class Tokenizer:
         out = []
         for text, seed in zip(texts, seeds):
             spm.set_random_generator_seed(int(seed))
-            out.append(self._sp.encode(_clean(text), out_type=int, enable_sampling=True, alpha=alpha, nbest_size=-1))
+            out.append(self._sp.encode(without_lone_surrogates(text), out_type=int, enable_sampling=True, alpha=alpha, nbest_size=-1))
         return out
 
     def decode(self, ids: list[list[int]]) -> list[str]:
@@ -166,7 +167,7 @@ class Tokenizer:
 
     def pieces(self, texts: list[str]) -> list[list[str]]:
         """The pieces (subword strings, ``▁`` marks a preceding space) of each text."""
-        return self._sp.encode([_clean(t) for t in texts], out_type=str)
+        return self._sp.encode([without_lone_surrogates(t) for t in texts], out_type=str)
 
     def id_to_piece(self, i: int) -> str:
         return self._sp.id_to_piece(int(i))
@@ -216,7 +217,7 @@ class _Sentences:
 
     def __iter__(self) -> Iterator[str]:
         for line in self.lines:
-            line = _clean(line).strip()
+            line = without_lone_surrogates(line).strip()
             if line:
                 self.count += 1
                 yield line

@@ -31,7 +31,7 @@ from seq2seq.decoding.confidence import FEATURE_NAMES, SourcePieceStats
 from seq2seq.hub import resolve_model_dir
 from seq2seq.sentence_confidence import add_confidence
 from seq2seq.precision import choose_autocast
-from seq2seq.tokenizer import Tokenizer
+from seq2seq.tokenizer import Tokenizer, without_lone_surrogates
 from seq2seq.translation import Translation, translations_of
 from seq2seq.translator_inputs import TranslatorInputs, per_input
 
@@ -157,7 +157,9 @@ class Translator(TranslatorInputs):
         lines = list(texts)
         for i, line in enumerate(lines):
             if not isinstance(line, str):
-                raise TypeError(f"translate() takes str or a list of str; item {i} is {type(line).__name__}")
+                raise TypeError(f"generate() takes a list of str; item {i} is {type(line).__name__}")
+        # as the tokenizer reads them: a protected span copies input text into the output, which must be UTF-8
+        lines = [without_lone_surrogates(line) for line in lines]
         options = self.decode_options(beam_size, nbest, return_attention, batch_size, sampling is not None)
         prefixes, word_lists = per_input(prefix, len(lines), "prefix"), per_input(constraints, len(lines), "constraints")
 
@@ -208,8 +210,9 @@ class Translator(TranslatorInputs):
               do_not_translate: Sequence[str] = (), src_ids: list[list[int]] | None = None):
         """Per line (the protected spans and glossary terms the model reads, those past ``decode.max_src_length``):
         what :meth:`generate` carries over and reports (``src_ids``: the lines already encoded)."""
-        src_ids = self.encode_sources(list(lines)) if src_ids is None else src_ids
-        return spans_of_inputs(list(lines), src_ids, self.source_words, self.glossary.merged(glossary,
+        lines = [without_lone_surrogates(line) for line in lines]
+        src_ids = self.encode_sources(lines) if src_ids is None else src_ids
+        return spans_of_inputs(lines, src_ids, self.source_words, self.glossary.merged(glossary,
                                do_not_translate), preserve, self.src_tokenizer)
 
     def translate(
@@ -264,6 +267,11 @@ class Translator(TranslatorInputs):
         if single != isinstance(targets, str):
             raise TypeError("score() takes two strings or two lists of strings")
         sources, targets = ([sources], [targets]) if single else (list(sources), list(targets))
+        for what, texts in (("source", sources), ("target", targets)):
+            for i, text in enumerate(texts):
+                if not isinstance(text, str):
+                    raise TypeError(f"score() takes two strings or two lists of strings; {what} {i} is "
+                                    f"{type(text).__name__}")
         if len(sources) != len(targets):
             raise ValueError(f"{len(sources)} sources but {len(targets)} targets: they must pair up one to one")
         src_ids = self.encode_sources(sources)

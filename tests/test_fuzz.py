@@ -4,11 +4,9 @@ Arbitrary Unicode (control characters, NUL, combining marks, emoji, right-to-lef
 surrogates, whitespace-only text, lines of 10,000+ characters, characters never seen in training) must never crash
 the translator: exactly one output per input, in input order, never a line break inside an output.
 
-The number of examples comes from ``SEQ2SEQ_FUZZ_EXAMPLES`` (default 200, kept small for CI): that many for the
-API, a tenth of it for CLI runs in-process, and one subprocess per 200 (at least one), each a whole batch of
-generated lines on stdin. A larger local run (see README, "Robustness")::
-
-    SEQ2SEQ_FUZZ_EXAMPLES=2000 python -m pytest tests/test_fuzz.py -q
+The number of examples: :mod:`support.fuzzing` (a small fixed budget in CI; ``SEQ2SEQ_FUZZ_EXAMPLES=N`` for a
+campaign, ``scripts/fuzz_campaign.py``). The argument vectors of the command lines: ``test_fuzz_argv.py``; more API
+calls and argument types: ``test_fuzz_calls.py``; the HTTP service over a socket: ``test_fuzz_http.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -27,70 +24,18 @@ from unittest import mock
 
 import pytest
 import torch
-import yaml
 from conftest import SUBPROCESS_ENV
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from support.fuzzing import LINE_BREAKS, budget, make_fuzz_model, texts
 
 from seq2seq.translator import Translation, Translator
 from seq2seq.tokenizer import EOS_ID
 
-EXAMPLES = int(os.environ.get("SEQ2SEQ_FUZZ_EXAMPLES", "200"))
-FUZZ = settings(
-    max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 200,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
-)
-CLI_FUZZ = settings(FUZZ, max_examples=max(5, EXAMPLES // 10))
-SUBPROCESS_FUZZ = settings(FUZZ, max_examples=max(1, EXAMPLES // 200))
-#: decoding limits of the fuzz model: long inputs are still read whole and truncated (to 40 pieces), but every
-#: search is short (at most 8 steps) so that hundreds of examples fit in CI. Search itself is tested elsewhere.
-FUZZ_DECODE = {"max_src_length": 40, "max_len_a": 0.0, "max_len_b": 8}
+FUZZ = budget(ci=200, share=0.04)
+CLI_FUZZ = budget(ci=20, share=0.02)
+SUBPROCESS_FUZZ = budget(ci=1, share=0.0002)
 ENV = SUBPROCESS_ENV  # one torch thread, no GPU
-#: what str.splitlines() splits on: none of these may appear inside one translation
-LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
-
-# ------------------------------------------------------------------------------------------ strategies
-CONTROL = [chr(c) for c in (*range(0x00, 0x20), *range(0x7F, 0xA0))]
-COMBINING = list("\u0300\u0301\u0308\u0327\u0338\u0489\u20dd\u1ab0\u1dc0\ufe20\u0e31\u0bcd\u093f")
-EMOJI = ["\U0001f600", "\U0001f44d\U0001f3fd", "\U0001f468\u200d\U0001f469\u200d\U0001f467", "\U0001f1e9\U0001f1ea",
-         "\u2764\ufe0f", "\U0001faf6", "\U0001f3f3\ufe0f\u200d\U0001f308", "#\ufe0f\u20e3"]
-RTL = ["مرحبا بالعالم", "שלום עולם", "سلام", "ܫܠܡܐ", "\u200f", "\u200e", "\u202b", "\u202e", "\u2067", "\u2069", "\u061c"]
-WHITESPACE = list(" \t\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2005\u200a\u2028\u2029\u202f\u205f\u3000")
-ODD = list("\x00\ufeff\ufffe\uffff\ufffd\u200b\u200c\u200d\u2060\ue000\U0010ffff\U000e0001\u00ad\u0000<>&")
-WORDS = ["A", "man", "is", "riding", "a", "bike", ".", "Two", "dogs", "play", "in", "the", "snow", ",", "<s>", "</s>",
-         "<unk>", "<pad>", "▁", "Käse", "naïve", "ﬁ", "Ⅻ", "①", "ｆｕｌｌ", "\u212b"]
-LONE_SURROGATES = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF, categories=["Cs"])
-ANY_CHAR = st.characters(exclude_categories=())  # every code point, surrogates included
-
-
-def fragments(line_breaks: bool) -> st.SearchStrategy[str]:
-    """Small pieces of text of every odd kind; without CLI line ends (\\n, \\r) when ``line_breaks`` is False."""
-    parts = st.one_of(
-        st.sampled_from(WORDS).map(lambda w: w + " "),
-        ANY_CHAR,
-        LONE_SURROGATES,
-        st.sampled_from(CONTROL),
-        st.sampled_from(COMBINING),
-        st.sampled_from(EMOJI),
-        st.sampled_from(RTL),
-        st.sampled_from(WHITESPACE),
-        st.sampled_from(ODD),
-    )
-    if not line_breaks:
-        parts = parts.map(lambda s: s.replace("\n", " ").replace("\r", " "))
-    return parts
-
-
-def texts(line_breaks: bool = True) -> st.SearchStrategy[str]:
-    """One input: short odd text, whitespace only, or a line of 10,000+ characters."""
-    short = st.lists(fragments(line_breaks), max_size=25).map("".join)
-    whitespace = st.lists(st.sampled_from(WHITESPACE if not line_breaks else WHITESPACE + ["\n", "\r", "\r\n"]),
-                          max_size=8).map("".join)
-    long_line = st.tuples(st.lists(fragments(line_breaks), min_size=1, max_size=25).map("".join),
-                          st.integers(10_000, 14_000)).map(
-        lambda unit_length: (unit_length[0] * (unit_length[1] // len(unit_length[0]) + 1))[: unit_length[1]]
-    )
-    return st.one_of(short, short, whitespace, long_line)
 
 
 def cli_line_bytes() -> st.SearchStrategy[bytes]:
@@ -118,14 +63,7 @@ def stdin_batches(draw, min_lines: int = 0, max_lines: int = 12) -> tuple[bytes,
 # ------------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 def fuzz_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
-    """The tiny model with the short decoding limits of :data:`FUZZ_DECODE`."""
-    model_dir = tmp_path_factory.mktemp("fuzz") / "model"
-    shutil.copytree(tiny_model_dir, model_dir, ignore=shutil.ignore_patterns("last", "*.log", "*.png"))
-    config = model_dir / "config.yaml"
-    raw = yaml.safe_load(config.read_text(encoding="utf-8"))
-    raw["decode"].update(FUZZ_DECODE)
-    config.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    return model_dir
+    return make_fuzz_model(tiny_model_dir, tmp_path_factory.mktemp("fuzz"))
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -205,7 +143,7 @@ def fuzz_translators(fuzz_model_dir) -> dict[str, Translator]:
 SCORE_TOLERANCE = {None: 1e-4, torch.bfloat16: 2e-2}
 
 
-@settings(FUZZ, max_examples=max(5, EXAMPLES // 10))
+@budget(ci=20, share=0.01)
 @given(lines=st.lists(texts(), min_size=1, max_size=4), beam_size=st.sampled_from([1, 3]))
 def test_api_batched_equals_alone_under_bf16_and_auto(fuzz_translators, lines, beam_size):
     """Any Unicode, batched against one at a time, under bf16 and the default ``auto``: the same tokens, scores
@@ -221,7 +159,7 @@ def test_api_batched_equals_alone_under_bf16_and_auto(fuzz_translators, lines, b
                 assert together.attention.shape[1] == len(expected_src_pieces(tr, line))
 
 
-@settings(FUZZ, max_examples=max(5, EXAMPLES // 20))
+@budget(ci=10, share=0.02)
 @given(line=texts(), nbest=st.integers(1, 3))
 def test_api_nbest_and_scores_any_unicode(fuzz_translator, line, nbest):
     result = fuzz_translator.generate([line, "A dog."], beam_size=3, nbest=nbest)

@@ -1,6 +1,6 @@
 """scripts/sweep.py (a real two-variant sweep of the tiny recipe, read back on a second call) and
 scripts/plot_time_to_quality.py (a PNG from a real run) and scripts/make_big_corpus.py (aligned pairs, the splits
-beside them)."""
+beside them); scripts/fuzz_campaign.py's counts against properties whose outcomes are known."""
 
 from __future__ import annotations
 
@@ -137,3 +137,45 @@ def test_make_big_corpus_joins_aligned_multi30k_pairs_and_is_a_training_director
     bad = subprocess.run([sys.executable, "scripts/make_big_corpus.py", "--out", str(tmp_path / "e"), "--source",
                           str(tmp_path / "nowhere")], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "train.en" in bad.stderr
+
+
+def test_fuzz_campaign_counts_every_example_and_each_distinct_failure(monkeypatch):
+    """The campaign's counts of a passing property equal the calls it made, and a property failing in two ways
+    (KeyError for multiples of 3, AssertionError for other x >= 700) counts two distinct failures."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from hypothesis.internal import observability
+
+    campaign = load_script("fuzz_campaign")
+    monkeypatch.setattr(observability, "OBSERVABILITY_COLLECT_COVERAGE", False)
+    counts, calls = campaign.Counts(), []
+    once = settings(max_examples=40, database=None, derandomize=True, deadline=None)
+
+    @once
+    @given(st.integers(0, 1000))
+    def test_api_passing(x):
+        calls.append(x)
+
+    @once
+    @given(st.integers(0, 1000))
+    def test_http_failing(x):
+        if x % 3 == 0:
+            raise KeyError(x)
+        assert x < 700
+
+    observability.add_observability_callback(counts)
+    try:
+        test_api_passing()
+        with pytest.raises(BaseException) as failure:
+            test_http_failing()
+    finally:
+        observability.remove_observability_callback(counts)
+    assert isinstance(failure.value, BaseExceptionGroup)  # Hypothesis found both
+    assert sum(counts.status["test_api_passing"].values()) == len(calls) >= 40
+    reasons = sorted(counts.failures["test_http_failing"])
+    assert len(reasons) == 2 and reasons[0].startswith("AssertionError") and reasons[1].startswith("KeyError"), reasons
+    timing = campaign.Timing()
+    timing.outcome = {"test_api_passing": "passed", "test_http_failing": "failed"}
+    result = campaign.summary(counts, timing, 40)
+    assert result["surfaces"]["api"]["examples"] == counts.status["test_api_passing"]["generate_passed"] >= 40
+    assert result["surfaces"]["http"]["distinct_failures"] == 2 and result["surfaces"]["http"]["tests_failed"] == 1
