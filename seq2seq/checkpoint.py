@@ -220,16 +220,17 @@ def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu", we
         check_state(skeleton, weights, model_dir / weights_file)
     except RuntimeError as err:
         raise CheckpointError(f"{model_dir / CONFIG_FILE}: cannot build the model it describes ({err})") from None
-    model = build_model(cfg.model, src_tok.vocab_size, tgt_tok.vocab_size)
+    with _without_init():  # every parameter is loaded next (checked above): no random init (~1 s of orthogonal QRs)
+        model = build_model(cfg.model, src_tok.vocab_size, tgt_tok.vocab_size)
     model.load_state_dict(weights, strict=False)  # checked above; strict=False: tied weights are stored once
     return cfg, model.to(device).eval(), src_tok, tgt_tok
 
 
 @contextlib.contextmanager
 def _without_init():
-    """``torch.nn.init``'s functions as no-ops, for a skeleton on the meta device (it holds no values to
-    initialize): initializing meta tensors runs torch's Python reference kernels, whose first call imports
-    torch._dynamo, about 1.5 s of a translator's cold start."""
+    """``torch.nn.init``'s functions as no-ops, for a model whose every parameter is loaded next, and for a skeleton
+    on the meta device (initializing meta tensors runs torch's Python reference kernels, whose first call imports
+    torch._dynamo: about 1.5 s of a translator's cold start)."""
     from torch.nn import init
 
     names = [name for name in vars(init) if name.endswith("_") and not name.startswith("_")
