@@ -86,7 +86,12 @@ def load_decoding_models(
                   zip(model_dirs, loaded)]
         return cfg, models, src_tok, tgt_tok, RuntimeDevice()
 
-    import torch
+    try:
+        import torch
+    except ImportError:  # the runtime-only install (docs/onnx.md)
+        raise ValueError("the torch backend needs torch, which is not installed: install it (pip install torch), "
+                         "or translate with backend='onnx' (--backend onnx) a model exported with "
+                         "`python -m seq2seq.onnx_export`") from None
 
     from seq2seq.checkpoint import load_model_dir
     from seq2seq.precision import resolve_device

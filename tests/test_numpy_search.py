@@ -122,11 +122,12 @@ def test_an_ensemble_equals_the_torch_ensemble(graphs, tmp_path):
 
 
 def test_length_limits_round_as_torch():
-    """``a * len + b`` in float32 as torch computes it (1.2 * 10 is 12.000001 there: 12, not 11)."""
+    """``a * len + b`` in float32 as torch computes it: at a = 0.7 and 90 source pieces (or 2.3 and 50) float32
+    and float64 truncate to different limits."""
     from seq2seq.decoding.logits import max_output_lengths as torch_limits
 
     lengths = np.arange(0, 300)
-    for a, b in ((1.2, 5), (1.5, 10), (0.7, 0), (1.1, 3), (2.0, -5)):
+    for a, b in ((1.2, 5), (1.5, 10), (0.7, 0), (1.1, 3), (2.0, -5), (2.3, 0)):
         assert max_output_lengths(lengths, a, b).tolist() == torch_limits(torch.from_numpy(lengths), a, b).tolist()
 
 
