@@ -5,6 +5,7 @@ return over the same graphs, and translating with ``--backend onnx`` imports no 
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from conftest import REPO_ROOT as ROOT
 from conftest import SUBPROCESS_ENV
 from support.search_calls import run_beam, run_greedy
 from support.tiny_models import random_model, random_src
@@ -223,3 +225,38 @@ def test_the_torch_translation_path_does_not_import_torch_onnx(tiny_model_dir):
                             timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines()[-1] == "[]"
+
+
+# ---------------------------------------------------------------------------- the scripts that measure the runtime
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_install_size_counts_the_runtime_without_torch():
+    """scripts/install_size.py: the runtime's closure holds onnxruntime and what it requires (numpy, protobuf) and no
+    torch; the full install's holds torch; sizes are the installed files' bytes."""
+    install_size = load_script("install_size")
+    runtime, _ = install_size.closure(install_size.RUNTIME)
+    full, _ = install_size.closure(install_size.FULL)
+    assert {"onnxruntime", "numpy", "protobuf", "sentencepiece", "pyyaml"} <= runtime and "torch" not in runtime
+    assert "torch" in full and "sentencepiece" in full
+    from importlib import metadata
+
+    files = [f.locate() for f in metadata.distribution("sentencepiece").files]
+    by_hand = sum(path.stat().st_size for path in files if path.is_file())
+    assert install_size.size_of("sentencepiece") == by_hand > 0
+
+
+def test_cold_start_times_whole_processes(onnx_model_dir, tmp_path):
+    """scripts/cold_start.py on the onnx backend: one run's figures, and the process never imported torch."""
+    out = tmp_path / "cold.json"
+    result = subprocess.run([sys.executable, "scripts/cold_start.py", "--model", str(onnx_model_dir), "--runs", "1",
+                             "--backends", "onnx", "--json", str(out)], capture_output=True, text=True,
+                            env=SUBPROCESS_ENV, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(out.read_text())["onnx"]
+    assert figures["torch imported"] is False
+    assert 0 < figures["first translation"]["median"] < figures["whole process"]["median"]
