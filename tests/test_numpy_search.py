@@ -172,7 +172,7 @@ NO_TORCH = textwrap.dedent("""
                     "--alignments", "Zoe has 12 dogs in Krakow ."])
     translator = Translator.load(model, backend="onnx", threads=1)
     print(translator.translate(["two men play football .", "a woman reads a book ."], beam_size=3))
-    print(translator.translate("a dog .", return_scores=True).confidence is not None)
+    print(translator.generate(["a dog ."])[0][0].confidence is not None)
     if "serve" in sys.argv:  # the service: a request through the app, confidences and all
         from fastapi.testclient import TestClient
 
@@ -210,8 +210,8 @@ def test_modes_the_numpy_searches_do_not_serve_say_so_and_run_on_torch(onnx_mode
 
     translator = Translator.load(onnx_model_dir, backend="onnx", threads=1)
     with caplog.at_level("WARNING"):
-        out = translator.translate(["a dog runs ."], sampling=Sampling(seed=1), nbest=2)
-    assert len(out) == 1 and isinstance(out[0], list) and len(out[0]) == 2
+        out = translator.generate(["a dog runs ."], sampling=Sampling(seed=1), nbest=2)
+    assert len(out) == 1 and len(out[0]) == 2
     assert "sampling runs the torch search over the onnxruntime graphs" in caplog.text
 
 
