@@ -102,8 +102,10 @@ def additive_scores(q: Tensor, k: Tensor, V: Tensor, budget: int | None = None) 
     """``sum_a tanh(q + k) V``: q (B, T, A), k (B, S, A), V (A, H) -> (B, T, S, H), in q's dtype.
 
     On the CPU the chunked fp32 computation (``budget`` elements a chunk, default :data:`CHUNK_ELEMENTS`);
-    elsewhere, and while exporting to ONNX, the plain formula."""
-    if q.device.type != "cpu" or torch.onnx.is_in_onnx_export():
+    elsewhere, and while traced (the TorchScript ONNX exporter traces), the plain formula. ``torch.jit.is_tracing``
+    and not ``torch.onnx.is_in_onnx_export``: the latter's first call imports torch.onnx and torch._dynamo (about
+    1.6 s of a translator's cold start)."""
+    if q.device.type != "cpu" or torch.jit.is_tracing():
         return plain_additive_scores(q, k, V)
     work = torch.promote_types(q.dtype, torch.float32)  # fp32, or fp64 for a gradient check
     scores = ChunkedAdditiveScores.apply(q.to(work), k, V.to(work), budget or CHUNK_ELEMENTS)

@@ -21,6 +21,10 @@ import numpy as np
 
 from seq2seq.rank_metrics import spearman
 
+#: the confidence features (computed by :mod:`seq2seq.decoding.confidence`), in the order calibrations read them
+FEATURE_NAMES = ("mean_log_prob", "min_log_prob", "low_prob_share", "unattended_share", "length_ratio",
+                 "pieces_per_word", "rare_piece_share", "source_piece_log_prob")
+
 CALIBRATION_FILE = "confidence.json"
 FORMAT = 1
 #: what the confidence estimates

@@ -18,14 +18,11 @@ training state in ``last/`` is written and read by :mod:`seq2seq.training.saved_
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
-
-import safetensors
-import safetensors.torch
-import torch
+from typing import TYPE_CHECKING, Callable
 
 from seq2seq.config import Config, ConfigError, load_config
 from seq2seq.tokenizer import SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE, Tokenizer, TokenizerError
@@ -34,6 +31,10 @@ CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "model.safetensors"
 #: the training state for --resume (seq2seq/training/saved_state.py writes and reads it)
 LAST_DIR = "last"
+
+
+if TYPE_CHECKING:  # torch and safetensors are imported where weights are read or written: the runtime without torch
+    import torch  # loads a model directory's config and tokenizers (load_model_files) without them
 
 
 class CheckpointError(ValueError):
@@ -53,8 +54,11 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
         with open(tmp_path, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp_path, path)
-    except (OSError, safetensors.SafetensorError) as err:  # safetensors reports a full disk as SafetensorError
+    except Exception as err:
         tmp_path.unlink(missing_ok=True)
+        # safetensors reports a full disk as SafetensorError (matched by name: safetensors is imported by its writers)
+        if not isinstance(err, OSError) and type(err).__name__ != "SafetensorError":
+            raise
         reason = getattr(err, "strerror", None) or err
         raise CheckpointError(f"could not write {path}: {reason}; the previous file is unchanged") from err
     except BaseException:
@@ -68,6 +72,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def save_weights(state: dict[str, torch.Tensor], path: str | Path) -> None:
     """Save tensors as safetensors (tied tensors stored once), atomically."""
+    import safetensors.torch
+
     unique: dict[str, torch.Tensor] = {}
     seen: set[tuple[int, int]] = set()
     for name, tensor in state.items():
@@ -81,6 +87,8 @@ def save_weights(state: dict[str, torch.Tensor], path: str | Path) -> None:
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a safetensors file (no pickle); a missing, truncated or corrupt file raises CheckpointError."""
+    import safetensors.torch
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file not found: {path}")
@@ -102,6 +110,8 @@ def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], sour
 def check_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
     """Raise CheckpointError naming ``source`` unless ``state`` has exactly the keys and shapes of ``model`` (which
     may live on the meta device), floating-point tensors where the model has them, and only finite values."""
+    import torch
+
     expected = model.state_dict()
     tied = _tied_names(model)
     missing = [k for k in expected if k not in state and k not in tied]
@@ -162,14 +172,10 @@ def model_dir_location(location: str | Path) -> Path:
                           f"{SRC_TOKENIZER_FILE}, {TGT_TOKENIZER_FILE} and {WEIGHTS_FILE} (e.g. a training run's --out)")
 
 
-def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu", weights_file: str = WEIGHTS_FILE):
-    """Load ``(cfg, model, src_tokenizer, tgt_tokenizer)`` from a model directory (``DIR/model.safetensors`` is
-    taken as ``DIR``); model in eval mode.
-
-    Never unpickles: YAML safe_load, SentencePiece protobufs, safetensors.
-    """
-    from seq2seq.model import build_model
-
+def load_model_files(model_dir: str | Path, weights_file: str = WEIGHTS_FILE) -> tuple[Config, Tokenizer, Tokenizer]:
+    """``(cfg, src_tokenizer, tgt_tokenizer)`` of a complete model directory (``DIR/model.safetensors`` is taken as
+    ``DIR``), its weights file checked to be there but not read: all the runtime without torch loads besides the
+    exported graphs. A missing or damaged file raises CheckpointError naming it."""
     model_dir = model_dir_location(model_dir)
     if not model_dir.is_dir():
         raise CheckpointError(f"model directory not found: {model_dir} (train one with `python -m seq2seq.train`)")
@@ -192,16 +198,51 @@ def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu", we
         tgt_tok = Tokenizer.load(model_dir / TGT_TOKENIZER_FILE)
     except TokenizerError as err:
         raise CheckpointError(str(err)) from None
+    return cfg, src_tok, tgt_tok
+
+
+def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu", weights_file: str = WEIGHTS_FILE):
+    """Load ``(cfg, model, src_tokenizer, tgt_tokenizer)`` from a model directory (``DIR/model.safetensors`` is
+    taken as ``DIR``); model in eval mode.
+
+    Never unpickles: YAML safe_load, SentencePiece protobufs, safetensors.
+    """
+    import torch
+
+    from seq2seq.model import build_model
+
+    cfg, src_tok, tgt_tok = load_model_files(model_dir, weights_file)
+    model_dir = model_dir_location(model_dir)
     weights = load_weights(model_dir / weights_file)
     try:  # first on the meta device (nothing allocated), so that a config.yaml asking for a huge model fails fast
-        with torch.device("meta"):
+        with torch.device("meta"), _without_init():
             skeleton = build_model(cfg.model, src_tok.vocab_size, tgt_tok.vocab_size)
         check_state(skeleton, weights, model_dir / weights_file)
     except RuntimeError as err:
         raise CheckpointError(f"{model_dir / CONFIG_FILE}: cannot build the model it describes ({err})") from None
-    model = build_model(cfg.model, src_tok.vocab_size, tgt_tok.vocab_size)
+    with _without_init():  # every parameter is loaded next (checked above): no random init (~1 s of orthogonal QRs)
+        model = build_model(cfg.model, src_tok.vocab_size, tgt_tok.vocab_size)
     model.load_state_dict(weights, strict=False)  # checked above; strict=False: tied weights are stored once
     return cfg, model.to(device).eval(), src_tok, tgt_tok
+
+
+@contextlib.contextmanager
+def _without_init():
+    """``torch.nn.init``'s functions as no-ops, for a model whose every parameter is loaded next, and for a skeleton
+    on the meta device (initializing meta tensors runs torch's Python reference kernels, whose first call imports
+    torch._dynamo: about 1.5 s of a translator's cold start)."""
+    from torch.nn import init
+
+    names = [name for name in vars(init) if name.endswith("_") and not name.startswith("_")
+             and callable(getattr(init, name))]
+    saved = {name: getattr(init, name) for name in names}
+    try:
+        for name in names:
+            setattr(init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(init, name, function)
 
 
 def _no_model_yet(model_dir: Path, weights_file: str) -> None:

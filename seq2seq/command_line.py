@@ -19,7 +19,7 @@ DEVICES = ["auto", "cpu", "cuda"]
 
 
 def add_decoding_arguments(parser: argparse.ArgumentParser, *, batch_size: bool = True, beam_size: bool = True,
-                           nbest: bool = False, quantize: bool = False) -> argparse._ArgumentGroup:
+                           nbest: bool = False, quantize: bool = False, backend: bool = False) -> argparse._ArgumentGroup:
     """Add the shared decoding flags (``--device``, ``--dtype``, ``--threads`` always; the others when asked)."""
     group = parser.add_argument_group("decoding")
     group.add_argument("--device", default="auto", choices=DEVICES)
@@ -38,6 +38,10 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, *, batch_size: bool 
     if quantize:
         group.add_argument("--quantize", choices=["none", "int8"], default="none",
                            help="dynamic int8 quantization of the linear layers (CPU inference)")
+    if backend:
+        group.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                           help="onnx: run MODEL/onnx/ (written by python -m seq2seq.onnx_export) in onnxruntime, CPU "
+                                "fp32, without importing torch (docs/onnx.md)")
     return group
 
 

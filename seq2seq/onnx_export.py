@@ -39,12 +39,9 @@ from torch import Tensor, nn
 from seq2seq.cells import ReferenceRNN
 from seq2seq.decoder import DecoderState, Memory
 from seq2seq.model import Seq2Seq
+from seq2seq.onnx_graphs import DIGEST_FILE, ENCODER_FILE, MEMORY_NAMES, STEP_FILE, file_digest, state_names  # noqa: F401
 from seq2seq.tokenizer import BOS_ID
 
-ENCODER_FILE = "encoder.onnx"
-STEP_FILE = "decoder_step.onnx"
-#: the digests tying the graphs to the weights they were exported from
-DIGEST_FILE = "exported_from.json"
 #: ONNX opset of the exported graphs (onnxruntime >= 1.14 runs it)
 OPSET = 17
 
@@ -57,21 +54,6 @@ def weights_digest(model: nn.Module) -> str:
         digest.update(f"{name}:{tuple(data.shape)}:{data.dtype};".encode())
         digest.update(data.numpy().tobytes())
     return digest.hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def state_names(rnn_type: str) -> list[str]:
-    return ["hidden", "cell", "attn_vector"] if rnn_type == "lstm" else ["hidden", "attn_vector"]
-
-
-MEMORY_NAMES = ["values", "keys", "pad_mask"]
 
 
 class EncoderGraph(nn.Module):
@@ -113,9 +95,11 @@ def _axes(names: list[str], rows: str) -> dict[str, dict[int, str]]:
     return {name: axes[name] for name in names}
 
 
-def export_onnx(model: Seq2Seq, out_dir: str | Path) -> tuple[Path, Path]:
+def export_onnx(model: Seq2Seq, out_dir: str | Path, weights_file: str | Path | None = None) -> tuple[Path, Path]:
     """Write ``encoder.onnx``, ``decoder_step.onnx`` and ``exported_from.json`` for ``model`` (fp32, CPU) into
-    ``out_dir`` (replacing what was there, all or nothing); returns the two graphs' paths.
+    ``out_dir`` (replacing what was there, all or nothing); returns the two graphs' paths. ``weights_file``: the
+    ``model.safetensors`` the model was loaded from, whose SHA-256 is recorded too (what the runtime without torch
+    checks; :func:`seq2seq.onnx_graphs.load_onnx_graphs`).
 
     Raises ValueError for a model built with ``model.rnn_impl: reference`` (its Python loop over time would be
     traced at one length): rebuild it with ``fused``, which has the same weights; and ValueError naming the
@@ -134,6 +118,8 @@ def export_onnx(model: Seq2Seq, out_dir: str | Path) -> tuple[Path, Path]:
             _export(model, staging)
         digests = {"weights_sha256": weights_digest(model),
                    **{name: file_digest(staging / name) for name in (ENCODER_FILE, STEP_FILE)}}
+        if weights_file is not None:
+            digests["weights_file_sha256"] = file_digest(Path(weights_file))
         (staging / DIGEST_FILE).write_text(json.dumps(digests, indent=1) + "\n", encoding="utf-8")
         _swap_in(staging, out_dir)
     except Exception as err:
@@ -206,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from seq2seq.checkpoint import CheckpointError, load_model_dir
+    from seq2seq.checkpoint import WEIGHTS_FILE, CheckpointError, load_model_dir
     from seq2seq.hub import resolve_model_dir
 
     parser = argparse.ArgumentParser(prog="python -m seq2seq.onnx_export", description=__doc__,
@@ -217,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model_dir = resolve_model_dir(args.model)
         _, model, _, _ = load_model_dir(model_dir)
-        paths = export_onnx(model, args.out or model_dir / "onnx")
+        paths = export_onnx(model, args.out or model_dir / "onnx", weights_file=model_dir / WEIGHTS_FILE)
     except (CheckpointError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -2,7 +2,8 @@
 
 Training's batches (:mod:`seq2seq.token_batches`) pad concatenated ids read from the Arrow cache
 (:func:`pad_flat`); decoding pads sources, forced prefixes and the targets it scores (:func:`pad_rows`).
-Light to import (numpy and torch): the decoding path does not load the data libraries.
+Light to import (numpy; torch only inside :func:`pad_rows`): the decoding path does not load the data libraries,
+and the runtime without torch pads with :func:`pad_arrays`.
 """
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ from __future__ import annotations
 import itertools
 from typing import Sequence
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from seq2seq.tokenizer import PAD_ID
+
+if TYPE_CHECKING:
+    import torch
 
 
 def pad_flat(flat: np.ndarray, lengths: np.ndarray, width: int, offset: int = 0) -> np.ndarray:
@@ -27,9 +32,17 @@ def pad_flat(flat: np.ndarray, lengths: np.ndarray, width: int, offset: int = 0)
     return out
 
 
-def pad_rows(rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_arrays(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     """Id lists -> (B, W) int64 ids right-padded with PAD_ID, W the longest row (0 when every row is empty), and
-    their (B,) lengths."""
+    their (B,) lengths, as numpy arrays."""
     lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
     flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
-    return torch.from_numpy(pad_flat(flat, lengths, int(lengths.max(initial=0)))), torch.from_numpy(lengths)
+    return pad_flat(flat, lengths, int(lengths.max(initial=0))), lengths
+
+
+def pad_rows(rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`pad_arrays` as torch tensors."""
+    import torch
+
+    ids, lengths = pad_arrays(rows)
+    return torch.from_numpy(ids), torch.from_numpy(lengths)

@@ -15,24 +15,36 @@ from typing import Sequence
 import numpy as np
 
 from seq2seq.calibration import UNCALIBRATED_LOW_THRESHOLD, Calibration, uncalibrated_confidence
-from seq2seq.decoding.confidence import FEATURE_NAMES, SourcePieceStats, assess_outputs
+from seq2seq.calibration import FEATURE_NAMES
+from seq2seq.onnx_graphs import OnnxGraphs
 
 
 def add_confidence(entries: Sequence[Sequence], src_ids: Sequence[list[int]], sources: Sequence[str], models,
-                   vocabulary: SourcePieceStats, calibration: Calibration | None, batch_size: int, device,
+                   vocabulary, calibration: Calibration | None, batch_size: int, device,
                    autocast_dtype=None) -> None:
     """Set ``piece_probs``, ``confidence``, ``confidence_calibrated``, ``low_confidence`` and
     ``confidence_features`` on every translation of every entry (one entry per source: its n-best list).
 
     ``src_ids``: the sources' ids as decoded (ending in EOS); ``sources``: their texts (for the word counts).
+    ``models``: torch models, or :class:`~seq2seq.onnx_graphs.OnnxGraphs` (then numpy throughout, without torch:
+    :mod:`seq2seq.decoding.numpy_confidence`, with ``vocabulary`` a
+    :class:`~seq2seq.decoding.numpy_confidence.NumpyPieceStats`).
     """
     flat = [(number, translation) for number, entry in enumerate(entries) for translation in entry]
     if not flat:
         return
     words = [max(len(source.split()), 1) for source in sources]
-    assessed = assess_outputs(models, [src_ids[n] for n, _ in flat], [list(t.tokens) for _, t in flat],
-                              [words[n] for n, _ in flat], vocabulary, batch_size, device, autocast_dtype)
-    features = np.array([a.features for a in assessed], dtype=np.float64).reshape(len(flat), len(FEATURE_NAMES))
+    inputs = ([src_ids[n] for n, _ in flat], [list(t.tokens) for _, t in flat], [words[n] for n, _ in flat])
+    if all(isinstance(model, OnnxGraphs) for model in models):  # the runtime without torch
+        from seq2seq.decoding.numpy_confidence import assess_outputs as assess_on_graphs
+
+        assessed = assess_on_graphs(models, *inputs, vocabulary, batch_size)
+    else:
+        from seq2seq.decoding.confidence import assess_outputs
+
+        assessed = [(a.token_log_probs, a.features)
+                    for a in assess_outputs(models, *inputs, vocabulary, batch_size, device, autocast_dtype)]
+    features = np.array([f for _, f in assessed], dtype=np.float64).reshape(len(flat), len(FEATURE_NAMES))
     if calibration is not None:
         columns = [FEATURE_NAMES.index(name) for name in calibration.features]
         confidences = calibration.predict(features[:, columns]).tolist()
@@ -40,8 +52,9 @@ def add_confidence(entries: Sequence[Sequence], src_ids: Sequence[list[int]], so
     else:
         confidences = [uncalibrated_confidence(row[FEATURE_NAMES.index("mean_log_prob")]) for row in features]
         threshold = UNCALIBRATED_LOW_THRESHOLD
-    for (_, translation), assessment, confidence, row in zip(flat, assessed, confidences, features.tolist()):
-        translation.piece_probs = [math.exp(value) for value in assessment.token_log_probs]
+    for (_, translation), (token_log_probs, _), confidence, row in zip(flat, assessed, confidences,
+                                                                       features.tolist()):
+        translation.piece_probs = [math.exp(value) for value in token_log_probs]
         translation.confidence = float(confidence)
         translation.confidence_calibrated = calibration is not None
         translation.low_confidence = bool(confidence < threshold)

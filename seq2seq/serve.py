@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="model directory (config.yaml, tokenizers, model.safetensors)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
-    add_decoding_arguments(parser, batch_size=False, beam_size=True)  # --beam-size: a request's default
+    add_decoding_arguments(parser, batch_size=False, beam_size=True, backend=True)  # --beam-size: a request's default
     parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a request waits for others to join its batch")
     parser.add_argument("--no-batching", action="store_true", help="decode each request on its own")
     parser.add_argument("--max-pending", type=int, default=256, help="requests waiting at once; more get 503")
@@ -86,18 +86,14 @@ def main(argv: list[str] | None = None) -> int:
         logger.warning("binding %s: the service is reachable from other machines%s%s", args.host,
                        "" if token is not None else "; anyone may use it (set $SEQ2SEQ_SERVE_TOKEN or --token-file)",
                        "" if args.rate_limit is not None else "; no --rate-limit per client")
-    import torch
-
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-
     import uvicorn
 
     from seq2seq.translator import Translator
     from seq2seq.checkpoint import CheckpointError
 
     try:
-        translator = Translator.load(args.model, device=args.device, dtype=args.dtype)
+        translator = Translator.load(args.model, device=args.device, dtype=args.dtype, threads=args.threads,
+                                     backend=args.backend)
         translator.glossary = load_glossary_argument(args)
     except (CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("text", nargs="*", help="sentences to translate (none: read stdin line by line)")
     parser.add_argument("--model", action="append", help="model directory or hf:ORG/NAME[@REVISION] (default: the most recently trained under "
                         "runs/); give it several times for an ensemble (models sharing their tokenizers)")
-    add_decoding_arguments(parser, batch_size=True, beam_size=True, nbest=True, quantize=True)
+    add_decoding_arguments(parser, batch_size=True, beam_size=True, nbest=True, quantize=True, backend=True)
     parser.add_argument("--json", action="store_true", help="one JSON object per input line, each translation with "
                         "its confidence and piece probabilities (docs/confidence.md)")
     parser.add_argument("--prefix", help="target text every translation must start with (e.g. for post-editing)")
@@ -88,8 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_preservation_arguments(parser)
     parser.add_argument("--alignments", action="store_true",
                         help="with --json: hard alignments (per target piece, the most attended source piece and word)")
-    parser.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                        help="onnx: run MODEL/onnx/ (written by python -m seq2seq.onnx_export) in onnxruntime, CPU fp32")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar on stderr (shown when stdin is a file: `< input.en`)")
     parser.add_argument("--plot-attention", metavar="FILE.png", help="save attention heatmaps of the inputs")
@@ -128,13 +126,15 @@ def load_translator(args: argparse.Namespace, model_dirs: list[Path]):
     """(translator, sampling settings or None), or exit status 2 after printing the error."""
     from seq2seq.translator import Translator
     from seq2seq.checkpoint import CheckpointError
-    from seq2seq.decoding.sampling import Sampling
 
     try:
         translator = Translator.load(model_dirs, device=args.device, quantize=args.quantize, dtype=args.dtype,
                                      threads=args.threads, backend=args.backend)
-        sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed) if args.sampling else None
-        if sampling is not None:
+        sampling = None
+        if args.sampling:  # the sampler is torch's: imported only when sampling
+            from seq2seq.decoding.sampling import Sampling
+
+            sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)
             sampling.sampler()  # checks the settings: one clear error before any input is read
         translator.check_constraints(args.constraints)
         translator.check_prefix(args.prefix)
@@ -236,4 +236,8 @@ if __name__ == "__main__":
         status = 1
     except KeyboardInterrupt:
         status = 130
-    sys.exit(status)
+    # every line is written and flushed: end without the interpreter's teardown, which after a torch translation
+    # took 0.4-0.7 s of a one-sentence run (scripts/cold_start.py); nothing is left to run at exit
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(status if isinstance(status, int) else 1)

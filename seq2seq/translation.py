@@ -4,9 +4,7 @@ and :func:`translations_of`, which turns one input's search hypotheses into them
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
-
-import torch
+from typing import Any, Optional
 
 from seq2seq.decoding.hypothesis import Hypothesis
 from seq2seq.protected_spans import Span
@@ -40,7 +38,7 @@ class Translation:
     text: str
     tokens: list[int]
     score: float
-    attention: Optional[torch.Tensor] = field(default=None, repr=False)
+    attention: Optional[Any] = field(default=None, repr=False)  # torch tensor; numpy array from --backend onnx
     src_pieces: list[str] = field(default_factory=list, repr=False)
     tgt_pieces: list[str] = field(default_factory=list, repr=False)
     piece_probs: list[float] = field(default_factory=list, repr=False)

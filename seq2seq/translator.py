@@ -13,27 +13,26 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Callable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
 
-import torch
-
-from seq2seq.config import Config, DataConfig
-from seq2seq.decoding.driver import score_ids, translate_ids
-from seq2seq.decoding.forced import TargetScore
-from seq2seq.decoding.sampling import Sampling
-from seq2seq.decoding.search import decoding_work
-from seq2seq.glossary import Glossary, GlossaryInput
-from seq2seq.protected_spans import NOUNS_CAPITALIZED, SourceWords
-from seq2seq.decoding.span_copy import carry_spans, constraint_words, spans_of_inputs
 from seq2seq.backends import load_decoding_models
-from seq2seq.calibration import Calibration, load_calibration
-from seq2seq.decoding.confidence import FEATURE_NAMES, SourcePieceStats
+from seq2seq.calibration import FEATURE_NAMES, Calibration, load_calibration
+from seq2seq.config import Config, DataConfig
+from seq2seq.decoding import numpy_search
+from seq2seq.decoding.hypothesis import Hypothesis
+from seq2seq.decoding.options import DecodeOptions
+from seq2seq.decoding.span_copy import carry_spans, constraint_words, spans_of_inputs
+from seq2seq.glossary import Glossary, GlossaryInput
 from seq2seq.hub import resolve_model_dir
-from seq2seq.sentence_confidence import add_confidence
-from seq2seq.precision import choose_autocast
+from seq2seq.onnx_graphs import OnnxGraphs
+from seq2seq.protected_spans import NOUNS_CAPITALIZED, SourceWords
 from seq2seq.tokenizer import Tokenizer, without_lone_surrogates
 from seq2seq.translation import Translation, translations_of
 from seq2seq.translator_inputs import TranslatorInputs, per_input
+
+if TYPE_CHECKING:  # torch and the torch searches are imported where they run: not by the runtime without torch
+    from seq2seq.decoding.forced import TargetScore
+    from seq2seq.decoding.sampling import Sampling
 
 __all__ = ["Translation", "Translator"]
 
@@ -51,11 +50,14 @@ class Translator(TranslatorInputs):
     'ein mann fährt fahrrad'
     """
 
-    def __init__(self, cfg: Config, model: torch.nn.Module, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer,
-                 device: torch.device, more_models: Sequence[torch.nn.Module] = ()) -> None:
+    def __init__(self, cfg: Config, model, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, device,
+                 more_models: Sequence = ()) -> None:
         self.cfg = cfg
         self.model = model.eval()
         self.models = [self.model] + [m.eval() for m in more_models]  # decoded together: an ensemble
+        #: onnxruntime graphs decoded by the numpy searches, without torch (``backend="onnx"``)
+        self.runtime = isinstance(self.model, OnnxGraphs)
+        self._torch_graphs: list | None = None  # the graphs wrapped for the torch searches, once one is needed
         self.src_tokenizer = src_tokenizer
         self.tgt_tokenizer = tgt_tokenizer
         self.device = device
@@ -64,15 +66,47 @@ class Translator(TranslatorInputs):
         # protected spans as constraints of beam search too (glossary terms always are); off: restored through the
         # attention like in greedy search, which measured better on Multi30k val (docs/preservation.md)
         self.spans_as_constraints = False
-        # the measurement of ``dtype: auto`` is cached in the user's own cache, never under the data.cache_dir of a
-        # model directory's config.yaml (a model from elsewhere must not choose where loading it writes, nor plant
-        # the cached choice it is then given)
-        self.autocast_dtype = choose_autocast(cfg.decode.dtype, device, model,
-                                              decoding_work(cfg.decode.batch_size, cfg.decode.beam_size),
-                                              DataConfig().cache_dir)
+        self.autocast_dtype = None
+        if not self.runtime:
+            from seq2seq.decoding.search import decoding_work
+            from seq2seq.precision import choose_autocast
+
+            # the measurement of ``dtype: auto`` is cached in the user's own cache, never under the data.cache_dir
+            # of a model directory's config.yaml (a model from elsewhere must not choose where loading it writes,
+            # nor plant the cached choice it is then given)
+            self.autocast_dtype = choose_autocast(cfg.decode.dtype, device, model,
+                                                  decoding_work(cfg.decode.batch_size, cfg.decode.beam_size),
+                                                  DataConfig().cache_dir)
         #: turns confidence features into an estimate of sentence chrF (the model directory's confidence.json)
         self.calibration: Calibration | None = None
-        self.source_piece_stats = SourcePieceStats.of(src_tokenizer)
+        self._source_piece_stats = None
+
+    @property
+    def source_piece_stats(self):
+        """The source pieces' statistics the confidence features read (computed on first use): a
+        :class:`~seq2seq.decoding.confidence.SourcePieceStats`, or numpy's on the runtime without torch."""
+        if self._source_piece_stats is None and self.runtime:
+            from seq2seq.decoding.numpy_confidence import NumpyPieceStats
+
+            self._source_piece_stats = NumpyPieceStats.of(self.src_tokenizer)
+        elif self._source_piece_stats is None:
+            from seq2seq.decoding.confidence import SourcePieceStats
+
+            self._source_piece_stats = SourcePieceStats.of(self.src_tokenizer)
+        return self._source_piece_stats
+
+    def torch_models(self, what: str) -> tuple[list, Any]:
+        """``(models, device)`` for the torch searches, which ``what`` (e.g. "sampling") needs: the loaded models,
+        or with ``backend="onnx"`` the graphs wrapped for them (torch is imported then; a warning says so once)."""
+        if not self.runtime:
+            return self.models, self.device
+        if self._torch_graphs is None:
+            logger.warning("--backend onnx: %s runs the torch search over the onnxruntime graphs (torch is imported "
+                           "for it); greedy and beam search run without torch", what)
+            from seq2seq.onnx_runtime import OnnxSeq2Seq
+
+            self._torch_graphs = [OnnxSeq2Seq(graphs) for graphs in self.models]
+        return self._torch_graphs, "cpu"
 
     @classmethod
     def load(cls, model_dir: str | Path | Sequence[str | Path], device: str = "auto", quantize: str | None = None,
@@ -182,29 +216,44 @@ class Translator(TranslatorInputs):
             if any(read or unread for read, unread in spans):
                 options = dataclasses.replace(options, return_attention=True)
             phrases = [self.target_phrases(word_lists[i]) for i in nonempty]
-            decode = dict(device=self.device, autocast_dtype=self.autocast_dtype, progress=progress, sampling=sampling)
             if trace is None:
-                hypotheses = translate_ids(self.models, src_ids, options, prefixes=prefix_ids, constraints=phrases,
-                                           **decode)
+                hypotheses = self.translate_ids(src_ids, options, prefix_ids, phrases, sampling, None, progress)
             else:  # one input at a time: each trace's row 0 is its input
                 hypotheses = []
                 for position, index in enumerate(nonempty):
-                    hypotheses += translate_ids(self.models, src_ids[position : position + 1], options,
-                                                prefixes=prefix_ids[position : position + 1],
-                                                constraints=phrases[position : position + 1], trace=traces[index],
-                                                **decode)
+                    hypotheses += self.translate_ids(src_ids[position : position + 1], options,
+                                                     prefix_ids[position : position + 1],
+                                                     phrases[position : position + 1], sampling, traces[index],
+                                                     progress)
             for position, (index, ids, hyps) in enumerate(zip(nonempty, src_ids, hypotheses)):
                 translations[index] = translations_of(ids, hyps, options.return_attention, self.src_tokenizer,
                                                    self.tgt_tokenizer)
                 carry_spans(translations[index], lines[index], spans[position], self.src_tokenizer,
                             self.tgt_tokenizer, len(prefix_ids[position]), return_attention)
             if confidence:  # of the search's tokens (a restored text keeps them)
+                from seq2seq.sentence_confidence import add_confidence
+
                 add_confidence([translations[i] for i in nonempty], src_ids, [lines[i] for i in nonempty],
                                self.models, self.source_piece_stats, self.calibration, options.batch_size,
                                self.device, self.autocast_dtype)
         if trace is not None:
             trace.extend(traces)
         return translations
+
+    def translate_ids(self, src_ids: list[list[int]], options: DecodeOptions, prefixes: list[list[int]],
+                      phrases: list[list[list[int]]], sampling: Sampling | None, trace: list | None,
+                      progress: Callable[[int], None] | None) -> list[list[Hypothesis]]:
+        """The search's hypotheses per source: :func:`seq2seq.decoding.numpy_search.translate_ids` on the onnxruntime
+        graphs where it serves the mode (greedy and beam search), else :func:`seq2seq.decoding.driver.translate_ids`."""
+        if self.runtime and numpy_search.serves(sampling=sampling, constraints=phrases, trace=trace):
+            return numpy_search.translate_ids(self.models, src_ids, options, prefixes=prefixes, progress=progress)
+        from seq2seq.decoding.driver import translate_ids
+
+        what = ("sampling" if sampling is not None else "a traced search" if trace is not None
+                else "constrained beam search (constraints, glossary terms)")
+        models, device = self.torch_models(what)
+        return translate_ids(models, src_ids, options, device=device, autocast_dtype=self.autocast_dtype,
+                             prefixes=prefixes, constraints=phrases, sampling=sampling, trace=trace, progress=progress)
 
     def spans(self, lines: Sequence[str], preserve: bool = True, glossary: GlossaryInput = None,
               do_not_translate: Sequence[str] = (), src_ids: list[list[int]] | None = None):
@@ -278,7 +327,10 @@ class Translator(TranslatorInputs):
         tgt_ids = self.tgt_tokenizer.encode(targets) if targets else []
         self.check_target_lengths(tgt_ids, "target")
         options = self.decode_options(batch_size=batch_size, return_attention=return_attention)
-        results: list[TargetScore] = score_ids(self.models, src_ids, tgt_ids, options, device=self.device,
+        from seq2seq.decoding.driver import score_ids
+
+        models, device = self.torch_models("scoring (forced decoding)")
+        results: list[TargetScore] = score_ids(models, src_ids, tgt_ids, options, device=device,
                                                autocast_dtype=self.autocast_dtype)
         for result in results:
             result.pieces = [self.tgt_tokenizer.id_to_piece(i) for i in result.tokens] + ["</s>"]

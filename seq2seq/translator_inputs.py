@@ -8,7 +8,7 @@ import logging
 from typing import Sequence
 
 from seq2seq.config import Config
-from seq2seq.decoding.driver import source_ids
+from seq2seq.decoding.batching import source_ids
 from seq2seq.decoding.options import DecodeOptions, check_batch_size, check_beam_size, check_nbest
 from seq2seq.tokenizer import Tokenizer
 

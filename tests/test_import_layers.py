@@ -24,7 +24,7 @@ LAYERS = [
     "model segmentation",
     # model directories: saved, on the Hub, exported; loaded for inference
     "checkpoint",
-    "hub",
+    "hub onnx_graphs",
     "onnx_export",
     "onnx_runtime",
     "backends decoding",

@@ -15,4 +15,8 @@
 - :mod:`~seq2seq.decoding.alignment`: hard source-target alignments from attention;
 - :mod:`~seq2seq.decoding.confidence`: the outputs' teacher-forced piece probabilities and confidence features.
 - :mod:`~seq2seq.decoding.span_copy`: protected spans and glossary terms carried into translations, or reported.
+- :mod:`~seq2seq.decoding.batching`: a line's encoder input and the length-sorted batches (no tensors);
+- :mod:`~seq2seq.decoding.numpy_search`, :mod:`~seq2seq.decoding.numpy_beams`, :mod:`~seq2seq.decoding.numpy_rules`,
+  :mod:`~seq2seq.decoding.numpy_confidence`: greedy and beam search and the confidence in numpy over the
+  onnxruntime graphs, the runtime without torch.
 """

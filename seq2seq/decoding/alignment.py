@@ -12,7 +12,9 @@ them. The source EOS (and the target EOS) take no part: every target piece align
 
 from __future__ import annotations
 
-import torch
+from typing import Any
+
+import numpy as np
 
 from seq2seq.tokenizer import Tokenizer
 
@@ -36,16 +38,20 @@ def piece_words(line: str, tokenizer: Tokenizer) -> list[int]:
     return out
 
 
-def argmax_source(attention: torch.Tensor, target_pieces: int, source_pieces: int) -> list[int | None]:
+def argmax_source(attention: Any, target_pieces: int, source_pieces: int) -> list[int | None]:
     """Per target piece, the source piece with the largest attention weight (first on ties; None without any).
 
     Args:
-        attention: (target pieces + 1, source pieces + 1) weights, rows and columns ending with EOS;
-            only the first ``target_pieces`` rows and ``source_pieces`` columns are looked at.
+        attention: (target pieces + 1, source pieces + 1) weights, rows and columns ending with EOS (a torch
+            tensor or a numpy array); only the first ``target_pieces`` rows and ``source_pieces`` columns are
+            looked at.
     """
     if source_pieces == 0:  # a source of no pieces (text SentencePiece drops): nothing to point at
         return [None] * target_pieces
-    return attention[:target_pieces, :source_pieces].float().argmax(dim=1).tolist()
+    block = attention[:target_pieces, :source_pieces]
+    if hasattr(block, "detach"):  # a torch tensor (fp16 / bf16 under autocast): numpy has no bf16
+        block = block.detach().float().cpu().numpy()
+    return np.asarray(block, dtype=np.float32).argmax(axis=1).tolist()
 
 
 def hard_alignment(translation, line: str, src_tokenizer: Tokenizer) -> dict[str, list]:

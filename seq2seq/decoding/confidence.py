@@ -30,13 +30,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from seq2seq.calibration import FEATURE_NAMES  # noqa: F401 (re-exported: the features computed here, in order)
 from seq2seq.decoding.driver import pad_batch, sentence_batches
 from seq2seq.decoding.ensemble import as_ensemble
 from seq2seq.decoding.forced import score_targets
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
-FEATURE_NAMES = ("mean_log_prob", "min_log_prob", "low_prob_share", "unattended_share", "length_ratio",
-                 "pieces_per_word", "rare_piece_share", "source_piece_log_prob")
 #: a piece below this probability counts as a low-probability piece
 LOW_PROB = 0.2
 #: a source piece whose attention over the whole output sums below this counts as unattended

@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from seq2seq.decoding.batching import sentence_batches, source_ids  # noqa: F401 (re-exported)
 from seq2seq.decoding.ensemble import as_ensemble
 from seq2seq.decoding.forced import TargetScore, score_targets
 from seq2seq.decoding.hypothesis import Hypothesis
@@ -19,21 +20,6 @@ from seq2seq.decoding.options import DecodeOptions
 from seq2seq.decoding.sampling import Sampling, sample_search
 from seq2seq.decoding.search import beam_search, greedy_search
 from seq2seq.padding import pad_rows
-from seq2seq.tokenizer import EOS_ID
-
-
-def sentence_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices sorted by length (longest first) in chunks of ``batch_size``, for decoding.
-
-    Every index appears exactly once; results go back to input order by index.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable: ties keep input order
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def source_ids(pieces: Sequence[int], max_src_length: int) -> list[int]:
-    """Piece ids (no EOS) -> the encoder's input: at most ``max_src_length`` pieces, then EOS."""
-    return list(pieces[:max_src_length]) + [EOS_ID]
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,11 +4,12 @@ the id clean-up every search applies to its outputs."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
-
-from torch import Tensor
+from typing import TYPE_CHECKING, Any, Optional
 
 from seq2seq.tokenizer import EOS_ID, PAD_ID
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass
@@ -18,12 +19,13 @@ class Hypothesis:
     Attributes:
         tokens: target ids without BOS/EOS.
         score: length-normalized log-probability (GNMT penalty; raw sum when alpha = 0).
-        attention: (len(tokens) + 1, S) attention weights per generated position (EOS included) or None.
+        attention: (len(tokens) + 1, S) attention weights per generated position (EOS included) or None: a
+            torch tensor, or a numpy array from the runtime without torch (:mod:`seq2seq.decoding.numpy_search`).
     """
 
     tokens: list[int]
     score: float
-    attention: Optional[Tensor] = field(default=None, repr=False)
+    attention: Optional[Any] = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from seq2seq.decoding.options import DecodeOptions
+from seq2seq.decoding.options import DecodeOptions, length_penalty  # noqa: F401 (re-exported: the length rules)
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
-
-
-def length_penalty(length: Tensor | float, alpha: float) -> Tensor | float:
-    """GNMT length penalty ``((5 + length) / 6) ** alpha`` (1 when alpha = 0)."""
-    return ((5.0 + length) / 6.0) ** alpha
 
 
 def max_output_lengths(src_lengths: Tensor, max_len_a: float, max_len_b: int) -> Tensor:

@@ -15,7 +15,13 @@ from dataclasses import dataclass
 
 from seq2seq.config import DECODE_RANGES, MAX_SAMPLES, DecodeConfig, in_decode_range, nbest_range
 
-__all__ = ["MAX_SAMPLES", "DecodeOptions", "check_batch_size", "check_beam_size", "check_nbest"]
+__all__ = ["MAX_SAMPLES", "DecodeOptions", "check_batch_size", "check_beam_size", "check_nbest", "length_penalty"]
+
+
+def length_penalty(length, alpha: float):
+    """GNMT length penalty ``((5 + length) / 6) ** alpha`` (1 when alpha = 0), of a number or of an array (torch or
+    numpy) of lengths (pieces + EOS): how every search ranks by ``log_prob / length_penalty``."""
+    return ((5.0 + length) / 6.0) ** alpha
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from typing import Sequence
-
-import torch
+from typing import Any, Sequence
 
 from seq2seq.decoding.alignment import argmax_source, piece_words
 from seq2seq.glossary import Glossary
@@ -128,7 +126,7 @@ def _split_punctuation(word: str) -> tuple[str, str, str]:
     return lead, stripped, core[len(stripped):]
 
 
-def restore(text: str, tokens: Sequence[int], attention: torch.Tensor | None, line: str, spans: Sequence[Span],
+def restore(text: str, tokens: Sequence[int], attention: Any, line: str, spans: Sequence[Span],
             src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, fixed_pieces: int = 0,
             src_piece_word: list[int] | None = None) -> str:
     """``text`` with each span that is not verbatim in it put in through the attention alignment.
@@ -152,7 +150,7 @@ def restore(text: str, tokens: Sequence[int], attention: torch.Tensor | None, li
     for token, word in zip(tokens, tgt_word):
         groups[word].append(token)
     words_out = [w.strip() for w in tgt_tokenizer.decode(groups)]  # each output word as the text spells it
-    src_pieces = attention.size(1) - 1
+    src_pieces = attention.shape[1] - 1
     if src_piece_word is None:
         src_piece_word = read_head(line, src_tokenizer, src_pieces)[1]
     src_piece_word = src_piece_word[:src_pieces]
@@ -237,7 +235,7 @@ def carry_spans(entry: list, line: str, spans: tuple[list[Span], list[Span]], sr
     for translation in entry:
         if read and translation.attention is not None and any(not verbatim(s, translation.text) for s in read):
             if src_piece_word is None:
-                src_piece_word = read_head(line, src_tokenizer, translation.attention.size(1) - 1)[1]
+                src_piece_word = read_head(line, src_tokenizer, translation.attention.shape[1] - 1)[1]
             translation.text = restore(translation.text, translation.tokens, translation.attention, line, read,
                                        src_tokenizer, tgt_tokenizer, prefix_pieces, src_piece_word)
         translation.kept, missing = check(translation.text, read)

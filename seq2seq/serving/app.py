@@ -25,8 +25,6 @@ try:
 except ImportError as _err:  # the package itself must work without the serve extra
     raise ImportError('seq2seq.serving needs FastAPI and uvicorn: pip install -e ".[serve]"') from _err
 
-import torch
-
 from seq2seq.translator import Translator
 from seq2seq.serving.access import AccessControl, RateLimiter
 from seq2seq.serving.dynamic_batcher import BatcherBusy, BatcherStopped, DynamicBatcher
@@ -122,6 +120,10 @@ def scores_json(results: Any) -> dict[str, Any] | None:
 
 
 def dtype_name(translator: Translator) -> str:
+    if translator.runtime:  # onnxruntime, fp32 on the CPU: no torch to ask
+        return "fp32"
+    import torch
+
     names = {torch.bfloat16: "bf16", torch.float16: "fp16"}
     if translator.autocast_dtype in names:
         return names[translator.autocast_dtype]
