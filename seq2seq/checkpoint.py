@@ -19,8 +19,10 @@ training state in ``last/`` is written and read by :mod:`seq2seq.training.saved_
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -226,23 +228,35 @@ def load_model_dir(model_dir: str | Path, device: str | torch.device = "cpu", we
     return cfg, model.to(device).eval(), src_tok, tgt_tok
 
 
+_skipping_init = threading.local()
+
+
 @contextlib.contextmanager
 def _without_init():
-    """``torch.nn.init``'s functions as no-ops, for a model whose every parameter is loaded next, and for a skeleton
-    on the meta device (initializing meta tensors runs torch's Python reference kernels, whose first call imports
-    torch._dynamo: about 1.5 s of a translator's cold start)."""
+    """``torch.nn.init``'s functions as no-ops in this thread, for a model whose every parameter is loaded next, and
+    for a skeleton on the meta device (initializing meta tensors runs torch's Python reference kernels, whose first
+    call imports torch._dynamo: about 1.5 s of a translator's cold start). Other threads initialize as usual: the
+    functions are wrapped once, and each wrapper asks this thread's flag."""
     from torch.nn import init
 
-    names = [name for name in vars(init) if name.endswith("_") and not name.startswith("_")
-             and callable(getattr(init, name))]
-    saved = {name: getattr(init, name) for name in names}
+    if not getattr(init, "_seq2seq_skippable", False):
+        for name in [n for n in vars(init) if n.endswith("_") and not n.startswith("_") and callable(getattr(init, n))]:
+            setattr(init, name, _skippable(getattr(init, name)))
+        init._seq2seq_skippable = True
+    previous = getattr(_skipping_init, "active", False)
+    _skipping_init.active = True
     try:
-        for name in names:
-            setattr(init, name, lambda tensor, *args, **kwargs: tensor)
         yield
     finally:
-        for name, function in saved.items():
-            setattr(init, name, function)
+        _skipping_init.active = previous
+
+
+def _skippable(function):
+    """``function``, or a no-op returning its tensor while :func:`_without_init` is active in the calling thread."""
+    @functools.wraps(function)
+    def wrapper(tensor, *args, **kwargs):
+        return tensor if getattr(_skipping_init, "active", False) else function(tensor, *args, **kwargs)
+    return wrapper
 
 
 def _no_model_yet(model_dir: Path, weights_file: str) -> None:

@@ -160,3 +160,23 @@ def test_disk_full_while_saving_a_model_keeps_the_previous_one(tiny_model_dir, t
     monkeypatch.undo()
     assert snapshot(model_dir) == before  # nothing changed, no temporary files left behind
     Translator.load(model_dir, device="cpu")
+
+
+def test_skipping_init_while_loading_leaves_other_threads_initializing():
+    """A model loaded from weights skips torch.nn.init (its parameters are overwritten next), in the loading thread
+    only: another thread building a model meanwhile still gets random weights."""
+    import threading
+
+    import torch
+
+    from seq2seq.checkpoint import _without_init
+
+    inside, other = torch.zeros(4), torch.zeros(4)
+    with _without_init():
+        torch.nn.init.uniform_(inside, 1.0, 2.0)
+        worker = threading.Thread(target=torch.nn.init.uniform_, args=(other, 1.0, 2.0))
+        worker.start()
+        worker.join()
+    after = torch.nn.init.uniform_(torch.zeros(4), 1.0, 2.0)
+    assert torch.equal(inside, torch.zeros(4))
+    assert bool(((other >= 1) & (other <= 2)).all()) and bool(((after >= 1) & (after <= 2)).all())
