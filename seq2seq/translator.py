@@ -32,7 +32,7 @@ from seq2seq.calibration import Calibration, load_calibration
 from seq2seq.decoding.confidence import FEATURE_NAMES, SourcePieceStats
 from seq2seq.hub import resolve_model_dir
 from seq2seq.sentence_confidence import add_confidence
-from seq2seq.precision import choose_autocast
+from seq2seq.dtype_auto import choose_autocast
 from seq2seq.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
