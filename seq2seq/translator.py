@@ -69,7 +69,7 @@ class Translator(TranslatorInputs):
         self.autocast_dtype = None
         if not self.runtime:
             from seq2seq.decoding.search import decoding_work
-            from seq2seq.precision import choose_autocast
+            from seq2seq.dtype_auto import choose_autocast
 
             # the measurement of ``dtype: auto`` is cached in the user's own cache, never under the data.cache_dir
             # of a model directory's config.yaml (a model from elsewhere must not choose where loading it writes,

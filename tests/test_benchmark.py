@@ -38,7 +38,7 @@ MODELS = {
 @pytest.mark.parametrize("overrides", MODELS.values(), ids=MODELS.keys())
 def test_training_flops_matches_flop_counter(overrides):
     cfg = ModelConfig(**{"emb_size": 16, "encoder_hidden_size": 16, "decoder_hidden_size": 24, "dropout": 0.0,
-                         **overrides})
+                         "input_feeding": True, **overrides})
     src_vocab, tgt_vocab = 50, 70
     model = build_model(cfg, src_vocab, tgt_vocab)
     generator = torch.Generator().manual_seed(0)

@@ -319,3 +319,57 @@ def test_segmentation_sampling_does_not_change_the_trained_tokenizers():
     assert sampled.tokenizer.training_settings() == plain.tokenizer.training_settings()
     assert load_config(overrides=["tokenizer.vocab_size=100"]).tokenizer.training_settings() != \
         plain.tokenizer.training_settings()
+
+
+# --- the defaults are the recipe (issue 36) -------------------------------------------------------------------------
+
+
+def test_the_defaults_are_the_20_minute_cpu_recipe():
+    """Without --config a run gets the measured CPU recipe: configs/own_corpus.yaml and configs/multi30k_en_de.yaml
+    (written out key by key, the reference here) equal the defaults but for the corpus they name."""
+    own = load_config(REPO_ROOT / "configs" / "own_corpus.yaml")
+    assert (own.data.path, own.data.tgt_lang, own.data.test_splits) == ("my_corpus", "fr", None)
+    own.data.path, own.data.tgt_lang = Config().data.path, Config().data.tgt_lang
+    assert own == Config()
+    multi30k = load_config(REPO_ROOT / "configs" / "multi30k_en_de.yaml")
+    assert multi30k.data.test_splits == ["test_2016_flickr", "test_2017_flickr"]
+    multi30k.data.test_splits = None  # the defaults name no corpus's test splits: the corpus's own are scored
+    assert multi30k == Config()
+    cfg = Config()  # the recipe's values, by hand (docs/configuration.md)
+    assert (cfg.tokenizer.type, cfg.tokenizer.vocab_size, cfg.model.rnn_type, cfg.model.input_feeding) == \
+        ("unigram", 2000, "gru", False)
+    assert (cfg.train.scheduler, cfg.train.lr, cfg.train.warmup_steps, cfg.train.ema_decay, cfg.train.max_tokens,
+            cfg.train.valid_every, cfg.train.patience, cfg.train.max_minutes, cfg.model.dropout,
+            cfg.decode.beam_size) == ("linear", 0.002, 100, 0.998, 2048, 1000, 0, 20.0, 0.2, 5)
+    assert cfg.data.test_splits is None and cfg.data.files == {}
+
+
+def test_the_2015_baseline_is_a_config_file():
+    """configs/baseline_2015.yaml holds what the defaults were before issue 36 (values written out here)."""
+    cfg = load_config(REPO_ROOT / "configs" / "baseline_2015.yaml")
+    assert (cfg.tokenizer.vocab_size, cfg.model.input_feeding, cfg.train.max_tokens, cfg.train.lr,
+            cfg.train.scheduler, cfg.train.warmup_steps, cfg.train.ema_decay, cfg.train.valid_every,
+            cfg.train.patience, cfg.train.max_minutes) == (8000, True, 4096, 0.001, "plateau", 0, 0.0, 500, 10, 0.0)
+
+
+@pytest.mark.parametrize("text, overrides, budget", [
+    ("", [], (0, 0, 20.0)),                                                # no budget named: 20 minutes
+    ("", ["train.max_steps=500"], (500, 0, 0.0)),                          # --max-steps 500 means 500 steps
+    ("", ["train.max_epochs=3", "train.scheduler=plateau"], (0, 3, 0.0)),
+    ("", ["train.max_steps=500", "train.max_minutes=5"], (500, 0, 5.0)),   # both named: both kept
+    ("train:\n  max_steps: 300\n", [], (300, 0, 0.0)),                      # in a file as on the command line
+    ("train:\n  max_minutes: 20\n", ["train.max_steps=500"], (500, 0, 20.0)),  # a recipe's time limit stays
+    ("train:\n  max_steps: 0\n", [], (0, 0, 20.0)),                         # a step limit of 0 is none
+])
+def test_a_step_or_epoch_limit_without_a_time_limit_has_none(tmp_path, text, overrides, budget):
+    train = load_config(write_yaml(tmp_path, text) if text else None, overrides).train
+    assert (train.max_steps, train.max_epochs, train.max_minutes) == budget
+
+
+def test_the_command_line_says_when_it_chose_the_budget(capsys):
+    from seq2seq.training.arguments import build_parser, config_from_args
+
+    assert config_from_args(build_parser().parse_args(["--data", "my_corpus"])).train.max_minutes == 20
+    assert "no training budget given: 20 minutes (train.max_minutes" in capsys.readouterr().err
+    cfg = config_from_args(build_parser().parse_args(["--data", "my_corpus", "--max-steps", "40"]))
+    assert (cfg.train.max_steps, cfg.train.max_minutes) == (40, 0) and capsys.readouterr().err == ""

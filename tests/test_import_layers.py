@@ -20,7 +20,7 @@ LAYERS = [
     # the network, part on part; text to ids
     "tokenizer data rnn attention cleaning calibration",
     "encoder precision padding tokenized_corpus model_card protected_spans",
-    "decoder token_batches glossary",
+    "decoder token_batches glossary dtype_auto",
     "model segmentation",
     # model directories: saved, on the Hub, exported; loaded for inference
     "checkpoint",

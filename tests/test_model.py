@@ -260,7 +260,7 @@ def test_learns_to_reverse_sequences():
 # ---------------------------------------------------------------------------- the levers of issue 19 in the whole model
 def test_word_dropout_reaches_both_embeddings_in_training_only():
     model = build_model(ModelConfig(emb_size=8, encoder_hidden_size=4, decoder_hidden_size=8, dropout=0.0,
-                                    word_dropout=0.5), 20, 20)
+                                    input_feeding=True, word_dropout=0.5), 20, 20)
     src, lengths = torch.randint(4, 20, (4, 6)), torch.full((4,), 6)
     tgt = torch.randint(4, 20, (4, 5))
     model.eval()
@@ -283,5 +283,5 @@ def test_learns_to_reverse_sequences_with_every_lever_on():
     torch.manual_seed(0)
     cfg = ModelConfig(rnn_type="lstm", emb_size=32, encoder_hidden_size=32, decoder_hidden_size=64,
                       encoder_layers=2, decoder_layers=2, residual=True, layer_norm=True, attention_heads=4,
-                      word_dropout=0.05, dropout=0.0)
+                      word_dropout=0.05, dropout=0.0, input_feeding=True)
     assert reversal_accuracy(cfg, num_symbols=8, steps=200, longest=7) >= 0.9

@@ -29,7 +29,7 @@ def exported(request, tmp_path_factory):
 
     torch.manual_seed(3)
     cfg = ModelConfig(**{"emb_size": 8, "encoder_hidden_size": 6, "decoder_hidden_size": 10, "dropout": 0.3,
-                         **request.param})
+                         "input_feeding": True, **request.param})
     model = build_model(cfg, VOCAB, VOCAB).eval()  # with dropout: a model left in training mode decodes differently
     with torch.no_grad():
         model.decoder.output_layer.weight.mul_(3.0)  # peaked distributions: search decisions are not near-ties
@@ -118,6 +118,9 @@ def test_translator_onnx_backend_translates_as_torch(tiny_model_dir, tiny_corpus
 # ---------------------------------------------------------------------------- every architecture the config accepts
 #: between them every value of every architecture key (rnn_type, attention, heads 1/2, input_feeding, layer_norm,
 #: residual, attention_layer, bridge, tie_embeddings, bidirectional, 1-3 layers), multi-head Bahdanau included
+#: what each of ARCHITECTURES changes: input feeding on unless it says otherwise (the default before issue 36)
+ARCHITECTURE_BASE = {"emb_size": 8, "encoder_hidden_size": 6, "decoder_hidden_size": 10, "dropout": 0.2,
+                     "input_feeding": True}
 ARCHITECTURES = {
     "lstm-bahdanau-2heads-ln-residual-bottom": dict(rnn_type="lstm", attention_heads=2, layer_norm=True,
                                                     residual=True, attention_layer="bottom", encoder_layers=2,
@@ -140,12 +143,13 @@ def test_the_architectures_cover_every_choice_of_the_config():
     from seq2seq.config import ModelConfig as Model
 
     hints = typing.get_type_hints(Model)
-    covered = {key: {arch.get(key, getattr(Model(), key)) for arch in ARCHITECTURES.values()}
+    built = [{**ARCHITECTURE_BASE, **arch} for arch in ARCHITECTURES.values()]
+    covered = {key: {arch.get(key, getattr(Model(), key)) for arch in built}
                for key in ("rnn_type", "attention", "attention_layer", "bridge")}
     for key, values in covered.items():
         assert values == set(typing.get_args(hints[key])), key
     for key in ("input_feeding", "layer_norm", "residual", "tie_embeddings", "bidirectional"):
-        assert {arch.get(key, getattr(Model(), key)) for arch in ARCHITECTURES.values()} == {False, True}, key
+        assert {arch.get(key, getattr(Model(), key)) for arch in built} == {False, True}, key
 
 
 @pytest.mark.parametrize("overrides", ARCHITECTURES.values(), ids=ARCHITECTURES.keys())
@@ -156,8 +160,7 @@ def test_every_architecture_exports_and_equals_torch(overrides, tmp_path):
     from seq2seq.onnx_runtime import load_onnx_model
 
     torch.manual_seed(4)
-    cfg = ModelConfig(**{"emb_size": 8, "encoder_hidden_size": 6, "decoder_hidden_size": 10, "dropout": 0.2,
-                         **overrides})
+    cfg = ModelConfig(**{**ARCHITECTURE_BASE, **overrides})
     model = build_model(cfg, VOCAB, VOCAB).eval()
     with torch.no_grad():
         for param in model.parameters():

@@ -26,10 +26,10 @@ def test_budget_progress_counts_whichever_budget_runs_out_first():
 
 
 def test_linear_and_cosine_anneal_to_min_lr_at_the_end_of_the_budget():
-    linear = schedule(scheduler="linear", lr=0.002, min_lr=0.0002, max_steps=100)
+    linear = schedule(scheduler="linear", lr=0.002, min_lr=0.0002, max_steps=100, warmup_steps=0)
     # lr = min + (base - min) * (1 - p): hand-computed at p = 0, 0.25, 0.5, 1
     assert [linear.lr_at(10, p) for p in (0.0, 0.25, 0.5, 1.0)] == pytest.approx([0.002, 0.00155, 0.0011, 0.0002])
-    cosine = schedule(scheduler="cosine", lr=0.002, min_lr=0.0, max_steps=100)
+    cosine = schedule(scheduler="cosine", lr=0.002, min_lr=0.0, max_steps=100, warmup_steps=0)
     # lr = base * (1 + cos(pi p)) / 2: 0.002, 0.002 * (1 + 0.7071) / 2, 0.001, 0
     assert [cosine.lr_at(10, p) for p in (0.0, 0.25, 0.5, 1.0)] == pytest.approx([0.002, 0.0017071, 0.001, 0.0], abs=1e-7)
     assert linear.lr_at(10, 1.7) == pytest.approx(0.0002)  # past the budget: stays at the minimum
@@ -46,7 +46,10 @@ def test_warmup_scales_the_budget_schedules():
 
 def test_a_budget_schedule_without_a_budget_is_a_config_error():
     with pytest.raises(ConfigError, match="train.scheduler = linear.*max_minutes"):
-        load_config(None, ["train.scheduler=linear"])
+        load_config(None, ["train.scheduler=linear", "train.max_minutes=0"])
+    with pytest.raises(ConfigError, match="train.max_epochs alone"):  # epochs, and so no time limit
+        load_config(None, ["train.max_epochs=3"])
+    assert load_config(None, ["train.max_epochs=3", "train.scheduler=plateau"]).train.max_minutes == 0
     assert load_config(None, ["train.scheduler=cosine", "train.max_minutes=20"]).train.scheduler == "cosine"
     with pytest.raises(ConfigError, match="train.ema_decay"):
         load_config(None, ["train.ema_decay=1.0"])

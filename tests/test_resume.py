@@ -16,7 +16,7 @@ import pytest
 import yaml
 from conftest import REPO_ROOT, TINY_OVERRIDES
 
-from seq2seq import precision
+from seq2seq import dtype_auto
 from seq2seq.translator import Translator
 from seq2seq.checkpoint import CheckpointError
 from seq2seq.config import ConfigError, load_config
@@ -260,7 +260,7 @@ def test_resume_keeps_the_saved_dtypes_under_auto_without_measuring(run_dir, mon
     def no_measurement(*args, **kwargs):
         raise AssertionError("a resume measured dtype: auto again")
 
-    monkeypatch.setattr(precision, "measure", no_measurement)
+    monkeypatch.setattr(dtype_auto, "measure", no_measurement)
     assert resume(run_dir, "train.dtype=auto", "decode.dtype=auto", "train.max_steps=52") == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 52
     log = (run_dir / "train.log").read_text(encoding="utf-8")

@@ -1,6 +1,7 @@
 """scripts/sweep.py (a real two-variant sweep of the tiny recipe, read back on a second call) and
 scripts/plot_time_to_quality.py (a PNG from a real run) and scripts/make_big_corpus.py (aligned pairs, the splits
-beside them); scripts/fuzz_campaign.py's counts against properties whose outcomes are known."""
+beside them); scripts/fuzz_campaign.py's counts against properties whose outcomes are known, and
+scripts/domain_split.py (animal captions apart, found by hand here)."""
 
 from __future__ import annotations
 
@@ -179,3 +180,38 @@ def test_fuzz_campaign_counts_every_example_and_each_distinct_failure(monkeypatc
     result = campaign.summary(counts, timing, 40)
     assert result["surfaces"]["api"]["examples"] == counts.status["test_api_passing"]["generate_passed"] >= 40
     assert result["surfaces"]["http"]["distinct_failures"] == 2 and result["surfaces"]["http"]["tests_failed"] == 1
+
+
+def test_domain_split_puts_the_animal_captions_apart_aligned(tmp_path):
+    """Which captions are about animals is decided here by hand (whole words, any case; "hotdog" is not a dog):
+    domain A gets exactly the others, in order; B's train / val / test parts are disjoint animal pairs, the same
+    for the same seed; every German line stays beside its English one; too few B pairs is exit 2."""
+    domain_split = load_script("domain_split")
+    animal = ["A dog runs.", "Two CATS sleep.", "A man, with birds.", "A horse.", "Sheep graze.", "A puppy!",
+              "Kids feed ducks.", "Dogs play.", "A cow stands.", "An elephant walks."]
+    other = ["A hotdog stand.", "A woman walks.", "Catalog of a man.", "Birdhouse on a pole.", "A red car."] * 4
+    source = tmp_path / "multi30k"
+    source.mkdir()
+    english = [line for pair in zip(animal, other[:10]) for line in pair] + other[10:]
+    for split, lines in (("train", english), ("val", ["A dog.", "A man."]), ("test_2016_flickr", ["A cat.", "Sun."])):
+        (source / f"{split}.en").write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+        (source / f"{split}.de").write_text("".join(f"DE {line}\n" for line in lines), encoding="utf-8")
+
+    def written(out, domain, split, lang):
+        return (out / domain / f"{split}.{lang}").read_text(encoding="utf-8").splitlines()
+
+    args = ["--source", str(source), "--b-train", "5", "--b-val", "2", "--b-test", "3"]
+    assert domain_split.main([*args, "--out", str(tmp_path / "one")]) == 0
+    one = tmp_path / "one"
+    assert written(one, "a", "train", "en") == other
+    assert written(one, "a", "val", "en") == ["A man."] and written(one, "a", "test", "en") == ["Sun."]
+    parts = {split: written(one, "b", split, "en") for split in ("train", "val", "test")}
+    assert [len(parts[s]) for s in ("train", "val", "test")] == [5, 2, 3]
+    assert set(parts["train"]) | set(parts["val"]) | set(parts["test"]) == set(animal)  # disjoint, all of B
+    for domain, split in (("a", "train"), ("b", "train"), ("b", "test")):
+        assert written(one, domain, split, "de") == [f"DE {line}" for line in written(one, domain, split, "en")]
+    counts = json.loads((one / "counts.json").read_text(encoding="utf-8"))
+    assert counts["a"] == {"train": 20, "val": 1, "test": 1} and counts["b_training_pairs_in_all"] == 10
+    assert domain_split.main([*args, "--out", str(tmp_path / "two")]) == 0
+    assert written(tmp_path / "two", "b", "test", "en") == parts["test"]  # the same seed, the same parts
+    assert domain_split.main([*args[:2], "--b-train", "9", "--out", str(tmp_path / "three")]) == 2

@@ -326,7 +326,7 @@ def test_loading_a_model_writes_only_to_the_users_own_cache(tiny_model_dir, tmp_
 
     import yaml
 
-    from seq2seq import precision
+    from seq2seq import dtype_auto
 
     model_dir = tmp_path / "downloaded"
     shutil.copytree(tiny_model_dir, model_dir, ignore=shutil.ignore_patterns("last", "*.log", "*.jsonl", "*.png"))
@@ -339,7 +339,7 @@ def test_loading_a_model_writes_only_to_the_users_own_cache(tiny_model_dir, tmp_
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     Translator.load(model_dir, device="cpu")
     assert not elsewhere.exists()
-    cached = json.loads((tmp_path / "home" / ".cache" / "seq2seq" / precision.CACHE_FILE).read_text("utf-8"))
+    cached = json.loads((tmp_path / "home" / ".cache" / "seq2seq" / dtype_auto.CACHE_FILE).read_text("utf-8"))
     assert [entry["choice"] for entry in cached.values()] in (["fp32"], ["bf16"])
 
 

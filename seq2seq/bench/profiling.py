@@ -14,7 +14,7 @@ from seq2seq.decoding.options import DecodeOptions
 from seq2seq.model import Seq2Seq
 from seq2seq.training.optimizer import build_optimizer
 from seq2seq.training.step import Learner, StepSettings, train_step, training_work
-from seq2seq.precision import choose_autocast
+from seq2seq.dtype_auto import choose_autocast
 
 
 def profile(cfg: Config, work: Workload, model: Seq2Seq, device: torch.device, sources: list[str], rows: int) -> None:

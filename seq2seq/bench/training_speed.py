@@ -20,7 +20,7 @@ from seq2seq.config import Config
 from seq2seq.model import Seq2Seq, build_model
 from seq2seq.training.optimizer import build_optimizer
 from seq2seq.training.step import Learner, StepSettings, train_step, training_work
-from seq2seq.precision import choose_autocast
+from seq2seq.dtype_auto import choose_autocast
 
 
 class TrainingBench:

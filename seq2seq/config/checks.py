@@ -133,9 +133,10 @@ def check_config(cfg: "Config") -> "Config":
         raise ConfigError(f"tokenizer.bpe_dropout = {tok.bpe_dropout} drops BPE merges, but tokenizer.type = "
                           f"{tok.type}; for unigram set tokenizer.sample_alpha (e.g. 0.1) instead")
     if t.scheduler in ("linear", "cosine") and not (t.max_steps or t.max_minutes):
+        epochs = " (train.max_epochs alone does not say when that is)" if t.max_epochs else ""
         raise ConfigError(
-            f"train.scheduler = {t.scheduler} anneals the learning rate to the end of the training budget: set "
-            "train.max_minutes or train.max_steps (--max-minutes / --max-steps), or use train.scheduler=plateau"
+            f"train.scheduler = {t.scheduler} anneals the learning rate to the end of the training budget{epochs}: "
+            "set train.max_minutes or train.max_steps (--max-minutes / --max-steps), or use train.scheduler=plateau"
         )
     if m.attention == "luong_dot":
         if memory != m.decoder_hidden_size:

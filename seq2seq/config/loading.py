@@ -150,4 +150,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: not valid YAML: {err}") from None
     cfg = config_from_dict(raw, source)
     apply_overrides(cfg, overrides or [])
+    apply_budget_rule(cfg, raw, overrides or [])
     return cfg.validate()
+
+
+#: the keys of the training budget: a config that sets a step or epoch limit and does not name the time limit
+#: means no time limit, not the default 20 minutes on top of it
+STEP_LIMITS, TIME_LIMIT = ("max_steps", "max_epochs"), "max_minutes"
+
+
+def apply_budget_rule(cfg: Config, raw: Any, overrides: list[str]) -> None:
+    """``train.max_minutes`` (default 20) is the budget of a config that names no budget; one that sets
+    ``train.max_steps`` or ``train.max_epochs`` (file or override) without naming ``train.max_minutes`` gets no
+    time limit (``--max-steps 500`` means 500 steps, not 500 steps or 20 minutes)."""
+    train = raw.get("train") if isinstance(raw, dict) else None
+    named = set(train) if isinstance(train, dict) else set()
+    named.update(key for section, key, _ in map(parse_override, overrides) if section == "train")
+    if TIME_LIMIT not in named and any(getattr(cfg.train, key) > 0 for key in STEP_LIMITS if key in named):
+        cfg.train.max_minutes = 0.0

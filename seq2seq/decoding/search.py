@@ -36,7 +36,7 @@ from seq2seq.decoding.logits import (  # re-exported: the search API in one plac
 from seq2seq.decoding.options import DecodeOptions, check_nbest
 from seq2seq.decoding.selection import SelectionStrategy
 from seq2seq.decoding.topk import TopKSelection
-from seq2seq.precision import TimedWork, random_ids
+from seq2seq.dtype_auto import TimedWork, random_ids
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 __all__ = ["DecodeOptions", "Hypothesis", "beam_search", "greedy_search", "start_beams", "limits_with_prefix",
@@ -225,25 +225,29 @@ def beam_search(
 
 
 def decoding_work(sentences: int, beams: int) -> TimedWork:
-    """What ``dtype: auto`` (:mod:`seq2seq.precision`) times for decoding: encoding ``sentences`` sentences of 20
+    """What ``dtype: auto`` (:mod:`seq2seq.dtype_auto`) times for decoding: encoding ``sentences`` sentences of 20
     pieces and 25 decoder steps for ``sentences * beams`` hypotheses, started and stepped as beam search does
-    (:func:`start_beams`, :meth:`~seq2seq.decoding.ensemble.Ensemble.step`)."""
+    (:func:`start_beams`, :meth:`~seq2seq.decoding.ensemble.Ensemble.step`); its probe on a few sentences."""
+    length, steps = 20, 25
 
-    def prepare(model: torch.nn.Module, device: torch.device, amp: torch.dtype | None) -> Callable[[], None]:
-        length, steps = 20, 25
-        src = random_ids(sentences, length, model.encoder.embedding.num_embeddings, device)
-        src_lengths = torch.full((sentences,), length, dtype=torch.long, device=device)
+    def prepare(model: torch.nn.Module, device: torch.device, amp: torch.dtype | None,
+                rows: int) -> Callable[[], None]:
+        src = random_ids(rows, length, model.encoder.embedding.num_embeddings, device)
+        src_lengths = torch.full((rows,), length, dtype=torch.long, device=device)
         ensemble = as_ensemble(model.eval())
 
         @torch.no_grad()
         def decode() -> None:
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 state, memory, _ = start_beams(ensemble, src, src_lengths, beams, None, share=True)
-                tokens = torch.full((sentences * beams,), BOS_ID, dtype=torch.long, device=device)
+                tokens = torch.full((rows * beams,), BOS_ID, dtype=torch.long, device=device)
                 for _ in range(steps):
                     log_probs, state, _ = ensemble.step(tokens, state, memory)
                     tokens = log_probs.argmax(dim=-1)
 
         return decode
 
-    return TimedWork("decode", f"{sentences} beam {beams}", "batch", prepare)
+    return TimedWork("decode", f"{sentences} beam {beams}", "batch", sentences, prepare,
+                     what=f"decoding {sentences} sentences x {beams} hypotheses (decode.batch_size x beam_size)",
+                     skip="set decode.dtype (--set decode.dtype=fp32, or bf16; translate and evaluate: --dtype fp32)",
+                     budget=5.0)

@@ -14,7 +14,8 @@ from seq2seq.training.init_from import adopt_model_settings, explicit_keys
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m seq2seq.train", description="Train an RNN translation model.")
-    parser.add_argument("--config", help="YAML config (default: built-in defaults; with --resume: OUT/config.yaml)")
+    parser.add_argument("--config", help="YAML config (default: the built-in defaults, the 20-minute CPU recipe; with "
+                                         "--resume: OUT/config.yaml)")
     parser.add_argument("--data", help="corpus: directory of {split}.{lang}[.gz] files, local datasets dir, or hub name")
     parser.add_argument("--src-lang", help="source language code (data.src_lang)")
     parser.add_argument("--tgt-lang", help="target language code (data.tgt_lang)")
@@ -46,10 +47,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if config_path is None and args.resume and (Path(args.out) / CONFIG_FILE).is_file():
         config_path = Path(args.out) / CONFIG_FILE
     cfg = load_config(config_path, overrides)
-    if config_path is None and not args.resume:  # the dataclass defaults are a 2015-style baseline, not a recipe
-        print("note: no --config: the built-in defaults (an 8k vocabulary, input feeding, a plateau schedule, no "
-              "time budget); the measured 20-minute CPU recipe is --config configs/own_corpus.yaml (your corpus) or "
-              "configs/multi30k_en_de.yaml", file=sys.stderr)
+    named = explicit_keys(config_path, overrides)
+    if not args.resume and not named & {"train.max_steps", "train.max_epochs", "train.max_minutes"}:
+        print(f"note: no training budget given: {cfg.train.max_minutes:g} minutes (train.max_minutes, the default, "
+              "which the learning rate anneals to); --max-minutes M or --max-steps N sets another", file=sys.stderr)
     if cfg.train.init_from and not args.resume:  # a new fine-tuning run: the model's architecture and tokenizers
-        cfg = adopt_model_settings(cfg, explicit_keys(config_path, overrides))
+        cfg = adopt_model_settings(cfg, named)
     return cfg

@@ -29,7 +29,8 @@ from seq2seq.config import Config
 from seq2seq.training.distributed import Distributed, StepAgreement
 from seq2seq.model import build_model
 from seq2seq.training.optimizer import LRSchedule, WeightAverage, budget_progress, build_optimizer
-from seq2seq.precision import ComputeDtypes, apply_numerics, choose_dtype
+from seq2seq.dtype_auto import choose_dtype
+from seq2seq.precision import ComputeDtypes, apply_numerics
 from seq2seq.decoding.search import decoding_work
 from seq2seq.training.prepare import TrainingData
 from seq2seq.training.saved_state import (

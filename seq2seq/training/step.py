@@ -1,6 +1,6 @@
 """One optimizer step of training, written once: :func:`train_step` is what ``python -m seq2seq.train`` runs
 each step, what the training benchmark (:mod:`seq2seq.bench.training_speed`) times, and what ``dtype: auto``
-(:mod:`seq2seq.precision`) measures (:func:`training_work`). It does the forward and backward passes (gradient
+(:mod:`seq2seq.dtype_auto`) measures (:func:`training_work`). It does the forward and backward passes (gradient
 accumulation, and under torchrun the gradient all-reduce), the agreement between ranks, gradient clipping, the
 update and the weight average. :class:`Learner` is what the step changes. Also this rank's share of a step's
 batches, and the loss and throughput window the training log reports. The loop that calls these is :mod:`seq2seq.train`.
@@ -19,7 +19,7 @@ import torch
 from seq2seq.token_batches import Batch
 from seq2seq.config import TrainConfig
 from seq2seq.model import Seq2Seq
-from seq2seq.precision import TimedWork, random_ids
+from seq2seq.dtype_auto import TimedWork, random_ids
 from seq2seq.training.distributed import Distributed
 from seq2seq.training.optimizer import WeightAverage
 
@@ -110,13 +110,12 @@ def train_step(learner: Learner, micro_batches: list[Batch], step_tokens: int, c
 
 
 def training_work(positions: int) -> TimedWork:
-    """What ``dtype: auto`` (:mod:`seq2seq.precision`) times for training: one :func:`train_step`, as training runs
+    """What ``dtype: auto`` (:mod:`seq2seq.dtype_auto`) times for training: one :func:`train_step`, as training runs
     it (label smoothing, clipping, Adam), on a batch of ``positions`` positions (sentences of 20 source + 20
-    target pieces)."""
+    target pieces; its probe on a few of those sentences)."""
+    length = 20
 
-    def prepare(model: Seq2Seq, device: torch.device, amp: torch.dtype | None) -> Callable[[], None]:
-        length = 20
-        rows = max(1, positions // (2 * length))
+    def prepare(model: Seq2Seq, device: torch.device, amp: torch.dtype | None, rows: int) -> Callable[[], None]:
         src = random_ids(rows, length, model.encoder.embedding.num_embeddings, device)
         tgt = random_ids(rows, length, model.decoder.embedding.num_embeddings, device)
         lengths = torch.full((rows,), length, dtype=torch.long, device=device)
@@ -126,7 +125,9 @@ def training_work(positions: int) -> TimedWork:
                           StepSettings(label_smoothing=0.1, clip_norm=1.0), device, amp)
         return lambda: train_step(learner, [batch], rows * length)
 
-    return TimedWork("train", str(positions), "step", prepare)
+    return TimedWork("train", str(positions), "step", max(1, positions // (2 * length)), prepare,
+                     what=f"a training step of {positions} positions (train.max_tokens)",
+                     skip="set train.dtype (--set train.dtype=fp32, or bf16)", budget=10.0)
 
 
 def step_share(group: list[list[int]], rank: int, accumulate: int) -> tuple[list[list[int]], bool]:

@@ -35,7 +35,7 @@ def make_model(
         bidirectional=bidirectional,
         decoder_hidden_size=DEC_HIDDEN,
         dropout=0.0,
-        **overrides,
+        **{"input_feeding": True, **overrides},  # input feeding, the default before issue 36, unless told otherwise
     )
     return build_model(cfg, SRC_VOCAB, TGT_VOCAB).eval()
 

@@ -11,8 +11,9 @@ from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
 def random_model(rnn_type: str = "gru", vocab: int = 12, **overrides) -> Seq2Seq:
-    cfg = ModelConfig(
-        rnn_type=rnn_type, emb_size=8, encoder_hidden_size=6, decoder_hidden_size=10, dropout=0.0, **overrides
+    cfg = ModelConfig(  # with input feeding (the default before issue 36) unless an override says otherwise
+        rnn_type=rnn_type, emb_size=8, encoder_hidden_size=6, decoder_hidden_size=10, dropout=0.0,
+        **{"input_feeding": True, **overrides}
     )
     return build_model(cfg, vocab, vocab).eval()
 
