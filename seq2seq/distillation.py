@@ -49,11 +49,9 @@ def outputs_file(work_dir: Path, tgt_lang: str) -> Path:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+    """SHA-256 of a file's bytes (hex)."""
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def lines_sha256(lines: Sequence[str], block: int = 4096) -> str:

@@ -32,11 +32,8 @@ def state_names(rnn_type: str) -> list[str]:
 
 def file_digest(path: Path) -> str:
     """SHA-256 of a file's bytes (hex)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 class OnnxGraphs:
