@@ -10,16 +10,20 @@
         --peer-decode                                        # OpenNMT-py trained 20 min, both models decode
     python scripts/benchmark.py --model runs/multi30k_en_de --skip-train --peers opennmt --peer-decode \
         --peer-model ~/.cache/seq2seq-peers/opennmt-run/model_step_900.pt   # its model kept from such a run
+    python scripts/benchmark.py --model runs/multi30k_en_de --compare fp32,bf16 --peers marian --peer-seconds 1200 \
+        --peer-decode --whole-process                        # Marian trained 20 min; both decode, as processes too
     python scripts/benchmark.py --compare "fused:model.rnn_impl=fused,textbook:model.rnn_impl=reference"
 
 Measured in one process: the GEMM peak of this machine (fp32 and bf16 ``torch.matmul``), training throughput
 (the per-step work of ``seq2seq.train``: fetch batch, autocast forward, loss / tokens backward, clip, Adam step)
 with achieved GFLOP/s from an analytic FLOP count (cross-checked with ``FlopCounterMode``), and greedy and beam
 decoding of the first test split (throughput at ``--batch-size`` and batch-1 latency, with sacreBLEU); with
-``--peers``, each named peer (JoeyNMT 2.3.0, OpenNMT-py 3.5.1) trained after that by its harness in ../shared/peers/,
-one after another, and our training speed over each (seq2seq/bench/peers.py says how the toolkits' batch sizes
-map); with ``--peer-decode`` also each peer's model decoding the same sentences (seq2seq/bench/peer_decoding.py). Prints
-tables and writes everything to ``--json``. Without ``--model`` the decoded model is the one just benchmarked (a
+``--peers``, each named peer (JoeyNMT 2.3.0, OpenNMT-py 3.5.1, Marian 1.12.42) trained after that by its harness in
+../shared/peers/, one after another, and our training speed over each (seq2seq/bench/peers.py says how the
+toolkits' batch sizes map); with ``--peer-decode`` also each peer's model decoding the same sentences
+(seq2seq/bench/peer_decoding.py); with ``--whole-process`` ours decoding them as new processes of
+``python -m seq2seq.translate``, torch and onnxruntime (seq2seq/bench/whole_process.py). Prints tables and writes
+everything to ``--json``. Without ``--model`` the decoded model is the one just benchmarked (a
 few training steps: its outputs are long and poor, so read decoding figures per generated token).
 """
 
@@ -42,6 +46,7 @@ from seq2seq.precision import resolve_device
 from seq2seq.bench.decoding_speed import bench_decoding, decoding_translator
 from seq2seq.bench.joeynmt import JOEYNMT
 from seq2seq.bench.machine import PEAK_DTYPES, cpu_name, gemm_peak
+from seq2seq.bench.marian import MARIAN
 from seq2seq.bench.opennmt import OPENNMT
 from seq2seq.bench.peer_decoding import decode_with_peer, decoding_ratios
 from seq2seq.bench.peers import (PeerError, PeerToolkit, harness_script, measure_peers, parse_peers, peer_dir,
@@ -50,6 +55,7 @@ from seq2seq.bench.profiling import profile
 from seq2seq.bench.report import compare_ratios, print_peer_decoding, print_peers, print_variant
 from seq2seq.bench.training_speed import TrainingBench, bench_training
 from seq2seq.bench.variants import DTYPES, Variant, parse_variants
+from seq2seq.bench.whole_process import decode_whole_process, print_whole_process
 from seq2seq.bench.workload import Workload, load_workload
 from seq2seq.checkpoint import CONFIG_FILE
 from seq2seq.config import Config, ConfigError, load_config
@@ -57,7 +63,7 @@ from seq2seq.config import Config, ConfigError, load_config
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "multi30k"
 PEERS_DIR = REPO_ROOT.parent / "shared" / "peers"
-PEERS = {toolkit.name: toolkit for toolkit in (JOEYNMT, OPENNMT)}
+PEERS = {toolkit.name: toolkit for toolkit in (JOEYNMT, OPENNMT, MARIAN)}
 QUICK = {"steps": 3, "warmup": 1, "rounds": 1, "decode_sentences": 64, "latency_sentences": 10}
 #: quick mode also shrinks the work (each unless --set gives that key): small vocabularies, smaller batches
 QUICK_OVERRIDES = ["tokenizer.vocab_size=1000", "tokenizer.input_sentence_size=10000", "train.max_tokens=1024"]
@@ -95,18 +101,23 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{QUICK['decode_sentences']} decode / {QUICK['latency_sentences']} latency sentences, "
                         f"and {' '.join(QUICK_OVERRIDES)}")
     parser.add_argument("--peers", metavar="NAMES", help="also train these peers on this machine after ours, one "
-                        f"after another, each by ../shared/peers/NAME/speed.sh ({', '.join(PEERS)}; comma-separated), "
-                        "and print our training speed over theirs")
+                        f"after another, each by its harness ../shared/peers/NAME/speed.sh (marian: run.sh) "
+                        f"({', '.join(PEERS)}; comma-separated), and print our training speed over theirs")
     parser.add_argument("--peer-seconds", type=int, metavar="SECONDS", help="training time of each peer (default: "
                         "its harness's own, " + ", ".join(f"{t.name} {t.default_seconds} s" for t in PEERS.values())
                         + ")")
     parser.add_argument("--peers-dir", type=Path, default=PEERS_DIR, help="where the peers' harnesses are, one "
-                        "folder per peer holding speed.sh (default: ../shared/peers)")
+                        "folder per peer holding its harness (default: ../shared/peers)")
     parser.add_argument("--peer-decode", action="store_true", help="each peer whose harness keeps its model "
-                        "(OpenNMT-py) then decodes the sentences ours decoded, greedy and beam 5, timed and scored")
+                        "(OpenNMT-py, Marian) then decodes the sentences ours decoded, greedy and beam 5, timed (its "
+                        "own timer and its whole process) and scored")
     parser.add_argument("--peer-model", type=Path, metavar="PATH", help="with --peer-decode and one peer: decode "
                         "with this model, which that peer's harness trained before (e.g. a kept "
-                        "$PEER_DIR/opennmt-run/model_step_N.pt), instead of training the peer in this run")
+                        "$PEER_DIR/opennmt-run/model_step_N.pt or $PEER_DIR/marian-run/model.npz), instead of "
+                        "training the peer in this run")
+    parser.add_argument("--whole-process", action="store_true", help="with --model: also time ours decoding as "
+                        "whole processes of python -m seq2seq.translate (greedy and beam 5, at --batch-size and at "
+                        "batch 1), with torch and, where MODEL/onnx/ exists, with onnxruntime")
     parser.add_argument("--joeynmt", type=int, default=0, metavar="SECONDS",
                         help="short for --peers joeynmt --peer-seconds SECONDS")
     parser.add_argument("--profile", type=int, default=0, metavar="ROWS",
@@ -134,6 +145,8 @@ def resolve_peers(args: argparse.Namespace) -> list[PeerToolkit]:
         args.peers, args.peer_seconds = "joeynmt", args.joeynmt
     if args.peer_seconds is not None and (args.peer_seconds < 1 or not args.peers):
         raise ConfigError("--peer-seconds must be >= 1 and goes with --peers NAMES")
+    if args.whole_process and (args.model is None or args.skip_decode):
+        raise ConfigError("--whole-process times a trained model's decoding: it needs --model DIR and no --skip-decode")
     if args.peer_decode and (not args.peers or args.skip_decode):
         raise ConfigError("--peer-decode compares the peers' decoding with ours: it needs --peers NAMES and no "
                           "--skip-decode")
@@ -141,10 +154,12 @@ def resolve_peers(args: argparse.Namespace) -> list[PeerToolkit]:
     if args.peer_model is not None:
         if not args.peer_decode or len(toolkits) != 1 or toolkits[0].decoder is None or args.peer_seconds is not None:
             raise ConfigError("--peer-model PATH decodes with a model one peer trained before: it goes with "
-                              "--peer-decode and one peer that can decode (--peers opennmt), without --peer-seconds")
+                              "--peer-decode and one peer that can decode (--peers opennmt or --peers marian), "
+                              "without --peer-seconds")
         if not args.peer_model.is_file():
             raise ConfigError(f"--peer-model {args.peer_model}: no such file (a checkpoint the peer's harness kept, "
-                              f"e.g. {peer_dir() / 'opennmt-run'}/model_step_N.pt)")
+                              f"e.g. {peer_dir() / 'opennmt-run'}/model_step_N.pt or "
+                              f"{peer_dir() / 'marian-run'}/model.npz)")
         return toolkits
     for toolkit in toolkits:
         harness_script(args.peers_dir, toolkit)
@@ -216,7 +231,7 @@ def peer_decoding(args: argparse.Namespace, toolkit: PeerToolkit, model: Path, v
     """The peer's model decoding the test sentences ours decoded, and each variant's decoding over it."""
     sources = work.test_sources[: args.decode_sentences or None]
     print(f"[{toolkit.name}] decoding {len(sources)} sentences with {model} ...", file=sys.stderr, flush=True)
-    figures = decode_with_peer(toolkit.decoder, model, peer_dir() / "spm", sources, work.test_references[: len(sources)],
+    figures = decode_with_peer(toolkit.decoder, model, sources, work.test_references[: len(sources)],
                                args.batch_size, args.latency_sentences, torch.get_num_threads())
     figures["ratios"] = {v["name"]: decoding_ratios(v["decode"], figures) for v in variants if v.get("decode")}
     return figures
@@ -288,6 +303,13 @@ def main(argv: list[str] | None = None) -> int:
             if not args.peer_model:
                 print_peers(report["peers"], peaks)
             print_peer_decoding(report["peers"], report["variants"])
+    if args.whole_process:  # after the peers' decoding, so that the two are timed side by side
+        work = variant_workload(args, base_cfg, workloads)
+        sources = work.test_sources[: args.decode_sentences or None]
+        print(f"[ours] decoding {len(sources)} sentences as whole processes ...", file=sys.stderr, flush=True)
+        report["whole_process"] = decode_whole_process(args.model, sources, work.test_references[: len(sources)],
+                                                       args.batch_size, args.latency_sentences, torch.get_num_threads())
+        print_whole_process(report["whole_process"], report.get("peers", {}))
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"\nwrote {args.json}")
     return status

@@ -110,6 +110,19 @@ def tiny_model_dir(tiny_corpus, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def onnx_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """A copy of ``tiny_model_dir`` with its graphs exported (``python -m seq2seq.onnx_export``). Read-only."""
+    import shutil
+
+    from seq2seq.onnx_export import main
+
+    model_dir = tmp_path_factory.mktemp("onnx_model") / "model"
+    shutil.copytree(tiny_model_dir, model_dir, ignore=shutil.ignore_patterns("last"))
+    assert main(["--model", str(model_dir)]) == 0
+    return model_dir
+
+
 def train_until_interrupted(cfg, out: Path, steps_done: int, monkeypatch) -> dict:
     """Train into ``out`` with a real Ctrl-C (SIGINT sent to this process) arriving inside step ``steps_done``,
     right after its optimizer update and before the step's counters are advanced (the moment where a state saved

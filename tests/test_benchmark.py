@@ -144,22 +144,50 @@ print("[2026-12-06 18:00:00,000 INFO] Average translation time (ms): " + ("2.5" 
     return script
 
 
+def fake_pymarian(peer_home: Path) -> Path:
+    """A stand-in for ``pymarian`` in the Marian harness's virtual environment (its library is 1 GB): ``decode``
+    copies its input text to its output, notes its arguments in ``marian_calls.txt`` and logs its timer as the real
+    one does, 3 ms a sentence greedy and 6 with a beam (and takes that long)."""
+    script = peer_home / "marian-venv" / "bin" / "pymarian"
+    script.parent.mkdir(parents=True)
+    script.write_text(f"""#!{sys.executable}
+import sys, shutil, time
+args = {{name: sys.argv[sys.argv.index(name) + 1] for name in ("-i", "-o", "-b")}}
+shutil.copy(args["-i"], args["-o"])
+with open("{peer_home}/marian_calls.txt", "a") as calls:
+    calls.write(" ".join(sys.argv[1:]) + "\\n")
+lines = len(open(args["-i"]).read().splitlines())
+seconds = lines * (0.003 if args["-b"] == "1" else 0.006)
+time.sleep(seconds)  # its process lasts at least as long as its timer says
+print(f"[2026-12-07 23:38:57] Total time: {{seconds:.5f}}s wall", file=sys.stderr)
+""", encoding="utf-8")
+    script.chmod(0o755)
+    return script
+
+
 def test_compare_reports_ratios_to_the_first_variant_and_to_each_peer(multi30k_dir, cache_dir, tmp_path):
-    """Three variants, then both peers (harnesses that print what the real ones printed), one after the other in
-    the order named, each given --peer-seconds; our speed over each in the report. With --peer-decode the OpenNMT-py
-    harness keeps its checkpoints and the last one decodes our sentences (a stand-in translator that copies its
-    input); JoeyNMT's harness keeps none."""
+    """Three variants, then the three peers (harnesses that print what the real ones printed), one after the other
+    in the order named, each given --peer-seconds; our speed over each in the report. With --peer-decode the
+    OpenNMT-py harness keeps its checkpoints and the last one decodes our sentences (a stand-in translator that
+    copies its input), as does Marian's model (plain text in and out); JoeyNMT's harness keeps none."""
     out, harnesses, peer_home = tmp_path / "bench.json", tmp_path / "harnesses", tmp_path / "peer_home"
     fake_harness(harnesses, "opennmt", {"stdout": OPENNMT_OUTPUT},
                  keeps='mkdir -p "$ONMT_RUN" && touch "$ONMT_RUN/model_step_900.pt" "$ONMT_RUN/model_step_1000.pt"')
     fake_harness(harnesses, "joeynmt", {"stdout": JOEYNMT_OUTPUT})
     make_peer_models(multi30k_dir, peer_home)
+    fake_harness(harnesses, "marian", {"stdout": MARIAN_OUTPUT}, script="run.sh",
+                 keeps=f'mkdir -p "$MARIAN_RUN" && touch "$MARIAN_RUN/model.npz" && '
+                       f'cp {peer_home}/spm/en.model "$MARIAN_RUN/vocab.en.spm" && '
+                       f'cp {peer_home}/spm/de.model "$MARIAN_RUN/vocab.de.spm" && '
+                       f"printf '%s' '{MARIAN_LOG}' > \"$MARIAN_RUN/train.log\"")
     fake_onmt_translate(peer_home)
+    fake_pymarian(peer_home)
     command = [sys.executable, str(SCRIPT), "--quick", "--data", str(multi30k_dir), "--json", str(out),
                "--set", f"data.cache_dir={cache_dir}", "--set", "train.threads=1", "--decode-sentences", "6",
                "--latency-sentences", "2", "--steps", "1", "--warmup", "0", "--compare",
                "small:model.decoder_hidden_size=64,tiny:model.decoder_hidden_size=32;dtype=bf16,picked:dtype=auto",
-               "--peers", "opennmt,joeynmt", "--peer-seconds", "7", "--peers-dir", str(harnesses), "--peer-decode"]
+               "--peers", "opennmt,joeynmt,marian", "--peer-seconds", "7", "--peers-dir", str(harnesses),
+               "--peer-decode"]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PEER_DIR": str(peer_home)})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -170,14 +198,22 @@ def test_compare_reports_ratios_to_the_first_variant_and_to_each_peer(multi30k_d
     speeds = [v["train"]["target_tokens_per_s"] for v in report["variants"]]
     assert report["ratios"]["train tokens/s"] == pytest.approx(
         {"small": 1.0, "tiny": speeds[1] / speeds[0], "picked": speeds[2] / speeds[0]})
-    assert (harnesses / "calls.txt").read_text() == "opennmt 7\njoeynmt 7\n"
+    assert (harnesses / "calls.txt").read_text() == "opennmt 7\njoeynmt 7\nmarian 7\n"
     peers = report["peers"]
-    assert list(peers) == ["opennmt", "joeynmt"]
+    assert list(peers) == ["opennmt", "joeynmt", "marian"]
     assert peers["opennmt"]["target_tokens_per_s"] == pytest.approx(549)
     assert peers["opennmt"]["target_tokens_per_batch"] == pytest.approx(3688)
     assert peers["joeynmt"]["target_tokens_per_s"] == pytest.approx(257)
     assert "replayed" in peers["joeynmt"]["batch_source"] and peers["joeynmt"]["target_tokens_per_batch"] > 0
-    for peer in peers.values():
+    # Marian's figures: its labels/s; its pieces per sentence by its own models (copies of the others' here)
+    marian = peers["marian"]
+    assert marian["target_tokens_per_s"] == pytest.approx(594) and marian["updates"] == 600
+    assert marian["target_pieces_per_sentence"] == pytest.approx(peers["opennmt"]["target_pieces_per_sentence"])
+    assert marian["target_tokens_per_batch"] == pytest.approx(MARIAN_LABELS_PER_UPDATE)
+    assert marian["mflop_per_target_token"] is None and marian["fraction_of_fp32_gemm_peak"] is None
+    assert marian["harness_test2016"] == {"greedy": {"bleu": 27.9, "process_sentences_per_s": 92.6},
+                                          "beam5": {"bleu": 28.4, "process_sentences_per_s": 26.5}}
+    for peer in (peers["opennmt"], peers["joeynmt"]):
         # the stand-in's printed speed is fixed while the peak is this machine's, so the share is checked by
         # its definition, not by a range (a busy machine measures a low peak)
         assert peer["seconds"] == 7 and peer["fraction_of_fp32_gemm_peak"] == pytest.approx(
@@ -190,8 +226,14 @@ def test_compare_reports_ratios_to_the_first_variant_and_to_each_peer(multi30k_d
             assert ratio["ours_target_tokens_per_batch"] == train["target_tokens_per_batch"]
             assert train["target_tokens_per_batch"] == pytest.approx(train["target_tokens"] / train["steps"])
     assert "ours over each peer" in done.stdout and "what a batch size counts" in done.stdout
+    for peer in peers.values():
+        for v in report["variants"]:
+            assert peer["ratios"][v["name"]]["sentences"] == pytest.approx(
+                v["train"]["sentences_per_s"] / peer["sentences_per_s"])
     assert_peer_decoding(report, peer_home, multi30k_dir)
+    assert_marian_decoding(report, peer_home, multi30k_dir)
     assert "JoeyNMT 2.3.0: not decoded" in done.stdout and "decoding beside OpenNMT-py 3.5.1" in done.stdout
+    assert "decoding beside Marian 1.12.42" in done.stdout
 
 
 def test_peer_model_decodes_a_model_kept_from_an_earlier_run_without_training_the_peer(multi30k_dir, cache_dir,
@@ -283,6 +325,42 @@ def test_training_rounds_alternate_between_variants_and_time_every_step():
     assert calls == [("A", 1), ("A", 1)]
 
 
+def assert_marian_decoding(report: dict, peer_home: Path, multi30k_dir: Path) -> None:
+    """Marian's kept model decoded our 6 sentences as text (batch 64, maxi-batch 100), then the first 2 one at a
+    time (batch 1, maxi-batch 1), greedy then beam 5; its pieces counted by its target model; its speeds from its
+    timer, and its whole process timed apart (at least its timer's time)."""
+    import gzip
+
+    import sacrebleu
+    import sentencepiece as spm
+
+    run = peer_home / "marian-run"
+    assert report["peers"]["marian"]["model"] == str(run / "model.npz")
+    calls = [line.split() for line in (peer_home / "marian_calls.txt").read_text().splitlines()]
+    value = lambda call, name, at=1: call[call.index(name) + at]  # noqa: E731
+    assert [(value(c, "--mini-batch"), value(c, "--maxi-batch"), value(c, "-b")) for c in calls] == [
+        ("64", "100", "1"), ("1", "1", "1"), ("64", "100", "5"), ("1", "1", "5")]
+    assert all(c[0] == "decode" and value(c, "-m") == str(run / "model.npz") for c in calls)
+    assert all((value(c, "-v"), value(c, "-v", 2)) == (str(run / "vocab.en.spm"), str(run / "vocab.de.spm"))
+               for c in calls)
+    with gzip.open(multi30k_dir / "test_2016_flickr.en.gz", "rt", encoding="utf-8") as f:
+        sources = [line.rstrip("\n") for _, line in zip(range(6), f)]
+    with gzip.open(multi30k_dir / "test_2016_flickr.de.gz", "rt", encoding="utf-8") as f:
+        references = [line.rstrip("\n") for _, line in zip(range(6), f)]
+    de = spm.SentencePieceProcessor(model_file=str(peer_home / "spm" / "de.model"))
+    pieces = sum(len(de.encode(text)) + 1 for text in sources)  # the copied sources, cut by its target model
+    decode = report["peers"]["marian"]["decode"]
+    for search, ms in (("greedy", 3.0), ("beam", 6.0)):
+        figures = decode[search]
+        assert figures["sentences_per_s"] == pytest.approx(1000 / ms, rel=1e-3)
+        assert figures["tokens_per_s"] == pytest.approx(pieces / (6 * ms / 1000), rel=1e-3)
+        assert figures["latency_mean_ms"] == pytest.approx(ms, rel=1e-3) and figures["latency_sentences"] == 2
+        assert figures["bleu"] == pytest.approx(round(sacrebleu.corpus_bleu(sources, [references]).score, 2))
+        assert figures["process_seconds"] >= figures["seconds"]
+        assert figures["process_sentences_per_s"] == pytest.approx(6 / figures["process_seconds"])
+        assert figures["process_latency_mean_ms"] >= figures["latency_mean_ms"]
+
+
 # ---------------------------------------------------------------------------------------------- peers (--peers)
 # What the harnesses printed in real (niced, hence slow) runs on this project's machine, 2026-12-02: the figures are
 # not measurements, the format is what is tested. A run too short for two reports fails: its harness drops the
@@ -301,15 +379,30 @@ opennmt_parameters 12074560 (JoeyNMT 2.3.0 on this workload: 12262912); reports:
 opennmt_target_tokens_per_s 549
 """
 JOEYNMT_OUTPUT = "joeynmt_target_tokens_per_s 257\n"
+# ../shared/peers/marian/run.sh's last lines (the figures of issue 40's side-by-side run) and the first progress
+# lines of a real Marian 1.12.42 log (a 60-update run of a small model, 2026-12-07)
+MARIAN_OUTPUT = """marian_updates 600 in 7 s
+marian_target_labels_per_s 594
+marian_test2016_bleu_greedy 27.9 (92.6 sent/s, whole process)
+marian_test2016_bleu_beam5 28.4 (26.5 sent/s, whole process)
+"""
+MARIAN_LOG = """[2026-12-07 23:38:31] [training] Batches are processed as 1 process(es) x 2 devices/process
+[2026-12-07 23:38:35] Ep. 1 : Up. 10 : Sen. 432 : Cost 5.70949697 * 12,024 @ 1,088 after 12,024 : Time 3.79s : 3171.25 words/s : gNorm 0.3177
+[2026-12-07 23:38:39] Ep. 1 : Up. 20 : Sen. 823 : Cost 5.69701004 * 12,398 @ 1,235 after 24,422 : Time 4.15s : 2988.89 words/s : gNorm 0.3119
+[2026-12-07 23:38:42] Ep. 1 : Up. 30 : Sen. 1,233 : Cost 5.68882465 * 11,460 @ 1,056 after 35,882 : Time 3.41s : 3358.75 words/s : gNorm 0.3126
+"""
+#: the windows after the first: 12,398 and 11,460 labels over 10 updates each; their median
+MARIAN_LABELS_PER_UPDATE = (1239.8 + 1146.0) / 2
 
 
-def fake_harness(folder: Path, name: str, output: dict[str, str], exit_status: int = 0, keeps: str = "") -> Path:
-    """A speed.sh for ``name`` that prints ``output`` and notes the seconds it was given in ``calls.txt`` (and runs
-    ``keeps``, a shell line, first)."""
+def fake_harness(folder: Path, name: str, output: dict[str, str], exit_status: int = 0, keeps: str = "",
+                 script: str = "speed.sh") -> Path:
+    """A harness (``script``) for ``name`` that prints ``output`` and notes the seconds it was given in
+    ``calls.txt`` (and runs ``keeps``, a shell line, first)."""
     (folder / name).mkdir(parents=True, exist_ok=True)
     for stream, text in output.items():
         (folder / name / stream).write_text(text, encoding="utf-8")
-    script = folder / name / "speed.sh"
+    script = folder / name / script
     here = folder / name
     script.write_text(f'{keeps}\necho "{name} $1" >> "{folder}/calls.txt"\ncat "{here}/stdout"\ncat "{here}/stderr" >&2\n'
                       f"exit {exit_status}\n", encoding="utf-8")
@@ -332,6 +425,25 @@ def test_opennmt_harness_output_is_read():
     assert (only["target_tokens_per_batch"], only["sentences_per_batch"], only["reports"]) == (3784, 285, 1)
     none = opennmt_batches("opennmt_target_tokens_per_s 900\n", corpus=None)
     assert none["target_tokens_per_batch"] is None and "not in its output" in none["batch_source"]
+
+
+def test_marian_log_and_harness_output_are_read(tmp_path):
+    """The figure is the labels/s line; an update's labels and sentences come from the log's progress lines (each
+    line's since the line before, over its updates; the first window dropped, the median of the rest); the
+    harness's own test figures are kept; without a log there is no batch figure, and no error."""
+    from seq2seq.bench.marian import MARIAN, marian_batches
+    from seq2seq.bench.peers import harness_figure
+
+    assert harness_figure(MARIAN_OUTPUT, MARIAN) == pytest.approx(594)
+    (tmp_path / "train.log").write_text(MARIAN_LOG, encoding="utf-8")
+    batches = marian_batches(MARIAN_OUTPUT, corpus=None, run=tmp_path)
+    assert batches["target_tokens_per_batch"] == pytest.approx(MARIAN_LABELS_PER_UPDATE)
+    assert batches["sentences_per_batch"] == pytest.approx((39.1 + 41.0) / 2)
+    assert batches["updates"] == 600 and batches["harness_test2016"]["beam5"] == {"bleu": 28.4,
+                                                                                 "process_sentences_per_s": 26.5}
+    none = marian_batches("marian_target_labels_per_s 594\n", corpus=None, run=tmp_path / "nothing")
+    assert none["target_tokens_per_batch"] is None and "no progress lines" in none["batch_source"]
+    assert none["updates"] is None and none["harness_test2016"] == {}
 
 
 def test_joeynmt_harness_output_is_read():
@@ -438,7 +550,9 @@ def test_a_missing_harness_or_unknown_peer_stops_the_benchmark_before_it_trains(
     benchmark = load_script("benchmark")
     for argv, said in [
         (["--peers", "opennmt", "--peers-dir", str(tmp_path)], f"{tmp_path}/opennmt/speed.sh not found"),
-        (["--peers", "joeynmt,marian"], "unknown peer(s) marian; known: joeynmt, opennmt"),
+        (["--peers", "marian", "--peers-dir", str(tmp_path)], f"{tmp_path}/marian/run.sh not found"),
+        (["--peers", "joeynmt,fairseq"], "unknown peer(s) fairseq; known: joeynmt, opennmt, marian"),
+        (["--whole-process"], "--whole-process times a trained model's decoding: it needs --model DIR"),
         (["--peers", "opennmt,opennmt"], "each peer once"),
         (["--joeynmt", "60", "--peers", "opennmt"], "--joeynmt SECONDS is short for --peers joeynmt --peer-seconds"),
         (["--peer-seconds", "60"], "--peer-seconds must be >= 1 and goes with --peers"),
@@ -453,3 +567,34 @@ def test_a_missing_harness_or_unknown_peer_stops_the_benchmark_before_it_trains(
     fake_harness(tmp_path, "joeynmt", {"stdout": JOEYNMT_OUTPUT})
     args = benchmark.build_parser().parse_args(["--joeynmt", "150", "--peers-dir", str(tmp_path)])
     assert [t.name for t in benchmark.resolve_peers(args)] == ["joeynmt"] and args.peer_seconds == 150
+
+
+def test_whole_process_decoding_is_the_command_line_with_each_backend(onnx_model_dir, tiny_model_dir, tiny_corpus,
+                                                                      capsys):
+    """--whole-process: new processes of python -m seq2seq.translate, torch and onnxruntime (where MODEL/onnx/ is),
+    greedy and beam 5; their outputs scored as the in-process Translator's translations score; and the ratio over
+    a peer's whole process printed."""
+    from seq2seq.bench.whole_process import backends, decode_whole_process, print_whole_process
+    from seq2seq.metrics import bleu_and_chrf
+    from seq2seq.translator import Translator
+
+    sources = (tiny_corpus / "test_2016_flickr.en").read_text(encoding="utf-8").splitlines()[:4]
+    references = (tiny_corpus / "test_2016_flickr.de").read_text(encoding="utf-8").splitlines()[:4]
+    assert backends(tiny_model_dir) == ["torch"] and backends(onnx_model_dir) == ["torch", "onnx"]
+    figures = decode_whole_process(onnx_model_dir, sources, references, batch_size=64, latency_sentences=1, threads=1)
+    translator = Translator.load(onnx_model_dir, threads=1)
+    assert list(figures) == ["torch", "onnx"]
+    for backend in figures:
+        for name, beam in (("greedy", 1), ("beam", 5)):
+            row = figures[backend][name]
+            expected = bleu_and_chrf(translator.translate(sources, beam_size=beam), references)["bleu"]
+            assert row["bleu"] == pytest.approx(expected), (backend, name)
+            assert row["beam_size"] == beam and row["sentences_per_s"] == pytest.approx(4 / row["seconds"])
+            assert row["latency_sentences"] == 1 and row["latency_mean_ms"] > 0
+    peer = {"toolkit": "Peer", "decode": {name: {"beam_size": beam, "process_sentences_per_s": 2.0,
+                                                 "process_latency_mean_ms": 9.0, "bleu": 1.0}
+                                          for name, beam in (("greedy", 1), ("beam", 5))}}
+    print_whole_process(figures, {"peer": peer})
+    printed = capsys.readouterr().out
+    ratio = figures["onnx"]["beam"]["sentences_per_s"] / 2.0
+    assert "ours (onnx) over Peer, whole process: greedy sentences/s x" in printed and f"x{ratio:.2f}" in printed

@@ -46,19 +46,6 @@ def graphs(request, tmp_path_factory):
     return OnnxSeq2Seq(loaded), loaded
 
 
-@pytest.fixture(scope="module")
-def onnx_model_dir(tiny_model_dir, tmp_path_factory):
-    """A copy of the tiny trained model with its graphs exported (``python -m seq2seq.onnx_export``)."""
-    import shutil
-
-    from seq2seq.onnx_export import main
-
-    model_dir = tmp_path_factory.mktemp("onnx_model") / "model"
-    shutil.copytree(tiny_model_dir, model_dir, ignore=shutil.ignore_patterns("last"))
-    assert main(["--model", str(model_dir)]) == 0
-    return model_dir
-
-
 def flat(hyps):
     return [h for row in hyps for h in (row if isinstance(row, list) else [row])]
 

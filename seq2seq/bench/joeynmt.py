@@ -11,7 +11,8 @@ a batch closing once sentences x max(source pieces + 1, target pieces + 1) reach
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 
@@ -40,7 +41,7 @@ def replay_joeynmt_batches(src_pieces: np.ndarray, tgt_pieces: np.ndarray, batch
     return batches
 
 
-def joeynmt_batches(stdout: str, corpus: PeerCorpus) -> dict[str, Any]:
+def joeynmt_batches(stdout: str, corpus: PeerCorpus, run: Optional[Path] = None) -> dict[str, Any]:
     """Mean real target tokens and sentences per batch over one epoch in a shuffled order, replayed (the harness's
     output does not carry them)."""
     order = np.random.default_rng(0).permutation(len(corpus.tgt_pieces))

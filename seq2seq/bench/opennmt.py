@@ -20,7 +20,7 @@ import re
 import subprocess
 from pathlib import Path
 from statistics import median
-from typing import Any
+from typing import Any, Optional
 
 from seq2seq.bench.peer_decoding import PeerDecoder
 from seq2seq.bench.peers import PeerCorpus, PeerError, PeerToolkit, peer_dir
@@ -34,7 +34,7 @@ CHECKPOINT = re.compile(r"^model_step_(\d+)\.pt$")
 AVERAGE_TIME = re.compile(r"Average translation time \(ms\): ([\d.]+)")
 
 
-def opennmt_batches(stdout: str, corpus: PeerCorpus) -> dict[str, Any]:
+def opennmt_batches(stdout: str, corpus: PeerCorpus, run: Optional[Path] = None) -> dict[str, Any]:
     """Real target tokens and sentences per batch: the median over the harness's report lines after the first
     (the reports its figure is the median of), or the first when it is the only one; None when there are none."""
     reports = [match.groups() for match in map(REPORT.match, stdout.splitlines()) if match]
@@ -79,6 +79,7 @@ OPENNMT_DECODER = PeerDecoder(
     keep_model=lambda run: {"ONMT_RUN": str(run), "ONMT_SAVE_STEPS": str(SAVE_EVERY_STEPS)},
     checkpoint=opennmt_checkpoint,
     translate=opennmt_translate,
+    spm_models=lambda model: (peer_dir() / "spm" / "en.model", peer_dir() / "spm" / "de.model"),
 )
 
 

@@ -1,11 +1,13 @@
 """``--peers``: other toolkits trained on this machine in the same run, one after another (never two at once), each
-by its own harness (``../shared/peers/<name>/speed.sh SECONDS``), and our training speed over theirs.
+by its own harness (``../shared/peers/<name>/speed.sh SECONDS``, Marian's ``run.sh``), and our training speed over
+theirs.
 
-Each peer's module (``joeynmt.py``, ``opennmt.py``) describes it as a :class:`PeerToolkit`; what they share is here:
-the workload both harnesses train (:data:`PEER_MODEL`, with the SentencePiece unigram 8k models per language that
-the harnesses make in ``$PEER_DIR/spm``), running a harness and reading its last line
-(``<name>_target_tokens_per_s N``), the training split as the peers see it (:class:`PeerCorpus`), FLOPs per target
-token, and the ratios.
+Each peer's module (``joeynmt.py``, ``opennmt.py``, ``marian.py``) describes it as a :class:`PeerToolkit`; what
+they share is here: the workload the JoeyNMT and OpenNMT-py harnesses train (:data:`PEER_MODEL`, with the
+SentencePiece unigram 8k models per language that they make in ``$PEER_DIR/spm``; Marian's harness trains its own
+model with its own 2k models, kept in its run folder), running a harness and reading its figure line
+(``<name>_target_tokens_per_s N``), the training split as a peer sees it (:class:`PeerCorpus`), FLOPs per target
+token (where the peer's model is one of ours), and the ratios.
 
 Every toolkit's tokens/s counts real target tokens (pieces + EOS), but each batch size counts something else:
 
@@ -15,7 +17,10 @@ Every toolkit's tokens/s counts real target tokens (pieces + EOS), but each batc
   with BOS and EOS), over length-sorted buckets: about 3,800 real target tokens a batch (its own ``bsz`` reports);
 - JoeyNMT 2.3.0: ``batch_size: 4096`` (``batch_type: token``): a batch closes once sentences x max(source + 1,
   target + 1) reaches 4,096, over shuffled, unsorted pairs: about 1,830 real target tokens a batch (its log does
-  not say: replayed from its rule over the corpus).
+  not say: replayed from its rule over the corpus);
+- Marian 1.12: ``--mini-batch-words 1000`` target labels (pieces + EOS) per worker, one worker per thread, the
+  workers' batches summed into one synchronous update (``--sync-sgd``): its own log says how many labels an update
+  held.
 
 So equal nominal sizes are not equal work per step: the ratios say per variant and peer how the real target tokens
 per batch compare, and which ``train.max_tokens`` would make them equal.
@@ -66,13 +71,13 @@ class PeerCorpus:
     tgt_pieces: np.ndarray
 
     @classmethod
-    def load(cls, cfg: Config, spm_dir: Path) -> "PeerCorpus":
+    def load(cls, cfg: Config, models: tuple[Path, Path]) -> "PeerCorpus":
+        """The training split cut by ``models`` (the source and target SentencePiece models a peer trained with)."""
         import sentencepiece as spm
 
-        models = [spm_dir / "en.model", spm_dir / "de.model"]
         missing = [str(path) for path in models if not path.is_file()]
         if missing:
-            raise PeerError(f"the peers' SentencePiece models are missing ({', '.join(missing)}): their harnesses make "
+            raise PeerError(f"a peer's SentencePiece models are missing ({', '.join(missing)}): its harness makes "
                             "them on a first run; set PEER_DIR to where the harnesses keep theirs")
         raw = read_split(cfg.data, cfg.data.train_split)
         src = spm.SentencePieceProcessor(model_file=str(models[0])).encode(list(raw["src"]))
@@ -85,7 +90,8 @@ class PeerCorpus:
         return float(np.mean(self.tgt_pieces + 1))
 
     def training_flops_per_target_token(self, source_eos: bool) -> float:
-        """Analytic matmul FLOPs of training :data:`PEER_MODEL` over this corpus, per real target token."""
+        """Analytic matmul FLOPs of training :data:`PEER_MODEL` (8k vocabularies) over this corpus, per real target
+        token."""
         src = self.src_pieces + (1 if source_eos else 0)
         tgt = self.tgt_pieces + 1
         flops = training_flops(PEER_MODEL, PEER_VOCAB_SIZE, PEER_VOCAB_SIZE, int(src.sum()), int(tgt.sum()),
@@ -106,16 +112,26 @@ class PeerToolkit:
     batch_rule: str
     #: whether its source sequences end in EOS (what its encoder runs over)
     source_eos: bool
-    #: (harness stdout, corpus) -> {"target_tokens_per_batch": float | None, "batch_source": str, ...}
-    read_batches: Callable[[str, PeerCorpus], dict[str, Any]]
+    #: (harness stdout, corpus, run folder or None) -> {"target_tokens_per_batch": float | None,
+    #: "batch_source": str, ...}
+    read_batches: Callable[[str, PeerCorpus, Optional[Path]], dict[str, Any]]
     #: what to do when the harness printed no figure (e.g. the budget was too short)
     hint: str
     #: how to keep its trained model and decode with it (``--peer-decode``), or None where its harness keeps none
     decoder: Optional["PeerDecoder"] = None
+    #: its harness, in ``<peers dir>/<name>/``
+    harness: str = "speed.sh"
+    #: the harness's figure line is ``<name>_<figure> N``: real target tokens per second
+    figure: str = "target_tokens_per_s"
+    #: whether the harness must keep its run (its own SentencePiece models are there): then it always trains into
+    #: ``$PEER_DIR/<name>-run``, and :attr:`decoder` says where the models are
+    own_vocabularies: bool = False
+    #: whether its model is :data:`PEER_MODEL`, so that its FLOPs per token can be counted as ours are
+    peer_model: bool = True
 
     @property
     def figure_key(self) -> str:
-        return f"{self.name}_target_tokens_per_s"
+        return f"{self.name}_{self.figure}"
 
 
 def parse_peers(spec: str, known: dict[str, PeerToolkit]) -> list[PeerToolkit]:
@@ -132,10 +148,11 @@ def parse_peers(spec: str, known: dict[str, PeerToolkit]) -> list[PeerToolkit]:
 
 def harness_script(peers_dir: Path, toolkit: PeerToolkit) -> Path:
     """The harness's path, or a PeerError that names it and says where harnesses live."""
-    script = peers_dir / toolkit.name / "speed.sh"
+    script = peers_dir / toolkit.name / toolkit.harness
     if not script.is_file():
         raise PeerError(f"--peers {toolkit.name}: {script} not found: the peers' harnesses live in shared/peers/ "
-                        "beside the repository (../shared/peers/<name>/speed.sh); --peers-dir says where else")
+                        f"beside the repository (../shared/peers/<name>/{toolkit.harness}); --peers-dir says where "
+                        "else")
     return script
 
 
@@ -173,16 +190,20 @@ def peer_figures(toolkit: PeerToolkit, seconds: int, tokens_per_s: float, corpus
     """One peer's figures: its target tokens/s (its own log), sentence pairs/s (over its pieces per sentence),
     real target tokens per batch, and achieved GFLOP/s as a share of this run's fp32 GEMM peak (the workload's
     analytic FLOPs, as for ours: work a toolkit repeats, such as OpenNMT-py's attention keys projected again at
-    every decoder step, is not counted)."""
+    every decoder step, is not counted; None for a model that is not one of ours, such as Marian's)."""
     pieces = corpus.target_pieces_per_sentence()
-    flops_per_token = corpus.training_flops_per_target_token(toolkit.source_eos)
-    gflops = tokens_per_s * flops_per_token / 1e9
-    return {"toolkit": toolkit.title, "seconds": seconds, "target_tokens_per_s": tokens_per_s,
-            "target_pieces_per_sentence": pieces, "sentences_per_s": tokens_per_s / pieces, **batches,
-            "batch_rule": toolkit.batch_rule, "mflop_per_target_token": flops_per_token / 1e6,
-            "achieved_gflops": gflops, "fraction_of_fp32_gemm_peak": gflops / fp32_peak,
-            "workload": "Multi30k en-de, SentencePiece unigram 8k per language, GRU 256 / 2x256 bidirectional / 512, "
-                        f"Bahdanau, input feeding (../shared/peers/{toolkit.name}/config.template.yaml)"}
+    figures = {"toolkit": toolkit.title, "seconds": seconds, "target_tokens_per_s": tokens_per_s,
+               "target_pieces_per_sentence": pieces, "sentences_per_s": tokens_per_s / pieces, **batches,
+               "batch_rule": toolkit.batch_rule, "mflop_per_target_token": None, "achieved_gflops": None,
+               "fraction_of_fp32_gemm_peak": None}
+    if toolkit.peer_model:
+        flops_per_token = corpus.training_flops_per_target_token(toolkit.source_eos)
+        gflops = tokens_per_s * flops_per_token / 1e9
+        figures.update(mflop_per_target_token=flops_per_token / 1e6, achieved_gflops=gflops,
+                       fraction_of_fp32_gemm_peak=gflops / fp32_peak,
+                       workload="Multi30k en-de, SentencePiece unigram 8k per language, GRU 256 / 2x256 bidirectional "
+                                f"/ 512, Bahdanau, input feeding (../shared/peers/{toolkit.name}/config.template.yaml)")
+    return figures
 
 
 def measure_peers(toolkits: list[PeerToolkit], seconds: int | None, cfg: Config, peers_dir: Path,
@@ -190,21 +211,27 @@ def measure_peers(toolkits: list[PeerToolkit], seconds: int | None, cfg: Config,
     """Train each peer in turn (``seconds`` each, or its harness's default), yielding its name and figures as each
     is done (a later peer's PeerError leaves the earlier ones measured). With ``keep_models`` a peer whose harness
     can keep its model trains into ``$PEER_DIR/<name>-run`` (emptied first) and its figures name the model kept
-    (``model``; None for a peer whose harness keeps none)."""
-    spm_dir = peer_dir() / "spm"
-    corpus: PeerCorpus | None = None
+    (``model``; None for a peer whose harness keeps none); a peer with its own vocabularies (Marian) always does,
+    and its pieces per sentence are counted with them."""
+    shared_models = (peer_dir() / "spm" / "en.model", peer_dir() / "spm" / "de.model")
+    corpora: dict[tuple[Path, Path], PeerCorpus] = {}
     for toolkit in toolkits:
         budget = seconds or toolkit.default_seconds
         script = harness_script(peers_dir, toolkit)
         run, env = None, None
-        if keep_models and toolkit.decoder is not None:
+        if toolkit.decoder is not None and (keep_models or toolkit.own_vocabularies):
             run = peer_dir() / f"{toolkit.name}-run"
             shutil.rmtree(run, ignore_errors=True)
             env = toolkit.decoder.keep_model(run)
         stdout = run_harness(toolkit, script, budget, env)
         tokens_per_s = harness_figure(stdout, toolkit)
-        corpus = corpus or PeerCorpus.load(cfg, spm_dir)  # the first harness run makes the models
-        figures = peer_figures(toolkit, budget, tokens_per_s, corpus, toolkit.read_batches(stdout, corpus), fp32_peak)
+        models = toolkit.decoder.spm_models(toolkit.decoder.checkpoint(run)) if toolkit.own_vocabularies else \
+            shared_models
+        if models not in corpora:  # a harness's first run makes its models
+            corpora[models] = PeerCorpus.load(cfg, models)
+        corpus = corpora[models]
+        figures = peer_figures(toolkit, budget, tokens_per_s, corpus, toolkit.read_batches(stdout, corpus, run),
+                               fp32_peak)
         if keep_models:
             figures["model"] = str(toolkit.decoder.checkpoint(run)) if run is not None else None
         yield toolkit.name, dict(figures, harness=str(script), harness_output=stdout.splitlines())

@@ -77,16 +77,21 @@ def print_peers(peers: dict[str, dict[str, Any]], peaks: dict[str, float]) -> No
           f"{'MFLOP/tok':>9} {'GFLOP/s':>8} {'% fp32 peak':>11}")
     for peer in peers.values():
         batch_text = f"{peer['target_tokens_per_batch']:.0f}" if peer["target_tokens_per_batch"] else "-"
+        flops = (f"{peer['mflop_per_target_token']:9.1f} {peer['achieved_gflops']:8.1f} "
+                 f"{100 * peer['fraction_of_fp32_gemm_peak']:10.1f}%") if peer["mflop_per_target_token"] else \
+            f"{'-':>9} {'-':>8} {'-':>11}"
         print(f"  {peer['toolkit']:17} {peer['seconds']:7d} {peer['target_tokens_per_s']:10.1f} "
-              f"{peer['target_pieces_per_sentence']:8.2f} {peer['sentences_per_s']:8.1f} "
-              f"{batch_text:>13} {peer['mflop_per_target_token']:9.1f} "
-              f"{peer['achieved_gflops']:8.1f} {100 * peer['fraction_of_fp32_gemm_peak']:10.1f}%")
+              f"{peer['target_pieces_per_sentence']:8.2f} {peer['sentences_per_s']:8.1f} {batch_text:>13} {flops}")
+        for search, test in peer.get("harness_test2016", {}).items():
+            print(f"  {'':17} its harness, test_2016_flickr {search}: BLEU {test['bleu']:.2f}, "
+                  f"{test['process_sentences_per_s']:.1f} sentences/s (whole process)")
     print("  what a batch size counts, and where a peer's real target tokens per batch come from (every tokens/s "
           "\n  counts real target tokens: pieces + EOS):")
     print("    ours              train.max_tokens >= sentences x (longest source + longest target); length-bucketed")
     for peer in peers.values():
         print(f"    {peer['toolkit']:17} {peer['batch_rule']}\n    {'':17} {peer['batch_source']}")
-    print("  FLOPs: the workload's analytic matmul FLOPs per real target token (training, 3 x forward), as for ours")
+    print("  FLOPs: the workload's analytic matmul FLOPs per real target token (training, 3 x forward), as for ours "
+          "\n  (none for a model that is not one of ours: Marian's conditional GRU)")
     if not any(peer["ratios"] for peer in peers.values()):
         return  # ours was not trained in this run (--skip-train)
     print("\nours over each peer (x > 1: ours faster; target tokens/s only where the tokenization is the same)")
@@ -102,8 +107,10 @@ def print_peers(peers: dict[str, dict[str, Any]], peaks: dict[str, float]) -> No
             sentences = f"x{r['sentences']:.2f}"
             tokens = f"x{r['target_tokens']:.2f}" if r["target_tokens"] is not None else "-"
             ours_peak = f"{100 * r['ours_fraction_of_gemm_peak']:.1f}% {r['ours_compute']}"
+            theirs_peak = r["theirs_fraction_of_fp32_gemm_peak"]
+            theirs_text = f"{100 * theirs_peak:6.1f}%" if theirs_peak is not None else f"{'-':>7}"
             print(f"  {name:12} {peer['toolkit']:17} {batches:>28} {sentences:>7} {tokens:>9} {ours_peak:>12} "
-                  f"{100 * r['theirs_fraction_of_fp32_gemm_peak']:6.1f}%")
+                  f"{theirs_text}")
             if theirs and not r["equal_batches"]:
                 print(f"  {'':12} -> equal real target tokens per batch at train.max_tokens="
                       f"{r['max_tokens_for_equal_batches']} (add it to this variant's overrides)")
