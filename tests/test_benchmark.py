@@ -189,7 +189,7 @@ def test_compare_reports_ratios_to_the_first_variant_and_to_each_peer(multi30k_d
                "--peers", "opennmt,joeynmt,marian", "--peer-seconds", "7", "--peers-dir", str(harnesses),
                "--peer-decode"]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PEER_DIR": str(peer_home)})
+                          env={**os.environ, "PEER_DIR": str(peer_home), "MARIAN_DECODE_ARGS": "--gemm-type packed16"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(out.read_text(encoding="utf-8"))
     assert [v["name"] for v in report["variants"]] == ["small", "tiny", "picked"]
@@ -341,6 +341,7 @@ def assert_marian_decoding(report: dict, peer_home: Path, multi30k_dir: Path) ->
     assert [(value(c, "--mini-batch"), value(c, "--maxi-batch"), value(c, "-b")) for c in calls] == [
         ("64", "100", "1"), ("1", "1", "1"), ("64", "100", "5"), ("1", "1", "5")]
     assert all(c[0] == "decode" and value(c, "-m") == str(run / "model.npz") for c in calls)
+    assert all(c[-2:] == ["--gemm-type", "packed16"] for c in calls)  # $MARIAN_DECODE_ARGS, last: they win
     assert all((value(c, "-v"), value(c, "-v", 2)) == (str(run / "vocab.en.spm"), str(run / "vocab.de.spm"))
                for c in calls)
     with gzip.open(multi30k_dir / "test_2016_flickr.en.gz", "rt", encoding="utf-8") as f:

@@ -12,12 +12,15 @@ Its figure counts target labels (pieces + EOS), as ours counts target tokens. Th
 (``MARIAN_RUN``): its ``train.log`` says how many labels an update held, and its SentencePiece models
 (``vocab.en.spm``, ``vocab.de.spm``) cut the corpus for the pieces per sentence. With ``--peer-decode`` its
 ``model.npz`` decodes our sentences through ``pymarian decode`` (:data:`MARIAN_DECODER`), plain text in and out, with
-the harness's decoding options, timed by Marian's own ``Total time`` and as a whole process.
+the harness's decoding options (``MARIAN_DECODE_ARGS`` adds or overrides options, later ones winning, e.g.
+``MARIAN_DECODE_ARGS="--gemm-type packed8avx512"``), timed by Marian's own ``Total time`` and as a whole process.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 import subprocess
 from pathlib import Path
 from statistics import median
@@ -83,11 +86,13 @@ def marian_vocabularies(model: Path) -> tuple[Path, Path]:
 
 
 def marian_translate(model: Path, source: Path, output: Path, batch_size: int, beam: int, threads: int) -> float:
-    """Translate the text in ``source`` into ``output`` with ``pymarian decode``; the seconds of its own timer."""
+    """Translate the text in ``source`` into ``output`` with ``pymarian decode`` (the harness's options, then
+    ``$MARIAN_DECODE_ARGS``); the seconds of its own timer."""
     src_vocab, tgt_vocab = marian_vocabularies(model)
     command = [str(peer_dir() / "marian-venv" / "bin" / "pymarian"), "decode", "-m", str(model), "-v", str(src_vocab),
                str(tgt_vocab), "--cpu-threads", str(threads), "-b", str(beam), "--mini-batch", str(batch_size),
-               "--maxi-batch", "100" if batch_size > 1 else "1", *DECODE_OPTIONS, "-i", str(source), "-o", str(output)]
+               "--maxi-batch", "100" if batch_size > 1 else "1", *DECODE_OPTIONS, "-i", str(source), "-o", str(output),
+               *shlex.split(os.environ.get("MARIAN_DECODE_ARGS", ""))]
     done = subprocess.run(command, capture_output=True, text=True)
     times = TOTAL_TIME.findall(done.stdout + done.stderr)
     if done.returncode != 0 or not times:
