@@ -394,6 +394,14 @@ MARIAN_LOG = """[2026-12-07 23:38:31] [training] Batches are processed as 1 proc
 """
 #: the windows after the first: 12,398 and 11,460 labels over 10 updates each; their median
 MARIAN_LABELS_PER_UPDATE = (1239.8 + 1146.0) / 2
+# the harness's own run (--cost-type ce-mean-words: no label counts, labels/s and seconds instead), 2026-12-08,
+# across its first epoch's end ("Sen." counts from 0 again)
+MARIAN_MEAN_WORDS_LOG = """[2026-12-08 01:01:06] Ep. 1 : Up. 100 : Sen. 6,028 : Cost 6.01957560 : Time 164.06s : 680.12 words/s : gNorm 1.7117
+[2026-12-08 01:03:45] Ep. 1 : Up. 200 : Sen. 12,029 : Cost 4.64876795 : Time 158.90s : 695.99 words/s : gNorm 0.8807
+[2026-12-08 01:06:15] Ep. 1 : Up. 300 : Sen. 18,231 : Cost 4.11747837 : Time 150.70s : 731.82 words/s : gNorm 0.7331
+[2026-12-08 01:08:57] Ep. 1 : Up. 400 : Sen. 24,288 : Cost 3.87578011 : Time 161.95s : 698.30 words/s : gNorm 0.7190
+[2026-12-08 01:11:46] Ep. 2 : Up. 500 : Sen. 1,362 : Cost 3.63074040 : Time 168.40s : 653.69 words/s : gNorm 0.7112
+"""
 
 
 def fake_harness(folder: Path, name: str, output: dict[str, str], exit_status: int = 0, keeps: str = "",
@@ -442,6 +450,12 @@ def test_marian_log_and_harness_output_are_read(tmp_path):
     assert batches["sentences_per_batch"] == pytest.approx((39.1 + 41.0) / 2)
     assert batches["updates"] == 600 and batches["harness_test2016"]["beam5"] == {"bleu": 28.4,
                                                                                  "process_sentences_per_s": 26.5}
+    (tmp_path / "train.log").write_text(MARIAN_MEAN_WORDS_LOG, encoding="utf-8")
+    mean_words = marian_batches(MARIAN_OUTPUT, corpus=None, run=tmp_path)
+    # the windows after the first: labels/s x seconds over 100 updates; sentences within epoch 1 only
+    labels = sorted([158.90 * 695.99, 150.70 * 731.82, 161.95 * 698.30, 168.40 * 653.69])
+    assert mean_words["target_tokens_per_batch"] == pytest.approx((labels[1] + labels[2]) / 2 / 100)
+    assert mean_words["sentences_per_batch"] == pytest.approx((24288 - 18231) / 100)  # the median of 60.01, 62.02, 60.57
     none = marian_batches("marian_target_labels_per_s 594\n", corpus=None, run=tmp_path / "nothing")
     assert none["target_tokens_per_batch"] is None and "no progress lines" in none["batch_source"]
     assert none["updates"] is None and none["harness_test2016"] == {}

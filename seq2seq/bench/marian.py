@@ -29,10 +29,11 @@ from typing import Any, Optional
 from seq2seq.bench.peer_decoding import PeerDecoder
 from seq2seq.bench.peers import PeerCorpus, PeerError, PeerToolkit, peer_dir
 
-#: a progress line of Marian's log: "Ep. 1 : Up. 100 : Sen. 3,328 : Cost 6.53 * 39,842 @ 413 after 39,842 : ..."
-#: (the labels since the last line, then after all updates so far)
-PROGRESS = re.compile(r"Ep\. [\d.]+ : Up\. ([\d,]+) : Sen\. ([\d,]+) : Cost [\d.e+-]+ \* ([\d,]+) @ [\d,]+ after "
-                      r"([\d,]+)")
+#: a progress line of Marian's log, "Ep. 1 : Up. 200 : Sen. 12,029 : Cost 4.65 : Time 158.90s : 695.99 words/s"
+#: (with ``--cost-type ce-mean-words``), or with the labels since the line before after the cost, "Cost 5.71 *
+#: 12,024 @ 1,088 after 12,024 : Time 3.79s : 3171.25 words/s" (``ce-sum``); "words" are target labels
+PROGRESS = re.compile(r"Ep\. [\d.]+ : Up\. ([\d,]+) : Sen\. ([\d,]+) : Cost [\d.e+-]+(?: \* ([\d,]+) @ [\d,]+ "
+                      r"after [\d,]+)? : Time ([\d.]+)s : ([\d.]+) words/s")
 #: the harness's own decoding lines: "marian_test2016_bleu_beam5 28.4 (26.5 sent/s, whole process)"
 HARNESS_DECODE = re.compile(r"^marian_test2016_bleu_(greedy|beam5) ([\d.]+) \(([\d.]+) sent/s")
 #: what ``pymarian decode`` logs when it is done: "[2026-12-07 ...] Total time: 11.61852s wall"
@@ -44,18 +45,23 @@ DECODE_OPTIONS = ["-n", "1", "--max-length-factor", "1.5", "--maxi-batch-sort", 
 
 def marian_batches(stdout: str, corpus: PeerCorpus, run: Optional[Path] = None) -> dict[str, Any]:
     """Real target labels and sentences per update: the median over the progress lines of ``run/train.log`` after
-    the first (warm-up), each line's labels and sentences since the line before over its updates; and the harness's
-    own greedy and beam-5 test figures (BLEU after the same minutes, and sentences/s of its whole process)."""
+    the first (warm-up), each line's labels since the line before (as it counts them, or its labels/s times its
+    seconds where it does not) and sentences since the line before (within an epoch), over its updates; and the
+    harness's own greedy and beam-5 test figures (BLEU after the same minutes, sentences/s of its whole process)."""
     windows = []
-    last = (0, 0, 0)
+    last_update, last_sentences = 0, 0
     log = run / "train.log" if run is not None else None
     text = log.read_text(encoding="utf-8", errors="replace") if log is not None and log.is_file() else ""
     for match in PROGRESS.finditer(text):
-        update, sentences, _, labels = (int(group.replace(",", "")) for group in match.groups())
-        if update > last[0]:
-            windows.append(((labels - last[2]) / (update - last[0]), (sentences - last[1]) / (update - last[0])))
-        last = (update, sentences, labels)
+        update, sentences = (int(group.replace(",", "")) for group in match.groups()[:2])
+        counted, seconds, rate = match.groups()[2:]
+        labels = int(counted.replace(",", "")) if counted else float(seconds) * float(rate)
+        if update > last_update:  # "Sen." counts from 0 again in each epoch: that window has no sentence figure
+            per_update = (sentences - last_sentences) / (update - last_update) if sentences > last_sentences else None
+            windows.append((labels / (update - last_update), per_update))
+        last_update, last_sentences = update, sentences
     counted = windows[1:] or windows
+    sentence_counts = [w[1] for w in counted if w[1] is not None]
     harness = {}
     for match in map(HARNESS_DECODE.match, stdout.splitlines()):
         if match:
@@ -63,7 +69,7 @@ def marian_batches(stdout: str, corpus: PeerCorpus, run: Optional[Path] = None) 
     updates = re.findall(r"^marian_updates (\d+)", stdout, flags=re.M)
     return {
         "target_tokens_per_batch": median(w[0] for w in counted) if counted else None,
-        "sentences_per_batch": median(w[1] for w in counted) if counted else None,
+        "sentences_per_batch": median(sentence_counts) if sentence_counts else None,
         "batch_source": f"its log's progress lines ({len(counted)} of {len(windows)}, the first dropped): labels per "
                         "update" if windows else f"not in its log ({log or 'no run kept'}: no progress lines)",
         "updates": int(updates[-1]) if updates else None,
