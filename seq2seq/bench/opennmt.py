@@ -23,7 +23,7 @@ from statistics import median
 from typing import Any, Optional
 
 from seq2seq.bench.peer_decoding import PeerDecoder
-from seq2seq.bench.peers import PeerCorpus, PeerError, PeerToolkit, peer_dir
+from seq2seq.bench.peers import PeerCorpus, PeerError, PeerToolkit, peer_dir, shared_vocabularies
 
 REPORT = re.compile(r"^Step (\d+) bsz\(src/tgt/sents\) *([\d.]+) */ *([\d.]+) */ *([\d.]+) tgt_tok/s ([\d.]+) at")
 PARAMETERS = re.compile(r"^opennmt_parameters (\d+)")
@@ -79,7 +79,7 @@ OPENNMT_DECODER = PeerDecoder(
     keep_model=lambda run: {"ONMT_RUN": str(run), "ONMT_SAVE_STEPS": str(SAVE_EVERY_STEPS)},
     checkpoint=opennmt_checkpoint,
     translate=opennmt_translate,
-    spm_models=lambda model: (peer_dir() / "spm" / "en.model", peer_dir() / "spm" / "de.model"),
+    spm_models=lambda model: shared_vocabularies(),
 )
 
 

@@ -162,6 +162,11 @@ def peer_dir() -> Path:
     return Path(os.environ.get("PEER_DIR", Path.home() / ".cache" / "seq2seq-peers"))
 
 
+def shared_vocabularies() -> tuple[Path, Path]:
+    """The SentencePiece models (en, de) the JoeyNMT and OpenNMT-py harnesses make and share in ``$PEER_DIR/spm``."""
+    return peer_dir() / "spm" / "en.model", peer_dir() / "spm" / "de.model"
+
+
 def run_harness(toolkit: PeerToolkit, script: Path, seconds: int, env: dict[str, str] | None = None) -> str:
     """Train the peer for ``seconds`` with its harness (``env`` added to the environment); its stdout, or a
     PeerError with its exit status and the end of what it said."""
@@ -213,7 +218,6 @@ def measure_peers(toolkits: list[PeerToolkit], seconds: int | None, cfg: Config,
     can keep its model trains into ``$PEER_DIR/<name>-run`` (emptied first) and its figures name the model kept
     (``model``; None for a peer whose harness keeps none); a peer with its own vocabularies (Marian) always does,
     and its pieces per sentence are counted with them."""
-    shared_models = (peer_dir() / "spm" / "en.model", peer_dir() / "spm" / "de.model")
     corpora: dict[tuple[Path, Path], PeerCorpus] = {}
     for toolkit in toolkits:
         budget = seconds or toolkit.default_seconds
@@ -226,7 +230,7 @@ def measure_peers(toolkits: list[PeerToolkit], seconds: int | None, cfg: Config,
         stdout = run_harness(toolkit, script, budget, env)
         tokens_per_s = harness_figure(stdout, toolkit)
         models = toolkit.decoder.spm_models(toolkit.decoder.checkpoint(run)) if toolkit.own_vocabularies else \
-            shared_models
+            shared_vocabularies()
         if models not in corpora:  # a harness's first run makes its models
             corpora[models] = PeerCorpus.load(cfg, models)
         corpus = corpora[models]

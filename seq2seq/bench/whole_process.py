@@ -57,16 +57,19 @@ def decode_whole_process(model: Path, sources: list[str], references: list[str],
     return figures
 
 
+def peer_process_figures(peer: dict) -> dict[str, dict]:
+    """A decoded peer's whole-process figures in :func:`decode_whole_process`'s layout (one backend's)."""
+    return {name: {"beam_size": peer["decode"][name]["beam_size"], "bleu": peer["decode"][name].get("bleu"),
+                   "sentences_per_s": peer["decode"][name]["process_sentences_per_s"],
+                   "latency_mean_ms": peer["decode"][name].get("process_latency_mean_ms")} for name, _ in SEARCHES}
+
+
 def print_whole_process(ours: dict[str, dict], peers: dict[str, dict]) -> None:
     """Ours (each backend) and each decoded peer as whole processes, side by side."""
+    decoded = {peer["toolkit"]: peer_process_figures(peer) for peer in peers.values() if peer.get("decode")}
     print("\ndecoding as whole processes (start to exit: the toolkit and the model loaded, the file decoded)")
     print(f"  {'':26} {'search':8} {'sent/s':>9} {'mean ms b=1':>11} {'BLEU':>6}")
-    rows = [(f"ours, {backend}", searches) for backend, searches in ours.items()]
-    rows += [(peer["toolkit"], {name: {"sentences_per_s": d["process_sentences_per_s"],
-                                       "latency_mean_ms": d.get("process_latency_mean_ms"), "bleu": d.get("bleu"),
-                                       "beam_size": d["beam_size"]} for name, d in ((n, peer["decode"][n])
-                                                                                    for n, _ in SEARCHES)})
-             for peer in peers.values() if peer.get("decode")]
+    rows = [(f"ours, {backend}", searches) for backend, searches in ours.items()] + list(decoded.items())
     for label, searches in rows:
         for name, _ in SEARCHES:
             d = searches[name]
@@ -74,10 +77,8 @@ def print_whole_process(ours: dict[str, dict], peers: dict[str, dict]) -> None:
             bleu = f"{d['bleu']:6.2f}" if d.get("bleu") is not None else f"{'-':>6}"
             search = "greedy" if name == "greedy" else f"beam {d['beam_size']}"
             print(f"  {label:26} {search:8} {d['sentences_per_s']:9.1f} {latency} {bleu}")
-    for peer in peers.values():
-        if not peer.get("decode"):
-            continue
+    for toolkit, theirs in decoded.items():
         for backend, searches in ours.items():
-            print(f"  ours ({backend}) over {peer['toolkit']}, whole process: " + "; ".join(
-                f"{name} sentences/s x{searches[name]['sentences_per_s'] / peer['decode'][name]['process_sentences_per_s']:.2f}"
+            print(f"  ours ({backend}) over {toolkit}, whole process: " + "; ".join(
+                f"{name} sentences/s x{searches[name]['sentences_per_s'] / theirs[name]['sentences_per_s']:.2f}"
                 for name, _ in SEARCHES))

@@ -127,9 +127,11 @@ def beam_search(model: NumpyEnsemble, src: np.ndarray, src_lengths: np.ndarray, 
     live = np.arange(rows)  # the rows of sentences not yet done, which the model steps
     for _ in range(int(max_lengths.max()) + 1):
         raw, states, attn_live = model.step(prev_tokens[live], states, memories)
-        log_probs = np.full((rows, raw.shape[1]), -np.inf, dtype=np.float32)
-        log_probs[live] = constrain(raw, options, history[live], row_max_lengths[live], shortest_limit,
-                                    None if row_prefix is None else row_prefix[live])
+        log_probs = constrain(raw, options, history[live], row_max_lengths[live], shortest_limit,
+                              None if row_prefix is None else row_prefix[live])
+        if len(live) < rows:  # finished sentences' rows take part in the selection at -inf
+            live_log_probs, log_probs = log_probs, np.full((rows, raw.shape[1]), -np.inf, dtype=np.float32)
+            log_probs[live] = live_log_probs
         attention = None
         if options.return_attention:
             step_attn = np.zeros((rows, src.shape[1]), dtype=np.float32)
